@@ -1,0 +1,482 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+/*
+ * twtrace: attribute every TIME_WAIT entry and every ephemeral-port failure
+ * of connect()/bind() to the process responsible.
+ *
+ * Only three event kinds leave the kernel (timewait, connect_error,
+ * bind_error); every other state transition just updates per-socket
+ * bookkeeping. See DESIGN.md §1-§3 for the kernel facts behind each hook.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define SOCK_STREAM 1
+#define EADDRINUSE 98
+#define EADDRNOTAVAIL 99
+#define TASK_COMM_LEN 16
+
+enum tcp_state {
+	TCP_ESTABLISHED = 1,
+	TCP_SYN_SENT = 2,
+	TCP_SYN_RECV = 3,
+	TCP_FIN_WAIT1 = 4,
+	TCP_FIN_WAIT2 = 5,
+	TCP_TIME_WAIT = 6,
+	TCP_CLOSE = 7,
+	TCP_CLOSE_WAIT = 8,
+	TCP_LAST_ACK = 9,
+	TCP_LISTEN = 10,
+	TCP_CLOSING = 11,
+};
+
+enum event_kind {
+	EVENT_TIMEWAIT = 1,
+	EVENT_CONNECT_ERROR = 2,
+	EVENT_BIND_ERROR = 3,
+};
+
+enum role {
+	ROLE_UNKNOWN = 0,
+	ROLE_CLIENT = 1,
+	ROLE_SERVER = 2,
+};
+
+/* What userspace receives through the ring buffer. */
+struct event {
+	u64 ts_ns;      /* CLOCK_MONOTONIC of the event */
+	u64 open_ns;    /* CLOCK_MONOTONIC of connect()/accept, 0 when unknown */
+	u64 cgroup_id;
+	u64 bytes_sent; /* bytes acked by the peer */
+	u64 bytes_received;
+	u32 pid;        /* tgid of the process responsible */
+	u32 tid;
+	u32 opener_pid;
+	u32 netns;
+	s32 err;        /* positive errno for connect_error/bind_error */
+	u16 family;
+	u16 sport;      /* host order */
+	u16 dport;      /* host order */
+	u8 kind;
+	u8 role;
+	u8 saddr[16];
+	u8 daddr[16];
+	char comm[TASK_COMM_LEN];
+	char opener_comm[TASK_COMM_LEN];
+};
+
+/* Keeps struct event in BTF so bpf2go can generate its Go twin. */
+const struct event *unused_event __attribute__((unused));
+
+/* Who opened a socket and who closed it first, carried forward to the
+ * softirq where the socket finally leaves for a timewait socket. */
+struct sock_owner {
+	u64 open_ns;
+	u64 closer_cgroup;
+	u32 opener_pid;
+	u32 closer_pid;
+	u32 closer_tid;
+	u8 role;
+	u8 closed;  /* closer_* are valid */
+	u8 reset;   /* an RST arrived: the move to CLOSE is not a timewait */
+	u8 pad;
+	char opener_comm[TASK_COMM_LEN];
+	char closer_comm[TASK_COMM_LEN];
+};
+
+/* A listening socket's owner, found by accepted children through
+ * (netns, local port): the child's birth runs in softirq. */
+struct listen_key {
+	u32 netns;
+	u16 port;
+	u16 pad;
+};
+
+struct listener {
+	u32 pid;
+	char comm[TASK_COMM_LEN];
+};
+
+/* connect()/bind() arguments between syscall entry and exit. */
+struct pending_call {
+	u64 sk;
+	u32 netns;
+	u16 family;
+	u16 port;  /* host order */
+	u8 addr[16];
+};
+
+/* Global configuration, set by userspace before load. */
+volatile const u32 events_mask = 0xffffffff;
+
+/* timewait/connect_error/bind_error records for userspace; size set by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+/* Records that did not fit in the ring buffer: never lost silently. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u64);
+} lost SEC(".maps");
+
+/* Socket pointer -> owner. LRU: sockets that never close (or that predate
+ * us and vanish without a tracepoint) are evicted, not leaked. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, u64);
+	__type(value, struct sock_owner);
+} owners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct listen_key);
+	__type(value, struct listener);
+} listeners SEC(".maps");
+
+/* Thread id -> its connect()/bind() in flight. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u32);
+	__type(value, struct pending_call);
+} pending SEC(".maps");
+
+static __always_inline bool wanted(u8 kind)
+{
+	return events_mask & (1u << kind);
+}
+
+static __always_inline void count_lost(void)
+{
+	u32 zero = 0;
+	u64 *n = bpf_map_lookup_elem(&lost, &zero);
+	if (n)
+		(*n)++;
+}
+
+static __always_inline u32 sock_netns(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/* -------------------------------------------------------------------- */
+/* sock:inet_sock_set_state — the TCP state diagram, one case per edge.  */
+/* -------------------------------------------------------------------- */
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int on_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP)
+		return 0;
+
+	int oldstate = ctx->oldstate;
+	int newstate = ctx->newstate;
+	u64 skaddr = (u64)ctx->skaddr;
+	const struct sock *sk = ctx->skaddr;
+
+	/* CLOSE->SYN_SENT runs inside connect(): current is the opener.
+	 * The source port is not chosen yet; we only need who and when. */
+	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
+		struct sock_owner o = {};
+		o.open_ns = bpf_ktime_get_ns();
+		o.opener_pid = bpf_get_current_pid_tgid() >> 32;
+		o.role = ROLE_CLIENT;
+		bpf_get_current_comm(o.opener_comm, sizeof(o.opener_comm));
+		bpf_map_update_elem(&owners, &skaddr, &o, BPF_ANY);
+		return 0;
+	}
+
+	/* CLOSE->LISTEN runs inside listen(): remember the server process so
+	 * the sockets it accepts can name it. */
+	if (newstate == TCP_LISTEN) {
+		struct listen_key k = { .netns = sock_netns(sk), .port = ctx->sport };
+		struct listener l = { .pid = bpf_get_current_pid_tgid() >> 32 };
+		bpf_get_current_comm(l.comm, sizeof(l.comm));
+		bpf_map_update_elem(&listeners, &k, &l, BPF_ANY);
+		return 0;
+	}
+	if (oldstate == TCP_LISTEN) {
+		/* LISTEN->CLOSE: the listener is gone. LISTEN->SYN_RECV is a
+		 * child cloned from it (its sport is the listener's port). */
+		struct listen_key k = { .netns = sock_netns(sk), .port = ctx->sport };
+		if (newstate == TCP_CLOSE) {
+			bpf_map_delete_elem(&listeners, &k);
+			return 0;
+		}
+		if (newstate == TCP_SYN_RECV) {
+			struct sock_owner o = {};
+			o.open_ns = bpf_ktime_get_ns();
+			o.role = ROLE_SERVER;
+			struct listener *l = bpf_map_lookup_elem(&listeners, &k);
+			if (l) {
+				o.opener_pid = l->pid;
+				__builtin_memcpy(o.opener_comm, l->comm, sizeof(o.opener_comm));
+			}
+			bpf_map_update_elem(&owners, &skaddr, &o, BPF_ANY);
+		}
+		return 0;
+	}
+
+	/* ESTABLISHED->FIN_WAIT1 (or SYN_RECV->FIN_WAIT1) runs in close(),
+	 * shutdown() or the exit of the last holder: current closed first
+	 * and will own the TIME_WAIT. */
+	if (newstate == TCP_FIN_WAIT1) {
+		struct sock_owner *o = bpf_map_lookup_elem(&owners, &skaddr);
+		if (!o) {
+			/* Opened before we attached: the closer is still known. */
+			struct sock_owner fresh = {};
+			bpf_map_update_elem(&owners, &skaddr, &fresh, BPF_NOEXIST);
+			o = bpf_map_lookup_elem(&owners, &skaddr);
+			if (!o)
+				return 0;
+		}
+		u64 id = bpf_get_current_pid_tgid();
+		o->closer_pid = id >> 32;
+		o->closer_tid = (u32)id;
+		o->closer_cgroup = bpf_get_current_cgroup_id();
+		bpf_get_current_comm(o->closer_comm, sizeof(o->closer_comm));
+		o->closed = 1;
+		return 0;
+	}
+
+	if (newstate != TCP_CLOSE)
+		return 0;
+
+	/* Every other move to CLOSE ends our interest in the socket. Only
+	 * FIN_WAIT2->CLOSE and CLOSING->CLOSE hand the 4-tuple to a timewait
+	 * socket (tcp_time_wait() then tcp_done()); they run in softirq or
+	 * timer context, so the identity comes from the record, not current. */
+	struct sock_owner *o = bpf_map_lookup_elem(&owners, &skaddr);
+	if (!o)
+		return 0;
+	bool timewait = (oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING) &&
+			o->closed && !o->reset;
+	if (!timewait || !wanted(EVENT_TIMEWAIT)) {
+		bpf_map_delete_elem(&owners, &skaddr);
+		return 0;
+	}
+
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost();
+		bpf_map_delete_elem(&owners, &skaddr);
+		return 0;
+	}
+	e->kind = EVENT_TIMEWAIT;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->open_ns = o->open_ns;
+	e->cgroup_id = o->closer_cgroup;
+	e->pid = o->closer_pid;
+	e->tid = o->closer_tid;
+	e->opener_pid = o->opener_pid;
+	e->role = o->role;
+	e->err = 0;
+	__builtin_memcpy(e->comm, o->closer_comm, sizeof(e->comm));
+	__builtin_memcpy(e->opener_comm, o->opener_comm, sizeof(e->opener_comm));
+	e->netns = sock_netns(sk);
+	e->family = ctx->family;
+	/* The tracepoint's sport is inet_sport; skc_num is already zeroed
+	 * by inet_put_port() at this point (DESIGN.md §2). */
+	e->sport = ctx->sport;
+	e->dport = ctx->dport;
+	if (ctx->family == AF_INET6) {
+		__builtin_memcpy(e->saddr, ctx->saddr_v6, 16);
+		__builtin_memcpy(e->daddr, ctx->daddr_v6, 16);
+	} else {
+		__builtin_memset(e->saddr, 0, 16);
+		__builtin_memset(e->daddr, 0, 16);
+		__builtin_memcpy(e->saddr, ctx->saddr, 4);
+		__builtin_memcpy(e->daddr, ctx->daddr, 4);
+	}
+	const struct tcp_sock *tp = (const void *)sk;
+	e->bytes_sent = BPF_CORE_READ(tp, bytes_acked);
+	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
+	bpf_ringbuf_submit(e, 0);
+	bpf_map_delete_elem(&owners, &skaddr);
+	return 0;
+}
+
+/* An RST in FIN_WAIT2 also moves the socket to CLOSE, with no timewait
+ * socket behind it: mark it so the move is not reported. */
+SEC("tracepoint/tcp/tcp_receive_reset")
+int on_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
+{
+	u64 skaddr = (u64)ctx->skaddr;
+	struct sock_owner *o = bpf_map_lookup_elem(&owners, &skaddr);
+	if (o)
+		o->reset = 1;
+	return 0;
+}
+
+/* -------------------------------------------------------------------- */
+/* connect() and bind(): the destination comes from the caller's own     */
+/* sockaddr, read at entry; the verdict from the return value at exit.   */
+/* -------------------------------------------------------------------- */
+
+struct sockaddr_in_user {
+	u16 family;
+	__be16 port;
+	__be32 addr;
+};
+
+struct sockaddr_in6_user {
+	u16 family;
+	__be16 port;
+	__be32 flowinfo;
+	u8 addr[16];
+};
+
+/* fd of the current task -> its TCP struct sock, or NULL. */
+static __always_inline const struct sock *tcp_sock_of_fd(long fd)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	if (!f)
+		return NULL;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	if (!sock)
+		return NULL;
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return NULL;
+	/* private_data of a non-socket file is something else entirely:
+	 * require a plausible inet family before trusting the rest. */
+	u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return NULL;
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP ||
+	    BPF_CORE_READ(sk, sk_type) != SOCK_STREAM)
+		return NULL;
+	return sk;
+}
+
+static __always_inline int enter_call(struct trace_event_raw_sys_enter *ctx, u8 kind)
+{
+	if (!wanted(kind))
+		return 0;
+	const struct sock *sk = tcp_sock_of_fd((long)ctx->args[0]);
+	if (!sk)
+		return 0;
+	const void *uaddr = (const void *)ctx->args[1];
+	long len = (long)ctx->args[2];
+
+	struct pending_call p = {};
+	p.sk = (u64)sk;
+	p.netns = sock_netns(sk);
+	if (bpf_probe_read_user(&p.family, sizeof(p.family), uaddr))
+		return 0;
+	if (p.family == AF_INET && len >= (long)sizeof(struct sockaddr_in_user)) {
+		struct sockaddr_in_user sin;
+		if (bpf_probe_read_user(&sin, sizeof(sin), uaddr))
+			return 0;
+		p.port = bpf_ntohs(sin.port);
+		__builtin_memcpy(p.addr, &sin.addr, 4);
+	} else if (p.family == AF_INET6 && len >= (long)sizeof(struct sockaddr_in6_user)) {
+		struct sockaddr_in6_user sin6;
+		if (bpf_probe_read_user(&sin6, sizeof(sin6), uaddr))
+			return 0;
+		p.port = bpf_ntohs(sin6.port);
+		__builtin_memcpy(p.addr, sin6.addr, 16);
+	} else {
+		return 0;
+	}
+	/* bind() to a fixed port does not draw from the ephemeral range. */
+	if (kind == EVENT_BIND_ERROR && p.port != 0)
+		return 0;
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int exit_call(struct trace_event_raw_sys_exit *ctx, u8 kind, long want)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tid = (u32)id;
+	struct pending_call *p = bpf_map_lookup_elem(&pending, &tid);
+	if (!p)
+		return 0;
+	/* One syscall, one verdict: a v4-mapped connect() runs through both
+	 * tcp_v6_connect and tcp_v4_connect but exits once. */
+	if (ctx->ret != -want)
+		goto out;
+
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost();
+		goto out;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->kind = kind;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->pid = id >> 32;
+	e->tid = tid;
+	e->err = want;
+	e->netns = p->netns;
+	e->family = p->family;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+
+	const struct sock *sk = (const void *)p->sk;
+	if (kind == EVENT_CONNECT_ERROR) {
+		e->dport = p->port;
+		__builtin_memcpy(e->daddr, p->addr, 16);
+		/* The source as bound before connect(), if it was: after the
+		 * failure the kernel has reset whatever it picked itself. */
+		const struct inet_sock *inet = (const void *)sk;
+		e->sport = bpf_ntohs(BPF_CORE_READ(inet, inet_sport));
+		if (p->family == AF_INET6) {
+			BPF_CORE_READ_INTO(e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		} else {
+			__be32 a = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+			__builtin_memcpy(e->saddr, &a, 4);
+		}
+	} else {
+		e->sport = 0;
+		__builtin_memcpy(e->saddr, p->addr, 16);
+	}
+	bpf_ringbuf_submit(e, 0);
+out:
+	bpf_map_delete_elem(&pending, &tid);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int on_enter_connect(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_call(ctx, EVENT_CONNECT_ERROR);
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int on_exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_call(ctx, EVENT_CONNECT_ERROR, EADDRNOTAVAIL);
+}
+
+SEC("tracepoint/syscalls/sys_enter_bind")
+int on_enter_bind(struct trace_event_raw_sys_enter *ctx)
+{
+	return enter_call(ctx, EVENT_BIND_ERROR);
+}
+
+SEC("tracepoint/syscalls/sys_exit_bind")
+int on_exit_bind(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_call(ctx, EVENT_BIND_ERROR, EADDRINUSE);
+}
