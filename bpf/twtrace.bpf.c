@@ -114,6 +114,8 @@ struct pending_call {
 
 /* Global configuration, set by userspace before load. */
 volatile const u32 events_mask = 0xffffffff;
+/* Only report this network namespace (inode); 0 = every namespace. */
+volatile const u32 target_netns = 0;
 
 /* timewait/connect_error/bind_error records for userspace; size set by the loader. */
 struct {
@@ -156,6 +158,11 @@ struct {
 static __always_inline bool wanted(u8 kind)
 {
 	return events_mask & (1u << kind);
+}
+
+static __always_inline bool netns_wanted(u32 netns)
+{
+	return target_netns == 0 || target_netns == netns;
 }
 
 static __always_inline void count_lost(void)
@@ -263,7 +270,8 @@ int on_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		return 0;
 	bool timewait = (oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING) &&
 			o->closed && !o->reset;
-	if (!timewait || !wanted(EVENT_TIMEWAIT)) {
+	u32 netns = sock_netns(sk);
+	if (!timewait || !wanted(EVENT_TIMEWAIT) || !netns_wanted(netns)) {
 		bpf_map_delete_elem(&owners, &skaddr);
 		return 0;
 	}
@@ -285,7 +293,7 @@ int on_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	e->err = 0;
 	__builtin_memcpy(e->comm, o->closer_comm, sizeof(e->comm));
 	__builtin_memcpy(e->opener_comm, o->opener_comm, sizeof(e->opener_comm));
-	e->netns = sock_netns(sk);
+	e->netns = netns;
 	e->family = ctx->family;
 	/* The tracepoint's sport is inet_sport; skc_num is already zeroed
 	 * by inet_put_port() at this point (DESIGN.md §2). */
@@ -380,6 +388,8 @@ static __always_inline int enter_call(struct trace_event_raw_sys_enter *ctx, u8 
 	struct pending_call p = {};
 	p.sk = (u64)sk;
 	p.netns = sock_netns(sk);
+	if (!netns_wanted(p.netns))
+		return 0;
 	if (bpf_probe_read_user(&p.family, sizeof(p.family), uaddr))
 		return 0;
 	if (p.family == AF_INET && len >= (long)sizeof(struct sockaddr_in_user)) {

@@ -90,6 +90,7 @@ const (
 	twtraceProgOnReceiveReset = "on_receive_reset"
 	twtraceProgOnSetState     = "on_set_state"
 	twtraceVarEventsMask      = "events_mask"
+	twtraceVarTargetNetns     = "target_netns"
 	twtraceVarUnusedEvent     = "unused_event"
 )
 
@@ -159,6 +160,7 @@ type twtraceMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type twtraceVariableSpecs struct {
 	EventsMask  *ebpf.VariableSpec `ebpf:"events_mask"`
+	TargetNetns *ebpf.VariableSpec `ebpf:"target_netns"`
 	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
 }
 
@@ -204,6 +206,7 @@ func (m *twtraceMaps) Close() error {
 // It can be passed to loadTwtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type twtraceVariables struct {
 	EventsMask  *ebpf.Variable `ebpf:"events_mask"`
+	TargetNetns *ebpf.Variable `ebpf:"target_netns"`
 	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
 }
 
