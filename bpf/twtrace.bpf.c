@@ -299,14 +299,16 @@ int on_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	 * by inet_put_port() at this point (DESIGN.md §2). */
 	e->sport = ctx->sport;
 	e->dport = ctx->dport;
+	/* Addresses from the socket itself (the same fields the tracepoint
+	 * copied): array fields of a tracepoint context cannot be addressed. */
+	__builtin_memset(e->saddr, 0, 16);
+	__builtin_memset(e->daddr, 0, 16);
 	if (ctx->family == AF_INET6) {
-		__builtin_memcpy(e->saddr, ctx->saddr_v6, 16);
-		__builtin_memcpy(e->daddr, ctx->daddr_v6, 16);
+		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
 	} else {
-		__builtin_memset(e->saddr, 0, 16);
-		__builtin_memset(e->daddr, 0, 16);
-		__builtin_memcpy(e->saddr, ctx->saddr, 4);
-		__builtin_memcpy(e->daddr, ctx->daddr, 4);
+		BPF_CORE_READ_INTO((__be32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__be32 *)e->daddr, sk, __sk_common.skc_daddr);
 	}
 	const struct tcp_sock *tp = (const void *)sk;
 	e->bytes_sent = BPF_CORE_READ(tp, bytes_acked);
@@ -452,7 +454,7 @@ static __always_inline int exit_call(struct trace_event_raw_sys_exit *ctx, u8 ki
 		const struct inet_sock *inet = (const void *)sk;
 		e->sport = bpf_ntohs(BPF_CORE_READ(inet, inet_sport));
 		if (p->family == AF_INET6) {
-			BPF_CORE_READ_INTO(e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+			BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
 		} else {
 			__be32 a = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
 			__builtin_memcpy(e->saddr, &a, 4);

@@ -1,0 +1,211 @@
+package tracer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The test binary doubles as the client process of the scenarios: real,
+// separate processes whose pid and comm the tracer must name.
+
+const helperEnv = "TWTRACE_TEST_CLIENT"
+
+// helperComm is the client's comm, set with PR_SET_NAME.
+const helperComm = "twt-client"
+
+func init() {
+	// Keep main on the main thread so PR_SET_NAME names the thread that
+	// makes every socket call.
+	runtime.LockOSThread()
+}
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(helperEnv); spec != "" {
+		os.Exit(runClient(spec))
+	}
+	os.Exit(m.Run())
+}
+
+// clientSpec tells a client process what to do.
+type clientSpec struct {
+	Mode string // connect, bind
+	// Dest is the server; a v4-mapped address is dialled from an AF_INET6 socket.
+	Dest string
+	N    int
+	// How each connection ends.
+	Shutdown  bool // shutdown(SHUT_WR), read to EOF, then close
+	ReadFirst bool // read to EOF (the server closes first), then close
+	Linger0   bool // SO_LINGER {1,0}: close with RST
+	// FillAndExit: write until the send buffer is full, close and exit at
+	// once, so the FIN leaves (and timewait begins) after the process is gone.
+	FillAndExit bool
+}
+
+// clientResult is what the client reports on stdout.
+type clientResult struct {
+	PID      int
+	Ports    []int // local ports of connections that were made
+	Failures int   // EADDRNOTAVAIL from connect or EADDRINUSE from bind
+}
+
+func runClient(raw string) int {
+	var spec clientSpec
+	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if err := unix.Prctl(unix.PR_SET_NAME, uintptr(unsafePtr(helperComm)), 0, 0, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "prctl:", err)
+		return 2
+	}
+	res, err := clientRun(spec)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	res.PID = os.Getpid()
+	json.NewEncoder(os.Stdout).Encode(res)
+	return 0
+}
+
+func sockaddrOf(ap netip.AddrPort) (unix.Sockaddr, int) {
+	a := ap.Addr()
+	if a.Is4() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}, unix.AF_INET
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}, unix.AF_INET6
+}
+
+func clientRun(spec clientSpec) (*clientResult, error) {
+	dest, err := netip.ParseAddrPort(spec.Dest)
+	if err != nil {
+		return nil, err
+	}
+	sa, family := sockaddrOf(dest)
+	res := &clientResult{Ports: []int{}}
+	var keep []int // bind mode holds its sockets until the end
+	for i := 0; i < spec.N; i++ {
+		fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("socket: %w", err)
+		}
+		if spec.Mode == "bind" {
+			var bsa unix.Sockaddr = &unix.SockaddrInet4{Addr: dest.Addr().As4()}
+			if family == unix.AF_INET6 {
+				bsa = &unix.SockaddrInet6{Addr: dest.Addr().As16()}
+			}
+			if err := unix.Bind(fd, bsa); err != nil {
+				unix.Close(fd)
+				if errors.Is(err, unix.EADDRINUSE) {
+					res.Failures++
+					continue
+				}
+				return nil, fmt.Errorf("bind: %w", err)
+			}
+			keep = append(keep, fd)
+			continue
+		}
+		if err := unix.Connect(fd, sa); err != nil {
+			unix.Close(fd)
+			if errors.Is(err, unix.EADDRNOTAVAIL) {
+				res.Failures++
+				continue
+			}
+			return nil, fmt.Errorf("connect: %w", err)
+		}
+		local, err := unix.Getsockname(fd)
+		if err != nil {
+			return nil, err
+		}
+		switch l := local.(type) {
+		case *unix.SockaddrInet4:
+			res.Ports = append(res.Ports, l.Port)
+		case *unix.SockaddrInet6:
+			res.Ports = append(res.Ports, l.Port)
+		}
+		switch {
+		case spec.Linger0:
+			if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {
+				return nil, err
+			}
+		case spec.Shutdown:
+			if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
+				return nil, err
+			}
+			readToEOF(fd)
+		case spec.ReadFirst:
+			readToEOF(fd)
+		case spec.FillAndExit:
+			if err := unix.SetNonblock(fd, true); err != nil {
+				return nil, err
+			}
+			buf := make([]byte, 64<<10)
+			for {
+				if _, err := unix.Write(fd, buf); err != nil {
+					break
+				}
+			}
+		}
+		unix.Close(fd)
+	}
+	for _, fd := range keep {
+		unix.Close(fd)
+	}
+	return res, nil
+}
+
+func readToEOF(fd int) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.Read(fd, buf)
+		if n <= 0 || err != nil {
+			return
+		}
+	}
+}
+
+// startClient runs a client process inside ns and returns once it has
+// exited, with its report.
+func startClient(t *testing.T, ns *netns, spec clientSpec) *clientResult {
+	t.Helper()
+	raw, _ := json.Marshal(spec)
+	var out []byte
+	ns.Do(t, func() error {
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), helperEnv+"="+string(raw))
+		cmd.Stderr = os.Stderr
+		var err error
+		out, err = cmd.Output()
+		if err != nil {
+			return fmt.Errorf("client %+v: %w", spec, err)
+		}
+		return nil
+	})
+	var res clientResult
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("client output %q: %v", out, err)
+	}
+	return &res
+}
+
+// waitFor polls cond every 10 ms until it holds or the budget runs out.
+// The budget only bounds a failing test; nothing here asserts speed.
+func waitFor(budget time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(budget)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return cond()
+}

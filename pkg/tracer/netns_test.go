@@ -1,0 +1,115 @@
+package tracer
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// requireBPF skips a privileged test outside CI and fails it under CI=true,
+// where a test that cannot load BPF must never pass silently.
+func requireBPF(t testing.TB) {
+	t.Helper()
+	if err := Preflight(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true and BPF is unavailable: %v", err)
+		}
+		t.Skipf("needs BPF: %v", err)
+	}
+}
+
+// netns is a private network namespace with only loopback, up.
+type netns struct {
+	file  *os.File
+	inode uint32
+}
+
+func newNetns(t testing.TB) *netns {
+	t.Helper()
+	type result struct {
+		ns  *netns
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// Never unlocked: the thread, now in another namespace, dies with
+		// this goroutine instead of going back to the scheduler.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("unshare(CLONE_NEWNET): %w", err)}
+			return
+		}
+		f, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			f.Close()
+			ch <- result{err: err}
+			return
+		}
+		if err := loopbackUp(); err != nil {
+			f.Close()
+			ch <- result{err: err}
+			return
+		}
+		ch <- result{ns: &netns{file: f, inode: uint32(st.Ino)}}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("creating network namespace: %v", r.err)
+	}
+	t.Cleanup(func() { r.ns.file.Close() })
+	return r.ns
+}
+
+// Do runs fn on an OS thread inside the namespace. Sockets, sysctl writes
+// and child processes started by fn belong to the namespace.
+func (n *netns) Do(t testing.TB, fn func() error) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setns(int(n.file.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns: %w", err)
+			return
+		}
+		errc <- fn()
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Sysctl sets a net.* sysctl of the namespace, e.g. "ipv4/tcp_tw_reuse".
+func (n *netns) Sysctl(t testing.TB, name, value string) {
+	t.Helper()
+	n.Do(t, func() error {
+		return os.WriteFile("/proc/sys/net/"+name, []byte(value), 0o644)
+	})
+}
+
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("reading lo flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bringing lo up: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,502 @@
+package tracer
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/twtrace/twtrace/pkg/event"
+)
+
+// collector keeps copies of every event a tracer reports.
+type collector struct {
+	mu     sync.Mutex
+	events []event.Event
+}
+
+func (c *collector) add(e *event.Event) {
+	c.mu.Lock()
+	c.events = append(c.events, *e)
+	c.mu.Unlock()
+}
+
+func (c *collector) snapshot() []event.Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.events)
+}
+
+func (c *collector) ofKind(k event.Kind) []event.Event {
+	var out []event.Event
+	for _, e := range c.snapshot() {
+		if e.Kind == k {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// settle waits until want events of kind arrived, then a little longer so
+// that an extra (wrong) event has the chance to show up too.
+func (c *collector) settle(k event.Kind, want int) []event.Event {
+	waitFor(10*time.Second, func() bool { return len(c.ofKind(k)) >= want })
+	time.Sleep(300 * time.Millisecond)
+	return c.ofKind(k)
+}
+
+// traceNetns starts a tracer that reports only ns's events.
+func traceNetns(t *testing.T, ns *netns) *collector {
+	t.Helper()
+	requireBPF(t)
+	tr, err := New(Options{Netns: ns.inode})
+	if err != nil {
+		t.Fatalf("starting tracer: %v", err)
+	}
+	c := &collector{}
+	done := make(chan error, 1)
+	go func() { done <- tr.Read(c.add) }()
+	t.Cleanup(func() {
+		tr.Close()
+		if err := <-done; err != nil {
+			t.Errorf("Read: %v", err)
+		}
+		if lost, err := tr.Lost(); err == nil && lost != 0 {
+			t.Errorf("lost %d records with the default ring buffer", lost)
+		}
+	})
+	return c
+}
+
+// serverMode is how the in-test server treats each accepted connection.
+type serverMode int
+
+const (
+	serverReadEOF    serverMode = iota // read to EOF, then close: the client closed first
+	serverCloseFirst                   // write a byte and close at once
+	serverHold                         // keep until release(), then read to EOF and close
+)
+
+type server struct {
+	addr    netip.AddrPort
+	ln      net.Listener
+	release chan struct{}
+	wg      sync.WaitGroup
+}
+
+// startServer listens inside ns on addr ("127.0.0.1", "::1", ...).
+func startServer(t *testing.T, ns *netns, ip string, mode serverMode) *server {
+	t.Helper()
+	s := &server{release: make(chan struct{})}
+	ns.Do(t, func() error {
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		s.ln = ln
+		return err
+	})
+	s.addr = s.ln.Addr().(*net.TCPAddr).AddrPort()
+	go func() {
+		for {
+			conn, err := s.ln.Accept()
+			if err != nil {
+				return
+			}
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer conn.Close()
+				switch mode {
+				case serverReadEOF:
+					io.Copy(io.Discard, conn)
+				case serverCloseFirst:
+					conn.Write([]byte{'x'})
+				case serverHold:
+					<-s.release
+					io.Copy(io.Discard, conn)
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { s.ln.Close() })
+	return s
+}
+
+// dest is the server's address as a client dials it; mapped dials an IPv4
+// server through an AF_INET6 socket with a v4-mapped address.
+func (s *server) dest(mapped bool) string {
+	if mapped {
+		return netip.AddrPortFrom(netip.AddrFrom16(s.addr.Addr().As16()), s.addr.Port()).String()
+	}
+	return s.addr.String()
+}
+
+func ports(evs []event.Event) []int {
+	var out []int
+	for _, e := range evs {
+		out = append(out, int(e.Sport))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func sorted(p []int) []int {
+	p = slices.Clone(p)
+	slices.Sort(p)
+	return p
+}
+
+// checkTimewaits asserts every event names the closing process and the
+// server as destination.
+func checkTimewaits(t *testing.T, evs []event.Event, closer int, comm string, role event.Role, dst netip.AddrPort, ipv6 bool) {
+	t.Helper()
+	for _, e := range evs {
+		if int(e.PID) != closer || event.CommString(&e.Comm) != comm || e.Role != role {
+			t.Errorf("timewait owned by pid %d comm %q role %s, want pid %d comm %q role %s",
+				e.PID, event.CommString(&e.Comm), e.Role, closer, comm, role)
+		}
+		if role == event.RoleServer {
+			// The destination of a server's socket is the client.
+			if e.Sport != dst.Port() || e.Saddr != dst.Addr() {
+				t.Errorf("server timewait source %s:%d, want %s", e.Saddr, e.Sport, dst)
+			}
+		} else if e.Daddr != dst.Addr() || e.Dport != dst.Port() {
+			t.Errorf("timewait destination %s:%d, want %s", e.Daddr, e.Dport, dst)
+		}
+		if e.IPv6 != ipv6 {
+			t.Errorf("timewait IPv6=%v, want %v", e.IPv6, ipv6)
+		}
+		if e.Lifetime <= 0 {
+			t.Errorf("timewait lifetime %v, want > 0", e.Lifetime)
+		}
+	}
+}
+
+// Scenario 1: client closes first → one timewait event per connection,
+// owned by the client's pid, with exactly the client's source ports.
+func TestClientClosesFirst(t *testing.T) {
+	ns := newNetns(t)
+	c := traceNetns(t, ns)
+	srv := startServer(t, ns, "127.0.0.1", serverReadEOF)
+	const n = 25
+	cl := startClient(t, ns, clientSpec{Mode: "connect", Dest: srv.dest(false), N: n})
+	evs := c.settle(event.KindTimewait, n)
+	if len(evs) != n {
+		t.Fatalf("got %d timewait events, want %d", len(evs), n)
+	}
+	checkTimewaits(t, evs, cl.PID, helperComm, event.RoleClient, srv.addr, false)
+	if got, want := ports(evs), sorted(cl.Ports); !slices.Equal(got, want) {
+		t.Errorf("timewait source ports %v, want the client's %v", got, want)
+	}
+	for _, e := range evs {
+		if int(e.OpenerPID) != cl.PID || e.Netns != ns.inode {
+			t.Errorf("opener pid %d netns %d, want %d and %d", e.OpenerPID, e.Netns, cl.PID, ns.inode)
+		}
+	}
+	if n := len(c.ofKind(event.KindConnectError)); n != 0 {
+		t.Errorf("%d connect_error events, want 0", n)
+	}
+}
+
+// Scenario 2: server closes first → timewait on the server's accepted
+// sockets, owned by the server process with role server; none for the client.
+func TestServerClosesFirst(t *testing.T) {
+	ns := newNetns(t)
+	c := traceNetns(t, ns)
+	srv := startServer(t, ns, "127.0.0.1", serverCloseFirst)
+	const n = 12
+	cl := startClient(t, ns, clientSpec{Mode: "connect", Dest: srv.dest(false), N: n, ReadFirst: true})
+	evs := c.settle(event.KindTimewait, n)
+	if len(evs) != n {
+		t.Fatalf("got %d timewait events, want %d", len(evs), n)
+	}
+	for _, e := range evs {
+		if int(e.PID) != os.Getpid() || e.Role != event.RoleServer || int(e.OpenerPID) != os.Getpid() {
+			t.Errorf("timewait pid %d role %s opener %d, want the server %d, server", e.PID, e.Role, e.OpenerPID, os.Getpid())
+		}
+		if e.Sport != srv.addr.Port() {
+			t.Errorf("server timewait sport %d, want %d", e.Sport, srv.addr.Port())
+		}
+	}
+	dports := make([]int, 0, n)
+	for _, e := range evs {
+		dports = append(dports, int(e.Dport))
+	}
+	slices.Sort(dports)
+	if want := sorted(cl.Ports); !slices.Equal(dports, want) {
+		t.Errorf("server timewait destinations %v, want the client ports %v", dports, want)
+	}
+}
+
+// Scenario 3: shutdown(SHUT_WR), the server closes on EOF, then the client
+// closes. On loopback the final transition runs in the server's context,
+// yet the timewait belongs to the client, which sent the first FIN.
+func TestShutdownThenClose(t *testing.T) {
+	ns := newNetns(t)
+	c := traceNetns(t, ns)
+	srv := startServer(t, ns, "127.0.0.1", serverReadEOF)
+	const n = 10
+	cl := startClient(t, ns, clientSpec{Mode: "connect", Dest: srv.dest(false), N: n, Shutdown: true})
+	evs := c.settle(event.KindTimewait, n)
+	if len(evs) != n {
+		t.Fatalf("got %d timewait events, want %d", len(evs), n)
+	}
+	checkTimewaits(t, evs, cl.PID, helperComm, event.RoleClient, srv.addr, false)
+	if got, want := ports(evs), sorted(cl.Ports); !slices.Equal(got, want) {
+		t.Errorf("timewait source ports %v, want %v", got, want)
+	}
+}
+
+// Scenario 4: SO_LINGER {1,0} resets the connection: no timewait at all.
+func TestLingerZeroHasNoTimewait(t *testing.T) {
+	ns := newNetns(t)
+	c := traceNetns(t, ns)
+	srv := startServer(t, ns, "127.0.0.1", serverReadEOF)
+	cl := startClient(t, ns, clientSpec{Mode: "connect", Dest: srv.dest(false), N: 10, Linger0: true})
+	if len(cl.Ports) != 10 {
+		t.Fatalf("client made %d connections, want 10", len(cl.Ports))
+	}
+	srv.ln.Close()
+	srv.wg.Wait()
+	time.Sleep(300 * time.Millisecond)
+	if evs := c.snapshot(); len(evs) != 0 {
+		t.Errorf("got %d events after RST closes, want 0: %+v", len(evs), evs[0])
+	}
+}
+
+// exhaust leaves the namespace a range of 10 ports and no reuse. Call it
+// after the server listens: a listener on port 0 would take one of the 10.
+func exhaust(t *testing.T, ns *netns) {
+	ns.Sysctl(t, "ipv4/ip_local_port_range", "40000 40009")
+	ns.Sysctl(t, "ipv4/tcp_tw_reuse", "0")
+}
+
+func checkConnectErrors(t *testing.T, evs []event.Event, cl *clientResult, dst netip.AddrPort) {
+	t.Helper()
+	for _, e := range evs {
+		if int(e.PID) != cl.PID || int(e.TID) != cl.PID || event.CommString(&e.Comm) != helperComm {
+			t.Errorf("connect_error pid %d tid %d comm %q, want the client %d %q", e.PID, e.TID, event.CommString(&e.Comm), cl.PID, helperComm)
+		}
+		if e.Daddr != dst.Addr() || e.Dport != dst.Port() || e.IPv6 {
+			t.Errorf("connect_error destination %s:%d ipv6=%v, want %s over IPv4", e.Daddr, e.Dport, e.IPv6, dst)
+		}
+		if e.Errno != syscall.EADDRNOTAVAIL || e.Sport != 0 {
+			t.Errorf("connect_error errno %v sport %d, want EADDRNOTAVAIL and 0", e.Errno, e.Sport)
+		}
+	}
+}
+
+// Scenario 5: with 10 ports and no reuse, 10 connections enter timewait and
+// every further connect() fails with EADDRNOTAVAIL, each reported once.
+func TestExhaustionConnectErrors(t *testing.T) {
+	ns := newNetns(t)
+	c := traceNetns(t, ns)
+	srv := startServer(t, ns, "127.0.0.1", serverReadEOF)
+	exhaust(t, ns)
+	cl := startClient(t, ns, clientSpec{Mode: "connect", Dest: srv.dest(false), N: 17})
+	if len(cl.Ports) != 10 || cl.Failures != 7 {
+		t.Fatalf("client: %d connections, %d failures; want 10 and 7", len(cl.Ports), cl.Failures)
+	}
+	tws := c.settle(event.KindTimewait, 10)
+	errs := c.settle(event.KindConnectError, 7)
+	if len(tws) != 10 || len(errs) != 7 {
+		t.Fatalf("got %d timewait and %d connect_error events, want 10 and 7", len(tws), len(errs))
+	}
+	if got, want := ports(tws), sorted(cl.Ports); !slices.Equal(got, want) {
+		t.Errorf("timewait source ports %v, want %v", got, want)
+	}
+	checkConnectErrors(t, errs, cl, srv.addr)
+}
+
+// Scenario 6: bind(port 0) draws from the same range and fails with
+// EADDRINUSE once it is used up.
+func TestExhaustionBindErrors(t *testing.T) {
+	ns := newNetns(t)
+	exhaust(t, ns)
+	c := traceNetns(t, ns)
+	cl := startClient(t, ns, clientSpec{Mode: "bind", Dest: "127.0.0.1:0", N: 14})
+	if cl.Failures != 4 {
+		t.Fatalf("client: %d bind failures, want 4", cl.Failures)
+	}
+	evs := c.settle(event.KindBindError, 4)
+	if len(evs) != 4 {
+		t.Fatalf("got %d bind_error events, want 4", len(evs))
+	}
+	for _, e := range evs {
+		if int(e.PID) != cl.PID || e.Errno != syscall.EADDRINUSE || e.Saddr != netip.MustParseAddr("127.0.0.1") || e.Daddr.IsValid() {
+			t.Errorf("bind_error %+v: want pid %d, EADDRINUSE, saddr 127.0.0.1, no destination", e, cl.PID)
+		}
+	}
+	if n := len(c.ofKind(event.KindTimewait)) + len(c.ofKind(event.KindConnectError)); n != 0 {
+		t.Errorf("%d other events, want 0", n)
+	}
+}
+
+// Scenario 7a: IPv6 connections are reported as IPv6.
+func TestIPv6Timewait(t *testing.T) {
+	ns := newNetns(t)
+	c := traceNetns(t, ns)
+	srv := startServer(t, ns, "::1", serverReadEOF)
+	const n = 8
+	cl := startClient(t, ns, clientSpec{Mode: "connect", Dest: srv.dest(false), N: n})
+	evs := c.settle(event.KindTimewait, n)
+	if len(evs) != n {
+		t.Fatalf("got %d timewait events, want %d", len(evs), n)
+	}
+	checkTimewaits(t, evs, cl.PID, helperComm, event.RoleClient, srv.addr, true)
+	if got, want := ports(evs), sorted(cl.Ports); !slices.Equal(got, want) {
+		t.Errorf("timewait source ports %v, want %v", got, want)
+	}
+}
+
+// Scenario 7b: an AF_INET6 socket dialling a v4-mapped address talks IPv4:
+// reported as IPv4 with dotted addresses, and each failed connect once,
+// although it runs through tcp_v6_connect and tcp_v4_connect.
+func TestV4MappedExhaustion(t *testing.T) {
+	ns := newNetns(t)
+	c := traceNetns(t, ns)
+	srv := startServer(t, ns, "127.0.0.1", serverReadEOF)
+	exhaust(t, ns)
+	cl := startClient(t, ns, clientSpec{Mode: "connect", Dest: srv.dest(true), N: 13})
+	if len(cl.Ports) != 10 || cl.Failures != 3 {
+		t.Fatalf("client: %d connections, %d failures; want 10 and 3", len(cl.Ports), cl.Failures)
+	}
+	tws := c.settle(event.KindTimewait, 10)
+	errs := c.settle(event.KindConnectError, 3)
+	if len(tws) != 10 || len(errs) != 3 {
+		t.Fatalf("got %d timewait and %d connect_error events, want 10 and 3", len(tws), len(errs))
+	}
+	checkTimewaits(t, tws, cl.PID, helperComm, event.RoleClient, srv.addr, false)
+	if got, want := ports(tws), sorted(cl.Ports); !slices.Equal(got, want) {
+		t.Errorf("timewait source ports %v, want %v", got, want)
+	}
+	checkConnectErrors(t, errs, cl, srv.addr)
+}
+
+// Scenario 8: the client closes with unsent data and exits; its FIN, the
+// ACK and the timewait all happen after the process is gone, and the event
+// still names it.
+func TestClientExitedBeforeTimewait(t *testing.T) {
+	ns := newNetns(t)
+	c := traceNetns(t, ns)
+	srv := startServer(t, ns, "127.0.0.1", serverHold)
+	const n = 3
+	cl := startClient(t, ns, clientSpec{Mode: "connect", Dest: srv.dest(false), N: n, FillAndExit: true})
+	// The client has exited (startClient waited for it); no timewait yet.
+	time.Sleep(100 * time.Millisecond)
+	if got := len(c.ofKind(event.KindTimewait)); got != 0 {
+		t.Fatalf("%d timewait events before the server read the data, want 0", got)
+	}
+	if _, err := os.Stat("/proc/" + itoa(cl.PID)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("client %d still exists", cl.PID)
+	}
+	close(srv.release)
+	evs := c.settle(event.KindTimewait, n)
+	if len(evs) != n {
+		t.Fatalf("got %d timewait events, want %d", len(evs), n)
+	}
+	checkTimewaits(t, evs, cl.PID, helperComm, event.RoleClient, srv.addr, false)
+	for _, e := range evs {
+		if e.BytesSent == 0 {
+			t.Errorf("bytes_sent 0, want the client's filled send buffer")
+		}
+	}
+}
+
+// Scenario 9: a burst into a one-page ring buffer, read only afterwards:
+// what did not fit is counted, exactly.
+func TestTinyRingBufferCountsLost(t *testing.T) {
+	requireBPF(t)
+	ns := newNetns(t)
+	tr, err := New(Options{Netns: ns.inode, RingBufferSize: os.Getpagesize()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	srv := startServer(t, ns, "127.0.0.1", serverReadEOF)
+	const n = 200
+	cl := startClient(t, ns, clientSpec{Mode: "connect", Dest: srv.dest(false), N: n})
+	if len(cl.Ports) != n {
+		t.Fatalf("client made %d connections, want %d", len(cl.Ports), n)
+	}
+	var received int
+	var lost uint64
+	waitFor(10*time.Second, func() bool {
+		tr.SetDeadline(time.Now().Add(50 * time.Millisecond))
+		err := tr.Read(func(*event.Event) { received++ })
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal(err)
+		}
+		lost, err = tr.Lost()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return received+int(lost) >= n
+	})
+	if lost == 0 || received+int(lost) != n {
+		t.Fatalf("received %d + lost %d, want lost > 0 and a sum of %d", received, lost, n)
+	}
+	if capacity := os.Getpagesize() / (event.RecordSize + 8); received > capacity {
+		t.Errorf("received %d records from a ring of %d", received, capacity)
+	}
+	t.Logf("received %d, lost %d", received, lost)
+}
+
+// Close leaves no program of ours loaded.
+func TestCloseUnloadsEverything(t *testing.T) {
+	requireBPF(t)
+	tr, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, a := range tr.objs.attachments() {
+		info, err := a.prog.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		names[info.Name] = true
+	}
+	if len(names) != 6 {
+		t.Fatalf("attached %d distinct programs, want 6", len(names))
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Program ids are freed after an RCU grace period.
+	ok := waitFor(5*time.Second, func() bool { return countPrograms(t, names) == 0 })
+	if !ok {
+		t.Fatalf("%d twtrace programs still loaded after Close", countPrograms(t, names))
+	}
+}
+
+func countPrograms(t *testing.T, names map[string]bool) int {
+	n := 0
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			return n
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		info, err := p.Info()
+		p.Close()
+		if err == nil && names[info.Name] {
+			// Another twtrace (a parallel test binary) may run: ours are
+			// gone when none is left with our tag and a live loader.
+			n++
+		}
+	}
+}
+
+func itoa(i int) string { return strconvItoa(i) }
