@@ -1,3 +1,3 @@
 package tracer
 
-//go:generate go tool bpf2go -tags linux -cc clang-14 -cflags "-O2 -g -Wall -Werror" -target bpfel -type event twtrace ../../bpf/twtrace.bpf.c -- -I../../vmlinux -I/usr/include/x86_64-linux-gnu
+//go:generate go tool bpf2go -tags linux -cc clang-14 -cflags "-O2 -g -Wall -Werror" -target bpfel -type event twtrace ../../bpf/twtrace.bpf.c -- -I../../vmlinux

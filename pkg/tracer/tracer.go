@@ -188,6 +188,19 @@ func (t *Tracer) SetDeadline(d time.Time) {
 	t.reader.SetDeadline(d)
 }
 
+// Detach stops the kernel side from producing events; records already in
+// the ring buffer can still be read (set a deadline to drain them).
+func (t *Tracer) Detach() error {
+	var errs []error
+	for i := len(t.links) - 1; i >= 0; i-- {
+		if err := t.links[i].Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	t.links = nil
+	return errors.Join(errs...)
+}
+
 // Lost is the number of records the kernel could not put into the ring
 // buffer because it was full, summed over CPUs.
 func (t *Tracer) Lost() (uint64, error) {
@@ -206,10 +219,8 @@ func (t *Tracer) Lost() (uint64, error) {
 func (t *Tracer) Close() error {
 	var errs []error
 	t.closeOnce.Do(func() {
-		for i := len(t.links) - 1; i >= 0; i-- {
-			if err := t.links[i].Close(); err != nil {
-				errs = append(errs, err)
-			}
+		if err := t.Detach(); err != nil {
+			errs = append(errs, err)
 		}
 		if t.reader != nil {
 			if err := t.reader.Close(); err != nil {

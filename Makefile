@@ -1,0 +1,64 @@
+# twtrace build. `make test` and `make run` need only Go and root; `make
+# generate` (rebuilding the committed BPF objects) also needs clang 14 and
+# libbpf headers, which `make deps` installs from Debian's packages.
+
+GO        ?= go
+CLANG     ?= clang-14
+BIN       := bin/twtrace
+DEB_PKGS  := clang-14 llvm-14 libbpf-dev
+FUZZTIME  ?= 10s
+
+.PHONY: all build generate check-generated deps test fuzz lint run clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/twtrace
+
+# Regenerate the Go bindings and BPF objects from bpf/*.c (committed).
+generate: deps
+	cd pkg/tracer && PATH="/usr/lib/llvm-14/bin:$$PATH" $(GO) generate ./...
+
+# CI: the committed objects must be what the C sources compile to.
+check-generated: generate
+	@git diff --exit-code -- pkg/tracer || { echo "committed BPF objects are stale: run 'make generate' and commit" >&2; exit 1; }
+
+# Installs the C toolchain when it is missing (root and apt-get), or says
+# exactly what to install.
+deps:
+	@missing=""; \
+	command -v $(CLANG) >/dev/null || missing="$$missing clang-14"; \
+	command -v llvm-strip-14 >/dev/null || command -v llvm-strip >/dev/null || missing="$$missing llvm-14"; \
+	test -f /usr/include/bpf/bpf_helpers.h || missing="$$missing libbpf-dev"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PKGS) >/dev/null; \
+		else \
+			echo "missing:$$missing (install with: apt-get install$$missing)" >&2; exit 1; \
+		fi; \
+	fi
+
+# Privileged tests need root (or CAP_BPF+CAP_PERFMON+CAP_NET_ADMIN+CAP_SYS_ADMIN);
+# without them they skip, except under CI=true where they fail.
+test:
+	$(GO) test -count=1 ./...
+
+fuzz:
+	@for pkg in ./pkg/event ./pkg/filter; do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "fuzzing $$pkg $$f for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out" >&2; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+run: build
+	./$(BIN) watch
+
+clean:
+	rm -rf bin

@@ -1,0 +1,168 @@
+// Command twtrace shows which process burns ephemeral ports, and toward
+// which destination: every TIME_WAIT entry and every EADDRNOTAVAIL connect,
+// attributed to its process.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/twtrace/twtrace/pkg/filter"
+	"github.com/twtrace/twtrace/pkg/watch"
+)
+
+// Exit statuses.
+const (
+	exitOK    = 0
+	exitError = 1 // twtrace could not run: privileges, kernel, tracefs, ...
+	exitUsage = 2 // bad flags or arguments
+)
+
+// usageError marks errors that are the user's invocation, not the host.
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+type watchFlags struct {
+	output   string
+	pids     []string
+	comms    []string
+	daddrs   []string
+	dports   []string
+	ipv4     bool
+	ipv6     bool
+	netns    []string
+	events   string
+	duration time.Duration
+	ringSize int
+}
+
+func addWatchFlags(cmd *cobra.Command, f *watchFlags) {
+	fl := cmd.Flags()
+	fl.StringVarP(&f.output, "output", "o", "table", "output format: table or json (JSON Lines)")
+	fl.StringSliceVar(&f.pids, "pid", nil, "only these process ids (closer, opener or caller)")
+	fl.StringSliceVar(&f.comms, "comm", nil, "only these process names")
+	fl.StringSliceVar(&f.daddrs, "daddr", nil, "only these destinations: IP or CIDR")
+	fl.StringSliceVar(&f.dports, "dport", nil, "only these destination ports: N or N-M")
+	fl.BoolVarP(&f.ipv4, "ipv4", "4", false, "only IPv4")
+	fl.BoolVarP(&f.ipv6, "ipv6", "6", false, "only IPv6")
+	fl.StringSliceVar(&f.netns, "netns", nil, "only these network namespaces (inode numbers, as in /proc/PID/ns/net)")
+	fl.StringVar(&f.events, "events", "", "event kinds: timewait,connect_error,bind_error (default all)")
+	fl.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 30s); default: until Ctrl-C")
+	fl.IntVar(&f.ringSize, "ring-buffer-size", 0, "ring buffer size in bytes, a power of two (default 4 MiB)")
+}
+
+func runWatch(cmd *cobra.Command, f *watchFlags) error {
+	var format watch.Format
+	switch f.output {
+	case "table":
+		format = watch.Table
+	case "json":
+		format = watch.JSON
+	default:
+		return usageError{fmt.Errorf("invalid --output %q: want table or json", f.output)}
+	}
+	if f.duration < 0 {
+		return usageError{fmt.Errorf("invalid --duration %s: must not be negative", f.duration)}
+	}
+	flt, err := filter.Parse(filter.Options{
+		PIDs: f.pids, Comms: f.comms, Daddrs: f.daddrs, Dports: f.dports,
+		IPv4Only: f.ipv4, IPv6Only: f.ipv6, Netns: f.netns, Events: f.events,
+	})
+	if err != nil {
+		return usageError{err}
+	}
+	var kernelNetns uint32
+	if len(f.netns) == 1 {
+		n, _ := strconv.ParseUint(f.netns[0], 10, 32) // validated by filter.Parse
+		kernelNetns = uint32(n)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	stderr := cmd.ErrOrStderr()
+	lost, err := watch.Run(ctx, watch.Config{
+		Format:   format,
+		Filter:   flt,
+		Netns:    kernelNetns,
+		Duration: f.duration,
+		RingSize: f.ringSize,
+		Ready: func() {
+			fmt.Fprintln(stderr, "twtrace: tracing TIME_WAIT entries and ephemeral-port failures; Ctrl-C to stop")
+		},
+	}, cmd.OutOrStdout())
+	if lost > 0 {
+		fmt.Fprintf(stderr, "twtrace: lost %d records: the ring buffer was full (raise --ring-buffer-size)\n", lost)
+	}
+	if errors.Is(err, syscall.EPIPE) {
+		return nil // the reader went away (| head): not our failure
+	}
+	return err
+}
+
+func newRootCommand() *cobra.Command {
+	var f watchFlags
+	root := &cobra.Command{
+		Use:   "twtrace",
+		Short: "Find the processes that burn ephemeral ports, and toward which destination",
+		Long: `twtrace attributes every TCP TIME_WAIT entry and every connect() that failed
+with EADDRNOTAVAIL (or bind() with EADDRINUSE) to the process responsible.
+Without a subcommand it runs 'watch'.`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE:          func(cmd *cobra.Command, _ []string) error { return runWatch(cmd, &f) },
+	}
+	addWatchFlags(root, &f)
+
+	var wf watchFlags
+	watchCmd := &cobra.Command{
+		Use:   "watch",
+		Short: "Stream timewait, connect_error and bind_error events as they happen",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return runWatch(cmd, &wf) },
+	}
+	addWatchFlags(watchCmd, &wf)
+	root.AddCommand(watchCmd)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	return root
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	root := newRootCommand()
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return exitOK
+	}
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	fmt.Fprintf(os.Stderr, "twtrace: %s\n", msg)
+	var u usageError
+	if errors.As(err, &u) || isCobraUsage(err) {
+		fmt.Fprintln(os.Stderr, "Run 'twtrace --help' for usage.")
+		return exitUsage
+	}
+	return exitError
+}
+
+// isCobraUsage recognises cobra's own argument errors (unknown command,
+// too many arguments), which do not pass through SetFlagErrorFunc.
+func isCobraUsage(err error) bool {
+	s := err.Error()
+	return strings.HasPrefix(s, "unknown command") || strings.HasPrefix(s, "accepts ") ||
+		strings.HasPrefix(s, "unknown flag") || strings.HasPrefix(s, "unknown shorthand")
+}

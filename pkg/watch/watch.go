@@ -1,0 +1,114 @@
+// Package watch streams twtrace events to a writer: the `twtrace watch`
+// command without its flag parsing.
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/twtrace/twtrace/pkg/event"
+	"github.com/twtrace/twtrace/pkg/filter"
+	"github.com/twtrace/twtrace/pkg/tracer"
+)
+
+// Format of the event stream.
+type Format int
+
+const (
+	Table Format = iota // aligned columns for a person
+	JSON                // JSON Lines, one object per event
+)
+
+// Config of one watch session.
+type Config struct {
+	Format   Format
+	Filter   *filter.Filter
+	Netns    uint32        // in-kernel namespace filter; 0 = all
+	Duration time.Duration // 0 = until ctx is done
+	RingSize int           // bytes; 0 = the tracer's default
+	// Ready is called once every probe is attached.
+	Ready func()
+}
+
+// Run traces until ctx is done or the duration passes, writing each
+// matching event to out. It returns the number of records the kernel lost.
+func Run(ctx context.Context, cfg Config, out io.Writer) (lost uint64, err error) {
+	tr, err := tracer.New(tracer.Options{
+		RingBufferSize: cfg.RingSize,
+		KindMask:       cfg.Filter.KindMask(),
+		Netns:          cfg.Netns,
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer tr.Close()
+	if cfg.Ready != nil {
+		cfg.Ready()
+	}
+
+	var write func(*event.Event) error
+	switch cfg.Format {
+	case JSON:
+		var buf []byte
+		write = func(e *event.Event) error {
+			buf = event.AppendJSON(buf[:0], e)
+			_, err := out.Write(buf)
+			return err
+		}
+	default:
+		tw := event.NewTableWriter(out)
+		if err := tw.WriteHeader(); err != nil {
+			return 0, err
+		}
+		write = tw.Write
+	}
+
+	var writeErr error
+	done := make(chan error, 1)
+	go func() {
+		done <- tr.Read(func(e *event.Event) {
+			if writeErr != nil || !cfg.Filter.Match(e) {
+				return
+			}
+			if err := write(e); err != nil {
+				writeErr = err
+				tr.SetDeadline(time.Unix(1, 0)) // end Read
+
+			}
+		})
+	}()
+
+	var timeout <-chan time.Time
+	if cfg.Duration > 0 {
+		timer := time.NewTimer(cfg.Duration)
+		defer timer.Stop()
+		timeout = timer.C
+	}
+	select {
+	case <-ctx.Done():
+	case <-timeout:
+	case err := <-done:
+		// Read stops early only on an error or a failed write.
+		lost, _ = tr.Lost()
+		if writeErr != nil {
+			return lost, fmt.Errorf("writing events: %w", writeErr)
+		}
+		return lost, err
+	}
+	// Stop producing, then drain what the kernel already handed over.
+	derr := tr.Detach()
+	tr.SetDeadline(time.Now())
+	rerr := <-done
+	if errors.Is(rerr, os.ErrDeadlineExceeded) {
+		rerr = nil
+	}
+	lost, lerr := tr.Lost()
+	if writeErr != nil {
+		return lost, fmt.Errorf("writing events: %w", writeErr)
+	}
+	return lost, errors.Join(rerr, derr, lerr)
+}
