@@ -1,0 +1,69 @@
+package tracer
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twtrace/twtrace/pkg/event"
+)
+
+// The decoder reads offsets by hand (no reflection, no allocation); this
+// pins them to the struct bpf2go generated from the C source.
+func TestDecodeMatchesBPFLayout(t *testing.T) {
+	if got := binary.Size(twtraceEvent{}); got != event.RecordSize {
+		t.Fatalf("struct event is %d bytes, event.RecordSize says %d", got, event.RecordSize)
+	}
+	raw := twtraceEvent{
+		TsNs: 5_000_000_000, OpenNs: 4_250_000_000, CgroupId: 77,
+		BytesSent: 1234, BytesReceived: 5678,
+		Pid: 100, Tid: 101, OpenerPid: 99, Netns: 4026531840, Err: 0,
+		Family: 2, Sport: 40001, Dport: 8080, Kind: 1, Role: 1,
+	}
+	copy(raw.Saddr[:], []byte{127, 0, 0, 1})
+	copy(raw.Daddr[:], []byte{10, 1, 2, 3})
+	for i, c := range "curl" {
+		raw.Comm[i] = int8(c)
+	}
+	for i, c := range "nginx" {
+		raw.OpenerComm[i] = int8(c)
+	}
+	var buf bytes.Buffer
+	if err := binary.Write(&buf, binary.LittleEndian, &raw); err != nil {
+		t.Fatal(err)
+	}
+	boot := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var e event.Event
+	if err := event.Decode(buf.Bytes(), event.Clock{BootWall: boot}, &e); err != nil {
+		t.Fatal(err)
+	}
+	want := event.Event{
+		Time: boot.Add(5 * time.Second), Kind: event.KindTimewait,
+		PID: 100, TID: 101, Netns: 4026531840, CgroupID: 77,
+		Saddr: netip.MustParseAddr("127.0.0.1"), Sport: 40001,
+		Daddr: netip.MustParseAddr("10.1.2.3"), Dport: 8080,
+		Role: event.RoleClient, OpenerPID: 99,
+		Lifetime: 750 * time.Millisecond, BytesSent: 1234, BytesRecv: 5678,
+	}
+	copy(want.Comm[:], "curl")
+	copy(want.OpenerComm[:], "nginx")
+	if e != want {
+		t.Fatalf("decoded\n%+v\nwant\n%+v", e, want)
+	}
+
+	// v4-mapped IPv6 becomes IPv4; a connect_error carries its errno.
+	raw = twtraceEvent{Family: 10, Kind: 2, Err: int32(syscall.EADDRNOTAVAIL), Dport: 443, TsNs: 1}
+	copy(raw.Daddr[:], netip.MustParseAddr("::ffff:192.0.2.7").AsSlice())
+	buf.Reset()
+	binary.Write(&buf, binary.LittleEndian, &raw)
+	if err := event.Decode(buf.Bytes(), event.Clock{}, &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.IPv6 || e.Daddr != netip.MustParseAddr("192.0.2.7") || e.Saddr != netip.IPv4Unspecified() ||
+		e.Errno != syscall.EADDRNOTAVAIL || e.Kind != event.KindConnectError || e.Lifetime != 0 {
+		t.Fatalf("v4-mapped connect_error decoded as %+v", e)
+	}
+}
