@@ -2,11 +2,10 @@ package tracer
 
 import (
 	"errors"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -14,8 +13,26 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/twtrace/twtrace/internal/testnet"
 	"github.com/twtrace/twtrace/pkg/event"
 )
+
+func TestMain(m *testing.M) {
+	testnet.RunClientIfAsked()
+	os.Exit(m.Run())
+}
+
+// requireBPF skips a privileged test outside CI and fails it under CI=true,
+// where a test that cannot load BPF must never pass silently.
+func requireBPF(t testing.TB) {
+	t.Helper()
+	if err := Preflight(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true and BPF is unavailable: %v", err)
+		}
+		t.Skipf("needs BPF: %v", err)
+	}
+}
 
 // collector keeps copies of every event a tracer reports.
 type collector struct {
@@ -48,16 +65,16 @@ func (c *collector) ofKind(k event.Kind) []event.Event {
 // settle waits until want events of kind arrived, then a little longer so
 // that an extra (wrong) event has the chance to show up too.
 func (c *collector) settle(k event.Kind, want int) []event.Event {
-	waitFor(10*time.Second, func() bool { return len(c.ofKind(k)) >= want })
+	testnet.WaitFor(10*time.Second, func() bool { return len(c.ofKind(k)) >= want })
 	time.Sleep(300 * time.Millisecond)
 	return c.ofKind(k)
 }
 
 // traceNetns starts a tracer that reports only ns's events.
-func traceNetns(t *testing.T, ns *netns) *collector {
+func traceNetns(t *testing.T, ns *testnet.Netns) *collector {
 	t.Helper()
 	requireBPF(t)
-	tr, err := New(Options{Netns: ns.inode})
+	tr, err := New(Options{Netns: ns.Inode})
 	if err != nil {
 		t.Fatalf("starting tracer: %v", err)
 	}
@@ -74,67 +91,6 @@ func traceNetns(t *testing.T, ns *netns) *collector {
 		}
 	})
 	return c
-}
-
-// serverMode is how the in-test server treats each accepted connection.
-type serverMode int
-
-const (
-	serverReadEOF    serverMode = iota // read to EOF, then close: the client closed first
-	serverCloseFirst                   // write a byte and close at once
-	serverHold                         // keep until release(), then read to EOF and close
-)
-
-type server struct {
-	addr    netip.AddrPort
-	ln      net.Listener
-	release chan struct{}
-	wg      sync.WaitGroup
-}
-
-// startServer listens inside ns on addr ("127.0.0.1", "::1", ...).
-func startServer(t *testing.T, ns *netns, ip string, mode serverMode) *server {
-	t.Helper()
-	s := &server{release: make(chan struct{})}
-	ns.Do(t, func() error {
-		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-		s.ln = ln
-		return err
-	})
-	s.addr = s.ln.Addr().(*net.TCPAddr).AddrPort()
-	go func() {
-		for {
-			conn, err := s.ln.Accept()
-			if err != nil {
-				return
-			}
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				defer conn.Close()
-				switch mode {
-				case serverReadEOF:
-					io.Copy(io.Discard, conn)
-				case serverCloseFirst:
-					conn.Write([]byte{'x'})
-				case serverHold:
-					<-s.release
-					io.Copy(io.Discard, conn)
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() { s.ln.Close() })
-	return s
-}
-
-// dest is the server's address as a client dials it; mapped dials an IPv4
-// server through an AF_INET6 socket with a v4-mapped address.
-func (s *server) dest(mapped bool) string {
-	if mapped {
-		return netip.AddrPortFrom(netip.AddrFrom16(s.addr.Addr().As16()), s.addr.Port()).String()
-	}
-	return s.addr.String()
 }
 
 func ports(evs []event.Event) []int {
@@ -181,22 +137,22 @@ func checkTimewaits(t *testing.T, evs []event.Event, closer int, comm string, ro
 // Scenario 1: client closes first → one timewait event per connection,
 // owned by the client's pid, with exactly the client's source ports.
 func TestClientClosesFirst(t *testing.T) {
-	ns := newNetns(t)
+	ns := testnet.New(t)
 	c := traceNetns(t, ns)
-	srv := startServer(t, ns, "127.0.0.1", serverReadEOF)
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
 	const n = 25
-	cl := startClient(t, ns, clientSpec{Mode: "connect", Dest: srv.dest(false), N: n})
+	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: n})
 	evs := c.settle(event.KindTimewait, n)
 	if len(evs) != n {
 		t.Fatalf("got %d timewait events, want %d", len(evs), n)
 	}
-	checkTimewaits(t, evs, cl.PID, helperComm, event.RoleClient, srv.addr, false)
+	checkTimewaits(t, evs, cl.PID, testnet.ClientComm, event.RoleClient, srv.Addr, false)
 	if got, want := ports(evs), sorted(cl.Ports); !slices.Equal(got, want) {
 		t.Errorf("timewait source ports %v, want the client's %v", got, want)
 	}
 	for _, e := range evs {
-		if int(e.OpenerPID) != cl.PID || e.Netns != ns.inode {
-			t.Errorf("opener pid %d netns %d, want %d and %d", e.OpenerPID, e.Netns, cl.PID, ns.inode)
+		if int(e.OpenerPID) != cl.PID || e.Netns != ns.Inode {
+			t.Errorf("opener pid %d netns %d, want %d and %d", e.OpenerPID, e.Netns, cl.PID, ns.Inode)
 		}
 	}
 	if n := len(c.ofKind(event.KindConnectError)); n != 0 {
@@ -207,11 +163,11 @@ func TestClientClosesFirst(t *testing.T) {
 // Scenario 2: server closes first → timewait on the server's accepted
 // sockets, owned by the server process with role server; none for the client.
 func TestServerClosesFirst(t *testing.T) {
-	ns := newNetns(t)
+	ns := testnet.New(t)
 	c := traceNetns(t, ns)
-	srv := startServer(t, ns, "127.0.0.1", serverCloseFirst)
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerCloseFirst)
 	const n = 12
-	cl := startClient(t, ns, clientSpec{Mode: "connect", Dest: srv.dest(false), N: n, ReadFirst: true})
+	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: n, ReadFirst: true})
 	evs := c.settle(event.KindTimewait, n)
 	if len(evs) != n {
 		t.Fatalf("got %d timewait events, want %d", len(evs), n)
@@ -220,8 +176,8 @@ func TestServerClosesFirst(t *testing.T) {
 		if int(e.PID) != os.Getpid() || e.Role != event.RoleServer || int(e.OpenerPID) != os.Getpid() {
 			t.Errorf("timewait pid %d role %s opener %d, want the server %d, server", e.PID, e.Role, e.OpenerPID, os.Getpid())
 		}
-		if e.Sport != srv.addr.Port() {
-			t.Errorf("server timewait sport %d, want %d", e.Sport, srv.addr.Port())
+		if e.Sport != srv.Addr.Port() {
+			t.Errorf("server timewait sport %d, want %d", e.Sport, srv.Addr.Port())
 		}
 	}
 	dports := make([]int, 0, n)
@@ -238,16 +194,16 @@ func TestServerClosesFirst(t *testing.T) {
 // closes. On loopback the final transition runs in the server's context,
 // yet the timewait belongs to the client, which sent the first FIN.
 func TestShutdownThenClose(t *testing.T) {
-	ns := newNetns(t)
+	ns := testnet.New(t)
 	c := traceNetns(t, ns)
-	srv := startServer(t, ns, "127.0.0.1", serverReadEOF)
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
 	const n = 10
-	cl := startClient(t, ns, clientSpec{Mode: "connect", Dest: srv.dest(false), N: n, Shutdown: true})
+	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: n, Shutdown: true})
 	evs := c.settle(event.KindTimewait, n)
 	if len(evs) != n {
 		t.Fatalf("got %d timewait events, want %d", len(evs), n)
 	}
-	checkTimewaits(t, evs, cl.PID, helperComm, event.RoleClient, srv.addr, false)
+	checkTimewaits(t, evs, cl.PID, testnet.ClientComm, event.RoleClient, srv.Addr, false)
 	if got, want := ports(evs), sorted(cl.Ports); !slices.Equal(got, want) {
 		t.Errorf("timewait source ports %v, want %v", got, want)
 	}
@@ -255,15 +211,14 @@ func TestShutdownThenClose(t *testing.T) {
 
 // Scenario 4: SO_LINGER {1,0} resets the connection: no timewait at all.
 func TestLingerZeroHasNoTimewait(t *testing.T) {
-	ns := newNetns(t)
+	ns := testnet.New(t)
 	c := traceNetns(t, ns)
-	srv := startServer(t, ns, "127.0.0.1", serverReadEOF)
-	cl := startClient(t, ns, clientSpec{Mode: "connect", Dest: srv.dest(false), N: 10, Linger0: true})
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
+	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: 10, Linger0: true})
 	if len(cl.Ports) != 10 {
 		t.Fatalf("client made %d connections, want 10", len(cl.Ports))
 	}
-	srv.ln.Close()
-	srv.wg.Wait()
+	srv.Stop()
 	time.Sleep(300 * time.Millisecond)
 	if evs := c.snapshot(); len(evs) != 0 {
 		t.Errorf("got %d events after RST closes, want 0: %+v", len(evs), evs[0])
@@ -272,16 +227,16 @@ func TestLingerZeroHasNoTimewait(t *testing.T) {
 
 // exhaust leaves the namespace a range of 10 ports and no reuse. Call it
 // after the server listens: a listener on port 0 would take one of the 10.
-func exhaust(t *testing.T, ns *netns) {
+func exhaust(t *testing.T, ns *testnet.Netns) {
 	ns.Sysctl(t, "ipv4/ip_local_port_range", "40000 40009")
 	ns.Sysctl(t, "ipv4/tcp_tw_reuse", "0")
 }
 
-func checkConnectErrors(t *testing.T, evs []event.Event, cl *clientResult, dst netip.AddrPort) {
+func checkConnectErrors(t *testing.T, evs []event.Event, cl *testnet.ClientResult, dst netip.AddrPort) {
 	t.Helper()
 	for _, e := range evs {
-		if int(e.PID) != cl.PID || int(e.TID) != cl.PID || event.CommString(&e.Comm) != helperComm {
-			t.Errorf("connect_error pid %d tid %d comm %q, want the client %d %q", e.PID, e.TID, event.CommString(&e.Comm), cl.PID, helperComm)
+		if int(e.PID) != cl.PID || int(e.TID) != cl.PID || event.CommString(&e.Comm) != testnet.ClientComm {
+			t.Errorf("connect_error pid %d tid %d comm %q, want the client %d %q", e.PID, e.TID, event.CommString(&e.Comm), cl.PID, testnet.ClientComm)
 		}
 		if e.Daddr != dst.Addr() || e.Dport != dst.Port() || e.IPv6 {
 			t.Errorf("connect_error destination %s:%d ipv6=%v, want %s over IPv4", e.Daddr, e.Dport, e.IPv6, dst)
@@ -295,11 +250,11 @@ func checkConnectErrors(t *testing.T, evs []event.Event, cl *clientResult, dst n
 // Scenario 5: with 10 ports and no reuse, 10 connections enter timewait and
 // every further connect() fails with EADDRNOTAVAIL, each reported once.
 func TestExhaustionConnectErrors(t *testing.T) {
-	ns := newNetns(t)
+	ns := testnet.New(t)
 	c := traceNetns(t, ns)
-	srv := startServer(t, ns, "127.0.0.1", serverReadEOF)
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
 	exhaust(t, ns)
-	cl := startClient(t, ns, clientSpec{Mode: "connect", Dest: srv.dest(false), N: 17})
+	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: 17})
 	if len(cl.Ports) != 10 || cl.Failures != 7 {
 		t.Fatalf("client: %d connections, %d failures; want 10 and 7", len(cl.Ports), cl.Failures)
 	}
@@ -311,16 +266,16 @@ func TestExhaustionConnectErrors(t *testing.T) {
 	if got, want := ports(tws), sorted(cl.Ports); !slices.Equal(got, want) {
 		t.Errorf("timewait source ports %v, want %v", got, want)
 	}
-	checkConnectErrors(t, errs, cl, srv.addr)
+	checkConnectErrors(t, errs, cl, srv.Addr)
 }
 
 // Scenario 6: bind(port 0) draws from the same range and fails with
 // EADDRINUSE once it is used up.
 func TestExhaustionBindErrors(t *testing.T) {
-	ns := newNetns(t)
+	ns := testnet.New(t)
 	exhaust(t, ns)
 	c := traceNetns(t, ns)
-	cl := startClient(t, ns, clientSpec{Mode: "bind", Dest: "127.0.0.1:0", N: 14})
+	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "bind", Dest: "127.0.0.1:0", N: 14})
 	if cl.Failures != 4 {
 		t.Fatalf("client: %d bind failures, want 4", cl.Failures)
 	}
@@ -340,16 +295,16 @@ func TestExhaustionBindErrors(t *testing.T) {
 
 // Scenario 7a: IPv6 connections are reported as IPv6.
 func TestIPv6Timewait(t *testing.T) {
-	ns := newNetns(t)
+	ns := testnet.New(t)
 	c := traceNetns(t, ns)
-	srv := startServer(t, ns, "::1", serverReadEOF)
+	srv := testnet.StartServer(t, ns, "::1", testnet.ServerReadEOF)
 	const n = 8
-	cl := startClient(t, ns, clientSpec{Mode: "connect", Dest: srv.dest(false), N: n})
+	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: n})
 	evs := c.settle(event.KindTimewait, n)
 	if len(evs) != n {
 		t.Fatalf("got %d timewait events, want %d", len(evs), n)
 	}
-	checkTimewaits(t, evs, cl.PID, helperComm, event.RoleClient, srv.addr, true)
+	checkTimewaits(t, evs, cl.PID, testnet.ClientComm, event.RoleClient, srv.Addr, true)
 	if got, want := ports(evs), sorted(cl.Ports); !slices.Equal(got, want) {
 		t.Errorf("timewait source ports %v, want %v", got, want)
 	}
@@ -359,11 +314,11 @@ func TestIPv6Timewait(t *testing.T) {
 // reported as IPv4 with dotted addresses, and each failed connect once,
 // although it runs through tcp_v6_connect and tcp_v4_connect.
 func TestV4MappedExhaustion(t *testing.T) {
-	ns := newNetns(t)
+	ns := testnet.New(t)
 	c := traceNetns(t, ns)
-	srv := startServer(t, ns, "127.0.0.1", serverReadEOF)
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
 	exhaust(t, ns)
-	cl := startClient(t, ns, clientSpec{Mode: "connect", Dest: srv.dest(true), N: 13})
+	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(true), N: 13})
 	if len(cl.Ports) != 10 || cl.Failures != 3 {
 		t.Fatalf("client: %d connections, %d failures; want 10 and 3", len(cl.Ports), cl.Failures)
 	}
@@ -372,36 +327,36 @@ func TestV4MappedExhaustion(t *testing.T) {
 	if len(tws) != 10 || len(errs) != 3 {
 		t.Fatalf("got %d timewait and %d connect_error events, want 10 and 3", len(tws), len(errs))
 	}
-	checkTimewaits(t, tws, cl.PID, helperComm, event.RoleClient, srv.addr, false)
+	checkTimewaits(t, tws, cl.PID, testnet.ClientComm, event.RoleClient, srv.Addr, false)
 	if got, want := ports(tws), sorted(cl.Ports); !slices.Equal(got, want) {
 		t.Errorf("timewait source ports %v, want %v", got, want)
 	}
-	checkConnectErrors(t, errs, cl, srv.addr)
+	checkConnectErrors(t, errs, cl, srv.Addr)
 }
 
 // Scenario 8: the client closes with unsent data and exits; its FIN, the
 // ACK and the timewait all happen after the process is gone, and the event
 // still names it.
 func TestClientExitedBeforeTimewait(t *testing.T) {
-	ns := newNetns(t)
+	ns := testnet.New(t)
 	c := traceNetns(t, ns)
-	srv := startServer(t, ns, "127.0.0.1", serverHold)
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerHold)
 	const n = 3
-	cl := startClient(t, ns, clientSpec{Mode: "connect", Dest: srv.dest(false), N: n, FillAndExit: true})
+	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: n, FillAndExit: true})
 	// The client has exited (startClient waited for it); no timewait yet.
 	time.Sleep(100 * time.Millisecond)
 	if got := len(c.ofKind(event.KindTimewait)); got != 0 {
 		t.Fatalf("%d timewait events before the server read the data, want 0", got)
 	}
-	if _, err := os.Stat("/proc/" + itoa(cl.PID)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat("/proc/" + strconv.Itoa(cl.PID)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("client %d still exists", cl.PID)
 	}
-	close(srv.release)
+	srv.Release()
 	evs := c.settle(event.KindTimewait, n)
 	if len(evs) != n {
 		t.Fatalf("got %d timewait events, want %d", len(evs), n)
 	}
-	checkTimewaits(t, evs, cl.PID, helperComm, event.RoleClient, srv.addr, false)
+	checkTimewaits(t, evs, cl.PID, testnet.ClientComm, event.RoleClient, srv.Addr, false)
 	for _, e := range evs {
 		if e.BytesSent == 0 {
 			t.Errorf("bytes_sent 0, want the client's filled send buffer")
@@ -413,21 +368,21 @@ func TestClientExitedBeforeTimewait(t *testing.T) {
 // what did not fit is counted, exactly.
 func TestTinyRingBufferCountsLost(t *testing.T) {
 	requireBPF(t)
-	ns := newNetns(t)
-	tr, err := New(Options{Netns: ns.inode, RingBufferSize: os.Getpagesize()})
+	ns := testnet.New(t)
+	tr, err := New(Options{Netns: ns.Inode, RingBufferSize: os.Getpagesize()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tr.Close()
-	srv := startServer(t, ns, "127.0.0.1", serverReadEOF)
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
 	const n = 200
-	cl := startClient(t, ns, clientSpec{Mode: "connect", Dest: srv.dest(false), N: n})
+	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: n})
 	if len(cl.Ports) != n {
 		t.Fatalf("client made %d connections, want %d", len(cl.Ports), n)
 	}
 	var received int
 	var lost uint64
-	waitFor(10*time.Second, func() bool {
+	testnet.WaitFor(10*time.Second, func() bool {
 		tr.SetDeadline(time.Now().Add(50 * time.Millisecond))
 		err := tr.Read(func(*event.Event) { received++ })
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -470,7 +425,7 @@ func TestCloseUnloadsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Program ids are freed after an RCU grace period.
-	ok := waitFor(5*time.Second, func() bool { return countPrograms(t, names) == 0 })
+	ok := testnet.WaitFor(5*time.Second, func() bool { return countPrograms(t, names) == 0 })
 	if !ok {
 		t.Fatalf("%d twtrace programs still loaded after Close", countPrograms(t, names))
 	}
@@ -498,5 +453,3 @@ func countPrograms(t *testing.T, names map[string]bool) int {
 		}
 	}
 }
-
-func itoa(i int) string { return strconvItoa(i) }

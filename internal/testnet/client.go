@@ -1,15 +1,19 @@
-package tracer
+package testnet
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -19,8 +23,8 @@ import (
 
 const helperEnv = "TWTRACE_TEST_CLIENT"
 
-// helperComm is the client's comm, set with PR_SET_NAME.
-const helperComm = "twt-client"
+// ClientComm is every client's comm, set with PR_SET_NAME.
+const ClientComm = "twt-client"
 
 func init() {
 	// Keep main on the main thread so PR_SET_NAME names the thread that
@@ -28,15 +32,16 @@ func init() {
 	runtime.LockOSThread()
 }
 
-func TestMain(m *testing.M) {
+// RunClientIfAsked must be the first call of the TestMain of a package that
+// uses StartClient: in the re-executed test binary it runs the client and exits.
+func RunClientIfAsked() {
 	if spec := os.Getenv(helperEnv); spec != "" {
 		os.Exit(runClient(spec))
 	}
-	os.Exit(m.Run())
 }
 
-// clientSpec tells a client process what to do.
-type clientSpec struct {
+// ClientSpec tells a client process what to do.
+type ClientSpec struct {
 	Mode string // connect, bind
 	// Dest is the server; a v4-mapped address is dialled from an AF_INET6 socket.
 	Dest string
@@ -50,20 +55,20 @@ type clientSpec struct {
 	FillAndExit bool
 }
 
-// clientResult is what the client reports on stdout.
-type clientResult struct {
+// ClientResult is what the client reports on stdout.
+type ClientResult struct {
 	PID      int
 	Ports    []int // local ports of connections that were made
 	Failures int   // EADDRNOTAVAIL from connect or EADDRINUSE from bind
 }
 
 func runClient(raw string) int {
-	var spec clientSpec
+	var spec ClientSpec
 	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	if err := unix.Prctl(unix.PR_SET_NAME, uintptr(unsafePtr(helperComm)), 0, 0, 0); err != nil {
+	if err := unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&append([]byte(ClientComm), 0)[0])), 0, 0, 0); err != nil {
 		fmt.Fprintln(os.Stderr, "prctl:", err)
 		return 2
 	}
@@ -85,13 +90,13 @@ func sockaddrOf(ap netip.AddrPort) (unix.Sockaddr, int) {
 	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}, unix.AF_INET6
 }
 
-func clientRun(spec clientSpec) (*clientResult, error) {
+func clientRun(spec ClientSpec) (*ClientResult, error) {
 	dest, err := netip.ParseAddrPort(spec.Dest)
 	if err != nil {
 		return nil, err
 	}
 	sa, family := sockaddrOf(dest)
-	res := &clientResult{Ports: []int{}}
+	res := &ClientResult{Ports: []int{}}
 	var keep []int // bind mode holds its sockets until the end
 	for i := 0; i < spec.N; i++ {
 		fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -173,9 +178,9 @@ func readToEOF(fd int) {
 	}
 }
 
-// startClient runs a client process inside ns and returns once it has
+// StartClient runs a client process inside ns and returns once it has
 // exited, with its report.
-func startClient(t *testing.T, ns *netns, spec clientSpec) *clientResult {
+func StartClient(t *testing.T, ns *Netns, spec ClientSpec) *ClientResult {
 	t.Helper()
 	raw, _ := json.Marshal(spec)
 	var out []byte
@@ -190,16 +195,16 @@ func startClient(t *testing.T, ns *netns, spec clientSpec) *clientResult {
 		}
 		return nil
 	})
-	var res clientResult
+	var res ClientResult
 	if err := json.Unmarshal(out, &res); err != nil {
 		t.Fatalf("client output %q: %v", out, err)
 	}
 	return &res
 }
 
-// waitFor polls cond every 10 ms until it holds or the budget runs out.
+// WaitFor polls cond every 10 ms until it holds or the budget runs out.
 // The budget only bounds a failing test; nothing here asserts speed.
-func waitFor(budget time.Duration, cond func() bool) bool {
+func WaitFor(budget time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(budget)
 	for time.Now().Before(deadline) {
 		if cond() {
@@ -208,4 +213,75 @@ func waitFor(budget time.Duration, cond func() bool) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return cond()
+}
+
+// ServerMode is how a Server treats each accepted connection.
+type ServerMode int
+
+const (
+	ServerReadEOF    ServerMode = iota // read to EOF, then close: the client closed first
+	ServerCloseFirst                   // write a byte and close at once
+	ServerHold                         // keep until Release, then read to EOF and close
+)
+
+// Server is a TCP server inside a namespace, run by the test process.
+type Server struct {
+	Addr    netip.AddrPort
+	ln      net.Listener
+	release chan struct{}
+	wg      sync.WaitGroup
+}
+
+// StartServer listens inside ns on ip ("127.0.0.1", "::1", ...), port 0.
+func StartServer(t *testing.T, ns *Netns, ip string, mode ServerMode) *Server {
+	t.Helper()
+	s := &Server{release: make(chan struct{})}
+	ns.Do(t, func() error {
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		s.ln = ln
+		return err
+	})
+	s.Addr = s.ln.Addr().(*net.TCPAddr).AddrPort()
+	go func() {
+		for {
+			conn, err := s.ln.Accept()
+			if err != nil {
+				return
+			}
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				defer conn.Close()
+				switch mode {
+				case ServerReadEOF:
+					io.Copy(io.Discard, conn)
+				case ServerCloseFirst:
+					conn.Write([]byte{'x'})
+				case ServerHold:
+					<-s.release
+					io.Copy(io.Discard, conn)
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { s.ln.Close() })
+	return s
+}
+
+// Release lets held connections finish.
+func (s *Server) Release() { close(s.release) }
+
+// Stop closes the listener and waits for every connection to finish.
+func (s *Server) Stop() {
+	s.ln.Close()
+	s.wg.Wait()
+}
+
+// Dest is the server's address as a client dials it; mapped dials an IPv4
+// server through an AF_INET6 socket with a v4-mapped address.
+func (s *Server) Dest(mapped bool) string {
+	if mapped {
+		return netip.AddrPortFrom(netip.AddrFrom16(s.Addr.Addr().As16()), s.Addr.Port()).String()
+	}
+	return s.Addr.String()
 }

@@ -1,4 +1,6 @@
-package tracer
+// Package testnet gives privileged tests real network namespaces and real
+// client processes: the kernel behaviour under test is never mocked.
+package testnet
 
 import (
 	"fmt"
@@ -9,28 +11,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// requireBPF skips a privileged test outside CI and fails it under CI=true,
-// where a test that cannot load BPF must never pass silently.
-func requireBPF(t testing.TB) {
-	t.Helper()
-	if err := Preflight(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true and BPF is unavailable: %v", err)
-		}
-		t.Skipf("needs BPF: %v", err)
-	}
+// Netns is a private network namespace with only loopback, up.
+type Netns struct {
+	file *os.File
+	// Inode identifies the namespace, as twtrace reports it.
+	Inode uint32
 }
 
-// netns is a private network namespace with only loopback, up.
-type netns struct {
-	file  *os.File
-	inode uint32
-}
-
-func newNetns(t testing.TB) *netns {
+// New creates a namespace that lives until the test ends.
+func New(t testing.TB) *Netns {
 	t.Helper()
 	type result struct {
-		ns  *netns
+		ns  *Netns
 		err error
 	}
 	ch := make(chan result, 1)
@@ -58,7 +50,7 @@ func newNetns(t testing.TB) *netns {
 			ch <- result{err: err}
 			return
 		}
-		ch <- result{ns: &netns{file: f, inode: uint32(st.Ino)}}
+		ch <- result{ns: &Netns{file: f, Inode: uint32(st.Ino)}}
 	}()
 	r := <-ch
 	if r.err != nil {
@@ -70,7 +62,7 @@ func newNetns(t testing.TB) *netns {
 
 // Do runs fn on an OS thread inside the namespace. Sockets, sysctl writes
 // and child processes started by fn belong to the namespace.
-func (n *netns) Do(t testing.TB, fn func() error) {
+func (n *Netns) Do(t testing.TB, fn func() error) {
 	t.Helper()
 	errc := make(chan error, 1)
 	go func() {
@@ -87,7 +79,7 @@ func (n *netns) Do(t testing.TB, fn func() error) {
 }
 
 // Sysctl sets a net.* sysctl of the namespace, e.g. "ipv4/tcp_tw_reuse".
-func (n *netns) Sysctl(t testing.TB, name, value string) {
+func (n *Netns) Sysctl(t testing.TB, name, value string) {
 	t.Helper()
 	n.Do(t, func() error {
 		return os.WriteFile("/proc/sys/net/"+name, []byte(value), 0o644)
