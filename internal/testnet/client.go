@@ -43,6 +43,8 @@ func RunClientIfAsked() {
 // ClientSpec tells a client process what to do.
 type ClientSpec struct {
 	Mode string // connect, bind
+	// Comm names the process (PR_SET_NAME); default ClientComm. Up to 15 bytes.
+	Comm string
 	// Dest is the server; a v4-mapped address is dialled from an AF_INET6 socket.
 	Dest string
 	N    int
@@ -68,7 +70,11 @@ func runClient(raw string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	if err := unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&append([]byte(ClientComm), 0)[0])), 0, 0, 0); err != nil {
+	comm := spec.Comm
+	if comm == "" {
+		comm = ClientComm
+	}
+	if err := unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&append([]byte(comm), 0)[0])), 0, 0, 0); err != nil {
 		fmt.Fprintln(os.Stderr, "prctl:", err)
 		return 2
 	}

@@ -167,7 +167,7 @@ func (t *Tracer) Read(fn func(*event.Event)) error {
 	var ev event.Event
 	for {
 		if err := t.reader.ReadInto(&rec); err != nil {
-			if errors.Is(err, ringbuf.ErrClosed) {
+			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, ringbuf.ErrFlushed) {
 				return nil
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
@@ -182,8 +182,17 @@ func (t *Tracer) Read(fn func(*event.Event)) error {
 	}
 }
 
-// SetDeadline makes a blocked Read return os.ErrDeadlineExceeded once d
-// passes and the ring buffer is empty; the zero time means wait for ever.
+// Stop detaches every program and makes Read return once it has delivered
+// the records already in the ring buffer: nothing accepted is dropped.
+// Safe to call while Read blocks; call Close afterwards.
+func (t *Tracer) Stop() error {
+	derr := t.Detach()
+	return errors.Join(derr, t.reader.Flush())
+}
+
+// SetDeadline makes Read return os.ErrDeadlineExceeded once d passes and
+// the ring buffer is empty; the zero time means wait for ever. It waits for
+// a Read in progress to return: use Stop to end one.
 func (t *Tracer) SetDeadline(d time.Time) {
 	t.reader.SetDeadline(d)
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/twtrace/twtrace/pkg/event"
@@ -76,7 +75,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (lost uint64, err error
 			}
 			if err := write(e); err != nil {
 				writeErr = err
-				tr.SetDeadline(time.Unix(1, 0)) // end Read
+				tr.Stop()
 
 			}
 		})
@@ -100,15 +99,11 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (lost uint64, err error
 		return lost, err
 	}
 	// Stop producing, then drain what the kernel already handed over.
-	derr := tr.Detach()
-	tr.SetDeadline(time.Now())
+	serr := tr.Stop()
 	rerr := <-done
-	if errors.Is(rerr, os.ErrDeadlineExceeded) {
-		rerr = nil
-	}
 	lost, lerr := tr.Lost()
 	if writeErr != nil {
 		return lost, fmt.Errorf("writing events: %w", writeErr)
 	}
-	return lost, errors.Join(rerr, derr, lerr)
+	return lost, errors.Join(rerr, serr, lerr)
 }

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func init() {
+	// The capability-dropping child below must check the thread it dropped on.
+	runtime.LockOSThread()
+}
+
+const dropCapsEnv = "TWTRACE_TEST_DROP_CAPS"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(dropCapsEnv) != "" {
+		// Drop every effective capability of this thread, then run watch.
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err == nil {
+			data[0].Effective, data[1].Effective = 0, 0
+			unix.Capset(&hdr, &data[0])
+		}
+		os.Exit(run([]string{"watch", "--duration", "1s"}))
+	}
+	os.Exit(m.Run())
+}
+
+// runChild runs this test binary as twtrace with args and returns its exit
+// status and stderr.
+func runChild(t *testing.T, env string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^TestCLIHelper$", "--"}, args...)...)
+	cmd.Env = append(os.Environ(), env)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, stderr.String()
+}
+
+// TestCLIHelper is the child's entry point: it runs twtrace on the
+// arguments after "--" and exits with its status.
+func TestCLIHelper(t *testing.T) {
+	if os.Getenv("TWTRACE_TEST_CLI") == "" {
+		t.Skip("helper process only")
+	}
+	args := os.Args
+	for i, a := range args {
+		if a == "--" {
+			args = args[i+1:]
+			break
+		}
+	}
+	os.Exit(run(args))
+}
+
+// Bad flags: exit 2 with one line naming the problem, and no stack trace.
+func TestBadFlagsExitTwo(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--bogus"}, "unknown flag: --bogus"},
+		{[]string{"watch", "-o", "yaml"}, `invalid --output "yaml"`},
+		{[]string{"watch", "--daddr", "10.0.0.300"}, `--daddr "10.0.0.300"`},
+		{[]string{"watch", "--dport", "70000"}, `--dport "70000"`},
+		{[]string{"watch", "--pid", "abc"}, `--pid "abc"`},
+		{[]string{"watch", "--events", "timewait,nope"}, `nope`},
+		{[]string{"watch", "-4", "-6"}, "--ipv4"},
+		{[]string{"watch", "--duration", "-1s"}, "invalid --duration"},
+		{[]string{"watch", "extra"}, "unknown command"},
+		{[]string{"nosuchcommand"}, "unknown command"},
+	}
+	for _, c := range cases {
+		code, stderr := runChild(t, "TWTRACE_TEST_CLI=1", c.args...)
+		if code != exitUsage {
+			t.Errorf("twtrace %v: exit %d, want %d (stderr %q)", c.args, code, exitUsage, stderr)
+		}
+		first, _, _ := strings.Cut(stderr, "\n")
+		if !strings.HasPrefix(first, "twtrace: ") || !strings.Contains(first, c.want) {
+			t.Errorf("twtrace %v: first stderr line %q, want it to contain %q", c.args, first, c.want)
+		}
+		if strings.Contains(stderr, "goroutine ") || strings.Contains(stderr, "panic") {
+			t.Errorf("twtrace %v: stack trace on stderr: %q", c.args, stderr)
+		}
+	}
+}
+
+// Without capabilities: exit 1 with one line naming CAP_BPF and CAP_PERFMON.
+func TestMissingCapabilitiesExitOne(t *testing.T) {
+	code, stderr := runChild(t, dropCapsEnv+"=1")
+	if code != exitError {
+		t.Fatalf("exit %d, want %d (stderr %q)", code, exitError, stderr)
+	}
+	if !strings.Contains(stderr, "CAP_BPF") || !strings.Contains(stderr, "CAP_PERFMON") || strings.Count(stderr, "\n") != 1 {
+		t.Fatalf("stderr %q: want one line naming CAP_BPF and CAP_PERFMON", stderr)
+	}
+}
