@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -82,11 +81,6 @@ func runWatch(cmd *cobra.Command, f *watchFlags) error {
 	if err != nil {
 		return usageError{err}
 	}
-	var kernelNetns uint32
-	if len(f.netns) == 1 {
-		n, _ := strconv.ParseUint(f.netns[0], 10, 32) // validated by filter.Parse
-		kernelNetns = uint32(n)
-	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -94,7 +88,7 @@ func runWatch(cmd *cobra.Command, f *watchFlags) error {
 	lost, err := watch.Run(ctx, watch.Config{
 		Format:   format,
 		Filter:   flt,
-		Netns:    kernelNetns,
+		Netns:    flt.SingleNetns(),
 		Duration: f.duration,
 		RingSize: f.ringSize,
 		Ready: func() {

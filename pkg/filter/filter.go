@@ -301,3 +301,12 @@ func containsUint32(s []uint32, v uint32) bool {
 	}
 	return false
 }
+
+// SingleNetns is the one namespace the filter admits, for filtering in the
+// kernel, or 0 when it admits several or all.
+func (f *Filter) SingleNetns() uint32 {
+	if f == nil || len(f.netns) != 1 {
+		return 0
+	}
+	return f.netns[0]
+}

@@ -304,3 +304,23 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestSingleNetns(t *testing.T) {
+	for _, c := range []struct {
+		netns []string
+		want  uint32
+	}{
+		{nil, 0},
+		{[]string{"4026531840"}, 4026531840},
+		{[]string{"net:[4026532000]"}, 4026532000},
+		{[]string{"4026531840", "4026532000"}, 0},
+	} {
+		f, err := Parse(Options{Netns: c.netns})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := f.SingleNetns(); got != c.want {
+			t.Errorf("SingleNetns of %v = %d, want %d", c.netns, got, c.want)
+		}
+	}
+}
