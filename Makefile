@@ -40,9 +40,10 @@ deps:
 	fi
 
 # Privileged tests need root (or CAP_BPF+CAP_PERFMON+CAP_NET_ADMIN+CAP_SYS_ADMIN);
-# without them they skip, except under CI=true where they fail.
+# without them they skip, except under CI=true where they fail. Packages run
+# one at a time (-p 1): tests count the BPF programs loaded host-wide.
 test:
-	$(GO) test -count=1 ./...
+	$(GO) test -p 1 -count=1 ./...
 
 fuzz:
 	@for pkg in ./pkg/event ./pkg/filter; do \

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/twtrace/twtrace/pkg/tracer"
+)
+
+// ourPrograms counts loaded BPF programs with twtrace's names (BTF gives
+// the full name). `make test` runs packages one at a time, so no
+// other twtrace is loading programs meanwhile.
+func ourPrograms(t *testing.T) int {
+	names := map[string]bool{"on_set_state": true, "on_receive_reset": true, "on_enter_connect": true,
+		"on_exit_connect": true, "on_enter_bind": true, "on_exit_bind": true}
+	n := 0
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			return n
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		if info, err := p.Info(); err == nil && names[info.Name] {
+			n++
+		}
+		p.Close()
+	}
+}
+
+// SIGTERM after the ready line: exit 0, stderr held exactly that one line,
+// and nothing of twtrace stays loaded in the kernel.
+func TestSignalDetachesAndExitsZero(t *testing.T) {
+	if err := tracer.Preflight(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true and BPF is unavailable: %v", err)
+		}
+		t.Skipf("needs BPF: %v", err)
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCLIHelper$", "--", "watch", "-o", "json")
+		cmd.Env = append(os.Environ(), "TWTRACE_TEST_CLI=1")
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		rd := bufio.NewReader(stderr)
+		ready, err := rd.ReadString('\n')
+		if err != nil || !strings.HasPrefix(ready, "twtrace: tracing") {
+			t.Fatalf("ready line %q, err %v", ready, err)
+		}
+		if n := ourPrograms(t); n != 6 {
+			t.Errorf("%d twtrace programs loaded while tracing, want 6", n)
+		}
+		cmd.Process.Signal(sig)
+		rest, _ := rd.ReadString(0)
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("%v: exit %v, want 0", sig, err)
+		}
+		if rest != "" {
+			t.Errorf("%v: stderr after the ready line: %q, want nothing", sig, rest)
+		}
+		// Program ids are freed after an RCU grace period.
+		deadline := time.Now().Add(5 * time.Second)
+		for ourPrograms(t) != 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n := ourPrograms(t); n != 0 {
+			t.Fatalf("%v: %d twtrace programs still loaded after exit", sig, n)
+		}
+	}
+}
