@@ -85,7 +85,7 @@ func runWatch(cmd *cobra.Command, f *watchFlags) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	stderr := cmd.ErrOrStderr()
-	lost, err := watch.Run(ctx, watch.Config{
+	loss, err := watch.Run(ctx, watch.Config{
 		Format:   format,
 		Filter:   flt,
 		Netns:    flt.SingleNetns(),
@@ -95,8 +95,11 @@ func runWatch(cmd *cobra.Command, f *watchFlags) error {
 			fmt.Fprintln(stderr, "twtrace: tracing TIME_WAIT entries and ephemeral-port failures; Ctrl-C to stop")
 		},
 	}, cmd.OutOrStdout())
-	if lost > 0 {
-		fmt.Fprintf(stderr, "twtrace: lost %d records: the ring buffer was full (raise --ring-buffer-size)\n", lost)
+	if loss.Records > 0 {
+		fmt.Fprintf(stderr, "twtrace: lost %d records: the ring buffer was full (raise --ring-buffer-size)\n", loss.Records)
+	}
+	if loss.Missed > 0 {
+		fmt.Fprintf(stderr, "twtrace: the kernel skipped %d tracepoint runs (another BPF program was running on that CPU): up to that many events are missing\n", loss.Missed)
 	}
 	if errors.Is(err, syscall.EPIPE) {
 		return nil // the reader went away (| head): not our failure

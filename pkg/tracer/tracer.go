@@ -224,6 +224,21 @@ func (t *Tracer) Lost() (uint64, error) {
 	return sum, nil
 }
 
+// Missed is the number of program runs the kernel skipped because another
+// BPF program was already running on that CPU (recursion_misses, Linux
+// 5.12+; 0 before). A skipped state change can cost one event: report it.
+func (t *Tracer) Missed() (uint64, error) {
+	var sum uint64
+	for _, a := range t.objs.attachments() {
+		st, err := a.prog.Stats()
+		if err != nil {
+			return 0, fmt.Errorf("reading program stats: %w", err)
+		}
+		sum += st.RecursionMisses
+	}
+	return sum, nil
+}
+
 // Close detaches and unloads everything; Read returns.
 func (t *Tracer) Close() error {
 	var errs []error

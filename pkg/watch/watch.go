@@ -33,9 +33,22 @@ type Config struct {
 	Ready func()
 }
 
+// Losses are what the kernel could not deliver.
+type Losses struct {
+	Records uint64 // ring buffer full
+	Missed  uint64 // program runs skipped by the kernel's recursion guard
+}
+
 // Run traces until ctx is done or the duration passes, writing each
-// matching event to out. It returns the number of records the kernel lost.
-func Run(ctx context.Context, cfg Config, out io.Writer) (lost uint64, err error) {
+// matching event to out. It returns what the kernel lost.
+func Run(ctx context.Context, cfg Config, out io.Writer) (Losses, error) {
+	var loss Losses
+	lost, err := run(ctx, cfg, out, &loss)
+	loss.Records = lost
+	return loss, err
+}
+
+func run(ctx context.Context, cfg Config, out io.Writer, loss *Losses) (lost uint64, err error) {
 	tr, err := tracer.New(tracer.Options{
 		RingBufferSize: cfg.RingSize,
 		KindMask:       cfg.Filter.KindMask(),
@@ -45,6 +58,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (lost uint64, err error
 		return 0, err
 	}
 	defer tr.Close()
+	defer func() { loss.Missed, _ = tr.Missed() }()
 	if cfg.Ready != nil {
 		cfg.Ready()
 	}

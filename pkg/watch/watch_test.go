@@ -67,8 +67,8 @@ func watchDuring(t *testing.T, ns *testnet.Netns, format Format, opts filter.Opt
 	}
 	done := make(chan result, 1)
 	go func() {
-		lost, err := Run(ctx, Config{Format: format, Filter: flt, Netns: ns.Inode, Ready: func() { close(ready) }}, out)
-		done <- result{lost, err}
+		loss, err := Run(ctx, Config{Format: format, Filter: flt, Netns: ns.Inode, Ready: func() { close(ready) }}, out)
+		done <- result{loss.Records, err}
 	}()
 	select {
 	case <-ready:
