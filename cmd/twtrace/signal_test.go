@@ -9,35 +9,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-
+	"github.com/twtrace/twtrace/internal/testnet"
 	"github.com/twtrace/twtrace/pkg/tracer"
 )
 
-// ourPrograms counts loaded BPF programs with twtrace's names (BTF gives
-// the full name). `make test` runs packages one at a time, so no
-// other twtrace is loading programs meanwhile.
-func ourPrograms(t *testing.T) int {
-	names := map[string]bool{"on_set_state": true, "on_receive_reset": true, "on_enter_connect": true,
-		"on_exit_connect": true, "on_enter_bind": true, "on_exit_bind": true}
-	n := 0
-	var id ebpf.ProgramID
-	for {
-		next, err := ebpf.ProgramGetNextID(id)
-		if err != nil {
-			return n
-		}
-		id = next
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue
-		}
-		if info, err := p.Info(); err == nil && names[info.Name] {
-			n++
-		}
-		p.Close()
-	}
-}
+// ourNames are twtrace's program names (BTF gives the full name). `make
+// test` runs packages one at a time, so no other twtrace loads meanwhile.
+var ourNames = map[string]bool{"on_set_state": true, "on_receive_reset": true, "on_enter_connect": true,
+	"on_exit_connect": true, "on_enter_bind": true, "on_exit_bind": true}
+
+func ourPrograms(*testing.T) int { return testnet.CountPrograms(ourNames) }
 
 // SIGTERM after the ready line: exit 0, stderr held exactly that one line,
 // and nothing of twtrace stays loaded in the kernel.

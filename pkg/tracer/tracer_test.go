@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-
 	"github.com/twtrace/twtrace/internal/testnet"
 	"github.com/twtrace/twtrace/pkg/event"
 )
@@ -425,31 +423,8 @@ func TestCloseUnloadsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Program ids are freed after an RCU grace period.
-	ok := testnet.WaitFor(5*time.Second, func() bool { return countPrograms(t, names) == 0 })
+	ok := testnet.WaitFor(5*time.Second, func() bool { return testnet.CountPrograms(names) == 0 })
 	if !ok {
-		t.Fatalf("%d twtrace programs still loaded after Close", countPrograms(t, names))
-	}
-}
-
-func countPrograms(t *testing.T, names map[string]bool) int {
-	n := 0
-	var id ebpf.ProgramID
-	for {
-		next, err := ebpf.ProgramGetNextID(id)
-		if err != nil {
-			return n
-		}
-		id = next
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue
-		}
-		info, err := p.Info()
-		p.Close()
-		if err == nil && names[info.Name] {
-			// Another twtrace (a parallel test binary) may run: ours are
-			// gone when none is left with our tag and a live loader.
-			n++
-		}
+		t.Fatalf("%d twtrace programs still loaded after Close", testnet.CountPrograms(names))
 	}
 }
