@@ -374,17 +374,8 @@ func FuzzAppendJSON(f *testing.F) {
 }
 
 func FuzzDecode(f *testing.F) {
-	rec := make([]byte, RecordSize)
+	rec := sampleRecord()
 	le := binary.LittleEndian
-	le.PutUint64(rec[0:], 2_000_000_000)
-	le.PutUint64(rec[8:], 1_000_000_000)
-	le.PutUint32(rec[40:], 42)
-	le.PutUint16(rec[60:], afInet)
-	rec[66] = byte(KindTimewait)
-	rec[67] = byte(RoleClient)
-	copy(rec[68:], []byte{10, 0, 0, 1})
-	copy(rec[84:], []byte{10, 0, 0, 2})
-	copy(rec[100:], "curl")
 	f.Add(rec)
 	v6 := bytes.Clone(rec)
 	le.PutUint16(v6[60:], afInet6)
