@@ -11,6 +11,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_tracing.h>
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -20,6 +21,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define SOCK_STREAM 1
 #define EADDRINUSE 98
 #define EADDRNOTAVAIL 99
+#define EINPROGRESS 115
 #define TASK_COMM_LEN 16
 
 enum tcp_state {
@@ -103,19 +105,27 @@ struct listener {
 	char comm[TASK_COMM_LEN];
 };
 
-/* connect()/bind() arguments between syscall entry and exit. */
+/* A failed connect() or a bind() in flight, per thread, between the point
+ * where the kernel shows what it tried and the syscall's exit with errno. */
 struct pending_call {
-	u64 sk;
+	u64 sk;     /* bind(): the socket; connect(): 0 */
 	u32 netns;
 	u16 family;
-	u16 port;  /* host order */
-	u8 addr[16];
+	u16 port;   /* connect(): destination port; bind(): requested port (host order) */
+	u16 sport;  /* connect(): source port (0 unless bound before) */
+	u8 kind;
+	u8 pad;
+	u8 addr[16];  /* connect(): destination; bind(): requested address */
+	u8 saddr[16]; /* connect(): source address the route chose */
 };
 
 /* Global configuration, set by userspace before load. */
 volatile const u32 events_mask = 0xffffffff;
 /* Only report this network namespace (inode); 0 = every namespace. */
 volatile const u32 target_netns = 0;
+/* Wake the reader only once this many bytes wait in the ring buffer; below
+ * it, userspace polls on a timer (DESIGN: a wake-up costs microseconds). */
+volatile const u64 wakeup_bytes = 1 << 20;
 
 /* timewait/connect_error/bind_error records for userspace; size set by the loader. */
 struct {
@@ -131,8 +141,18 @@ struct {
 	__type(value, u64);
 } lost SEC(".maps");
 
-/* Socket pointer -> owner. LRU: sockets that never close (or that predate
- * us and vanish without a tracepoint) are evicted, not leaked. */
+/* Socket -> owner, stored in the socket itself (Linux 5.11+ for tracing
+ * programs): no hashing, no eviction, freed with the socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sock_owner);
+} sk_owners SEC(".maps");
+
+/* The same for kernels without socket storage in tracing programs, keyed
+ * by socket pointer. LRU: sockets whose last transition we never saw are
+ * evicted, not leaked. Only loaded where sk_owners cannot be used. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 262144);
@@ -147,7 +167,7 @@ struct {
 	__type(value, struct listener);
 } listeners SEC(".maps");
 
-/* Thread id -> its connect()/bind() in flight. */
+/* Thread id -> its failed connect() or its bind() in flight. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
@@ -173,42 +193,129 @@ static __always_inline void count_lost(void)
 		(*n)++;
 }
 
+/* Submit without waking the reader unless enough has piled up: the
+ * reader polls every 100 ms, so latency stays bounded either way. */
+static __always_inline void submit(void *rec)
+{
+	u64 flags = BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(rec, flags);
+}
+
 static __always_inline u32 sock_netns(const struct sock *sk)
 {
 	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 }
 
+/* The local port as the tracepoint reports it (inet_sport): skc_num is
+ * zeroed by inet_put_port() before some moves to CLOSE. */
+static __always_inline u16 local_port(const struct sock *sk)
+{
+	const struct inet_sock *inet = (const void *)sk;
+	return bpf_ntohs(BPF_CORE_READ(inet, inet_sport));
+}
+
+/* Owner record of sk; with create, a zeroed one is made if absent.
+ * `sks` is a compile-time constant choosing the storage, so each program
+ * variant references only one of the two maps. */
+static __always_inline struct sock_owner *owner_of(const struct sock *sk, bool create, bool sks)
+{
+	if (sks)
+		return bpf_sk_storage_get(&sk_owners, (void *)sk, 0,
+					  create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
+	u64 key = (u64)sk;
+	struct sock_owner *o = bpf_map_lookup_elem(&owners, &key);
+	if (o || !create)
+		return o;
+	struct sock_owner fresh = {};
+	bpf_map_update_elem(&owners, &key, &fresh, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&owners, &key);
+}
+
+static __always_inline void owner_drop(const struct sock *sk, bool sks)
+{
+	if (sks) {
+		bpf_sk_storage_delete(&sk_owners, (void *)sk);
+		return;
+	}
+	u64 key = (u64)sk;
+	bpf_map_delete_elem(&owners, &key);
+}
+
+static __always_inline void read_addrs(const struct sock *sk, u16 family, u8 *saddr, u8 *daddr)
+{
+	__builtin_memset(saddr, 0, 16);
+	__builtin_memset(daddr, 0, 16);
+	if (family == AF_INET6) {
+		BPF_CORE_READ_INTO((u8(*)[16])saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO((u8(*)[16])daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		BPF_CORE_READ_INTO((__be32 *)saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__be32 *)daddr, sk, __sk_common.skc_daddr);
+	}
+}
+
+/* SYN_SENT->CLOSE while the socket is still SS_UNCONNECTED happens only
+ * inside a connect() that failed after choosing the route (DESIGN.md §3):
+ * current is the caller, daddr/dport are still set, and a source port
+ * is set only if the socket was bound before. Keep it for the syscall's
+ * exit, which knows the errno. */
+static __always_inline void failed_connect(const struct sock *sk)
+{
+	struct socket *so = BPF_CORE_READ(sk, sk_socket);
+	if (!so || BPF_CORE_READ(so, state) != SS_UNCONNECTED)
+		return;
+	struct pending_call p = {};
+	p.kind = EVENT_CONNECT_ERROR;
+	p.netns = sock_netns(sk);
+	if (!netns_wanted(p.netns))
+		return;
+	p.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	p.port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	p.sport = local_port(sk);
+	read_addrs(sk, p.family, p.saddr, p.addr);
+	/* A v4-mapped connect() from an AF_INET6 socket fails inside
+	 * tcp_v4_connect: the IPv4 fields hold the truth, report it as IPv4. */
+	if (p.family == AF_INET6 && p.addr[10] == 0xff && p.addr[11] == 0xff &&
+	    !(p.addr[0] | p.addr[1] | p.addr[2] | p.addr[3] | p.addr[4] | p.addr[5] |
+	      p.addr[6] | p.addr[7] | p.addr[8] | p.addr[9])) {
+		p.family = AF_INET;
+		read_addrs(sk, AF_INET, p.saddr, p.addr);
+	}
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
+}
+
 /* -------------------------------------------------------------------- */
 /* sock:inet_sock_set_state — the TCP state diagram, one case per edge.  */
+/* Most edges cost a compare or two; map work happens on four of them.   */
 /* -------------------------------------------------------------------- */
 
-SEC("tracepoint/sock/inet_sock_set_state")
-int on_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
+static __always_inline int set_state(const struct sock *sk, int oldstate, int newstate, bool sks)
 {
-	if (ctx->protocol != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-
-	int oldstate = ctx->oldstate;
-	int newstate = ctx->newstate;
-	u64 skaddr = (u64)ctx->skaddr;
-	const struct sock *sk = ctx->skaddr;
 
 	/* CLOSE->SYN_SENT runs inside connect(): current is the opener.
 	 * The source port is not chosen yet; we only need who and when. */
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
-		struct sock_owner o = {};
-		o.open_ns = bpf_ktime_get_ns();
-		o.opener_pid = bpf_get_current_pid_tgid() >> 32;
-		o.role = ROLE_CLIENT;
-		bpf_get_current_comm(o.opener_comm, sizeof(o.opener_comm));
-		bpf_map_update_elem(&owners, &skaddr, &o, BPF_ANY);
+		struct sock_owner *o = owner_of(sk, true, sks);
+		if (!o)
+			return 0;
+		o->open_ns = bpf_ktime_get_ns();
+		o->opener_pid = bpf_get_current_pid_tgid() >> 32;
+		o->role = ROLE_CLIENT;
+		o->closed = 0;
+		o->reset = 0;
+		bpf_get_current_comm(o->opener_comm, sizeof(o->opener_comm));
 		return 0;
 	}
 
 	/* CLOSE->LISTEN runs inside listen(): remember the server process so
 	 * the sockets it accepts can name it. */
 	if (newstate == TCP_LISTEN) {
-		struct listen_key k = { .netns = sock_netns(sk), .port = ctx->sport };
+		struct listen_key k = { .netns = sock_netns(sk), .port = local_port(sk) };
 		struct listener l = { .pid = bpf_get_current_pid_tgid() >> 32 };
 		bpf_get_current_comm(l.comm, sizeof(l.comm));
 		bpf_map_update_elem(&listeners, &k, &l, BPF_ANY);
@@ -216,39 +323,37 @@ int on_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	}
 	if (oldstate == TCP_LISTEN) {
 		/* LISTEN->CLOSE: the listener is gone. LISTEN->SYN_RECV is a
-		 * child cloned from it (its sport is the listener's port). */
-		struct listen_key k = { .netns = sock_netns(sk), .port = ctx->sport };
+		 * child cloned from it (its local port is the listener's). */
+		struct listen_key k = { .netns = sock_netns(sk), .port = local_port(sk) };
 		if (newstate == TCP_CLOSE) {
 			bpf_map_delete_elem(&listeners, &k);
 			return 0;
 		}
 		if (newstate == TCP_SYN_RECV) {
-			struct sock_owner o = {};
-			o.open_ns = bpf_ktime_get_ns();
-			o.role = ROLE_SERVER;
+			struct sock_owner *o = owner_of(sk, true, sks);
+			if (!o)
+				return 0;
+			o->open_ns = bpf_ktime_get_ns();
+			o->role = ROLE_SERVER;
+			o->closed = 0;
+			o->reset = 0;
 			struct listener *l = bpf_map_lookup_elem(&listeners, &k);
 			if (l) {
-				o.opener_pid = l->pid;
-				__builtin_memcpy(o.opener_comm, l->comm, sizeof(o.opener_comm));
+				o->opener_pid = l->pid;
+				__builtin_memcpy(o->opener_comm, l->comm, sizeof(o->opener_comm));
 			}
-			bpf_map_update_elem(&owners, &skaddr, &o, BPF_ANY);
 		}
 		return 0;
 	}
 
 	/* ESTABLISHED->FIN_WAIT1 (or SYN_RECV->FIN_WAIT1) runs in close(),
 	 * shutdown() or the exit of the last holder: current closed first
-	 * and will own the TIME_WAIT. */
+	 * and will own the TIME_WAIT. Sockets opened before we attached get
+	 * a record here: the closer is still known. */
 	if (newstate == TCP_FIN_WAIT1) {
-		struct sock_owner *o = bpf_map_lookup_elem(&owners, &skaddr);
-		if (!o) {
-			/* Opened before we attached: the closer is still known. */
-			struct sock_owner fresh = {};
-			bpf_map_update_elem(&owners, &skaddr, &fresh, BPF_NOEXIST);
-			o = bpf_map_lookup_elem(&owners, &skaddr);
-			if (!o)
-				return 0;
-		}
+		struct sock_owner *o = owner_of(sk, true, sks);
+		if (!o)
+			return 0;
 		u64 id = bpf_get_current_pid_tgid();
 		o->closer_pid = id >> 32;
 		o->closer_tid = (u32)id;
@@ -261,26 +366,26 @@ int on_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	if (newstate != TCP_CLOSE)
 		return 0;
 
+	if (oldstate == TCP_SYN_SENT && wanted(EVENT_CONNECT_ERROR))
+		failed_connect(sk);
+
 	/* Every other move to CLOSE ends our interest in the socket. Only
 	 * FIN_WAIT2->CLOSE and CLOSING->CLOSE hand the 4-tuple to a timewait
 	 * socket (tcp_time_wait() then tcp_done()); they run in softirq or
 	 * timer context, so the identity comes from the record, not current. */
-	struct sock_owner *o = bpf_map_lookup_elem(&owners, &skaddr);
+	struct sock_owner *o = owner_of(sk, false, sks);
 	if (!o)
 		return 0;
 	bool timewait = (oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING) &&
 			o->closed && !o->reset;
-	u32 netns = sock_netns(sk);
-	if (!timewait || !wanted(EVENT_TIMEWAIT) || !netns_wanted(netns)) {
-		bpf_map_delete_elem(&owners, &skaddr);
-		return 0;
-	}
+	u32 netns = timewait ? sock_netns(sk) : 0;
+	if (!timewait || !wanted(EVENT_TIMEWAIT) || !netns_wanted(netns))
+		goto drop;
 
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_lost();
-		bpf_map_delete_elem(&owners, &skaddr);
-		return 0;
+		goto drop;
 	}
 	e->kind = EVENT_TIMEWAIT;
 	e->ts_ns = bpf_ktime_get_ns();
@@ -294,45 +399,63 @@ int on_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	__builtin_memcpy(e->comm, o->closer_comm, sizeof(e->comm));
 	__builtin_memcpy(e->opener_comm, o->opener_comm, sizeof(e->opener_comm));
 	e->netns = netns;
-	e->family = ctx->family;
-	/* The tracepoint's sport is inet_sport; skc_num is already zeroed
-	 * by inet_put_port() at this point (DESIGN.md §2). */
-	e->sport = ctx->sport;
-	e->dport = ctx->dport;
-	/* Addresses from the socket itself (the same fields the tracepoint
-	 * copied): array fields of a tracepoint context cannot be addressed. */
-	__builtin_memset(e->saddr, 0, 16);
-	__builtin_memset(e->daddr, 0, 16);
-	if (ctx->family == AF_INET6) {
-		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-	} else {
-		BPF_CORE_READ_INTO((__be32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__be32 *)e->daddr, sk, __sk_common.skc_daddr);
-	}
+	e->family = sk->__sk_common.skc_family;
+	/* inet_sport, not skc_num: inet_put_port() has already zeroed the
+	 * latter at this point (DESIGN.md §2). */
+	e->sport = local_port(sk);
+	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	read_addrs(sk, e->family, e->saddr, e->daddr);
 	const struct tcp_sock *tp = (const void *)sk;
 	e->bytes_sent = BPF_CORE_READ(tp, bytes_acked);
 	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
-	bpf_ringbuf_submit(e, 0);
-	bpf_map_delete_elem(&owners, &skaddr);
+	submit(e);
+drop:
+	owner_drop(sk, sks);
 	return 0;
+}
+
+/* The BTF-typed tracepoint: arguments straight from the call site, no
+ * trace record built, and a recursion guard of its own. Two variants:
+ * socket storage where the kernel allows it, a hash map elsewhere. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tw_state, const struct sock *sk, int oldstate, int newstate)
+{
+	return set_state(sk, oldstate, newstate, true);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tw_state_lru, const struct sock *sk, int oldstate, int newstate)
+{
+	return set_state(sk, oldstate, newstate, false);
 }
 
 /* An RST in FIN_WAIT2 also moves the socket to CLOSE, with no timewait
  * socket behind it: mark it so the move is not reported. */
-SEC("tracepoint/tcp/tcp_receive_reset")
-int on_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
+static __always_inline int receive_reset(const struct sock *sk, bool sks)
 {
-	u64 skaddr = (u64)ctx->skaddr;
-	struct sock_owner *o = bpf_map_lookup_elem(&owners, &skaddr);
+	struct sock_owner *o = owner_of(sk, false, sks);
 	if (o)
 		o->reset = 1;
 	return 0;
 }
 
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tw_reset, struct sock *sk)
+{
+	return receive_reset(sk, true);
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tw_reset_lru, struct sock *sk)
+{
+	return receive_reset(sk, false);
+}
+
 /* -------------------------------------------------------------------- */
-/* connect() and bind(): the destination comes from the caller's own     */
-/* sockaddr, read at entry; the verdict from the return value at exit.   */
+/* connect() and bind() exits: the errno. connect()'s destination was    */
+/* kept at SYN_SENT->CLOSE above, so a successful connect() costs one    */
+/* compare here. bind(0) changes no TCP state: its sockaddr is read at   */
+/* entry (bind is rare next to connect).                                 */
 /* -------------------------------------------------------------------- */
 
 struct sockaddr_in_user {
@@ -377,21 +500,17 @@ static __always_inline const struct sock *tcp_sock_of_fd(long fd)
 	return sk;
 }
 
-static __always_inline int enter_call(struct trace_event_raw_sys_enter *ctx, u8 kind)
+SEC("tracepoint/syscalls/sys_enter_bind")
+int tw_enter_bind(struct trace_event_raw_sys_enter *ctx)
 {
-	if (!wanted(kind))
-		return 0;
-	const struct sock *sk = tcp_sock_of_fd((long)ctx->args[0]);
-	if (!sk)
+	if (!wanted(EVENT_BIND_ERROR))
 		return 0;
 	const void *uaddr = (const void *)ctx->args[1];
 	long len = (long)ctx->args[2];
-
 	struct pending_call p = {};
-	p.sk = (u64)sk;
-	p.netns = sock_netns(sk);
-	if (!netns_wanted(p.netns))
-		return 0;
+	p.kind = EVENT_BIND_ERROR;
+	/* The sockaddr first: bind() to a fixed port does not draw from the
+	 * ephemeral range, and is answered without walking the fd table. */
 	if (bpf_probe_read_user(&p.family, sizeof(p.family), uaddr))
 		return 0;
 	if (p.family == AF_INET && len >= (long)sizeof(struct sockaddr_in_user)) {
@@ -409,15 +528,22 @@ static __always_inline int enter_call(struct trace_event_raw_sys_enter *ctx, u8 
 	} else {
 		return 0;
 	}
-	/* bind() to a fixed port does not draw from the ephemeral range. */
-	if (kind == EVENT_BIND_ERROR && p.port != 0)
+	if (p.port != 0)
+		return 0;
+	const struct sock *sk = tcp_sock_of_fd((long)ctx->args[0]);
+	if (!sk)
+		return 0;
+	p.sk = (u64)sk;
+	p.netns = sock_netns(sk);
+	if (!netns_wanted(p.netns))
 		return 0;
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
 	return 0;
 }
 
-static __always_inline int exit_call(struct trace_event_raw_sys_exit *ctx, u8 kind, long want)
+/* The syscall's verdict for this thread's pending call of `kind`. */
+static __always_inline int exit_call(long ret, u8 kind, long want)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 tid = (u32)id;
@@ -426,7 +552,7 @@ static __always_inline int exit_call(struct trace_event_raw_sys_exit *ctx, u8 ki
 		return 0;
 	/* One syscall, one verdict: a v4-mapped connect() runs through both
 	 * tcp_v6_connect and tcp_v4_connect but exits once. */
-	if (ctx->ret != -want)
+	if (p->kind != kind || ret != -want)
 		goto out;
 
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -444,51 +570,32 @@ static __always_inline int exit_call(struct trace_event_raw_sys_exit *ctx, u8 ki
 	e->netns = p->netns;
 	e->family = p->family;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-
-	const struct sock *sk = (const void *)p->sk;
 	if (kind == EVENT_CONNECT_ERROR) {
 		e->dport = p->port;
+		e->sport = p->sport;
 		__builtin_memcpy(e->daddr, p->addr, 16);
-		/* The source as bound before connect(), if it was: after the
-		 * failure the kernel has reset whatever it picked itself. */
-		const struct inet_sock *inet = (const void *)sk;
-		e->sport = bpf_ntohs(BPF_CORE_READ(inet, inet_sport));
-		if (p->family == AF_INET6) {
-			BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		} else {
-			__be32 a = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-			__builtin_memcpy(e->saddr, &a, 4);
-		}
+		__builtin_memcpy(e->saddr, p->saddr, 16);
 	} else {
-		e->sport = 0;
 		__builtin_memcpy(e->saddr, p->addr, 16);
 	}
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 out:
 	bpf_map_delete_elem(&pending, &tid);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_connect")
-int on_enter_connect(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_call(ctx, EVENT_CONNECT_ERROR);
-}
-
 SEC("tracepoint/syscalls/sys_exit_connect")
-int on_exit_connect(struct trace_event_raw_sys_exit *ctx)
+int tw_exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
-	return exit_call(ctx, EVENT_CONNECT_ERROR, EADDRNOTAVAIL);
-}
-
-SEC("tracepoint/syscalls/sys_enter_bind")
-int on_enter_bind(struct trace_event_raw_sys_enter *ctx)
-{
-	return enter_call(ctx, EVENT_BIND_ERROR);
+	long ret = ctx->ret;
+	/* Success (or EINPROGRESS) is the hot path: nothing was kept. */
+	if (ret >= 0 || ret == -EINPROGRESS)
+		return 0;
+	return exit_call(ret, EVENT_CONNECT_ERROR, EADDRNOTAVAIL);
 }
 
 SEC("tracepoint/syscalls/sys_exit_bind")
-int on_exit_bind(struct trace_event_raw_sys_exit *ctx)
+int tw_exit_bind(struct trace_event_raw_sys_exit *ctx)
 {
-	return exit_call(ctx, EVENT_BIND_ERROR, EADDRINUSE);
+	return exit_call(ctx->ret, EVENT_BIND_ERROR, EADDRINUSE);
 }

@@ -62,6 +62,7 @@ type ClientResult struct {
 	PID      int
 	Ports    []int // local ports of connections that were made
 	Failures int   // EADDRNOTAVAIL from connect or EADDRINUSE from bind
+	Refused  int   // ECONNREFUSED from connect (no listener)
 }
 
 func runClient(raw string) int {
@@ -129,6 +130,10 @@ func clientRun(spec ClientSpec) (*ClientResult, error) {
 			unix.Close(fd)
 			if errors.Is(err, unix.EADDRNOTAVAIL) {
 				res.Failures++
+				continue
+			}
+			if errors.Is(err, unix.ECONNREFUSED) {
+				res.Refused++
 				continue
 			}
 			return nil, fmt.Errorf("connect: %w", err)

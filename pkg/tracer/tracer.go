@@ -6,8 +6,10 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -33,6 +35,10 @@ type Options struct {
 	KindMask uint32
 	// Netns restricts reports to one network namespace (inode); 0 = all.
 	Netns uint32
+	// PollInterval is how often Read looks at the ring buffer when the
+	// kernel has not woken it; 0 means DefaultPollInterval. It bounds the
+	// latency of an event.
+	PollInterval time.Duration
 }
 
 // Errors a caller can tell apart (with errors.Is) to explain what is missing.
@@ -45,29 +51,100 @@ var (
 
 // Tracer is a loaded and attached set of twtrace programs.
 type Tracer struct {
-	objs   twtraceObjects
+	objs   objects
+	tier   string
 	links  []link.Link
 	reader *ringbuf.Reader
 	clock  event.Clock
+	poll   time.Duration
+
+	deadline atomic.Int64 // Unix ns of the caller's read deadline; 0 = none
 
 	closeOnce sync.Once
 }
 
-// attachments lists every tracepoint twtrace uses, in attach order.
-func (o *twtraceObjects) attachments() []struct {
-	group, name string
-	prog        *ebpf.Program
-} {
-	return []struct {
-		group, name string
-		prog        *ebpf.Program
-	}{
-		{"sock", "inet_sock_set_state", o.OnSetState},
-		{"tcp", "tcp_receive_reset", o.OnReceiveReset},
-		{"syscalls", "sys_enter_connect", o.OnEnterConnect},
-		{"syscalls", "sys_exit_connect", o.OnExitConnect},
-		{"syscalls", "sys_enter_bind", o.OnEnterBind},
-		{"syscalls", "sys_exit_bind", o.OnExitBind},
+// DefaultPollInterval bounds how long an event waits in the ring buffer:
+// the kernel side does not wake the reader per record (a wake-up costs
+// microseconds inside the traced connection's path), userspace polls.
+const DefaultPollInterval = 100 * time.Millisecond
+
+// objects is what one load gives: the programs of one storage variant and
+// the maps they share. Fields are filled from sksObjects or lruObjects.
+type objects struct {
+	SetState, Reset                 *ebpf.Program
+	ExitConnect, EnterBind, ExitBind *ebpf.Program
+	Events, Lost                    *ebpf.Map
+	closers                         []io.Closer
+}
+
+type commonObjects struct {
+	ExitConnect *ebpf.Program `ebpf:"tw_exit_connect"`
+	EnterBind   *ebpf.Program `ebpf:"tw_enter_bind"`
+	ExitBind    *ebpf.Program `ebpf:"tw_exit_bind"`
+	Events      *ebpf.Map     `ebpf:"events"`
+	Lost        *ebpf.Map     `ebpf:"lost"`
+}
+
+// sksObjects keep socket owners in socket-local storage (Linux 5.11+).
+type sksObjects struct {
+	commonObjects
+	SetState *ebpf.Program `ebpf:"tw_state"`
+	Reset    *ebpf.Program `ebpf:"tw_reset"`
+}
+
+// lruObjects keep them in an LRU hash keyed by socket address.
+type lruObjects struct {
+	commonObjects
+	SetState *ebpf.Program `ebpf:"tw_state_lru"`
+	Reset    *ebpf.Program `ebpf:"tw_reset_lru"`
+}
+
+func (o *objects) fill(c commonObjects, setState, reset *ebpf.Program) {
+	o.SetState, o.Reset = setState, reset
+	o.ExitConnect, o.EnterBind, o.ExitBind = c.ExitConnect, c.EnterBind, c.ExitBind
+	o.Events, o.Lost = c.Events, c.Lost
+	for _, c := range []io.Closer{setState, reset, c.ExitConnect, c.EnterBind, c.ExitBind, c.Events, c.Lost} {
+		o.closers = append(o.closers, c)
+	}
+}
+
+func (o *objects) Close() error {
+	var errs []error
+	for _, c := range o.closers {
+		if err := c.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	o.closers = nil
+	return errors.Join(errs...)
+}
+
+// Storage tiers for socket owners, as Tier reports them.
+const (
+	TierSocketStorage = "tp_btf+sk_storage"
+	TierLRU           = "tp_btf+lru_hash"
+)
+
+// ProgramNames are the names of every BPF program twtrace may load, for
+// tools that look them up in the kernel (bpftool, run-time statistics).
+var ProgramNames = []string{"tw_state", "tw_state_lru", "tw_reset", "tw_reset_lru",
+	"tw_exit_connect", "tw_enter_bind", "tw_exit_bind"}
+
+type attachment struct {
+	name string
+	prog *ebpf.Program
+	btf  bool   // tp_btf, attached by BTF id
+	grp  string // classic tracepoint group
+}
+
+// attachments lists every hook twtrace uses, in attach order.
+func (o *objects) attachments() []attachment {
+	return []attachment{
+		{name: "inet_sock_set_state", prog: o.SetState, btf: true},
+		{name: "tcp_receive_reset", prog: o.Reset, btf: true},
+		{grp: "syscalls", name: "sys_exit_connect", prog: o.ExitConnect},
+		{grp: "syscalls", name: "sys_enter_bind", prog: o.EnterBind},
+		{grp: "syscalls", name: "sys_exit_bind", prog: o.ExitBind},
 	}
 }
 
@@ -113,6 +190,11 @@ func New(opts Options) (*Tracer, error) {
 		return nil, fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", size, os.Getpagesize())
 	}
 	spec.Maps["events"].MaxEntries = uint32(size)
+	// Wake the reader early once a quarter of the ring is used: a burst
+	// then cannot fill it between two polls.
+	if err := spec.Variables["wakeup_bytes"].Set(uint64(size / 4)); err != nil {
+		return nil, fmt.Errorf("setting wake-up threshold: %w", err)
+	}
 	if opts.KindMask != 0 {
 		if err := spec.Variables["events_mask"].Set(opts.KindMask); err != nil {
 			return nil, fmt.Errorf("setting event mask: %w", err)
@@ -124,25 +206,27 @@ func New(opts Options) (*Tracer, error) {
 		}
 	}
 
-	t := &Tracer{}
-	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
-		if errors.Is(err, unix.EPERM) {
-			return nil, fmt.Errorf("%w (loading BPF programs: %v)", ErrPermission, err)
-		}
-		var verr *ebpf.VerifierError
-		if errors.As(err, &verr) {
-			return nil, fmt.Errorf("loading BPF programs: the kernel's verifier refused them: %v", verr)
-		}
-		return nil, fmt.Errorf("loading BPF programs: %w", err)
+	t := &Tracer{poll: opts.PollInterval}
+	if t.poll <= 0 {
+		t.poll = DefaultPollInterval
+	}
+	if err := t.load(spec); err != nil {
+		return nil, err
 	}
 	for _, a := range t.objs.attachments() {
-		l, err := link.Tracepoint(a.group, a.name, a.prog, nil)
+		var l link.Link
+		var err error
+		if a.btf {
+			l, err = link.AttachTracing(link.TracingOptions{Program: a.prog})
+		} else {
+			l, err = link.Tracepoint(a.grp, a.name, a.prog, nil)
+		}
 		if err != nil {
 			t.Close()
 			if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-				return nil, fmt.Errorf("%w (attaching %s:%s: %v)", ErrPermission, a.group, a.name, err)
+				return nil, fmt.Errorf("%w (attaching %s: %v)", ErrPermission, a.name, err)
 			}
-			return nil, fmt.Errorf("attaching tracepoint %s:%s: %w", a.group, a.name, err)
+			return nil, fmt.Errorf("attaching to tracepoint %s: %w", a.name, err)
 		}
 		t.links = append(t.links, l)
 	}
@@ -159,26 +243,42 @@ func New(opts Options) (*Tracer, error) {
 	return t, nil
 }
 
-// Read delivers every event to fn until Close is called. The *Event is
-// reused between calls: copy it to keep it. A record that cannot be
-// decoded is an error (it would mean the BPF and Go sides disagree).
+// Read delivers every event to fn until Stop or Close is called. The
+// *Event is reused between calls: copy it to keep it. A record that cannot
+// be decoded is an error (it would mean the BPF and Go sides disagree).
+//
+// The kernel side submits without waking the reader (unless a quarter of
+// the ring is full), so Read drains the ring every poll interval: a
+// burst is read in one go, and no wake-up is paid per connection.
 func (t *Tracer) Read(fn func(*event.Event)) error {
 	var rec ringbuf.Record
 	var ev event.Event
 	for {
-		if err := t.reader.ReadInto(&rec); err != nil {
+		next := time.Now().Add(t.poll)
+		user := t.deadline.Load()
+		if user != 0 && user < next.UnixNano() {
+			next = time.Unix(0, user)
+		}
+		t.reader.SetDeadline(next)
+		for {
+			err := t.reader.ReadInto(&rec)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
 			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, ringbuf.ErrFlushed) {
 				return nil
 			}
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return err
+			if err != nil {
+				return fmt.Errorf("reading ring buffer: %w", err)
 			}
-			return fmt.Errorf("reading ring buffer: %w", err)
+			if err := event.Decode(rec.RawSample, t.clock, &ev); err != nil {
+				return fmt.Errorf("decoding event record: %w", err)
+			}
+			fn(&ev)
 		}
-		if err := event.Decode(rec.RawSample, t.clock, &ev); err != nil {
-			return fmt.Errorf("decoding event record: %w", err)
+		if user := t.deadline.Load(); user != 0 && time.Now().UnixNano() >= user {
+			return os.ErrDeadlineExceeded
 		}
-		fn(&ev)
 	}
 }
 
@@ -190,11 +290,59 @@ func (t *Tracer) Stop() error {
 	return errors.Join(derr, t.reader.Flush())
 }
 
-// SetDeadline makes Read return os.ErrDeadlineExceeded once d passes and
-// the ring buffer is empty; the zero time means wait for ever. It waits for
-// a Read in progress to return: use Stop to end one.
+// SetDeadline makes Read return os.ErrDeadlineExceeded once d has passed
+// and the ring buffer is empty; the zero time removes the deadline. Safe
+// to call while Read runs; it takes effect within one poll interval.
 func (t *Tracer) SetDeadline(d time.Time) {
-	t.reader.SetDeadline(d)
+	if d.IsZero() {
+		t.deadline.Store(0)
+		return
+	}
+	t.deadline.Store(max(d.UnixNano(), 1))
+}
+
+// Tier names the hooks and socket-owner storage in use.
+func (t *Tracer) Tier() string { return t.tier }
+
+// Programs returns the loaded programs by name, for run-time statistics.
+func (t *Tracer) Programs() map[string]*ebpf.Program {
+	out := map[string]*ebpf.Program{}
+	for _, a := range t.objs.attachments() {
+		if info, err := a.prog.Info(); err == nil {
+			out[info.Name] = a.prog
+		}
+	}
+	return out
+}
+
+// load loads the socket-storage variant, or the LRU one where the kernel's
+// verifier refuses socket storage in tracing programs (before 5.11).
+func (t *Tracer) load(spec *ebpf.CollectionSpec) error {
+	var sks sksObjects
+	err := spec.LoadAndAssign(&sks, nil)
+	if err == nil {
+		t.objs.fill(sks.commonObjects, sks.SetState, sks.Reset)
+		t.tier = TierSocketStorage
+		return nil
+	}
+	var verr *ebpf.VerifierError
+	if errors.As(err, &verr) || errors.Is(err, ebpf.ErrNotSupported) {
+		var lru lruObjects
+		lerr := spec.LoadAndAssign(&lru, nil)
+		if lerr == nil {
+			t.objs.fill(lru.commonObjects, lru.SetState, lru.Reset)
+			t.tier = TierLRU
+			return nil
+		}
+		err = lerr
+	}
+	if errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("%w (loading BPF programs: %v)", ErrPermission, err)
+	}
+	if errors.As(err, &verr) {
+		return fmt.Errorf("loading BPF programs: the kernel's verifier refused them: %v", verr)
+	}
+	return fmt.Errorf("loading BPF programs: %w", err)
 }
 
 // Detach stops the kernel side from producing events; records already in

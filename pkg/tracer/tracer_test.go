@@ -239,8 +239,8 @@ func checkConnectErrors(t *testing.T, evs []event.Event, cl *testnet.ClientResul
 		if e.Daddr != dst.Addr() || e.Dport != dst.Port() || e.IPv6 {
 			t.Errorf("connect_error destination %s:%d ipv6=%v, want %s over IPv4", e.Daddr, e.Dport, e.IPv6, dst)
 		}
-		if e.Errno != syscall.EADDRNOTAVAIL || e.Sport != 0 {
-			t.Errorf("connect_error errno %v sport %d, want EADDRNOTAVAIL and 0", e.Errno, e.Sport)
+		if e.Errno != syscall.EADDRNOTAVAIL || e.Sport != 0 || e.Saddr != netip.MustParseAddr("127.0.0.1") {
+			t.Errorf("connect_error errno %v source %s:%d, want EADDRNOTAVAIL from 127.0.0.1:0", e.Errno, e.Saddr, e.Sport)
 		}
 	}
 }
@@ -253,18 +253,42 @@ func TestExhaustionConnectErrors(t *testing.T) {
 	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
 	exhaust(t, ns)
 	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: 17})
-	if len(cl.Ports) != 10 || cl.Failures != 7 {
-		t.Fatalf("client: %d connections, %d failures; want 10 and 7", len(cl.Ports), cl.Failures)
+	// Normally 10 and 7; the kernel's port search has been seen (1 run in
+	// ~12) to give up with one port of the range still free, so the split
+	// is taken from what the client saw and the events must match it.
+	if len(cl.Ports)+cl.Failures != 17 || len(cl.Ports) > 10 || cl.Failures < 7 {
+		t.Fatalf("client: %d connections, %d failures; want 10 (at most) and 7 (at least)", len(cl.Ports), cl.Failures)
 	}
-	tws := c.settle(event.KindTimewait, 10)
-	errs := c.settle(event.KindConnectError, 7)
-	if len(tws) != 10 || len(errs) != 7 {
-		t.Fatalf("got %d timewait and %d connect_error events, want 10 and 7", len(tws), len(errs))
+	tws := c.settle(event.KindTimewait, len(cl.Ports))
+	errs := c.settle(event.KindConnectError, cl.Failures)
+	if len(tws) != len(cl.Ports) || len(errs) != cl.Failures {
+		t.Fatalf("got %d timewait and %d connect_error events, want %d and %d", len(tws), len(errs), len(cl.Ports), cl.Failures)
 	}
 	if got, want := ports(tws), sorted(cl.Ports); !slices.Equal(got, want) {
 		t.Errorf("timewait source ports %v, want %v", got, want)
 	}
 	checkConnectErrors(t, errs, cl, srv.Addr)
+}
+
+// A connect() refused by the peer also goes SYN_SENT->CLOSE inside the
+// syscall on loopback; only EADDRNOTAVAIL is an ephemeral-port failure.
+func TestRefusedConnectIsNotReported(t *testing.T) {
+	ns := testnet.New(t)
+	c := traceNetns(t, ns)
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
+	dest := srv.Dest(false)
+	srv.Stop()
+	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: dest, N: 6})
+	if cl.Refused != 6 || len(cl.Ports) != 0 {
+		t.Fatalf("client: %d refused, %d connected; want 6 and 0", cl.Refused, len(cl.Ports))
+	}
+	// A marker connection proves the tracer saw everything before it.
+	srv2 := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
+	testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv2.Dest(false), N: 1})
+	c.settle(event.KindTimewait, 1)
+	if n := len(c.ofKind(event.KindConnectError)); n != 0 {
+		t.Fatalf("%d connect_error events for refused connects, want 0", n)
+	}
 }
 
 // Scenario 6: bind(port 0) draws from the same range and fails with
@@ -416,8 +440,8 @@ func TestCloseUnloadsEverything(t *testing.T) {
 		}
 		names[info.Name] = true
 	}
-	if len(names) != 6 {
-		t.Fatalf("attached %d distinct programs, want 6", len(names))
+	if len(names) != 5 {
+		t.Fatalf("attached %d distinct programs, want 5", len(names))
 	}
 	if err := tr.Close(); err != nil {
 		t.Fatal(err)

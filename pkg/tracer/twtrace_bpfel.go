@@ -56,7 +56,12 @@ type twtracePendingCall struct {
 	Netns  uint32
 	Family uint16
 	Port   uint16
+	Sport  uint16
+	Kind   uint8
+	Pad    uint8
 	Addr   [16]uint8
+	Saddr  [16]uint8
+	_      [4]byte
 }
 
 type twtraceSockOwner struct {
@@ -78,20 +83,23 @@ type twtraceSockOwner struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	twtraceMapEvents          = "events"
-	twtraceMapListeners       = "listeners"
-	twtraceMapLost            = "lost"
-	twtraceMapOwners          = "owners"
-	twtraceMapPending         = "pending"
-	twtraceProgOnEnterBind    = "on_enter_bind"
-	twtraceProgOnEnterConnect = "on_enter_connect"
-	twtraceProgOnExitBind     = "on_exit_bind"
-	twtraceProgOnExitConnect  = "on_exit_connect"
-	twtraceProgOnReceiveReset = "on_receive_reset"
-	twtraceProgOnSetState     = "on_set_state"
-	twtraceVarEventsMask      = "events_mask"
-	twtraceVarTargetNetns     = "target_netns"
-	twtraceVarUnusedEvent     = "unused_event"
+	twtraceMapEvents         = "events"
+	twtraceMapListeners      = "listeners"
+	twtraceMapLost           = "lost"
+	twtraceMapOwners         = "owners"
+	twtraceMapPending        = "pending"
+	twtraceMapSkOwners       = "sk_owners"
+	twtraceProgTwEnterBind   = "tw_enter_bind"
+	twtraceProgTwExitBind    = "tw_exit_bind"
+	twtraceProgTwExitConnect = "tw_exit_connect"
+	twtraceProgTwReset       = "tw_reset"
+	twtraceProgTwResetLru    = "tw_reset_lru"
+	twtraceProgTwState       = "tw_state"
+	twtraceProgTwStateLru    = "tw_state_lru"
+	twtraceVarEventsMask     = "events_mask"
+	twtraceVarTargetNetns    = "target_netns"
+	twtraceVarUnusedEvent    = "unused_event"
+	twtraceVarWakeupBytes    = "wakeup_bytes"
 )
 
 // loadTwtrace returns the embedded CollectionSpec for twtrace.
@@ -136,12 +144,13 @@ type twtraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type twtraceProgramSpecs struct {
-	OnEnterBind    *ebpf.ProgramSpec `ebpf:"on_enter_bind"`
-	OnEnterConnect *ebpf.ProgramSpec `ebpf:"on_enter_connect"`
-	OnExitBind     *ebpf.ProgramSpec `ebpf:"on_exit_bind"`
-	OnExitConnect  *ebpf.ProgramSpec `ebpf:"on_exit_connect"`
-	OnReceiveReset *ebpf.ProgramSpec `ebpf:"on_receive_reset"`
-	OnSetState     *ebpf.ProgramSpec `ebpf:"on_set_state"`
+	TwEnterBind   *ebpf.ProgramSpec `ebpf:"tw_enter_bind"`
+	TwExitBind    *ebpf.ProgramSpec `ebpf:"tw_exit_bind"`
+	TwExitConnect *ebpf.ProgramSpec `ebpf:"tw_exit_connect"`
+	TwReset       *ebpf.ProgramSpec `ebpf:"tw_reset"`
+	TwResetLru    *ebpf.ProgramSpec `ebpf:"tw_reset_lru"`
+	TwState       *ebpf.ProgramSpec `ebpf:"tw_state"`
+	TwStateLru    *ebpf.ProgramSpec `ebpf:"tw_state_lru"`
 }
 
 // twtraceMapSpecs contains maps before they are loaded into the kernel.
@@ -153,6 +162,7 @@ type twtraceMapSpecs struct {
 	Lost      *ebpf.MapSpec `ebpf:"lost"`
 	Owners    *ebpf.MapSpec `ebpf:"owners"`
 	Pending   *ebpf.MapSpec `ebpf:"pending"`
+	SkOwners  *ebpf.MapSpec `ebpf:"sk_owners"`
 }
 
 // twtraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -162,6 +172,7 @@ type twtraceVariableSpecs struct {
 	EventsMask  *ebpf.VariableSpec `ebpf:"events_mask"`
 	TargetNetns *ebpf.VariableSpec `ebpf:"target_netns"`
 	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
+	WakeupBytes *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // twtraceObjects contains all objects after they have been loaded into the kernel.
@@ -189,6 +200,7 @@ type twtraceMaps struct {
 	Lost      *ebpf.Map `ebpf:"lost"`
 	Owners    *ebpf.Map `ebpf:"owners"`
 	Pending   *ebpf.Map `ebpf:"pending"`
+	SkOwners  *ebpf.Map `ebpf:"sk_owners"`
 }
 
 func (m *twtraceMaps) Close() error {
@@ -198,6 +210,7 @@ func (m *twtraceMaps) Close() error {
 		m.Lost,
 		m.Owners,
 		m.Pending,
+		m.SkOwners,
 	)
 }
 
@@ -208,28 +221,31 @@ type twtraceVariables struct {
 	EventsMask  *ebpf.Variable `ebpf:"events_mask"`
 	TargetNetns *ebpf.Variable `ebpf:"target_netns"`
 	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
+	WakeupBytes *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // twtracePrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadTwtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type twtracePrograms struct {
-	OnEnterBind    *ebpf.Program `ebpf:"on_enter_bind"`
-	OnEnterConnect *ebpf.Program `ebpf:"on_enter_connect"`
-	OnExitBind     *ebpf.Program `ebpf:"on_exit_bind"`
-	OnExitConnect  *ebpf.Program `ebpf:"on_exit_connect"`
-	OnReceiveReset *ebpf.Program `ebpf:"on_receive_reset"`
-	OnSetState     *ebpf.Program `ebpf:"on_set_state"`
+	TwEnterBind   *ebpf.Program `ebpf:"tw_enter_bind"`
+	TwExitBind    *ebpf.Program `ebpf:"tw_exit_bind"`
+	TwExitConnect *ebpf.Program `ebpf:"tw_exit_connect"`
+	TwReset       *ebpf.Program `ebpf:"tw_reset"`
+	TwResetLru    *ebpf.Program `ebpf:"tw_reset_lru"`
+	TwState       *ebpf.Program `ebpf:"tw_state"`
+	TwStateLru    *ebpf.Program `ebpf:"tw_state_lru"`
 }
 
 func (p *twtracePrograms) Close() error {
 	return _TwtraceClose(
-		p.OnEnterBind,
-		p.OnEnterConnect,
-		p.OnExitBind,
-		p.OnExitConnect,
-		p.OnReceiveReset,
-		p.OnSetState,
+		p.TwEnterBind,
+		p.TwExitBind,
+		p.TwExitConnect,
+		p.TwReset,
+		p.TwResetLru,
+		p.TwState,
+		p.TwStateLru,
 	)
 }
 

@@ -118,7 +118,7 @@ func TestWatchJSONLines(t *testing.T) {
 			}
 		case "connect_error":
 			errors++
-			if m["errno"] != "EADDRNOTAVAIL" || m["saddr"] != "" || m["sport"] != float64(0) || m["tid"] != float64(cl.PID) {
+			if m["errno"] != "EADDRNOTAVAIL" || m["saddr"] != "127.0.0.1" || m["sport"] != float64(0) || m["tid"] != float64(cl.PID) {
 				t.Errorf("connect_error line %s", sc.Text())
 			}
 		default:
