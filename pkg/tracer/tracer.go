@@ -71,10 +71,10 @@ const DefaultPollInterval = 100 * time.Millisecond
 // objects is what one load gives: the programs of one storage variant and
 // the maps they share. Fields are filled from sksObjects or lruObjects.
 type objects struct {
-	SetState, Reset                 *ebpf.Program
+	SetState, Reset                  *ebpf.Program
 	ExitConnect, EnterBind, ExitBind *ebpf.Program
-	Events, Lost                    *ebpf.Map
-	closers                         []io.Closer
+	Events, Lost                     *ebpf.Map
+	closers                          []io.Closer
 }
 
 type commonObjects struct {
