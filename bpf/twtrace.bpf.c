@@ -233,10 +233,13 @@ static __always_inline struct sock_owner *owner_of(const struct sock *sk, bool c
 	return bpf_map_lookup_elem(&owners, &key);
 }
 
-static __always_inline void owner_drop(const struct sock *sk, bool sks)
+/* Forget sk's owner. Socket storage is freed with the socket: clearing
+ * `closed` is enough (and much cheaper than a delete), since a socket that
+ * connects again gets a fresh record at SYN_SENT. */
+static __always_inline void owner_drop(const struct sock *sk, struct sock_owner *o, bool sks)
 {
 	if (sks) {
-		bpf_sk_storage_delete(&sk_owners, (void *)sk);
+		o->closed = 0;
 		return;
 	}
 	u64 key = (u64)sk;
@@ -321,39 +324,38 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 		bpf_map_update_elem(&listeners, &k, &l, BPF_ANY);
 		return 0;
 	}
+	/* LISTEN->CLOSE: the listener is gone. (LISTEN->SYN_RECV, a child
+	 * cloned from it in softirq, gets no record: most accepted sockets
+	 * never close first, and a record per socket would double the cost
+	 * of a connection. The one that closes first is found below.) */
 	if (oldstate == TCP_LISTEN) {
-		/* LISTEN->CLOSE: the listener is gone. LISTEN->SYN_RECV is a
-		 * child cloned from it (its local port is the listener's). */
-		struct listen_key k = { .netns = sock_netns(sk), .port = local_port(sk) };
 		if (newstate == TCP_CLOSE) {
+			struct listen_key k = { .netns = sock_netns(sk), .port = local_port(sk) };
 			bpf_map_delete_elem(&listeners, &k);
-			return 0;
-		}
-		if (newstate == TCP_SYN_RECV) {
-			struct sock_owner *o = owner_of(sk, true, sks);
-			if (!o)
-				return 0;
-			o->open_ns = bpf_ktime_get_ns();
-			o->role = ROLE_SERVER;
-			o->closed = 0;
-			o->reset = 0;
-			struct listener *l = bpf_map_lookup_elem(&listeners, &k);
-			if (l) {
-				o->opener_pid = l->pid;
-				__builtin_memcpy(o->opener_comm, l->comm, sizeof(o->opener_comm));
-			}
 		}
 		return 0;
 	}
 
 	/* ESTABLISHED->FIN_WAIT1 (or SYN_RECV->FIN_WAIT1) runs in close(),
 	 * shutdown() or the exit of the last holder: current closed first
-	 * and will own the TIME_WAIT. Sockets opened before we attached get
-	 * a record here: the closer is still known. */
+	 * and will own the TIME_WAIT. Accepted sockets, and sockets opened
+	 * before we attached, get their record here: the closer is known. */
 	if (newstate == TCP_FIN_WAIT1) {
 		struct sock_owner *o = owner_of(sk, true, sks);
 		if (!o)
 			return 0;
+		if (o->role == ROLE_UNKNOWN) {
+			/* No connect() seen: accepted, if its local port is one
+			 * a process listens on in this namespace (connect()
+			 * never picks a port held by listen() or bind()). */
+			struct listen_key k = { .netns = sock_netns(sk), .port = local_port(sk) };
+			struct listener *l = bpf_map_lookup_elem(&listeners, &k);
+			if (l) {
+				o->role = ROLE_SERVER;
+				o->opener_pid = l->pid;
+				__builtin_memcpy(o->opener_comm, l->comm, sizeof(o->opener_comm));
+			}
+		}
 		u64 id = bpf_get_current_pid_tgid();
 		o->closer_pid = id >> 32;
 		o->closer_tid = (u32)id;
@@ -410,45 +412,151 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
 	submit(e);
 drop:
-	owner_drop(sk, sks);
+	owner_drop(sk, o, sks);
 	return 0;
 }
 
-/* The BTF-typed tracepoint: arguments straight from the call site, no
- * trace record built, and a recursion guard of its own. Two variants:
- * socket storage where the kernel allows it, a hash map elsewhere. */
+/* The BTF-typed tracepoints: arguments straight from the call site, no
+ * trace record built, and a recursion guard per program and CPU.
+ *
+ * That guard skips a run that starts while the same program is running on
+ * the CPU, which happens here: a softirq (loopback, or any NIC) interrupts
+ * the program running for a process-context transition and changes the
+ * state of another socket. A skipped run can be a lost timewait entry, so
+ * each hook has two programs, attached in this order:
+ *   - the primary marks its CPU busy, handles the transition, notes it as
+ *     handled (a per-CPU ring of the last four), and clears busy;
+ *   - the twin, run right after, handles the transition only if the
+ *     primary did not: the CPU is marked busy (the primary is running
+ *     underneath, interrupted, so the kernel skipped it for this one), or
+ *     the transition is not among the last handled (the primary was
+ *     interrupted in the few instructions around its own code).
+ * Each transition is handled once; the twin costs a few loads and compares
+ * when there is nothing to do. Userspace compares the kernel's count of
+ * skipped primary runs with the twin's count of rescues, so a transition
+ * neither handled is still reported.
+ *
+ * Two storage variants of each: socket storage where the kernel allows it
+ * in tracing programs (5.11+), a hash map elsewhere. */
+
+struct guard {
+	u64 busy;
+	u64 pos;
+	u64 seen_sk[4];   /* socket of each of the last four handled */
+	u32 seen_edge[4];  /* and its (oldstate, newstate) */
+	u64 rescued;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, u32);
+	__type(value, struct guard);
+} guards SEC(".maps");
+
+#define GUARD_STATE 0
+#define GUARD_RESET 1
+
+static __always_inline struct guard *guard_of(u32 slot)
+{
+	return bpf_map_lookup_elem(&guards, &slot);
+}
+
+static __always_inline bool handled(const struct guard *g, u64 sk, u32 edge)
+{
+	for (int i = 0; i < 4; i++)
+		if (g->seen_sk[i] == sk && g->seen_edge[i] == edge)
+			return true;
+	return false;
+}
+
+#define PRIMARY(slot, sk, edge, call)                        \
+	({                                                   \
+		struct guard *g = guard_of(slot);            \
+		if (g)                                       \
+			g->busy = 1;                         \
+		call;                                        \
+		if (g) {                                     \
+			u32 i = g->pos & 3;                  \
+			g->seen_sk[i] = (u64)(sk);           \
+			g->seen_edge[i] = (edge);            \
+			g->pos++;                            \
+			g->busy = 0;                         \
+		}                                            \
+		0;                                           \
+	})
+
+#define NESTED(slot, sk, edge, call)                                   \
+	({                                                             \
+		struct guard *g = guard_of(slot);                      \
+		if (g && (g->busy || !handled(g, (u64)(sk), (edge)))) { \
+			call;                                          \
+			g->rescued++;                                  \
+		}                                                      \
+		0;                                                     \
+	})
+
+#define EDGE(o, n) ((u32)(o) << 8 | (u32)(n))
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tw_state, const struct sock *sk, int oldstate, int newstate)
 {
-	return set_state(sk, oldstate, newstate, true);
+	return PRIMARY(GUARD_STATE, sk, EDGE(oldstate, newstate),
+		       set_state(sk, oldstate, newstate, true));
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tw_state_nest, const struct sock *sk, int oldstate, int newstate)
+{
+	return NESTED(GUARD_STATE, sk, EDGE(oldstate, newstate),
+		      set_state(sk, oldstate, newstate, true));
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tw_state_lru, const struct sock *sk, int oldstate, int newstate)
 {
-	return set_state(sk, oldstate, newstate, false);
+	return PRIMARY(GUARD_STATE, sk, EDGE(oldstate, newstate),
+		       set_state(sk, oldstate, newstate, false));
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tw_state_lru_n, const struct sock *sk, int oldstate, int newstate)
+{
+	return NESTED(GUARD_STATE, sk, EDGE(oldstate, newstate),
+		      set_state(sk, oldstate, newstate, false));
 }
 
 /* An RST in FIN_WAIT2 also moves the socket to CLOSE, with no timewait
  * socket behind it: mark it so the move is not reported. */
-static __always_inline int receive_reset(const struct sock *sk, bool sks)
+static __always_inline void receive_reset(const struct sock *sk, bool sks)
 {
 	struct sock_owner *o = owner_of(sk, false, sks);
 	if (o)
 		o->reset = 1;
-	return 0;
 }
 
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(tw_reset, struct sock *sk)
 {
-	return receive_reset(sk, true);
+	return PRIMARY(GUARD_RESET, sk, 0, receive_reset(sk, true));
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tw_reset_nest, struct sock *sk)
+{
+	return NESTED(GUARD_RESET, sk, 0, receive_reset(sk, true));
 }
 
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(tw_reset_lru, struct sock *sk)
 {
-	return receive_reset(sk, false);
+	return PRIMARY(GUARD_RESET, sk, 0, receive_reset(sk, false));
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tw_reset_lru_n, struct sock *sk)
+{
+	return NESTED(GUARD_RESET, sk, 0, receive_reset(sk, false));
 }
 
 /* -------------------------------------------------------------------- */

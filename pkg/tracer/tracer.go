@@ -39,6 +39,9 @@ type Options struct {
 	// kernel has not woken it; 0 means DefaultPollInterval. It bounds the
 	// latency of an event.
 	PollInterval time.Duration
+	// ForceLRU loads the hash-map variant even where socket storage works:
+	// for tests and measurements of the older kernels' path.
+	ForceLRU bool
 }
 
 // Errors a caller can tell apart (with errors.Is) to explain what is missing.
@@ -71,9 +74,10 @@ const DefaultPollInterval = 100 * time.Millisecond
 // objects is what one load gives: the programs of one storage variant and
 // the maps they share. Fields are filled from sksObjects or lruObjects.
 type objects struct {
-	SetState, Reset                  *ebpf.Program
+	SetState, SetStateNest           *ebpf.Program
+	Reset, ResetNest                 *ebpf.Program
 	ExitConnect, EnterBind, ExitBind *ebpf.Program
-	Events, Lost                     *ebpf.Map
+	Events, Lost, Guards             *ebpf.Map
 	closers                          []io.Closer
 }
 
@@ -83,27 +87,32 @@ type commonObjects struct {
 	ExitBind    *ebpf.Program `ebpf:"tw_exit_bind"`
 	Events      *ebpf.Map     `ebpf:"events"`
 	Lost        *ebpf.Map     `ebpf:"lost"`
+	Guards      *ebpf.Map     `ebpf:"guards"`
 }
 
 // sksObjects keep socket owners in socket-local storage (Linux 5.11+).
 type sksObjects struct {
 	commonObjects
-	SetState *ebpf.Program `ebpf:"tw_state"`
-	Reset    *ebpf.Program `ebpf:"tw_reset"`
+	SetState     *ebpf.Program `ebpf:"tw_state"`
+	SetStateNest *ebpf.Program `ebpf:"tw_state_nest"`
+	Reset        *ebpf.Program `ebpf:"tw_reset"`
+	ResetNest    *ebpf.Program `ebpf:"tw_reset_nest"`
 }
 
 // lruObjects keep them in an LRU hash keyed by socket address.
 type lruObjects struct {
 	commonObjects
-	SetState *ebpf.Program `ebpf:"tw_state_lru"`
-	Reset    *ebpf.Program `ebpf:"tw_reset_lru"`
+	SetState     *ebpf.Program `ebpf:"tw_state_lru"`
+	SetStateNest *ebpf.Program `ebpf:"tw_state_lru_n"`
+	Reset        *ebpf.Program `ebpf:"tw_reset_lru"`
+	ResetNest    *ebpf.Program `ebpf:"tw_reset_lru_n"`
 }
 
-func (o *objects) fill(c commonObjects, setState, reset *ebpf.Program) {
-	o.SetState, o.Reset = setState, reset
+func (o *objects) fill(c commonObjects, setState, setStateNest, reset, resetNest *ebpf.Program) {
+	o.SetState, o.SetStateNest, o.Reset, o.ResetNest = setState, setStateNest, reset, resetNest
 	o.ExitConnect, o.EnterBind, o.ExitBind = c.ExitConnect, c.EnterBind, c.ExitBind
-	o.Events, o.Lost = c.Events, c.Lost
-	for _, c := range []io.Closer{setState, reset, c.ExitConnect, c.EnterBind, c.ExitBind, c.Events, c.Lost} {
+	o.Events, o.Lost, o.Guards = c.Events, c.Lost, c.Guards
+	for _, c := range []io.Closer{setState, setStateNest, reset, resetNest, c.ExitConnect, c.EnterBind, c.ExitBind, c.Events, c.Lost, c.Guards} {
 		o.closers = append(o.closers, c)
 	}
 }
@@ -127,7 +136,8 @@ const (
 
 // ProgramNames are the names of every BPF program twtrace may load, for
 // tools that look them up in the kernel (bpftool, run-time statistics).
-var ProgramNames = []string{"tw_state", "tw_state_lru", "tw_reset", "tw_reset_lru",
+var ProgramNames = []string{"tw_state", "tw_state_nest", "tw_state_lru", "tw_state_lru_n",
+	"tw_reset", "tw_reset_nest", "tw_reset_lru", "tw_reset_lru_n",
 	"tw_exit_connect", "tw_enter_bind", "tw_exit_bind"}
 
 type attachment struct {
@@ -140,8 +150,11 @@ type attachment struct {
 // attachments lists every hook twtrace uses, in attach order.
 func (o *objects) attachments() []attachment {
 	return []attachment{
+		// Each primary before its nested twin: the order they run in.
 		{name: "inet_sock_set_state", prog: o.SetState, btf: true},
+		{name: "inet_sock_set_state", prog: o.SetStateNest, btf: true},
 		{name: "tcp_receive_reset", prog: o.Reset, btf: true},
+		{name: "tcp_receive_reset", prog: o.ResetNest, btf: true},
 		{grp: "syscalls", name: "sys_exit_connect", prog: o.ExitConnect},
 		{grp: "syscalls", name: "sys_enter_bind", prog: o.EnterBind},
 		{grp: "syscalls", name: "sys_exit_bind", prog: o.ExitBind},
@@ -210,7 +223,7 @@ func New(opts Options) (*Tracer, error) {
 	if t.poll <= 0 {
 		t.poll = DefaultPollInterval
 	}
-	if err := t.load(spec); err != nil {
+	if err := t.load(spec, opts.ForceLRU); err != nil {
 		return nil, err
 	}
 	for _, a := range t.objs.attachments() {
@@ -317,20 +330,23 @@ func (t *Tracer) Programs() map[string]*ebpf.Program {
 
 // load loads the socket-storage variant, or the LRU one where the kernel's
 // verifier refuses socket storage in tracing programs (before 5.11).
-func (t *Tracer) load(spec *ebpf.CollectionSpec) error {
-	var sks sksObjects
-	err := spec.LoadAndAssign(&sks, nil)
-	if err == nil {
-		t.objs.fill(sks.commonObjects, sks.SetState, sks.Reset)
-		t.tier = TierSocketStorage
-		return nil
-	}
+func (t *Tracer) load(spec *ebpf.CollectionSpec, forceLRU bool) error {
 	var verr *ebpf.VerifierError
-	if errors.As(err, &verr) || errors.Is(err, ebpf.ErrNotSupported) {
+	var err error
+	if !forceLRU {
+		var sks sksObjects
+		err = spec.LoadAndAssign(&sks, nil)
+		if err == nil {
+			t.objs.fill(sks.commonObjects, sks.SetState, sks.SetStateNest, sks.Reset, sks.ResetNest)
+			t.tier = TierSocketStorage
+			return nil
+		}
+	}
+	if forceLRU || errors.As(err, &verr) || errors.Is(err, ebpf.ErrNotSupported) {
 		var lru lruObjects
 		lerr := spec.LoadAndAssign(&lru, nil)
 		if lerr == nil {
-			t.objs.fill(lru.commonObjects, lru.SetState, lru.Reset)
+			t.objs.fill(lru.commonObjects, lru.SetState, lru.SetStateNest, lru.Reset, lru.ResetNest)
 			t.tier = TierLRU
 			return nil
 		}
@@ -372,17 +388,57 @@ func (t *Tracer) Lost() (uint64, error) {
 	return sum, nil
 }
 
-// Missed is the number of program runs the kernel skipped because another
-// BPF program was already running on that CPU (recursion_misses, Linux
-// 5.12+; 0 before). A skipped state change can cost one event: report it.
+// Missed is the number of transitions the kernel skipped for good: runs
+// of a program it did not start because that program (or, for classic
+// tracepoints, any BPF program) was already running on the CPU
+// (recursion_misses, Linux 5.12+; 0 before). The state hooks have nested
+// twins that handle what their primary misses (see the BPF source), so
+// their misses count only when the twin did not make up for them.
 func (t *Tracer) Missed() (uint64, error) {
-	var sum uint64
-	for _, a := range t.objs.attachments() {
-		st, err := a.prog.Stats()
+	misses := func(p *ebpf.Program) (uint64, error) {
+		st, err := p.Stats()
 		if err != nil {
 			return 0, fmt.Errorf("reading program stats: %w", err)
 		}
-		sum += st.RecursionMisses
+		return st.RecursionMisses, nil
+	}
+	var sum, primaries uint64
+	for _, p := range []*ebpf.Program{t.objs.ExitConnect, t.objs.EnterBind, t.objs.ExitBind} {
+		n, err := misses(p)
+		if err != nil {
+			return 0, err
+		}
+		sum += n
+	}
+	for _, p := range []*ebpf.Program{t.objs.SetState, t.objs.Reset} {
+		n, err := misses(p)
+		if err != nil {
+			return 0, err
+		}
+		primaries += n
+	}
+	rescued, err := t.Rescued()
+	if err != nil {
+		return 0, err
+	}
+	if primaries > rescued {
+		sum += primaries - rescued
+	}
+	return sum, nil
+}
+
+// Rescued is the number of transitions handled by a nested twin because
+// the kernel skipped the primary program (a softirq interrupted it).
+func (t *Tracer) Rescued() (uint64, error) {
+	var sum uint64
+	for slot := uint32(0); slot < 2; slot++ {
+		var perCPU []twtraceGuard
+		if err := t.objs.Guards.Lookup(slot, &perCPU); err != nil {
+			return 0, fmt.Errorf("reading rescued-run counter: %w", err)
+		}
+		for _, g := range perCPU {
+			sum += g.Rescued
+		}
 	}
 	return sum, nil
 }

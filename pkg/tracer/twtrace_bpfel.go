@@ -37,6 +37,15 @@ type twtraceEvent struct {
 	_             [4]byte
 }
 
+type twtraceGuard struct {
+	_        structs.HostLayout
+	Busy     uint64
+	Pos      uint64
+	SeenSk   [4]uint64
+	SeenEdge [4]uint32
+	Rescued  uint64
+}
+
 type twtraceListenKey struct {
 	_     structs.HostLayout
 	Netns uint32
@@ -84,6 +93,7 @@ type twtraceSockOwner struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	twtraceMapEvents         = "events"
+	twtraceMapGuards         = "guards"
 	twtraceMapListeners      = "listeners"
 	twtraceMapLost           = "lost"
 	twtraceMapOwners         = "owners"
@@ -94,8 +104,12 @@ const (
 	twtraceProgTwExitConnect = "tw_exit_connect"
 	twtraceProgTwReset       = "tw_reset"
 	twtraceProgTwResetLru    = "tw_reset_lru"
+	twtraceProgTwResetLruN   = "tw_reset_lru_n"
+	twtraceProgTwResetNest   = "tw_reset_nest"
 	twtraceProgTwState       = "tw_state"
 	twtraceProgTwStateLru    = "tw_state_lru"
+	twtraceProgTwStateLruN   = "tw_state_lru_n"
+	twtraceProgTwStateNest   = "tw_state_nest"
 	twtraceVarEventsMask     = "events_mask"
 	twtraceVarTargetNetns    = "target_netns"
 	twtraceVarUnusedEvent    = "unused_event"
@@ -149,8 +163,12 @@ type twtraceProgramSpecs struct {
 	TwExitConnect *ebpf.ProgramSpec `ebpf:"tw_exit_connect"`
 	TwReset       *ebpf.ProgramSpec `ebpf:"tw_reset"`
 	TwResetLru    *ebpf.ProgramSpec `ebpf:"tw_reset_lru"`
+	TwResetLruN   *ebpf.ProgramSpec `ebpf:"tw_reset_lru_n"`
+	TwResetNest   *ebpf.ProgramSpec `ebpf:"tw_reset_nest"`
 	TwState       *ebpf.ProgramSpec `ebpf:"tw_state"`
 	TwStateLru    *ebpf.ProgramSpec `ebpf:"tw_state_lru"`
+	TwStateLruN   *ebpf.ProgramSpec `ebpf:"tw_state_lru_n"`
+	TwStateNest   *ebpf.ProgramSpec `ebpf:"tw_state_nest"`
 }
 
 // twtraceMapSpecs contains maps before they are loaded into the kernel.
@@ -158,6 +176,7 @@ type twtraceProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type twtraceMapSpecs struct {
 	Events    *ebpf.MapSpec `ebpf:"events"`
+	Guards    *ebpf.MapSpec `ebpf:"guards"`
 	Listeners *ebpf.MapSpec `ebpf:"listeners"`
 	Lost      *ebpf.MapSpec `ebpf:"lost"`
 	Owners    *ebpf.MapSpec `ebpf:"owners"`
@@ -196,6 +215,7 @@ func (o *twtraceObjects) Close() error {
 // It can be passed to loadTwtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type twtraceMaps struct {
 	Events    *ebpf.Map `ebpf:"events"`
+	Guards    *ebpf.Map `ebpf:"guards"`
 	Listeners *ebpf.Map `ebpf:"listeners"`
 	Lost      *ebpf.Map `ebpf:"lost"`
 	Owners    *ebpf.Map `ebpf:"owners"`
@@ -206,6 +226,7 @@ type twtraceMaps struct {
 func (m *twtraceMaps) Close() error {
 	return _TwtraceClose(
 		m.Events,
+		m.Guards,
 		m.Listeners,
 		m.Lost,
 		m.Owners,
@@ -233,8 +254,12 @@ type twtracePrograms struct {
 	TwExitConnect *ebpf.Program `ebpf:"tw_exit_connect"`
 	TwReset       *ebpf.Program `ebpf:"tw_reset"`
 	TwResetLru    *ebpf.Program `ebpf:"tw_reset_lru"`
+	TwResetLruN   *ebpf.Program `ebpf:"tw_reset_lru_n"`
+	TwResetNest   *ebpf.Program `ebpf:"tw_reset_nest"`
 	TwState       *ebpf.Program `ebpf:"tw_state"`
 	TwStateLru    *ebpf.Program `ebpf:"tw_state_lru"`
+	TwStateLruN   *ebpf.Program `ebpf:"tw_state_lru_n"`
+	TwStateNest   *ebpf.Program `ebpf:"tw_state_nest"`
 }
 
 func (p *twtracePrograms) Close() error {
@@ -244,8 +269,12 @@ func (p *twtracePrograms) Close() error {
 		p.TwExitConnect,
 		p.TwReset,
 		p.TwResetLru,
+		p.TwResetLruN,
+		p.TwResetNest,
 		p.TwState,
 		p.TwStateLru,
+		p.TwStateLruN,
+		p.TwStateNest,
 	)
 }
 
