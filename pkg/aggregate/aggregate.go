@@ -1,0 +1,308 @@
+// Package aggregate sums twtrace events per process and destination in
+// bounded memory, for `twtrace top` (a refreshing table with per-second
+// rates) and the end-of-run report of `twtrace run`.
+//
+// # Model
+//
+// A Table holds one Row per Key: network namespace, process (PID and comm),
+// address family and destination (address and port). A Row counts the
+// events of each kind, timewaits by role, the bytes those connections
+// carried, the time of the first and last event, and two Histograms: the
+// lifetime of connections whose open time is known, and bytes (sent plus
+// received) per connection. Quantiles read from a Histogram are within one
+// bucket, at most 12.5%, of the true value.
+//
+// What the destination is depends on the event:
+//
+//   - connect_error: the address and port connect() was given.
+//   - timewait of a connection the process opened (role client or unknown):
+//     the peer's address and port.
+//   - timewait of a connection the process accepted (role server): the
+//     peer's address, but the local port (Key.Server is set). The peer's
+//     port is an ephemeral port, a new one for nearly every connection, and
+//     would give each connection a row of its own.
+//   - bind_error: none; the zero address and port 0.
+//
+// # Bounded memory
+//
+// New(maxKeys) sets the most keys a Table holds. Rows are never evicted;
+// once maxKeys keys exist, events of any further key are summed into a
+// single row flagged Other, and Table.Overflowed counts those events. Each
+// key costs about 4.3 KiB, mostly its two histograms.
+//
+// Adding an event of an existing key takes a map lookup and a few additions
+// under a mutex, and does not allocate.
+//
+// # Snapshots, rates and top-K
+//
+// Table.Snapshot copies every row, with counters cumulative since the Table
+// was created, in the order the keys first appeared, the Other row last.
+// Because rows are never removed or reordered, row i of a snapshot is row i
+// of every later snapshot of the same Table. Snapshot.Delta(prev) uses this
+// to set each row's Recent counters to what happened since an earlier
+// snapshot prev, and Snapshot.Interval to the time between the two, in one
+// pass without lookups. A display refreshing every second keeps the previous
+// snapshot, takes a new one, calls Delta and shows Recent/Interval as rates.
+//
+// Snapshot.Top(k, by) ranks rows by a cumulative or an interval counter and
+// returns the k largest, then one Other row summing all the rest (and the
+// Table's own Other row), so a display never holds more than k+1 rows.
+// Snapshot.ByDestination sums rows over processes, one row per destination,
+// because port headroom is per destination; Top and Delta work on it too.
+package aggregate
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/twtrace/twtrace/pkg/event"
+)
+
+// Key identifies a row: a process towards a destination.
+type Key struct {
+	// Daddr is the destination address; the zero Addr for bind_error.
+	Daddr netip.Addr
+	// Comm is the process's name, NUL-padded as the kernel keeps it. It is
+	// chosen by the traced process: escape it before printing.
+	Comm  [16]byte
+	Netns uint32
+	PID   uint32 // 0 in a destination roll-up
+	// Port is the destination port, except for Server rows, where it is the
+	// local port the connections were accepted on. 0 for bind_error.
+	Port uint16
+	IPv6 bool // address family
+	// Server marks the timewaits of connections the process accepted.
+	Server bool
+}
+
+// KeyOf returns the key under which e is counted.
+func KeyOf(e *event.Event) Key {
+	k := Key{Netns: e.Netns, PID: e.PID, Comm: e.Comm, IPv6: e.IPv6}
+	// The kernel pads comm with NULs; make sure nothing after the first
+	// NUL can split one process into several rows.
+	for i, c := range k.Comm {
+		if c == 0 {
+			clear(k.Comm[i:])
+			break
+		}
+	}
+	switch e.Kind {
+	case event.KindTimewait:
+		k.Daddr = e.Daddr
+		if e.Role == event.RoleServer {
+			k.Server = true
+			k.Port = e.Sport
+		} else {
+			k.Port = e.Dport
+		}
+	case event.KindConnectError:
+		k.Daddr, k.Port = e.Daddr, e.Dport
+	}
+	return k
+}
+
+// Counts are a row's counters.
+type Counts struct {
+	Timewait      uint64
+	ConnectErrors uint64
+	BindErrors    uint64
+	// Roles counts timewaits by the closing process's role, indexed by
+	// event.RoleUnknown, event.RoleClient and event.RoleServer.
+	Roles [3]uint64
+	// BytesSent and BytesRecv are summed over timewaits.
+	BytesSent uint64
+	BytesRecv uint64
+}
+
+// Events is the number of events of all kinds.
+func (c *Counts) Events() uint64 { return c.Timewait + c.ConnectErrors + c.BindErrors }
+
+func (c *Counts) add(o *Counts) {
+	c.Timewait += o.Timewait
+	c.ConnectErrors += o.ConnectErrors
+	c.BindErrors += o.BindErrors
+	for i := range c.Roles {
+		c.Roles[i] += o.Roles[i]
+	}
+	c.BytesSent += o.BytesSent
+	c.BytesRecv += o.BytesRecv
+}
+
+func (c *Counts) sub(o *Counts) {
+	c.Timewait -= o.Timewait
+	c.ConnectErrors -= o.ConnectErrors
+	c.BindErrors -= o.BindErrors
+	for i := range c.Roles {
+		c.Roles[i] -= o.Roles[i]
+	}
+	c.BytesSent -= o.BytesSent
+	c.BytesRecv -= o.BytesRecv
+}
+
+// covers reports whether every counter of c is at least o's.
+func (c *Counts) covers(o *Counts) bool {
+	return c.Timewait >= o.Timewait && c.ConnectErrors >= o.ConnectErrors &&
+		c.BindErrors >= o.BindErrors && c.Roles[0] >= o.Roles[0] &&
+		c.Roles[1] >= o.Roles[1] && c.Roles[2] >= o.Roles[2] &&
+		c.BytesSent >= o.BytesSent && c.BytesRecv >= o.BytesRecv
+}
+
+// Row is what a Table knows about one key.
+type Row struct {
+	Key Key // zero in an Other row
+	// Other marks the row that sums events whose own row there was no room
+	// for (in a Table) or that did not make the top K (from Snapshot.Top).
+	Other bool
+
+	Counts // cumulative
+
+	// First and Last are the times of the earliest and latest event.
+	First, Last time.Time
+
+	// Lifetime counts connection lifetimes in nanoseconds, for timewaits
+	// whose open time is known.
+	Lifetime Histogram
+	// Bytes counts bytes sent plus received per connection, per timewait.
+	Bytes Histogram
+
+	// Recent counts what happened in the snapshot's Interval; it is set by
+	// Snapshot.Delta and zero otherwise.
+	Recent Counts
+
+	// Merged is how many rows Snapshot.Top or Snapshot.ByDestination summed
+	// into this one, not counting a Table's Other row; 0 for a Table's rows.
+	Merged int
+}
+
+// LifetimeQuantile estimates the q-quantile of connection lifetimes, within
+// the bound documented on Histogram. ok is false when no lifetime is known.
+func (r *Row) LifetimeQuantile(q float64) (d time.Duration, ok bool) {
+	v, ok := r.Lifetime.Quantile(q)
+	return time.Duration(min(v, 1<<63-1)), ok
+}
+
+func (r *Row) add(e *event.Event) {
+	first := r.Events() == 0
+	switch e.Kind {
+	case event.KindTimewait:
+		r.Timewait++
+		role := e.Role
+		if role > event.RoleServer {
+			role = event.RoleUnknown
+		}
+		r.Roles[role]++
+		r.BytesSent += e.BytesSent
+		r.BytesRecv += e.BytesRecv
+		r.Bytes.Add(e.BytesSent + e.BytesRecv)
+		if e.Lifetime > 0 {
+			r.Lifetime.Add(uint64(e.Lifetime))
+		}
+	case event.KindConnectError:
+		r.ConnectErrors++
+	case event.KindBindError:
+		r.BindErrors++
+	}
+	switch {
+	case first:
+		r.First, r.Last = e.Time, e.Time
+	case e.Time.Before(r.First):
+		r.First = e.Time
+	case e.Time.After(r.Last):
+		r.Last = e.Time
+	}
+}
+
+// merge adds o into r: counters, histograms and the time span.
+func (r *Row) merge(o *Row) {
+	if o.Events() == 0 {
+		return
+	}
+	if r.Events() == 0 {
+		r.First, r.Last = o.First, o.Last
+	} else {
+		if o.First.Before(r.First) {
+			r.First = o.First
+		}
+		if o.Last.After(r.Last) {
+			r.Last = o.Last
+		}
+	}
+	r.Counts.add(&o.Counts)
+	r.Recent.add(&o.Recent)
+	r.Lifetime.Merge(&o.Lifetime)
+	r.Bytes.Merge(&o.Bytes)
+}
+
+// chunkRows is how many rows a Table allocates at a time.
+const chunkRows = 64
+
+// Table aggregates events per Key. It is safe for concurrent use.
+type Table struct {
+	mu      sync.Mutex
+	maxKeys int
+	index   map[Key]*Row
+	rows    []*Row // in the order keys first appeared
+	free    []Row  // allocated, not yet used rows; pointers into it stay valid
+	other   Row
+	now     func() time.Time // time.Now; tests pin it
+}
+
+// New returns an empty Table that keeps at most maxKeys keys; events of
+// further keys are summed into one Other row. With maxKeys <= 0 every event
+// goes to the Other row.
+func New(maxKeys int) *Table {
+	return &Table{
+		maxKeys: max(maxKeys, 0),
+		index:   make(map[Key]*Row),
+		other:   Row{Other: true},
+		now:     time.Now,
+	}
+}
+
+// Add counts e. Events of an unknown kind are ignored. Add does not
+// allocate unless e is the first event of its key.
+func (t *Table) Add(e *event.Event) {
+	if e.Kind < event.KindTimewait || e.Kind > event.KindBindError {
+		return
+	}
+	k := KeyOf(e)
+	t.mu.Lock()
+	r := t.index[k]
+	if r == nil {
+		r = t.insert(&k)
+	}
+	r.add(e)
+	t.mu.Unlock()
+}
+
+// insert returns a new row for k, or the Other row when the table is full.
+func (t *Table) insert(k *Key) *Row {
+	if len(t.rows) >= t.maxKeys {
+		return &t.other
+	}
+	if len(t.free) == 0 {
+		t.free = make([]Row, min(chunkRows, t.maxKeys-len(t.rows)))
+	}
+	r := &t.free[0]
+	t.free = t.free[1:]
+	r.Key = *k
+	t.index[*k] = r
+	t.rows = append(t.rows, r)
+	return r
+}
+
+// Len is the number of keys held, not counting the Other row.
+func (t *Table) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.rows)
+}
+
+// Overflowed is the number of events summed into the Other row because
+// the table already held maxKeys keys.
+func (t *Table) Overflowed() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.other.Events()
+}

@@ -1,0 +1,526 @@
+package aggregate
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twtrace/twtrace/pkg/event"
+)
+
+func comm(s string) (c [16]byte) {
+	copy(c[:], s)
+	return c
+}
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+const netns = 4026531840
+
+// timewait is a timewait of pid/name towards dst ("addr:port"), at t0+at.
+func timewait(pid uint32, name, dst string, role event.Role, at time.Duration) event.Event {
+	ap := netip.MustParseAddrPort(dst)
+	src := netip.MustParseAddr("10.0.0.1")
+	if ap.Addr().Is6() {
+		src = netip.MustParseAddr("2001:db8::1")
+	}
+	return event.Event{
+		Time: t0.Add(at), Kind: event.KindTimewait, PID: pid, TID: pid, Comm: comm(name),
+		Netns: netns, IPv6: ap.Addr().Is6(), Saddr: src, Sport: 40000,
+		Daddr: ap.Addr(), Dport: ap.Port(), Role: role,
+	}
+}
+
+func connectError(pid uint32, name, dst string, at time.Duration) event.Event {
+	e := timewait(pid, name, dst, event.RoleUnknown, at)
+	e.Kind, e.Sport, e.Errno = event.KindConnectError, 0, syscall.EADDRNOTAVAIL
+	return e
+}
+
+func bindError(pid uint32, name string, at time.Duration) event.Event {
+	return event.Event{
+		Time: t0.Add(at), Kind: event.KindBindError, PID: pid, TID: pid, Comm: comm(name),
+		Netns: netns, Saddr: netip.IPv4Unspecified(), Errno: syscall.EADDRINUSE,
+	}
+}
+
+func key(pid uint32, name, dst string) Key {
+	ap := netip.MustParseAddrPort(dst)
+	return Key{Netns: netns, PID: pid, Comm: comm(name), IPv6: ap.Addr().Is6(), Daddr: ap.Addr(), Port: ap.Port()}
+}
+
+// find returns the row of k, failing the test if there is none.
+func find(t *testing.T, rows []Row, k Key) *Row {
+	t.Helper()
+	for i := range rows {
+		if !rows[i].Other && rows[i].Key == k {
+			return &rows[i]
+		}
+	}
+	t.Fatalf("no row for %+v", k)
+	return nil
+}
+
+func TestKeyOf(t *testing.T) {
+	client := timewait(7, "curl", "10.1.2.3:8080", event.RoleClient, 0)
+	if got, want := KeyOf(&client), key(7, "curl", "10.1.2.3:8080"); got != want {
+		t.Errorf("client timewait: %+v, want %+v", got, want)
+	}
+	unknown := timewait(7, "curl", "10.1.2.3:8080", event.RoleUnknown, 0)
+	if got, want := KeyOf(&unknown), key(7, "curl", "10.1.2.3:8080"); got != want {
+		t.Errorf("timewait of unknown role: %+v, want %+v", got, want)
+	}
+	// A server's timewait: the peer's ephemeral port is not part of the
+	// key, the local port is.
+	server := timewait(8, "nginx", "10.1.2.3:51234", event.RoleServer, 0)
+	server.Sport = 80
+	want := key(8, "nginx", "10.1.2.3:80")
+	want.Server = true
+	if got := KeyOf(&server); got != want {
+		t.Errorf("server timewait: %+v, want %+v", got, want)
+	}
+	ce := connectError(9, "java", "[2001:db8::5]:443", 0)
+	if got, want := KeyOf(&ce), key(9, "java", "[2001:db8::5]:443"); got != want {
+		t.Errorf("connect_error: %+v, want %+v", got, want)
+	}
+	be := bindError(10, "java", 0)
+	be.Daddr, be.Dport = netip.MustParseAddr("10.9.9.9"), 99 // ignored
+	if got, want := KeyOf(&be), (Key{Netns: netns, PID: 10, Comm: comm("java")}); got != want {
+		t.Errorf("bind_error: %+v, want %+v", got, want)
+	}
+	// Bytes after the NUL that ends comm do not split a process.
+	dirty := client
+	dirty.Comm[10] = 'x'
+	if KeyOf(&dirty) != KeyOf(&client) {
+		t.Error("bytes after comm's NUL are part of the key")
+	}
+}
+
+func TestCountsPerKey(t *testing.T) {
+	tb := New(100)
+	events := []event.Event{
+		timewait(1, "curl", "10.1.2.3:8080", event.RoleClient, 3*time.Second),
+		timewait(1, "curl", "10.1.2.3:8080", event.RoleClient, 1*time.Second),
+		timewait(1, "curl", "10.1.2.3:8080", event.RoleUnknown, 2*time.Second),
+		connectError(1, "curl", "10.1.2.3:8080", 5*time.Second),
+		connectError(1, "curl", "10.1.2.3:8081", 4*time.Second),
+		timewait(2, "curl", "10.1.2.3:8080", event.RoleClient, 0),
+		bindError(1, "curl", 6*time.Second),
+		bindError(1, "curl", 7*time.Second),
+		{Kind: 9, PID: 1}, // unknown kind: ignored
+	}
+	events[0].BytesSent, events[0].BytesRecv, events[0].Lifetime = 100, 1000, 4*time.Millisecond
+	events[1].BytesSent, events[1].BytesRecv, events[1].Lifetime = 200, 2000, 2*time.Millisecond
+	events[2].BytesSent, events[2].BytesRecv = 300, 3000 // lifetime unknown
+	for i := range events {
+		tb.Add(&events[i])
+	}
+	if tb.Len() != 4 || tb.Overflowed() != 0 {
+		t.Fatalf("Len = %d, Overflowed = %d; want 4, 0", tb.Len(), tb.Overflowed())
+	}
+	s := tb.Snapshot()
+	if len(s.Rows) != 4 {
+		t.Fatalf("%d rows, want 4", len(s.Rows))
+	}
+	// Rows come in the order their keys first appeared.
+	for i, k := range []Key{
+		key(1, "curl", "10.1.2.3:8080"), key(1, "curl", "10.1.2.3:8081"),
+		key(2, "curl", "10.1.2.3:8080"), {Netns: netns, PID: 1, Comm: comm("curl")},
+	} {
+		if s.Rows[i].Key != k || s.Rows[i].Other {
+			t.Errorf("row %d: %+v, want key %+v", i, s.Rows[i].Key, k)
+		}
+	}
+
+	r := s.Rows[0]
+	want := Counts{Timewait: 3, ConnectErrors: 1, Roles: [3]uint64{event.RoleUnknown: 1, event.RoleClient: 2},
+		BytesSent: 600, BytesRecv: 6000}
+	if r.Counts != want {
+		t.Errorf("counts %+v, want %+v", r.Counts, want)
+	}
+	if !r.First.Equal(t0.Add(time.Second)) || !r.Last.Equal(t0.Add(5*time.Second)) {
+		t.Errorf("first %v last %v, want t0+1s and t0+5s", r.First, r.Last)
+	}
+	if r.Lifetime.Count() != 2 || r.Bytes.Count() != 3 {
+		t.Errorf("%d lifetimes and %d byte counts, want 2 and 3", r.Lifetime.Count(), r.Bytes.Count())
+	}
+	// Lifetimes 2ms and 4ms, in [1835008, 2097151] and [3670016, 4194303] ns.
+	for q, want := range map[float64]time.Duration{0.5: 1966080, 1: 3932160} {
+		if got, ok := r.LifetimeQuantile(q); !ok || got != want {
+			t.Errorf("lifetime q%v = %v, want %v", q, got, want)
+		}
+	}
+	// Bytes per connection 1100, 2200, 3300: median 2200 in [2048, 2559].
+	if got, _ := r.Bytes.Quantile(0.5); got != 2304 {
+		t.Errorf("median bytes %d, want 2304", got)
+	}
+	if r := s.Rows[1]; r.Counts != (Counts{ConnectErrors: 1}) || !r.First.Equal(t0.Add(4*time.Second)) || !r.Last.Equal(r.First) {
+		t.Errorf("row 1: %+v first %v last %v", r.Counts, r.First, r.Last)
+	}
+	if r := s.Rows[2]; r.Counts != (Counts{Timewait: 1, Roles: [3]uint64{event.RoleClient: 1}}) {
+		t.Errorf("row 2: %+v", r.Counts)
+	}
+	if r := s.Rows[3]; r.Counts != (Counts{BindErrors: 2}) {
+		t.Errorf("row 3: %+v", r.Counts)
+	}
+	if tot := s.Total(); tot.Events() != 8 || tot.Timewait != 4 || tot.ConnectErrors != 2 || tot.BindErrors != 2 ||
+		!tot.First.Equal(t0) || !tot.Last.Equal(t0.Add(7*time.Second)) {
+		t.Errorf("total %+v first %v last %v", tot.Counts, tot.First, tot.Last)
+	}
+}
+
+func TestFoldIntoOther(t *testing.T) {
+	tb := New(2)
+	a := timewait(1, "a", "10.0.0.2:80", event.RoleClient, 0)
+	b := timewait(2, "b", "10.0.0.2:80", event.RoleClient, time.Second)
+	c := timewait(3, "c", "10.0.0.2:80", event.RoleClient, 2*time.Second)
+	d := connectError(4, "d", "10.0.0.3:80", 3*time.Second)
+	c.BytesSent = 10
+	for _, e := range []*event.Event{&a, &b, &c, &c, &d, &a, &b} {
+		tb.Add(e)
+	}
+	if tb.Len() != 2 || tb.Overflowed() != 3 {
+		t.Fatalf("Len %d Overflowed %d, want 2 and 3", tb.Len(), tb.Overflowed())
+	}
+	s := tb.Snapshot()
+	if len(s.Rows) != 3 || s.Overflowed != 3 {
+		t.Fatalf("%d rows, Overflowed %d; want 3 and 3", len(s.Rows), s.Overflowed)
+	}
+	if s.Rows[0].Timewait != 2 || s.Rows[1].Timewait != 2 {
+		t.Errorf("keyed rows %+v %+v, want 2 timewaits each", s.Rows[0].Counts, s.Rows[1].Counts)
+	}
+	o := s.Rows[2]
+	if !o.Other || o.Key != (Key{}) {
+		t.Fatalf("last row is not a blank Other row: %+v", o.Key)
+	}
+	if o.Timewait != 2 || o.ConnectErrors != 1 || o.BytesSent != 20 ||
+		!o.First.Equal(t0.Add(2*time.Second)) || !o.Last.Equal(t0.Add(3*time.Second)) {
+		t.Errorf("other %+v first %v last %v", o.Counts, o.First, o.Last)
+	}
+}
+
+func TestMaxKeysZero(t *testing.T) {
+	tb := New(0)
+	e := bindError(1, "x", 0)
+	tb.Add(&e)
+	s := tb.Snapshot()
+	if tb.Len() != 0 || len(s.Rows) != 1 || !s.Rows[0].Other || s.Rows[0].BindErrors != 1 {
+		t.Fatalf("New(0) kept %d keys, rows %+v", tb.Len(), s.Rows)
+	}
+}
+
+func TestNoSnapshotWithoutEvents(t *testing.T) {
+	s := New(10).Snapshot()
+	if len(s.Rows) != 0 || s.Overflowed != 0 {
+		t.Fatalf("empty table: %+v", s)
+	}
+	if top := s.Top(5, ByTimewait); len(top) != 0 {
+		t.Fatalf("Top of nothing: %+v", top)
+	}
+}
+
+// clock steps a Table's clock by one second per snapshot.
+func clock(tb *Table) {
+	now := t0
+	tb.now = func() time.Time { now = now.Add(time.Second); return now }
+}
+
+func TestDeltaRates(t *testing.T) {
+	tb := New(2)
+	clock(tb)
+	a := timewait(1, "a", "10.0.0.2:80", event.RoleClient, 0)
+	a.BytesSent = 5
+	b := connectError(2, "b", "10.0.0.2:80", 0)
+	c := bindError(3, "c", 0) // overflows
+
+	tb.Add(&a)
+	s1 := tb.Snapshot() // a:1
+	for range 10 {
+		tb.Add(&a)
+	}
+	tb.Add(&b)
+	tb.Add(&b)
+	tb.Snapshot() // a snapshot that is skipped: Delta works across several
+	tb.Add(&b)
+	tb.Add(&c)
+	s3 := tb.Snapshot() // a:11, b:3, other:1
+
+	if err := s3.Delta(&s1); err != nil {
+		t.Fatal(err)
+	}
+	if s3.Interval != 2*time.Second {
+		t.Errorf("Interval %v, want 2s", s3.Interval)
+	}
+	if r := s3.Rows[0]; r.Recent != (Counts{Timewait: 10, Roles: [3]uint64{event.RoleClient: 10}, BytesSent: 50}) || r.Timewait != 11 {
+		t.Errorf("a: recent %+v, cumulative %d", r.Recent, r.Timewait)
+	}
+	if r := s3.Rows[1]; r.Recent != (Counts{ConnectErrors: 3}) {
+		t.Errorf("b: recent %+v", r.Recent)
+	}
+	if r := s3.Rows[2]; !r.Other || r.Recent != (Counts{BindErrors: 1}) {
+		t.Errorf("other: recent %+v", r.Recent)
+	}
+	if got := s3.PerSecond(s3.Rows[0].Recent.Timewait); got != 5 {
+		t.Errorf("timewait rate %v/s, want 5", got)
+	}
+	if got := s3.PerSecond(s3.Rows[1].Recent.ConnectErrors); got != 1.5 {
+		t.Errorf("connect error rate %v/s, want 1.5", got)
+	}
+	if s1.PerSecond(7) != 0 {
+		t.Error("a snapshot without Delta has a rate")
+	}
+
+	// a has 10 events in the interval, b 3 and the Other row 1.
+	top := s3.Top(1, ByEventsRate)
+	if len(top) != 2 || top[0].Key != s3.Rows[0].Key || top[1].Recent.Events() != 4 {
+		t.Errorf("Top by events rate: %+v", top)
+	}
+
+	// Destination roll-up of the interval: a and b share 10.0.0.2:80.
+	d := s3.ByDestination()
+	if len(d.Rows) != 2 || d.Rows[0].Recent.Events() != 13 || d.Interval != 2*time.Second {
+		t.Errorf("roll-up of interval: %+v", d.Rows)
+	}
+}
+
+func TestDeltaRejectsOtherSnapshots(t *testing.T) {
+	tb, other := New(10), New(10)
+	clock(tb)
+	clock(other)
+	a := timewait(1, "a", "10.0.0.2:80", event.RoleClient, 0)
+	b := timewait(2, "b", "10.0.0.2:80", event.RoleClient, 0)
+	tb.Add(&a)
+	other.Add(&b)
+	s1 := tb.Snapshot()
+	o1 := other.Snapshot()
+	tb.Add(&a)
+	s2 := tb.Snapshot()
+
+	for name, c := range map[string]struct{ cur, prev Snapshot }{
+		"later as prev":     {s1, s2},
+		"another table":     {s2, o1},
+		"roll-up and plain": {s2.ByDestination(), s1},
+	} {
+		before := c.cur.Rows[0].Recent
+		if err := c.cur.Delta(&c.prev); !errors.Is(err, ErrNotEarlier) {
+			t.Errorf("%s: Delta returned %v", name, err)
+		}
+		if c.cur.Rows[0].Recent != before || c.cur.Interval != 0 {
+			t.Errorf("%s: a failed Delta changed the snapshot", name)
+		}
+	}
+	if err := s2.Delta(&s2); err != nil || s2.Rows[0].Recent != (Counts{}) {
+		t.Errorf("Delta with itself: %v, recent %+v", err, s2.Rows[0].Recent)
+	}
+}
+
+func TestTop(t *testing.T) {
+	tb := New(10)
+	// pid i gets i timewaits and 10-i connect errors.
+	for pid := uint32(1); pid <= 5; pid++ {
+		for j := uint32(0); j < pid; j++ {
+			e := timewait(pid, "p", "10.0.0.9:443", event.RoleClient, time.Duration(pid)*time.Second)
+			e.BytesSent, e.Lifetime = 1000, time.Millisecond
+			tb.Add(&e)
+		}
+		for j := uint32(0); j < 10-pid; j++ {
+			e := connectError(pid, "p", "10.0.0.9:443", time.Duration(pid)*time.Second)
+			tb.Add(&e)
+		}
+	}
+	s := tb.Snapshot()
+
+	top := s.Top(2, ByTimewait)
+	if len(top) != 3 {
+		t.Fatalf("%d rows, want 3", len(top))
+	}
+	if top[0].Key.PID != 5 || top[1].Key.PID != 4 || top[0].Timewait != 5 || top[1].Timewait != 4 {
+		t.Errorf("top by timewait: pids %d, %d", top[0].Key.PID, top[1].Key.PID)
+	}
+	o := top[2]
+	if !o.Other || o.Merged != 3 || o.Timewait != 1+2+3 || o.ConnectErrors != 9+8+7 ||
+		o.BytesSent != 6000 || o.Lifetime.Count() != 6 || o.Bytes.Count() != 6 ||
+		!o.First.Equal(t0.Add(time.Second)) || !o.Last.Equal(t0.Add(3*time.Second)) {
+		t.Errorf("other row: %+v merged %d first %v last %v", o.Counts, o.Merged, o.First, o.Last)
+	}
+	if d, _ := o.LifetimeQuantile(0.5); d < time.Millisecond*7/8 || d > time.Millisecond*9/8 {
+		t.Errorf("other row median lifetime %v", d)
+	}
+
+	top = s.Top(3, ByConnectErrors)
+	if top[0].Key.PID != 1 || top[1].Key.PID != 2 || top[2].Key.PID != 3 || top[3].Merged != 2 ||
+		top[3].ConnectErrors != 6+5 {
+		t.Errorf("top by connect errors: %d %d %d, other %+v", top[0].Key.PID, top[1].Key.PID, top[2].Key.PID, top[3].Counts)
+	}
+
+	// Every process has 10 events: ties keep the order rows appeared in.
+	top = s.Top(5, ByEvents)
+	if len(top) != 5 {
+		t.Fatalf("%d rows, want 5 and no Other row", len(top))
+	}
+	for i, r := range top {
+		if r.Key.PID != uint32(i+1) || r.Other {
+			t.Errorf("tie %d: pid %d", i, r.Key.PID)
+		}
+	}
+	if top := s.Top(0, ByBytes); len(top) != 1 || top[0].Merged != 5 || top[0].Events() != 50 {
+		t.Errorf("Top(0): %+v", top)
+	}
+	if top := s.Top(-1, ByBytes); len(top) != 1 {
+		t.Errorf("Top(-1): %d rows", len(top))
+	}
+}
+
+func TestTopFoldsTableOther(t *testing.T) {
+	tb := New(2)
+	for pid := uint32(1); pid <= 4; pid++ {
+		for range pid {
+			e := timewait(pid, "p", "10.0.0.9:443", event.RoleClient, 0)
+			tb.Add(&e)
+		}
+	}
+	s := tb.Snapshot() // rows pid 1 (1), pid 2 (2), other (3+4)
+	// The table's Other row holds the most timewaits but is never ranked.
+	top := s.Top(5, ByTimewait)
+	if len(top) != 3 || top[0].Key.PID != 2 || top[1].Key.PID != 1 || !top[2].Other ||
+		top[2].Timewait != 7 || top[2].Merged != 0 {
+		t.Fatalf("Top with a table Other row: %+v", top)
+	}
+	top = s.Top(1, ByTimewait)
+	if len(top) != 2 || top[1].Timewait != 8 || top[1].Merged != 1 {
+		t.Fatalf("Top(1): %+v", top)
+	}
+}
+
+func TestTopByRateBreaksTiesByTotal(t *testing.T) {
+	tb := New(10)
+	clock(tb)
+	a := timewait(1, "a", "10.0.0.2:80", event.RoleClient, 0)
+	b := timewait(2, "b", "10.0.0.2:80", event.RoleClient, 0)
+	c := timewait(3, "c", "10.0.0.2:80", event.RoleClient, 0)
+	tb.Add(&a)
+	tb.Add(&b)
+	tb.Add(&b)
+	tb.Add(&c)
+	prev := tb.Snapshot()
+	tb.Add(&c)
+	cur := tb.Snapshot()
+	if err := cur.Delta(&prev); err != nil {
+		t.Fatal(err)
+	}
+	// c has rate 1; a and b rate 0, b with more timewaits.
+	top := cur.Top(3, ByTimewaitRate)
+	if top[0].Key.PID != 3 || top[1].Key.PID != 2 || top[2].Key.PID != 1 {
+		t.Errorf("order %d %d %d, want 3 2 1", top[0].Key.PID, top[1].Key.PID, top[2].Key.PID)
+	}
+}
+
+func TestByDestination(t *testing.T) {
+	tb := New(10)
+	server := timewait(9, "nginx", "10.5.5.5:50000", event.RoleServer, 0)
+	server.Sport = 80
+	events := []event.Event{
+		timewait(1, "curl", "10.0.0.2:80", event.RoleClient, 2*time.Second),
+		timewait(2, "wget", "10.0.0.2:80", event.RoleClient, time.Second),
+		connectError(3, "java", "10.0.0.2:80", 5*time.Second),
+		timewait(1, "curl", "10.0.0.3:80", event.RoleClient, 0),
+		timewait(1, "curl", "[::ffff:10.0.0.2]:80", event.RoleClient, 0), // IPv6 family
+		bindError(1, "curl", 0),
+		bindError(2, "wget", 0),
+		server,
+	}
+	events[0].BytesRecv, events[1].BytesRecv = 10, 20
+	for i := range events {
+		tb.Add(&events[i])
+	}
+	s := tb.Snapshot()
+	d := s.ByDestination()
+	if !d.Destinations || len(d.Rows) != 5 {
+		t.Fatalf("roll-up: %d rows, want 5", len(d.Rows))
+	}
+	dest := func(dst string) Key {
+		k := key(0, "", dst)
+		return k
+	}
+	r := find(t, d.Rows, dest("10.0.0.2:80"))
+	if r.Counts != (Counts{Timewait: 2, ConnectErrors: 1, Roles: [3]uint64{event.RoleClient: 2}, BytesRecv: 30}) ||
+		r.Merged != 3 || !r.First.Equal(t0.Add(time.Second)) || !r.Last.Equal(t0.Add(5*time.Second)) {
+		t.Errorf("10.0.0.2:80: %+v merged %d first %v last %v", r.Counts, r.Merged, r.First, r.Last)
+	}
+	if r := find(t, d.Rows, dest("10.0.0.3:80")); r.Timewait != 1 || r.Merged != 1 {
+		t.Errorf("10.0.0.3:80: %+v", r.Counts)
+	}
+	if r := find(t, d.Rows, dest("[::ffff:10.0.0.2]:80")); r.Timewait != 1 {
+		t.Errorf("v4-mapped IPv6: %+v", r.Counts)
+	}
+	if r := find(t, d.Rows, Key{Netns: netns}); r.BindErrors != 2 || r.Merged != 2 {
+		t.Errorf("bind errors: %+v", r.Counts)
+	}
+	sk := dest("10.5.5.5:80")
+	sk.Server = true
+	if r := find(t, d.Rows, sk); r.Timewait != 1 {
+		t.Errorf("server: %+v", r.Counts)
+	}
+	// Order of first appearance.
+	if d.Rows[0].Key != dest("10.0.0.2:80") || d.Rows[1].Key != dest("10.0.0.3:80") {
+		t.Errorf("roll-up order: %+v, %+v", d.Rows[0].Key, d.Rows[1].Key)
+	}
+	// The roll-up owns its rows.
+	d.Rows[0].Timewait = 99
+	if s.Rows[0].Timewait != 1 {
+		t.Error("roll-up aliases the snapshot")
+	}
+}
+
+func TestByDestinationKeepsOtherAndDelta(t *testing.T) {
+	tb := New(2)
+	clock(tb)
+	a := timewait(1, "a", "10.0.0.2:80", event.RoleClient, 0)
+	b := timewait(2, "b", "10.0.0.2:80", event.RoleClient, 0)
+	c := timewait(3, "c", "10.0.0.2:80", event.RoleClient, 0)
+	tb.Add(&a)
+	p := tb.Snapshot().ByDestination()
+	tb.Add(&b)
+	tb.Add(&c)
+	tb.Add(&c)
+	s := tb.Snapshot().ByDestination()
+	if len(s.Rows) != 2 || !s.Rows[1].Other || s.Rows[1].Timewait != 2 || s.Rows[0].Timewait != 2 || s.Overflowed != 2 {
+		t.Fatalf("roll-up with overflow: %+v", s.Rows)
+	}
+	if err := s.Delta(&p); err != nil {
+		t.Fatal(err)
+	}
+	if s.Rows[0].Recent.Timewait != 1 || s.Rows[1].Recent.Timewait != 2 {
+		t.Errorf("roll-up delta: %+v, %+v", s.Rows[0].Recent, s.Rows[1].Recent)
+	}
+}
+
+func TestConcurrentAddAndSnapshot(t *testing.T) {
+	tb := New(50)
+	const writers, each = 4, 5000
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				e := timewait(uint32(w), "w", "10.0.0.2:80", event.RoleClient, time.Duration(i))
+				e.Dport = uint16(i % 80) // 4 writers × 80 ports > 50 keys
+				tb.Add(&e)
+			}
+		})
+	}
+	var prev Snapshot
+	for range 20 {
+		s := tb.Snapshot()
+		if err := s.Delta(&prev); err != nil {
+			t.Fatal(err)
+		}
+		prev = s
+	}
+	wg.Wait()
+	if tot := tb.Snapshot().Total(); tot.Timewait != writers*each {
+		t.Fatalf("%d timewaits, want %d", tot.Timewait, writers*each)
+	}
+}
