@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/twtrace/twtrace/pkg/load"
 )
 
 // Netns is a private network namespace with only loopback, up.
@@ -45,7 +47,7 @@ func New(t testing.TB) *Netns {
 			ch <- result{err: err}
 			return
 		}
-		if err := loopbackUp(); err != nil {
+		if err := load.LoopbackUp(); err != nil {
 			f.Close()
 			ch <- result{err: err}
 			return
@@ -84,24 +86,4 @@ func (n *Netns) Sysctl(t testing.TB, name, value string) {
 	n.Do(t, func() error {
 		return os.WriteFile("/proc/sys/net/"+name, []byte(value), 0o644)
 	})
-}
-
-func loopbackUp() error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("reading lo flags: %w", err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("bringing lo up: %w", err)
-	}
-	return nil
 }
