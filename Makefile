@@ -5,23 +5,26 @@
 GO        ?= go
 CLANG     ?= clang-14
 BIN       := bin/twtrace
+LOAD      := bin/twload
 DEB_PKGS  := clang-14 llvm-14 libbpf-dev
 FUZZTIME  ?= 10s
 
-.PHONY: all build generate check-generated deps test fuzz lint run clean
+.PHONY: all build generate check-generated deps test fuzz lint run bench clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/twtrace
+	$(GO) build -o $(LOAD) ./cmd/twload
 
 # Regenerate the Go bindings and BPF objects from bpf/*.c (committed).
 generate: deps
 	cd pkg/tracer && PATH="/usr/lib/llvm-14/bin:$$PATH" $(GO) generate ./...
+	cd test/bench && PATH="/usr/lib/llvm-14/bin:$$PATH" $(GO) generate ./...
 
 # CI: the committed objects must be what the C sources compile to.
 check-generated: generate
-	@git diff --exit-code -- pkg/tracer || { echo "committed BPF objects are stale: run 'make generate' and commit" >&2; exit 1; }
+	@git diff --exit-code -- pkg/tracer test/bench || { echo "committed BPF objects are stale: run 'make generate' and commit" >&2; exit 1; }
 
 # Installs the C toolchain when it is missing (root and apt-get), or says
 # exactly what to install.
@@ -60,6 +63,13 @@ lint:
 
 run: build
 	./$(BIN) watch
+
+# Throughput cost of tracing, interleaved against the anchors (no tracer,
+# a bare counter, bpftrace when installed): see docs/performance.md. Root.
+# BENCH_FLAGS="-rounds 5 -duration 5s" to change the defaults.
+BENCH_FLAGS ?=
+bench: build
+	$(GO) run ./test/bench -twtrace $(BIN) -twload $(LOAD) $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin

@@ -55,7 +55,7 @@ struct event {
 	u64 ts_ns;      /* CLOCK_MONOTONIC of the event */
 	u64 open_ns;    /* CLOCK_MONOTONIC of connect()/accept, 0 when unknown */
 	u64 cgroup_id;
-	u64 bytes_sent; /* bytes acked by the peer */
+	u64 bytes_sent; /* payload, retransmissions not counted twice */
 	u64 bytes_received;
 	u32 pid;        /* tgid of the process responsible */
 	u32 tid;
@@ -407,9 +407,23 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 	e->sport = local_port(sk);
 	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	read_addrs(sk, e->family, e->saddr, e->daddr);
+	/* Payload only. bytes_sent counts every data byte put on the wire,
+	 * retransmissions included; all of it is acked by now (so is our FIN).
+	 * bytes_received counts the peer's FIN too once tcp_fin() ran, which
+	 * set SOCK_DONE (close() does not). */
 	const struct tcp_sock *tp = (const void *)sk;
-	e->bytes_sent = BPF_CORE_READ(tp, bytes_acked);
-	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
+	e->bytes_sent = BPF_CORE_READ(tp, bytes_sent) - BPF_CORE_READ(tp, bytes_retrans);
+	u64 received = BPF_CORE_READ(tp, bytes_received);
+	unsigned long flags;
+	if (bpf_core_field_exists(sk->__sk_common.skc_flags)) {
+		flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+	} else {
+		const struct sock___old *old = (const void *)sk;
+		flags = BPF_CORE_READ(old, sk_flags);
+	}
+	if (received && (flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))))
+		received--;
+	e->bytes_received = received;
 	submit(e);
 drop:
 	owner_drop(sk, o, sks);

@@ -139,6 +139,7 @@ struct sock_common {
 	short unsigned int skc_family;
 	volatile unsigned char skc_state;
 	possible_net_t skc_net;
+	long unsigned int skc_flags;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 } __attribute__((preserve_access_index));
@@ -152,6 +153,12 @@ struct sock {
 	struct socket *sk_socket;
 } __attribute__((preserve_access_index));
 
+/* Before Linux 6.18 the socket flags were struct sock's own sk_flags;
+ * since, they live in sock_common (skc_flags). */
+struct sock___old {
+	long unsigned int sk_flags;
+} __attribute__((preserve_access_index));
+
 struct inet_sock {
 	struct sock sk;
 	__be16 inet_sport;
@@ -159,8 +166,14 @@ struct inet_sock {
 
 struct tcp_sock {
 	u64 bytes_received;
-	u64 bytes_acked;
+	u64 bytes_sent;
+	u64 bytes_retrans;
 } __attribute__((preserve_access_index));
+
+enum sock_flags {
+	SOCK_DEAD = 0,
+	SOCK_DONE = 1,
+};
 
 /* fd -> struct file -> struct socket -> struct sock, for bind(); socket state for connect(). */
 typedef enum {

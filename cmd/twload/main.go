@@ -141,7 +141,13 @@ func runLoad(cmd *cobra.Command, o *options, args []string) error {
 // network namespace. It relays SIGINT and SIGTERM and returns the child's
 // exit status.
 func runInNewNetns(args []string) error {
-	cmd, err := load.NetnsCommand("/proc/self/exe", withoutFlag(args, "netns-new")...)
+	// The resolved path, not /proc/self/exe: the kernel names a process
+	// after the file it executes, and tracers find the load by "twload".
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd, err := load.NetnsCommand(self, withoutFlag(args, "netns-new")...)
 	if err != nil {
 		return err
 	}

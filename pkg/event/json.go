@@ -62,7 +62,11 @@ func AppendJSON(dst []byte, e *Event) []byte {
 		dst = append(dst, `,"opener_comm":`...)
 		dst = appendJSONComm(dst, &e.OpenerComm)
 		dst = append(dst, `,"lifetime_ms":`...)
-		dst = strconv.AppendFloat(dst, float64(e.Lifetime)/1e6, 'f', 3, 64)
+		if e.Lifetime > 0 {
+			dst = strconv.AppendFloat(dst, float64(e.Lifetime)/1e6, 'f', 3, 64)
+		} else {
+			dst = append(dst, "null"...) // unknown: see Event.Lifetime
+		}
 		dst = append(dst, `,"bytes_sent":`...)
 		dst = strconv.AppendUint(dst, e.BytesSent, 10)
 		dst = append(dst, `,"bytes_received":`...)

@@ -89,7 +89,7 @@ func TestAppendJSON(t *testing.T) {
 				e.Role, e.OpenerPID, e.OpenerComm, e.Lifetime = RoleUnknown, 0, [16]byte{}, 0
 				return e
 			},
-			want: `{"time":"2024-05-06T07:08:09Z","event":"timewait","pid":4321,"comm":"nginx","netns":4026531840,"cgroup_id":1234567890123,"family":"ipv4","saddr":"10.0.0.1","sport":41234,"daddr":"10.0.0.2","dport":443,"role":"unknown","opener_pid":0,"opener_comm":"","lifetime_ms":0.000,"bytes_sent":100,"bytes_received":2000}`,
+			want: `{"time":"2024-05-06T07:08:09Z","event":"timewait","pid":4321,"comm":"nginx","netns":4026531840,"cgroup_id":1234567890123,"family":"ipv4","saddr":"10.0.0.1","sport":41234,"daddr":"10.0.0.2","dport":443,"role":"unknown","opener_pid":0,"opener_comm":"","lifetime_ms":null,"bytes_sent":100,"bytes_received":2000}`,
 		},
 		{
 			name: "connect_error unbound ipv6",

@@ -165,6 +165,18 @@ func checkTimewaits(t *testing.T, evs []event.Event, closer int, comm string, ro
 	}
 }
 
+// checkBytes asserts the payload each connection carried, exactly: SYN and
+// FIN (ours, and the peer's once received) occupy sequence space but are
+// not payload.
+func checkBytes(t *testing.T, evs []event.Event, sent, received uint64) {
+	t.Helper()
+	for _, e := range evs {
+		if e.BytesSent != sent || e.BytesRecv != received {
+			t.Errorf("timewait bytes sent %d received %d, want %d and %d", e.BytesSent, e.BytesRecv, sent, received)
+		}
+	}
+}
+
 // Scenario 1: client closes first → one timewait event per connection,
 // owned by the client's pid, with exactly the client's source ports.
 func TestClientClosesFirst(t *testing.T) {
@@ -178,6 +190,7 @@ func TestClientClosesFirst(t *testing.T) {
 		t.Fatalf("got %d timewait events, want %d", len(evs), n)
 	}
 	checkTimewaits(t, evs, cl.PID, testnet.ClientComm, event.RoleClient, srv.Addr, false)
+	checkBytes(t, evs, 0, 0)
 	if got, want := ports(evs), sorted(cl.Ports); !slices.Equal(got, want) {
 		t.Errorf("timewait source ports %v, want the client's %v", got, want)
 	}
@@ -211,6 +224,7 @@ func TestServerClosesFirst(t *testing.T) {
 			t.Errorf("server timewait sport %d, want %d", e.Sport, srv.Addr.Port())
 		}
 	}
+	checkBytes(t, evs, 1, 0) // the server writes one byte, the client none
 	dports := make([]int, 0, n)
 	for _, e := range evs {
 		dports = append(dports, int(e.Dport))
@@ -235,6 +249,7 @@ func TestShutdownThenClose(t *testing.T) {
 		t.Fatalf("got %d timewait events, want %d", len(evs), n)
 	}
 	checkTimewaits(t, evs, cl.PID, testnet.ClientComm, event.RoleClient, srv.Addr, false)
+	checkBytes(t, evs, 0, 0) // the server's FIN arrived: not payload
 	if got, want := ports(evs), sorted(cl.Ports); !slices.Equal(got, want) {
 		t.Errorf("timewait source ports %v, want %v", got, want)
 	}
