@@ -740,5 +740,5 @@ func kernelRelease() string {
 
 func cpuCount() int {
 	b, _ := os.ReadFile("/proc/cpuinfo")
-	return bytes.Count(b, []byte("\nprocessor"))+bytes.Count(b[:min(len(b), 9)], []byte("processor"))
+	return bytes.Count(b, []byte("\nprocessor")) + bytes.Count(b[:min(len(b), 9)], []byte("processor"))
 }
