@@ -21,6 +21,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define SOCK_STREAM 1
 #define EADDRINUSE 98
 #define EADDRNOTAVAIL 99
+#define EEXIST 17
 #define EINPROGRESS 115
 #define TASK_COMM_LEN 16
 
@@ -133,29 +134,28 @@ struct {
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
-/* Records that did not fit in the ring buffer: never lost silently. */
+/* What could not be recorded, never lost silently: [LOST_RECORDS] records
+ * that did not fit in the ring buffer, [LOST_OWNERS] sockets the owner
+ * table had no room for. */
+#define LOST_RECORDS 0
+#define LOST_OWNERS 1
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, u32);
 	__type(value, u64);
 } lost SEC(".maps");
 
-/* Socket -> owner, stored in the socket itself (Linux 5.11+ for tracing
- * programs): no hashing, no eviction, freed with the socket. */
+/* Socket pointer -> owner, from connect() (or the first close) to the move
+ * to CLOSE, where the entry is deleted. Preallocated: an insert or delete
+ * is a per-CPU freelist operation, about half the cost of an LRU hash or of
+ * socket-local storage on the kernels we measured. Sized by the loader;
+ * when it is full, the socket goes untracked and is counted (never
+ * silently). No entry outlives its socket: every socket we record ends
+ * with a move to CLOSE while we are attached (or the map goes with us). */
 struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct sock_owner);
-} sk_owners SEC(".maps");
-
-/* The same for kernels without socket storage in tracing programs, keyed
- * by socket pointer. LRU: sockets whose last transition we never saw are
- * evicted, not leaked. Only loaded where sk_owners cannot be used. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 262144);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 131072);
 	__type(key, u64);
 	__type(value, struct sock_owner);
 } owners SEC(".maps");
@@ -185,10 +185,9 @@ static __always_inline bool netns_wanted(u32 netns)
 	return target_netns == 0 || target_netns == netns;
 }
 
-static __always_inline void count_lost(void)
+static __always_inline void count_lost(u32 what)
 {
-	u32 zero = 0;
-	u64 *n = bpf_map_lookup_elem(&lost, &zero);
+	u64 *n = bpf_map_lookup_elem(&lost, &what);
 	if (n)
 		(*n)++;
 }
@@ -216,32 +215,24 @@ static __always_inline u16 local_port(const struct sock *sk)
 	return bpf_ntohs(BPF_CORE_READ(inet, inet_sport));
 }
 
-/* Owner record of sk; with create, a zeroed one is made if absent.
- * `sks` is a compile-time constant choosing the storage, so each program
- * variant references only one of the two maps. */
-static __always_inline struct sock_owner *owner_of(const struct sock *sk, bool create, bool sks)
+/* Owner record of sk; with create, a zeroed one is made if absent. */
+static __always_inline struct sock_owner *owner_of(const struct sock *sk, bool create)
 {
-	if (sks)
-		return bpf_sk_storage_get(&sk_owners, (void *)sk, 0,
-					  create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
 	u64 key = (u64)sk;
 	struct sock_owner *o = bpf_map_lookup_elem(&owners, &key);
 	if (o || !create)
 		return o;
 	struct sock_owner fresh = {};
-	bpf_map_update_elem(&owners, &key, &fresh, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&owners, &key);
+	if (bpf_map_update_elem(&owners, &key, &fresh, BPF_NOEXIST) == -EEXIST)
+		return bpf_map_lookup_elem(&owners, &key);
+	o = bpf_map_lookup_elem(&owners, &key);
+	if (!o)
+		count_lost(LOST_OWNERS);
+	return o;
 }
 
-/* Forget sk's owner. Socket storage is freed with the socket: clearing
- * `closed` is enough (and much cheaper than a delete), since a socket that
- * connects again gets a fresh record at SYN_SENT. */
-static __always_inline void owner_drop(const struct sock *sk, struct sock_owner *o, bool sks)
+static __always_inline void owner_drop(const struct sock *sk)
 {
-	if (sks) {
-		o->closed = 0;
-		return;
-	}
 	u64 key = (u64)sk;
 	bpf_map_delete_elem(&owners, &key);
 }
@@ -295,15 +286,18 @@ static __always_inline void failed_connect(const struct sock *sk)
 /* Most edges cost a compare or two; map work happens on four of them.   */
 /* -------------------------------------------------------------------- */
 
-static __always_inline int set_state(const struct sock *sk, int oldstate, int newstate, bool sks)
+static __always_inline int set_state(const struct sock *sk, int oldstate, int newstate)
 {
 	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	/* With a namespace filter, other namespaces cost nothing more. */
+	if (target_netns && sock_netns(sk) != target_netns)
 		return 0;
 
 	/* CLOSE->SYN_SENT runs inside connect(): current is the opener.
 	 * The source port is not chosen yet; we only need who and when. */
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
-		struct sock_owner *o = owner_of(sk, true, sks);
+		struct sock_owner *o = owner_of(sk, true);
 		if (!o)
 			return 0;
 		o->open_ns = bpf_ktime_get_ns();
@@ -341,7 +335,7 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 	 * and will own the TIME_WAIT. Accepted sockets, and sockets opened
 	 * before we attached, get their record here: the closer is known. */
 	if (newstate == TCP_FIN_WAIT1) {
-		struct sock_owner *o = owner_of(sk, true, sks);
+		struct sock_owner *o = owner_of(sk, true);
 		if (!o)
 			return 0;
 		if (o->role == ROLE_UNKNOWN) {
@@ -375,7 +369,7 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 	 * FIN_WAIT2->CLOSE and CLOSING->CLOSE hand the 4-tuple to a timewait
 	 * socket (tcp_time_wait() then tcp_done()); they run in softirq or
 	 * timer context, so the identity comes from the record, not current. */
-	struct sock_owner *o = owner_of(sk, false, sks);
+	struct sock_owner *o = owner_of(sk, false);
 	if (!o)
 		return 0;
 	bool timewait = (oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING) &&
@@ -386,7 +380,7 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		count_lost();
+		count_lost(LOST_RECORDS);
 		goto drop;
 	}
 	e->kind = EVENT_TIMEWAIT;
@@ -426,7 +420,7 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 	e->bytes_received = received;
 	submit(e);
 drop:
-	owner_drop(sk, o, sks);
+	owner_drop(sk);
 	return 0;
 }
 
@@ -449,9 +443,7 @@ drop:
  * when there is nothing to do. Userspace compares the kernel's count of
  * skipped primary runs with the twin's count of rescues, so a transition
  * neither handled is still reported.
- *
- * Two storage variants of each: socket storage where the kernel allows it
- * in tracing programs (5.11+), a hash map elsewhere. */
+ */
 
 struct guard {
 	u64 busy;
@@ -516,35 +508,21 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tw_state, const struct sock *sk, int oldstate, int newstate)
 {
 	return PRIMARY(GUARD_STATE, sk, EDGE(oldstate, newstate),
-		       set_state(sk, oldstate, newstate, true));
+		       set_state(sk, oldstate, newstate));
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tw_state_nest, const struct sock *sk, int oldstate, int newstate)
 {
 	return NESTED(GUARD_STATE, sk, EDGE(oldstate, newstate),
-		      set_state(sk, oldstate, newstate, true));
-}
-
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(tw_state_lru, const struct sock *sk, int oldstate, int newstate)
-{
-	return PRIMARY(GUARD_STATE, sk, EDGE(oldstate, newstate),
-		       set_state(sk, oldstate, newstate, false));
-}
-
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(tw_state_lru_n, const struct sock *sk, int oldstate, int newstate)
-{
-	return NESTED(GUARD_STATE, sk, EDGE(oldstate, newstate),
-		      set_state(sk, oldstate, newstate, false));
+		      set_state(sk, oldstate, newstate));
 }
 
 /* An RST in FIN_WAIT2 also moves the socket to CLOSE, with no timewait
  * socket behind it: mark it so the move is not reported. */
-static __always_inline void receive_reset(const struct sock *sk, bool sks)
+static __always_inline void receive_reset(const struct sock *sk)
 {
-	struct sock_owner *o = owner_of(sk, false, sks);
+	struct sock_owner *o = owner_of(sk, false);
 	if (o)
 		o->reset = 1;
 }
@@ -552,25 +530,13 @@ static __always_inline void receive_reset(const struct sock *sk, bool sks)
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(tw_reset, struct sock *sk)
 {
-	return PRIMARY(GUARD_RESET, sk, 0, receive_reset(sk, true));
+	return PRIMARY(GUARD_RESET, sk, 0, receive_reset(sk));
 }
 
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(tw_reset_nest, struct sock *sk)
 {
-	return NESTED(GUARD_RESET, sk, 0, receive_reset(sk, true));
-}
-
-SEC("tp_btf/tcp_receive_reset")
-int BPF_PROG(tw_reset_lru, struct sock *sk)
-{
-	return PRIMARY(GUARD_RESET, sk, 0, receive_reset(sk, false));
-}
-
-SEC("tp_btf/tcp_receive_reset")
-int BPF_PROG(tw_reset_lru_n, struct sock *sk)
-{
-	return NESTED(GUARD_RESET, sk, 0, receive_reset(sk, false));
+	return NESTED(GUARD_RESET, sk, 0, receive_reset(sk));
 }
 
 /* -------------------------------------------------------------------- */
@@ -679,7 +645,7 @@ static __always_inline int exit_call(long ret, u8 kind, long want)
 
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		count_lost();
+		count_lost(LOST_RECORDS);
 		goto out;
 	}
 	__builtin_memset(e, 0, sizeof(*e));

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/twtrace/twtrace/pkg/filter"
+	"github.com/twtrace/twtrace/pkg/tracer"
 	"github.com/twtrace/twtrace/pkg/watch"
 )
 
@@ -33,17 +34,18 @@ func (u usageError) Error() string { return u.err.Error() }
 func (u usageError) Unwrap() error { return u.err }
 
 type watchFlags struct {
-	output   string
-	pids     []string
-	comms    []string
-	daddrs   []string
-	dports   []string
-	ipv4     bool
-	ipv6     bool
-	netns    []string
-	events   string
-	duration time.Duration
-	ringSize int
+	output     string
+	pids       []string
+	comms      []string
+	daddrs     []string
+	dports     []string
+	ipv4       bool
+	ipv6       bool
+	netns      []string
+	events     string
+	duration   time.Duration
+	ringSize   int
+	maxSockets int
 }
 
 func addWatchFlags(cmd *cobra.Command, f *watchFlags) {
@@ -59,6 +61,7 @@ func addWatchFlags(cmd *cobra.Command, f *watchFlags) {
 	fl.StringVar(&f.events, "events", "", "event kinds: timewait,connect_error,bind_error (default all)")
 	fl.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 30s); default: until Ctrl-C")
 	fl.IntVar(&f.ringSize, "ring-buffer-size", 0, "ring buffer size in bytes, a power of two (default 4 MiB)")
+	fl.IntVar(&f.maxSockets, "max-sockets", 0, fmt.Sprintf("sockets tracked at once, from connect() to their end (default %d)", tracer.DefaultMaxSockets))
 }
 
 func runWatch(cmd *cobra.Command, f *watchFlags) error {
@@ -70,6 +73,9 @@ func runWatch(cmd *cobra.Command, f *watchFlags) error {
 		format = watch.JSON
 	default:
 		return usageError{fmt.Errorf("invalid --output %q: want table or json", f.output)}
+	}
+	if f.maxSockets < 0 || f.maxSockets > 1<<24 {
+		return usageError{fmt.Errorf("invalid --max-sockets %d: want 1 to %d", f.maxSockets, 1<<24)}
 	}
 	if f.duration < 0 {
 		return usageError{fmt.Errorf("invalid --duration %s: must not be negative", f.duration)}
@@ -86,17 +92,21 @@ func runWatch(cmd *cobra.Command, f *watchFlags) error {
 	defer stop()
 	stderr := cmd.ErrOrStderr()
 	loss, err := watch.Run(ctx, watch.Config{
-		Format:   format,
-		Filter:   flt,
-		Netns:    flt.SingleNetns(),
-		Duration: f.duration,
-		RingSize: f.ringSize,
+		Format:     format,
+		Filter:     flt,
+		Netns:      flt.SingleNetns(),
+		Duration:   f.duration,
+		RingSize:   f.ringSize,
+		MaxSockets: f.maxSockets,
 		Ready: func() {
 			fmt.Fprintln(stderr, "twtrace: tracing TIME_WAIT entries and ephemeral-port failures; Ctrl-C to stop")
 		},
 	}, cmd.OutOrStdout())
 	if loss.Records > 0 {
 		fmt.Fprintf(stderr, "twtrace: lost %d records: the ring buffer was full (raise --ring-buffer-size)\n", loss.Records)
+	}
+	if loss.Untracked > 0 {
+		fmt.Fprintf(stderr, "twtrace: %d sockets went untracked: the owner table was full (raise --max-sockets)\n", loss.Untracked)
 	}
 	if loss.Missed > 0 {
 		fmt.Fprintf(stderr, "twtrace: the kernel skipped %d tracepoint runs (another BPF program was running on that CPU): up to that many events are missing\n", loss.Missed)

@@ -80,6 +80,7 @@ func TestBadFlagsExitTwo(t *testing.T) {
 		{[]string{"watch", "--events", "timewait,nope"}, `nope`},
 		{[]string{"watch", "-4", "-6"}, "--ipv4"},
 		{[]string{"watch", "--duration", "-1s"}, "invalid --duration"},
+		{[]string{"watch", "--max-sockets", "-5"}, "invalid --max-sockets"},
 		{[]string{"watch", "extra"}, "unknown command"},
 		{[]string{"nosuchcommand"}, "unknown command"},
 	}

@@ -55,6 +55,9 @@ type ClientSpec struct {
 	// FillAndExit: write until the send buffer is full, close and exit at
 	// once, so the FIN leaves (and timewait begins) after the process is gone.
 	FillAndExit bool
+	// Hold keeps every connection open until all N are made, then closes
+	// them in the order they were made.
+	Hold bool
 }
 
 // ClientResult is what the client reports on stdout.
@@ -104,7 +107,7 @@ func clientRun(spec ClientSpec) (*ClientResult, error) {
 	}
 	sa, family := sockaddrOf(dest)
 	res := &ClientResult{Ports: []int{}}
-	var keep []int // bind mode holds its sockets until the end
+	var keep []int // bind mode and Hold keep their sockets until the end
 	for i := 0; i < spec.N; i++ {
 		fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
@@ -170,6 +173,10 @@ func clientRun(spec ClientSpec) (*ClientResult, error) {
 					break
 				}
 			}
+		}
+		if spec.Hold {
+			keep = append(keep, fd)
+			continue
 		}
 		unix.Close(fd)
 	}

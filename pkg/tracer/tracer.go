@@ -6,7 +6,6 @@ package tracer
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -39,9 +38,9 @@ type Options struct {
 	// kernel has not woken it; 0 means DefaultPollInterval. It bounds the
 	// latency of an event.
 	PollInterval time.Duration
-	// ForceLRU loads the hash-map variant even where socket storage works:
-	// for tests and measurements of the older kernels' path.
-	ForceLRU bool
+	// MaxSockets sizes the kernel's table of socket owners; 0 means
+	// DefaultMaxSockets. Sockets beyond it are counted (Untracked).
+	MaxSockets int
 }
 
 // Errors a caller can tell apart (with errors.Is) to explain what is missing.
@@ -54,8 +53,7 @@ var (
 
 // Tracer is a loaded and attached set of twtrace programs.
 type Tracer struct {
-	objs   objects
-	tier   string
+	objs   twtraceObjects
 	links  []link.Link
 	reader *ringbuf.Reader
 	clock  event.Clock
@@ -71,73 +69,14 @@ type Tracer struct {
 // microseconds inside the traced connection's path), userspace polls.
 const DefaultPollInterval = 100 * time.Millisecond
 
-// objects is what one load gives: the programs of one storage variant and
-// the maps they share. Fields are filled from sksObjects or lruObjects.
-type objects struct {
-	SetState, SetStateNest           *ebpf.Program
-	Reset, ResetNest                 *ebpf.Program
-	ExitConnect, EnterBind, ExitBind *ebpf.Program
-	Events, Lost, Guards             *ebpf.Map
-	closers                          []io.Closer
-}
+// DefaultMaxSockets is how many sockets can be between connect() (or their
+// first close) and their end at once. Each costs ~120 bytes of kernel
+// memory, preallocated.
+const DefaultMaxSockets = 131072
 
-type commonObjects struct {
-	ExitConnect *ebpf.Program `ebpf:"tw_exit_connect"`
-	EnterBind   *ebpf.Program `ebpf:"tw_enter_bind"`
-	ExitBind    *ebpf.Program `ebpf:"tw_exit_bind"`
-	Events      *ebpf.Map     `ebpf:"events"`
-	Lost        *ebpf.Map     `ebpf:"lost"`
-	Guards      *ebpf.Map     `ebpf:"guards"`
-}
-
-// sksObjects keep socket owners in socket-local storage (Linux 5.11+).
-type sksObjects struct {
-	commonObjects
-	SetState     *ebpf.Program `ebpf:"tw_state"`
-	SetStateNest *ebpf.Program `ebpf:"tw_state_nest"`
-	Reset        *ebpf.Program `ebpf:"tw_reset"`
-	ResetNest    *ebpf.Program `ebpf:"tw_reset_nest"`
-}
-
-// lruObjects keep them in an LRU hash keyed by socket address.
-type lruObjects struct {
-	commonObjects
-	SetState     *ebpf.Program `ebpf:"tw_state_lru"`
-	SetStateNest *ebpf.Program `ebpf:"tw_state_lru_n"`
-	Reset        *ebpf.Program `ebpf:"tw_reset_lru"`
-	ResetNest    *ebpf.Program `ebpf:"tw_reset_lru_n"`
-}
-
-func (o *objects) fill(c commonObjects, setState, setStateNest, reset, resetNest *ebpf.Program) {
-	o.SetState, o.SetStateNest, o.Reset, o.ResetNest = setState, setStateNest, reset, resetNest
-	o.ExitConnect, o.EnterBind, o.ExitBind = c.ExitConnect, c.EnterBind, c.ExitBind
-	o.Events, o.Lost, o.Guards = c.Events, c.Lost, c.Guards
-	for _, c := range []io.Closer{setState, setStateNest, reset, resetNest, c.ExitConnect, c.EnterBind, c.ExitBind, c.Events, c.Lost, c.Guards} {
-		o.closers = append(o.closers, c)
-	}
-}
-
-func (o *objects) Close() error {
-	var errs []error
-	for _, c := range o.closers {
-		if err := c.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	o.closers = nil
-	return errors.Join(errs...)
-}
-
-// Storage tiers for socket owners, as Tier reports them.
-const (
-	TierSocketStorage = "tp_btf+sk_storage"
-	TierLRU           = "tp_btf+lru_hash"
-)
-
-// ProgramNames are the names of every BPF program twtrace may load, for
-// tools that look them up in the kernel (bpftool, run-time statistics).
-var ProgramNames = []string{"tw_state", "tw_state_nest", "tw_state_lru", "tw_state_lru_n",
-	"tw_reset", "tw_reset_nest", "tw_reset_lru", "tw_reset_lru_n",
+// ProgramNames are the names of every BPF program twtrace loads, for tools
+// that look them up in the kernel (bpftool, run-time statistics).
+var ProgramNames = []string{"tw_state", "tw_state_nest", "tw_reset", "tw_reset_nest",
 	"tw_exit_connect", "tw_enter_bind", "tw_exit_bind"}
 
 type attachment struct {
@@ -148,16 +87,16 @@ type attachment struct {
 }
 
 // attachments lists every hook twtrace uses, in attach order.
-func (o *objects) attachments() []attachment {
+func (o *twtraceObjects) attachments() []attachment {
 	return []attachment{
 		// Each primary before its nested twin: the order they run in.
-		{name: "inet_sock_set_state", prog: o.SetState, btf: true},
-		{name: "inet_sock_set_state", prog: o.SetStateNest, btf: true},
-		{name: "tcp_receive_reset", prog: o.Reset, btf: true},
-		{name: "tcp_receive_reset", prog: o.ResetNest, btf: true},
-		{grp: "syscalls", name: "sys_exit_connect", prog: o.ExitConnect},
-		{grp: "syscalls", name: "sys_enter_bind", prog: o.EnterBind},
-		{grp: "syscalls", name: "sys_exit_bind", prog: o.ExitBind},
+		{name: "inet_sock_set_state", prog: o.TwState, btf: true},
+		{name: "inet_sock_set_state", prog: o.TwStateNest, btf: true},
+		{name: "tcp_receive_reset", prog: o.TwReset, btf: true},
+		{name: "tcp_receive_reset", prog: o.TwResetNest, btf: true},
+		{grp: "syscalls", name: "sys_exit_connect", prog: o.TwExitConnect},
+		{grp: "syscalls", name: "sys_enter_bind", prog: o.TwEnterBind},
+		{grp: "syscalls", name: "sys_exit_bind", prog: o.TwExitBind},
 	}
 }
 
@@ -203,6 +142,14 @@ func New(opts Options) (*Tracer, error) {
 		return nil, fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", size, os.Getpagesize())
 	}
 	spec.Maps["events"].MaxEntries = uint32(size)
+	switch {
+	case opts.MaxSockets == 0:
+		spec.Maps["owners"].MaxEntries = DefaultMaxSockets
+	case opts.MaxSockets < 0 || opts.MaxSockets > 1<<24:
+		return nil, fmt.Errorf("max sockets %d: must be between 1 and %d", opts.MaxSockets, 1<<24)
+	default:
+		spec.Maps["owners"].MaxEntries = uint32(opts.MaxSockets)
+	}
 	// Wake the reader early once a quarter of the ring is used: a burst
 	// then cannot fill it between two polls.
 	if err := spec.Variables["wakeup_bytes"].Set(uint64(size / 4)); err != nil {
@@ -223,8 +170,15 @@ func New(opts Options) (*Tracer, error) {
 	if t.poll <= 0 {
 		t.poll = DefaultPollInterval
 	}
-	if err := t.load(spec, opts.ForceLRU); err != nil {
-		return nil, err
+	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return nil, fmt.Errorf("%w (loading BPF programs: %v)", ErrPermission, err)
+		}
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("loading BPF programs: the kernel's verifier refused them: %v", verr)
+		}
+		return nil, fmt.Errorf("loading BPF programs: %w", err)
 	}
 	for _, a := range t.objs.attachments() {
 		var l link.Link
@@ -314,9 +268,6 @@ func (t *Tracer) SetDeadline(d time.Time) {
 	t.deadline.Store(max(d.UnixNano(), 1))
 }
 
-// Tier names the hooks and socket-owner storage in use.
-func (t *Tracer) Tier() string { return t.tier }
-
 // Programs returns the loaded programs by name, for run-time statistics.
 func (t *Tracer) Programs() map[string]*ebpf.Program {
 	out := map[string]*ebpf.Program{}
@@ -326,39 +277,6 @@ func (t *Tracer) Programs() map[string]*ebpf.Program {
 		}
 	}
 	return out
-}
-
-// load loads the socket-storage variant, or the LRU one where the kernel's
-// verifier refuses socket storage in tracing programs (before 5.11).
-func (t *Tracer) load(spec *ebpf.CollectionSpec, forceLRU bool) error {
-	var verr *ebpf.VerifierError
-	var err error
-	if !forceLRU {
-		var sks sksObjects
-		err = spec.LoadAndAssign(&sks, nil)
-		if err == nil {
-			t.objs.fill(sks.commonObjects, sks.SetState, sks.SetStateNest, sks.Reset, sks.ResetNest)
-			t.tier = TierSocketStorage
-			return nil
-		}
-	}
-	if forceLRU || errors.As(err, &verr) || errors.Is(err, ebpf.ErrNotSupported) {
-		var lru lruObjects
-		lerr := spec.LoadAndAssign(&lru, nil)
-		if lerr == nil {
-			t.objs.fill(lru.commonObjects, lru.SetState, lru.SetStateNest, lru.Reset, lru.ResetNest)
-			t.tier = TierLRU
-			return nil
-		}
-		err = lerr
-	}
-	if errors.Is(err, unix.EPERM) {
-		return fmt.Errorf("%w (loading BPF programs: %v)", ErrPermission, err)
-	}
-	if errors.As(err, &verr) {
-		return fmt.Errorf("loading BPF programs: the kernel's verifier refused them: %v", verr)
-	}
-	return fmt.Errorf("loading BPF programs: %w", err)
 }
 
 // Detach stops the kernel side from producing events; records already in
@@ -376,10 +294,17 @@ func (t *Tracer) Detach() error {
 
 // Lost is the number of records the kernel could not put into the ring
 // buffer because it was full, summed over CPUs.
-func (t *Tracer) Lost() (uint64, error) {
+func (t *Tracer) Lost() (uint64, error) { return t.lostCount(0) }
+
+// Untracked is the number of sockets whose owner could not be recorded
+// because the owner table (Options.MaxSockets) was full: a timewait entry
+// of such a socket goes unreported.
+func (t *Tracer) Untracked() (uint64, error) { return t.lostCount(1) }
+
+func (t *Tracer) lostCount(slot uint32) (uint64, error) {
 	var perCPU []uint64
-	if err := t.objs.Lost.Lookup(uint32(0), &perCPU); err != nil {
-		return 0, fmt.Errorf("reading lost-record counter: %w", err)
+	if err := t.objs.Lost.Lookup(slot, &perCPU); err != nil {
+		return 0, fmt.Errorf("reading lost-record counters: %w", err)
 	}
 	var sum uint64
 	for _, n := range perCPU {
@@ -403,14 +328,14 @@ func (t *Tracer) Missed() (uint64, error) {
 		return st.RecursionMisses, nil
 	}
 	var sum, primaries uint64
-	for _, p := range []*ebpf.Program{t.objs.ExitConnect, t.objs.EnterBind, t.objs.ExitBind} {
+	for _, p := range []*ebpf.Program{t.objs.TwExitConnect, t.objs.TwEnterBind, t.objs.TwExitBind} {
 		n, err := misses(p)
 		if err != nil {
 			return 0, err
 		}
 		sum += n
 	}
-	for _, p := range []*ebpf.Program{t.objs.SetState, t.objs.Reset} {
+	for _, p := range []*ebpf.Program{t.objs.TwState, t.objs.TwReset} {
 		n, err := misses(p)
 		if err != nil {
 			return 0, err

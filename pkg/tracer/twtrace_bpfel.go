@@ -98,17 +98,12 @@ const (
 	twtraceMapLost           = "lost"
 	twtraceMapOwners         = "owners"
 	twtraceMapPending        = "pending"
-	twtraceMapSkOwners       = "sk_owners"
 	twtraceProgTwEnterBind   = "tw_enter_bind"
 	twtraceProgTwExitBind    = "tw_exit_bind"
 	twtraceProgTwExitConnect = "tw_exit_connect"
 	twtraceProgTwReset       = "tw_reset"
-	twtraceProgTwResetLru    = "tw_reset_lru"
-	twtraceProgTwResetLruN   = "tw_reset_lru_n"
 	twtraceProgTwResetNest   = "tw_reset_nest"
 	twtraceProgTwState       = "tw_state"
-	twtraceProgTwStateLru    = "tw_state_lru"
-	twtraceProgTwStateLruN   = "tw_state_lru_n"
 	twtraceProgTwStateNest   = "tw_state_nest"
 	twtraceVarEventsMask     = "events_mask"
 	twtraceVarTargetNetns    = "target_netns"
@@ -162,12 +157,8 @@ type twtraceProgramSpecs struct {
 	TwExitBind    *ebpf.ProgramSpec `ebpf:"tw_exit_bind"`
 	TwExitConnect *ebpf.ProgramSpec `ebpf:"tw_exit_connect"`
 	TwReset       *ebpf.ProgramSpec `ebpf:"tw_reset"`
-	TwResetLru    *ebpf.ProgramSpec `ebpf:"tw_reset_lru"`
-	TwResetLruN   *ebpf.ProgramSpec `ebpf:"tw_reset_lru_n"`
 	TwResetNest   *ebpf.ProgramSpec `ebpf:"tw_reset_nest"`
 	TwState       *ebpf.ProgramSpec `ebpf:"tw_state"`
-	TwStateLru    *ebpf.ProgramSpec `ebpf:"tw_state_lru"`
-	TwStateLruN   *ebpf.ProgramSpec `ebpf:"tw_state_lru_n"`
 	TwStateNest   *ebpf.ProgramSpec `ebpf:"tw_state_nest"`
 }
 
@@ -181,7 +172,6 @@ type twtraceMapSpecs struct {
 	Lost      *ebpf.MapSpec `ebpf:"lost"`
 	Owners    *ebpf.MapSpec `ebpf:"owners"`
 	Pending   *ebpf.MapSpec `ebpf:"pending"`
-	SkOwners  *ebpf.MapSpec `ebpf:"sk_owners"`
 }
 
 // twtraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -220,7 +210,6 @@ type twtraceMaps struct {
 	Lost      *ebpf.Map `ebpf:"lost"`
 	Owners    *ebpf.Map `ebpf:"owners"`
 	Pending   *ebpf.Map `ebpf:"pending"`
-	SkOwners  *ebpf.Map `ebpf:"sk_owners"`
 }
 
 func (m *twtraceMaps) Close() error {
@@ -231,7 +220,6 @@ func (m *twtraceMaps) Close() error {
 		m.Lost,
 		m.Owners,
 		m.Pending,
-		m.SkOwners,
 	)
 }
 
@@ -253,12 +241,8 @@ type twtracePrograms struct {
 	TwExitBind    *ebpf.Program `ebpf:"tw_exit_bind"`
 	TwExitConnect *ebpf.Program `ebpf:"tw_exit_connect"`
 	TwReset       *ebpf.Program `ebpf:"tw_reset"`
-	TwResetLru    *ebpf.Program `ebpf:"tw_reset_lru"`
-	TwResetLruN   *ebpf.Program `ebpf:"tw_reset_lru_n"`
 	TwResetNest   *ebpf.Program `ebpf:"tw_reset_nest"`
 	TwState       *ebpf.Program `ebpf:"tw_state"`
-	TwStateLru    *ebpf.Program `ebpf:"tw_state_lru"`
-	TwStateLruN   *ebpf.Program `ebpf:"tw_state_lru_n"`
 	TwStateNest   *ebpf.Program `ebpf:"tw_state_nest"`
 }
 
@@ -268,12 +252,8 @@ func (p *twtracePrograms) Close() error {
 		p.TwExitBind,
 		p.TwExitConnect,
 		p.TwReset,
-		p.TwResetLru,
-		p.TwResetLruN,
 		p.TwResetNest,
 		p.TwState,
-		p.TwStateLru,
-		p.TwStateLruN,
 		p.TwStateNest,
 	)
 }

@@ -29,6 +29,8 @@ type Config struct {
 	Netns    uint32        // in-kernel namespace filter; 0 = all
 	Duration time.Duration // 0 = until ctx is done
 	RingSize int           // bytes; 0 = the tracer's default
+	// MaxSockets sizes the kernel's socket-owner table; 0 = the default.
+	MaxSockets int
 	// Ready is called once every probe is attached.
 	Ready func()
 }
@@ -37,6 +39,9 @@ type Config struct {
 type Losses struct {
 	Records uint64 // ring buffer full
 	Missed  uint64 // program runs skipped by the kernel's recursion guard
+	// Untracked sockets found the owner table full: their timewait
+	// entries, if any, were not reported.
+	Untracked uint64
 }
 
 // Run traces until ctx is done or the duration passes, writing each
@@ -53,12 +58,16 @@ func run(ctx context.Context, cfg Config, out io.Writer, loss *Losses) (lost uin
 		RingBufferSize: cfg.RingSize,
 		KindMask:       cfg.Filter.KindMask(),
 		Netns:          cfg.Netns,
+		MaxSockets:     cfg.MaxSockets,
 	})
 	if err != nil {
 		return 0, err
 	}
 	defer tr.Close()
-	defer func() { loss.Missed, _ = tr.Missed() }()
+	defer func() {
+		loss.Missed, _ = tr.Missed()
+		loss.Untracked, _ = tr.Untracked()
+	}()
 	if cfg.Ready != nil {
 		cfg.Ready()
 	}
