@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,7 +48,7 @@ type Options struct {
 var (
 	ErrPermission    = errors.New("missing privileges: run as root or grant CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8)")
 	ErrNoBTF         = errors.New("kernel BTF not found at /sys/kernel/btf/vmlinux: a kernel built with CONFIG_DEBUG_INFO_BTF=y is needed")
-	ErrKernelTooOld  = errors.New("kernel too old: BPF ring buffers need Linux 5.8 or later")
+	ErrKernelTooOld  = errors.New("kernel too old: twtrace needs Linux 5.9 or later (BPF ring buffers, BTF-typed tracepoints, bpf_skc_to_tcp_sock)")
 	ErrTracefsAbsent = errors.New("tracefs is not mounted and could not be mounted: run 'mount -t tracefs nodev /sys/kernel/tracing'")
 )
 
@@ -176,6 +177,10 @@ func New(opts Options) (*Tracer, error) {
 		}
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
+			// A helper the kernel does not know: older than our floor.
+			if strings.Contains(verr.Error(), "unknown func") {
+				return nil, fmt.Errorf("%w (%v)", ErrKernelTooOld, verr)
+			}
 			return nil, fmt.Errorf("loading BPF programs: the kernel's verifier refused them: %v", verr)
 		}
 		return nil, fmt.Errorf("loading BPF programs: %w", err)
