@@ -108,6 +108,9 @@ func runWatch(cmd *cobra.Command, f *watchFlags) error {
 	if loss.Untracked > 0 {
 		fmt.Fprintf(stderr, "twtrace: %d sockets went untracked: the owner table was full (raise --max-sockets)\n", loss.Untracked)
 	}
+	if loss.Unfinished > 0 {
+		fmt.Fprintf(stderr, "twtrace: %d sockets closed without their end being seen (still closing, or missed by the kernel): up to that many timewait entries are missing\n", loss.Unfinished)
+	}
 	if loss.Missed > 0 {
 		fmt.Fprintf(stderr, "twtrace: the kernel skipped %d tracepoint runs (another BPF program was running on that CPU): up to that many events are missing\n", loss.Missed)
 	}

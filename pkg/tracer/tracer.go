@@ -223,6 +223,17 @@ func New(opts Options) (*Tracer, error) {
 // the ring is full), so Read drains the ring every poll interval: a
 // burst is read in one go, and no wake-up is paid per connection.
 func (t *Tracer) Read(fn func(*event.Event)) error {
+	return t.ReadBatches(fn, nil)
+}
+
+// ReadBatches is Read, calling drained (if not nil) each time the ring
+// buffer has been emptied, and before returning: the moment to flush
+// buffered output, at most one poll interval after an event arrived.
+func (t *Tracer) ReadBatches(fn func(*event.Event), drained func()) error {
+	if drained == nil {
+		drained = func() {}
+	}
+	defer drained()
 	var rec ringbuf.Record
 	var ev event.Event
 	for {
@@ -248,6 +259,7 @@ func (t *Tracer) Read(fn func(*event.Event)) error {
 			}
 			fn(&ev)
 		}
+		drained()
 		if user := t.deadline.Load(); user != 0 && time.Now().UnixNano() >= user {
 			return os.ErrDeadlineExceeded
 		}
@@ -354,7 +366,34 @@ func (t *Tracer) Missed() (uint64, error) {
 	if primaries > rescued {
 		sum += primaries - rescued
 	}
-	return sum, nil
+	// Sockets whose end every program missed, found when their address
+	// was reused by a new socket.
+	ends, err := t.lostCount(2)
+	if err != nil {
+		return 0, err
+	}
+	return sum + ends, nil
+}
+
+// Unfinished counts the sockets the owner table still holds as closed:
+// a process closed them first, but their move to CLOSE (the timewait
+// entry, or the RST that ends them) has not been seen. Called after the
+// traced load is over, each is a socket whose end every program missed
+// (or one still closing). It walks the table: call it once, at the end.
+func (t *Tracer) Unfinished() (uint64, error) {
+	var key uint64
+	var owner twtraceSockOwner
+	var n uint64
+	it := t.objs.Owners.Iterate()
+	for it.Next(&key, &owner) {
+		if owner.Closed != 0 {
+			n++
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("reading the owner table: %w", err)
+	}
+	return n, nil
 }
 
 // Rescued is the number of transitions handled by a nested twin because

@@ -335,13 +335,15 @@ func (p *process) finish(s *sample) error {
 		return nil
 	}
 	s.lost = 0
-	// twtrace reports losses on stderr at exit, one line each kind.
+	// twtrace reports every kind of loss on stderr at exit, one line each:
+	// "twtrace: lost N records…", "twtrace: the kernel skipped N…",
+	// "twtrace: N sockets …".
 	for _, line := range strings.Split(p.stderr.String(), "\n") {
-		if n, ok := leadingCount(line, "twtrace: lost "); ok {
-			s.lost += n
-		}
-		if n, ok := leadingCount(line, "twtrace: the kernel skipped "); ok {
-			s.lost += n
+		for _, prefix := range []string{"twtrace: lost ", "twtrace: the kernel skipped ", "twtrace: "} {
+			if n, ok := leadingCount(line, prefix); ok {
+				s.lost += n
+				break
+			}
 		}
 	}
 	if p.count {
