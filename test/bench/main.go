@@ -43,6 +43,7 @@ type config struct {
 	rounds          int
 	duration        time.Duration
 	clients         int
+	settle          time.Duration
 	modes           []string
 	tracers         []string
 	workdir         string
@@ -56,6 +57,7 @@ func main() {
 	flag.IntVar(&cfg.rounds, "rounds", 5, "measured rounds (one warm-up round more is run and discarded)")
 	flag.DurationVar(&cfg.duration, "duration", 5*time.Second, "load duration of each run")
 	flag.IntVar(&cfg.clients, "clients", 4, "concurrent twload clients")
+	flag.DurationVar(&cfg.settle, "settle", 3*time.Second, "pause before each run: the previous run's network namespace, with its tens of thousands of timewait sockets, is torn down in the background meanwhile")
 	flag.StringVar(&modes, "modes", "client-close,server-close", "close modes to measure")
 	flag.StringVar(&tracers, "tracers", "none,watch,top,counter,bpftrace", "tracers to measure")
 	flag.Parse()
@@ -115,6 +117,7 @@ func run(cfg config) error {
 		for _, mode := range cfg.modes {
 			order := rotate(active, round)
 			for _, name := range order {
+				time.Sleep(cfg.settle)
 				s, err := measure(cfg, name, mode, cfg.duration)
 				if err != nil {
 					return fmt.Errorf("round %d, %s, %s: %w", round, mode, name, err)
@@ -623,22 +626,23 @@ func median(v []float64) float64 {
 }
 
 func report(w io.Writer, cfg config, tracers []string, samples map[string][]sample, costs map[string][]progCost, lat latency) {
-	fmt.Fprintf(w, "| mode | tracer | conn/s (median of %d) | vs none | vs floor (counter) | ns per state change | lost | timewait seen / connections | start-up | peak RSS |\n", cfg.rounds)
+	fmt.Fprintf(w, "| mode | tracer | conn/s (median of %d) | vs none (median of per-round ratios) | vs floor (counter) | ns per state change | lost | timewait seen / connections | start-up | peak RSS |\n", cfg.rounds)
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
 	for _, mode := range cfg.modes {
-		base := medianOf(samples[mode+"/none"], func(s sample) float64 { return s.connsPerSec })
-		floor := medianOf(samples[mode+"/counter"], func(s sample) float64 { return s.connsPerSec })
+		base := samples[mode+"/none"]
+		floor, haveFloor := ratio(samples[mode+"/counter"], base)
 		for _, name := range tracers {
 			ss := samples[mode+"/"+name]
 			m := medianOf(ss, func(s sample) float64 { return s.connsPerSec })
 			row := []string{mode, name, fmt.Sprintf("%.0f", m)}
-			if name == "none" || base == 0 {
+			r, ok := ratio(ss, base)
+			if name == "none" || !ok {
 				row = append(row, "–", "–")
 			} else {
-				d := (m/base - 1) * 100
+				d := (r - 1) * 100
 				row = append(row, fmt.Sprintf("%+.1f %%", d))
-				if floor > 0 && name != "counter" {
-					row = append(row, fmt.Sprintf("%+.1f pp", d-(floor/base-1)*100))
+				if haveFloor && name != "counter" {
+					row = append(row, fmt.Sprintf("%+.1f pp", d-(floor-1)*100))
 				} else {
 					row = append(row, "–")
 				}
@@ -668,6 +672,23 @@ func report(w io.Writer, cfg config, tracers []string, samples map[string][]samp
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "Latency, timewait entry to its watch line (%d entries at 20/s): median %s, worst %s\n",
 		lat.n, lat.median.Round(time.Millisecond), lat.worst.Round(time.Millisecond))
+}
+
+// ratio is the median over rounds of ss's throughput over base's in the
+// same round: runs of one round are seconds apart, so slow drift of the
+// machine cancels out.
+func ratio(ss, base []sample) (float64, bool) {
+	if len(ss) == 0 || len(ss) != len(base) {
+		return 0, false
+	}
+	v := make([]float64, len(ss))
+	for i := range ss {
+		if base[i].connsPerSec == 0 {
+			return 0, false
+		}
+		v[i] = ss[i].connsPerSec / base[i].connsPerSec
+	}
+	return median(v), true
 }
 
 func medianOf(ss []sample, f func(sample) float64) float64 {
