@@ -86,24 +86,25 @@ func TestOwnerTableFullIsCounted(t *testing.T) {
 	if len(cl.Ports) != n {
 		t.Fatalf("client made %d connections, want %d", len(cl.Ports), n)
 	}
-	// A last connection with the table empty again proves every earlier
-	// event was read.
-	testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Comm: "twt-marker", Dest: srv.Dest(false), N: 1})
-	testnet.WaitFor(10*time.Second, func() bool {
+	// Each connection ends either as a timewait event or, without a
+	// record at its close either, as a second untracked count.
+	ofClient := func() []event.Event {
+		var tws []event.Event
 		for _, e := range c.ofKind(event.KindTimewait) {
-			if event.CommString(&e.Comm) == "twt-marker" {
-				return true
+			if event.CommString(&e.Comm) == testnet.ClientComm {
+				tws = append(tws, e)
 			}
 		}
-		return false
-	})
-	var tws []event.Event
-	for _, e := range c.ofKind(event.KindTimewait) {
-		if event.CommString(&e.Comm) == testnet.ClientComm {
-			tws = append(tws, e)
-		}
+		return tws
 	}
-	untracked, err := tr.Untracked()
+	var untracked uint64
+	testnet.WaitFor(10*time.Second, func() bool {
+		untracked, err = tr.Untracked()
+		return err == nil && uint64(len(ofClient()))+untracked >= n+6
+	})
+	time.Sleep(300 * time.Millisecond)
+	tws := ofClient()
+	untracked, err = tr.Untracked()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,6 +122,64 @@ func TestOwnerTableFullIsCounted(t *testing.T) {
 			len(tws), clients, untracked, n+6)
 	}
 	t.Logf("%d timewait, %d untracked", len(tws), untracked)
+}
+
+// Four client processes churn connections at once, so softirqs interrupt
+// the state programs all the time (the nested twins' work). Every
+// connection's timewait entry is reported, or counted as missed: nothing
+// vanishes. (Usually all 8,000 are reported.)
+func TestConcurrentChurnReportedOrCounted(t *testing.T) {
+	requireBPF(t)
+	ns := testnet.New(t)
+	tr, err := New(Options{Netns: ns.Inode})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := collect(t, tr)
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
+	const clients, each = 4, 2000
+	pids := make(chan int, clients)
+	var wg sync.WaitGroup
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: each})
+			if len(cl.Ports) != each {
+				t.Errorf("client %d made %d connections, want %d", cl.PID, len(cl.Ports), each)
+			}
+			pids <- cl.PID
+		}()
+	}
+	wg.Wait()
+	close(pids)
+	ours := map[uint32]bool{}
+	for pid := range pids {
+		ours[uint32(pid)] = true
+	}
+	testnet.WaitFor(10*time.Second, func() bool { return len(c.ofKind(event.KindTimewait)) >= clients*each })
+	time.Sleep(300 * time.Millisecond)
+	tws := c.ofKind(event.KindTimewait)
+	for _, e := range tws {
+		if !ours[e.PID] || e.Role != event.RoleClient {
+			t.Fatalf("timewait pid %d role %s: not one of the clients %v", e.PID, e.Role, ours)
+		}
+	}
+	missed, err := tr.Missed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unfinished, err := tr.Unfinished()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rescued, _ := tr.Rescued()
+	gap := uint64(clients*each - len(tws))
+	if len(tws) > clients*each || gap > missed+unfinished {
+		t.Fatalf("%d timewait events for %d connections; missed %d, unfinished %d: %d vanished",
+			len(tws), clients*each, missed, unfinished, gap)
+	}
+	t.Logf("%d timewait events, %d rescued by the twins, %d missed, %d unfinished", len(tws), rescued, missed, unfinished)
 }
 
 // traceNetns starts a tracer that reports only ns's events.
@@ -499,9 +558,6 @@ func TestTinyRingBufferCountsLost(t *testing.T) {
 	})
 	if lost == 0 || received+int(lost) != n {
 		t.Fatalf("received %d + lost %d, want lost > 0 and a sum of %d", received, lost, n)
-	}
-	if capacity := os.Getpagesize() / (event.RecordSize + 8); received > capacity {
-		t.Errorf("received %d records from a ring of %d", received, capacity)
 	}
 	t.Logf("received %d, lost %d", received, lost)
 }
