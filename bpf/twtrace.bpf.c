@@ -72,7 +72,12 @@ struct event {
 	u8 daddr[16];
 	char comm[TASK_COMM_LEN];
 	char opener_comm[TASK_COMM_LEN];
+	u32 flags;      /* EVENT_F_* */
 };
+
+/* A timewait entry whose move to CLOSE no program saw, reported when its
+ * record was found later: the time is the close, the rest is exact. */
+#define EVENT_F_RECOVERED 1
 
 /* Keeps struct event in BTF so bpf2go can generate its Go twin. */
 const struct event *unused_event __attribute__((unused));
@@ -86,11 +91,24 @@ struct sock_owner {
 	u32 closer_pid;
 	u32 closer_tid;
 	u8 role;
-	u8 closed;  /* closer_* are valid */
+	u8 closed;  /* closer_* and the close-time fields are valid */
 	u8 reset;   /* an RST arrived: the move to CLOSE is not a timewait */
 	u8 pad;
 	char opener_comm[TASK_COMM_LEN];
 	char closer_comm[TASK_COMM_LEN];
+	/* At the first close, for recovering a missed end (see set_state).
+	 * After close() no payload moves any more without ending in an RST,
+	 * so the byte counts are final. */
+	u64 close_ns;
+	u64 bytes_sent;
+	u64 bytes_received;
+	u32 netns;
+	u16 family;
+	u16 sport;
+	u16 dport;
+	u16 pad2;
+	u8 saddr[16];
+	u8 daddr[16];
 };
 
 /* A listening socket's owner, found by accepted children through
@@ -136,11 +154,11 @@ struct {
 
 /* What could not be recorded, never lost silently: [LOST_RECORDS] records
  * that did not fit in the ring buffer, [LOST_OWNERS] sockets the owner
- * table had no room for, [LOST_ENDS] sockets whose end no program saw
- * (found when their address is reused; see set_state). */
+ * table had no room for; and [RECOVERED_ENDS] timewait entries reported
+ * late, because no program saw their end (see recover()). */
 #define LOST_RECORDS 0
 #define LOST_OWNERS 1
-#define LOST_ENDS 2
+#define RECOVERED_ENDS 2
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 3);
@@ -293,6 +311,44 @@ static __always_inline void failed_connect(const struct sock *sk)
 	bpf_map_update_elem(&pending, &tid, &p, BPF_ANY);
 }
 
+/* o is the record of an earlier socket at this address that a process
+ * closed first, and whose move to CLOSE no program saw (every program on
+ * the tracepoint was skipped by the kernel's recursion guard, which
+ * happens, rarely, at saturation). Unless an RST ended it, it entered
+ * timewait: report that now, from what was recorded at the close. */
+static __always_inline void recover(const struct sock_owner *o)
+{
+	if (o->reset || !wanted(EVENT_TIMEWAIT) || !netns_wanted(o->netns))
+		return;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost(LOST_RECORDS);
+		return;
+	}
+	e->kind = EVENT_TIMEWAIT;
+	e->flags = EVENT_F_RECOVERED;
+	e->ts_ns = o->close_ns;
+	e->open_ns = o->open_ns;
+	e->cgroup_id = o->closer_cgroup;
+	e->pid = o->closer_pid;
+	e->tid = o->closer_tid;
+	e->opener_pid = o->opener_pid;
+	e->role = o->role;
+	e->err = 0;
+	__builtin_memcpy(e->comm, o->closer_comm, sizeof(e->comm));
+	__builtin_memcpy(e->opener_comm, o->opener_comm, sizeof(e->opener_comm));
+	e->netns = o->netns;
+	e->family = o->family;
+	e->sport = o->sport;
+	e->dport = o->dport;
+	__builtin_memcpy(e->saddr, o->saddr, 16);
+	__builtin_memcpy(e->daddr, o->daddr, 16);
+	e->bytes_sent = o->bytes_sent;
+	e->bytes_received = o->bytes_received;
+	count_lost(RECOVERED_ENDS);
+	submit(e);
+}
+
 /* -------------------------------------------------------------------- */
 /* sock:inet_sock_set_state — the TCP state diagram, one case per edge.  */
 /* Most edges cost a compare or two; map work happens on four of them.   */
@@ -318,7 +374,7 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 		 * which happens, rarely, at saturation): its timewait entry, if
 		 * it had one, is missing. Count it, never silently. */
 		if (o->closed)
-			count_lost(LOST_ENDS);
+			recover(o);
 		o->open_ns = bpf_ktime_get_ns();
 		o->opener_pid = bpf_get_current_pid_tgid() >> 32;
 		o->role = ROLE_CLIENT;
@@ -354,12 +410,28 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 	 * and will own the TIME_WAIT. Accepted sockets, and sockets opened
 	 * before we attached, get their record here: the closer is known. */
 	if (newstate == TCP_FIN_WAIT1) {
+		/* FIN_WAIT1->FIN_WAIT1: close() after shutdown(), before the FIN
+		 * was acked. The first one closed first; nothing changes. */
+		if (oldstate == TCP_FIN_WAIT1)
+			return 0;
 		struct sock_owner *o = owner_of(sk, true);
 		if (!o)
 			return 0;
 		if (o->closed) {
-			/* Left by an earlier socket at this address (see above). */
-			count_lost(LOST_ENDS);
+			/* Either this very transition, handled a second time (by
+			 * the twin, when more nested transitions came between it
+			 * and the primary than the primary's ring remembers), or a
+			 * record left by an earlier socket at this address (see
+			 * above). The connection and the time tell them apart: a
+			 * 4-tuple is reused only after its timewait socket is at
+			 * least a second old (tcp_tw_reuse), a repeat comes within
+			 * microseconds. */
+			if (o->sport == local_port(sk) &&
+			    o->dport == bpf_ntohs(sk->__sk_common.skc_dport) &&
+			    o->family == sk->__sk_common.skc_family &&
+			    bpf_ktime_get_ns() - o->close_ns < 1000000)
+				return 0;
+			recover(o);
 			__builtin_memset(o, 0, sizeof(*o));
 		}
 		if (o->role == ROLE_UNKNOWN) {
@@ -379,6 +451,17 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 		o->closer_tid = (u32)id;
 		o->closer_cgroup = bpf_get_current_cgroup_id();
 		bpf_get_current_comm(o->closer_comm, sizeof(o->closer_comm));
+		o->close_ns = bpf_ktime_get_ns();
+		o->netns = sock_netns(sk);
+		o->family = sk->__sk_common.skc_family;
+		o->sport = local_port(sk);
+		o->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+		read_addrs(sk, o->family, o->saddr, o->daddr);
+		const struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+		if (tp) {
+			o->bytes_sent = tp->bytes_sent - tp->bytes_retrans;
+			o->bytes_received = tp->bytes_received;
+		}
 		o->closed = 1;
 		return 0;
 	}
@@ -401,7 +484,7 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 	 * an earlier socket at this address whose end was missed (above). */
 	if (o->closed && oldstate != TCP_FIN_WAIT1 && oldstate != TCP_FIN_WAIT2 &&
 	    oldstate != TCP_CLOSING)
-		count_lost(LOST_ENDS);
+		recover(o);
 	bool timewait = (oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING) &&
 			o->closed && !o->reset;
 	u32 netns = timewait ? sock_netns(sk) : 0;
@@ -414,6 +497,7 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 		goto drop;
 	}
 	e->kind = EVENT_TIMEWAIT;
+	e->flags = 0;
 	e->ts_ns = bpf_ktime_get_ns();
 	e->open_ns = o->open_ns;
 	e->cgroup_id = o->closer_cgroup;

@@ -108,6 +108,9 @@ func runWatch(cmd *cobra.Command, f *watchFlags) error {
 	if loss.Untracked > 0 {
 		fmt.Fprintf(stderr, "twtrace: %d sockets went untracked: the owner table was full (raise --max-sockets)\n", loss.Untracked)
 	}
+	if loss.Recovered > 0 {
+		fmt.Fprintf(stderr, "twtrace: reported %d timewait entries late (\"recovered\"): the kernel ran none of twtrace's programs when they happened\n", loss.Recovered)
+	}
 	if loss.Unfinished > 0 {
 		fmt.Fprintf(stderr, "twtrace: %d sockets closed without their end being seen (still closing, or missed by the kernel): up to that many timewait entries are missing\n", loss.Unfinished)
 	}

@@ -82,10 +82,19 @@ type Event struct {
 	BytesSent  uint64
 	BytesRecv  uint64
 	Errno      syscall.Errno // connect_error: EADDRNOTAVAIL, bind_error: EADDRINUSE
+	// Recovered marks a timewait entry reported late: the kernel ran none
+	// of twtrace's programs when the socket left for timewait, and the
+	// entry was found afterwards from the socket's record. Time is then
+	// when the process closed the socket (at most the entry's time);
+	// everything else is as exact as for other entries.
+	Recovered bool
 }
 
 // RecordSize is the size of struct event in bpf/twtrace.bpf.c.
 const RecordSize = 136
+
+// flagRecovered is EVENT_F_RECOVERED in struct event's flags.
+const flagRecovered = 1
 
 // ErrShortRecord means a ring-buffer record was smaller than struct event.
 var ErrShortRecord = errors.New("short event record")
@@ -127,6 +136,7 @@ func Decode(raw []byte, clock Clock, e *Event) error {
 		Sport:     le.Uint16(raw[62:]),
 		Dport:     le.Uint16(raw[64:]),
 		Role:      Role(raw[67]),
+		Recovered: le.Uint32(raw[132:])&flagRecovered != 0,
 	}
 	if openNs != 0 && ts > openNs {
 		e.Lifetime = time.Duration(ts - openNs)

@@ -71,6 +71,9 @@ func AppendJSON(dst []byte, e *Event) []byte {
 		dst = strconv.AppendUint(dst, e.BytesSent, 10)
 		dst = append(dst, `,"bytes_received":`...)
 		dst = strconv.AppendUint(dst, e.BytesRecv, 10)
+		if e.Recovered {
+			dst = append(dst, `,"recovered":true`...)
+		}
 	case KindConnectError, KindBindError:
 		dst = append(dst, `,"errno":"`...)
 		dst = appendErrno(dst, e.Errno)

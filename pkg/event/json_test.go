@@ -402,3 +402,27 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// A recovered timewait entry says so; others carry no such field.
+func TestAppendJSONRecovered(t *testing.T) {
+	var e Event
+	if err := Decode(sampleRecord(), Clock{}, &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.Recovered || strings.Contains(string(AppendJSON(nil, &e)), "recovered") {
+		t.Fatalf("plain entry: Recovered=%v, %s", e.Recovered, AppendJSON(nil, &e))
+	}
+	raw := sampleRecord()
+	raw[132] = 1
+	if err := Decode(raw, Clock{}, &e); err != nil {
+		t.Fatal(err)
+	}
+	line := string(AppendJSON(nil, &e))
+	if !e.Recovered || !strings.HasSuffix(line, `,"recovered":true}`+"\n") {
+		t.Fatalf("recovered entry: Recovered=%v, %s", e.Recovered, line)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(line), &m); err != nil || m["recovered"] != true {
+		t.Fatalf("%s: %v %v", line, m["recovered"], err)
+	}
+}

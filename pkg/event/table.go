@@ -120,6 +120,9 @@ func (t *TableWriter) Write(e *Event) error {
 		b = strconv.AppendUint(b, e.BytesSent, 10)
 		b = append(b, " rx="...)
 		b = strconv.AppendUint(b, e.BytesRecv, 10)
+		if e.Recovered {
+			b = append(b, " recovered"...)
+		}
 	case KindConnectError, KindBindError:
 		b = appendErrno(b, e.Errno)
 	}

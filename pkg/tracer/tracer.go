@@ -366,14 +366,13 @@ func (t *Tracer) Missed() (uint64, error) {
 	if primaries > rescued {
 		sum += primaries - rescued
 	}
-	// Sockets whose end every program missed, found when their address
-	// was reused by a new socket.
-	ends, err := t.lostCount(2)
-	if err != nil {
-		return 0, err
-	}
-	return sum + ends, nil
+	return sum, nil
 }
+
+// Recovered is the number of timewait entries reported late (Event.Recovered):
+// the kernel ran none of the programs at their end, and the socket's
+// record was found afterwards.
+func (t *Tracer) Recovered() (uint64, error) { return t.lostCount(2) }
 
 // Unfinished counts the sockets the owner table still holds as closed:
 // a process closed them first, but their move to CLOSE (the timewait

@@ -34,7 +34,7 @@ type twtraceEvent struct {
 	Daddr         [16]uint8
 	Comm          [16]int8
 	OpenerComm    [16]int8
-	_             [4]byte
+	Flags         uint32
 }
 
 type twtraceGuard struct {
@@ -74,18 +74,29 @@ type twtracePendingCall struct {
 }
 
 type twtraceSockOwner struct {
-	_            structs.HostLayout
-	OpenNs       uint64
-	CloserCgroup uint64
-	OpenerPid    uint32
-	CloserPid    uint32
-	CloserTid    uint32
-	Role         uint8
-	Closed       uint8
-	Reset        uint8
-	Pad          uint8
-	OpenerComm   [16]int8
-	CloserComm   [16]int8
+	_             structs.HostLayout
+	OpenNs        uint64
+	CloserCgroup  uint64
+	OpenerPid     uint32
+	CloserPid     uint32
+	CloserTid     uint32
+	Role          uint8
+	Closed        uint8
+	Reset         uint8
+	Pad           uint8
+	OpenerComm    [16]int8
+	CloserComm    [16]int8
+	CloseNs       uint64
+	BytesSent     uint64
+	BytesReceived uint64
+	Netns         uint32
+	Family        uint16
+	Sport         uint16
+	Dport         uint16
+	Pad2          uint16
+	Saddr         [16]uint8
+	Daddr         [16]uint8
+	_             [4]byte
 }
 
 // Names of all BPF objects in the ELF.

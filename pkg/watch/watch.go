@@ -43,6 +43,8 @@ type Losses struct {
 	// Untracked sockets found the owner table full: their timewait
 	// entries, if any, were not reported.
 	Untracked uint64
+	// Recovered timewait entries were reported late (not lost).
+	Recovered uint64
 	// Unfinished sockets were closed first but their end was not seen by
 	// the time tracing stopped: still closing, or missed by the kernel.
 	Unfinished uint64
@@ -72,6 +74,7 @@ func run(ctx context.Context, cfg Config, out io.Writer, loss *Losses) (lost uin
 		loss.Missed, _ = tr.Missed()
 		loss.Untracked, _ = tr.Untracked()
 		loss.Unfinished, _ = tr.Unfinished()
+		loss.Recovered, _ = tr.Recovered()
 	}()
 	if cfg.Ready != nil {
 		cfg.Ready()
