@@ -49,8 +49,8 @@ func TestSignalDetachesAndExitsZero(t *testing.T) {
 		if err != nil || !strings.HasPrefix(ready, "twtrace: tracing") {
 			t.Fatalf("ready line %q, err %v", ready, err)
 		}
-		if n := ourPrograms(t); n != 7 {
-			t.Errorf("%d twtrace programs loaded while tracing, want 7", n)
+		if n := ourPrograms(t); n != 6 {
+			t.Errorf("%d twtrace programs loaded while tracing, want 6", n)
 		}
 		cmd.Process.Signal(sig)
 		rest, _ := rd.ReadString(0)

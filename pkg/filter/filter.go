@@ -26,11 +26,16 @@ type Options struct {
 	IPv4Only bool     // --ipv4
 	IPv6Only bool     // --ipv6
 	Netns    []string // --netns: network namespace inode numbers
-	Events   string   // --events: comma-separated event kinds; "" = all
+	Events   string   // --events: comma-separated event kinds or "all"; "" = DefaultKinds
 }
 
 // allKinds has bit 1<<Kind set for every kind there is.
 const allKinds = 1<<event.KindTimewait | 1<<event.KindConnectError | 1<<event.KindBindError
+
+// DefaultKinds are the kinds reported without --events: bind_error must be
+// asked for, because catching it takes syscall tracepoints, which slow
+// every syscall on the host while attached.
+const DefaultKinds = 1<<event.KindTimewait | 1<<event.KindConnectError
 
 // maxComm is the most bytes of a comm the kernel keeps (TASK_COMM_LEN - 1).
 const maxComm = 15
@@ -75,9 +80,13 @@ func Parse(o Options) (*Filter, error) {
 	if strings.TrimSpace(o.Events) != "" {
 		for name := range strings.SplitSeq(o.Events, ",") {
 			name = strings.TrimSpace(name)
+			if name == "all" {
+				f.kinds |= allKinds
+				continue
+			}
 			k, ok := event.ParseKind(name)
 			if !ok {
-				return nil, fmt.Errorf("invalid --events %q: unknown event %q (valid: timewait, connect_error, bind_error)", o.Events, name)
+				return nil, fmt.Errorf("invalid --events %q: unknown event %q (valid: timewait, connect_error, bind_error, all)", o.Events, name)
 			}
 			f.kinds |= 1 << k
 		}
@@ -195,10 +204,11 @@ func parsePort(s string) (uint16, bool) {
 
 // KindMask returns a mask with bit 1<<Kind set for each kind of event the
 // filter wants, for the BPF programs to drop the rest before they cost a
-// ring-buffer slot. It is never 0: with no --events, every kind is set.
+// ring-buffer slot, and to attach only the hooks they need. It is never
+// 0: with no --events, it is DefaultKinds.
 func (f *Filter) KindMask() uint32 {
 	if f == nil || f.kinds == 0 {
-		return allKinds
+		return DefaultKinds
 	}
 	return f.kinds
 }
@@ -214,7 +224,9 @@ func (f *Filter) Match(e *event.Event) bool {
 	if f == nil {
 		return true
 	}
-	if f.KindMask()&(1<<e.Kind) == 0 {
+	// Kinds not asked for are not produced in the first place; without
+	// --events any kind that arrives (a caller's own tracer) passes.
+	if f.kinds != 0 && f.kinds&(1<<e.Kind) == 0 {
 		return false
 	}
 	switch f.family {

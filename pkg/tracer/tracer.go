@@ -32,6 +32,7 @@ type Options struct {
 	// size. 0 means DefaultRingBufferSize.
 	RingBufferSize int
 	// KindMask has bit 1<<Kind set for each event kind to report; 0 = all.
+	// Without the bind_error bit no syscall hook is attached at all.
 	KindMask uint32
 	// Netns restricts reports to one network namespace (inode); 0 = all.
 	Netns uint32
@@ -59,6 +60,7 @@ type Tracer struct {
 	reader *ringbuf.Reader
 	clock  event.Clock
 	poll   time.Duration
+	mask   uint32 // event kinds attached for
 
 	deadline atomic.Int64 // Unix ns of the caller's read deadline; 0 = none
 
@@ -78,7 +80,7 @@ const DefaultMaxSockets = 131072
 // ProgramNames are the names of every BPF program twtrace loads, for tools
 // that look them up in the kernel (bpftool, run-time statistics).
 var ProgramNames = []string{"tw_state", "tw_state_nest", "tw_reset", "tw_reset_nest",
-	"tw_exit_connect", "tw_enter_bind", "tw_exit_bind"}
+	"tw_enter_bind", "tw_exit_bind"}
 
 type attachment struct {
 	name string
@@ -87,18 +89,24 @@ type attachment struct {
 	grp  string // classic tracepoint group
 }
 
-// attachments lists every hook twtrace uses, in attach order.
-func (o *twtraceObjects) attachments() []attachment {
-	return []attachment{
+// attachments lists the hooks for the event kinds in mask, in attach
+// order. bind() failures need syscall tracepoints, which put every
+// syscall of every task on the kernel's slow path while attached (~5 %
+// of a syscall-heavy host): they are attached only when asked for.
+func (o *twtraceObjects) attachments(mask uint32) []attachment {
+	a := []attachment{
 		// Each primary before its nested twin: the order they run in.
 		{name: "inet_sock_set_state", prog: o.TwState, btf: true},
 		{name: "inet_sock_set_state", prog: o.TwStateNest, btf: true},
 		{name: "tcp_receive_reset", prog: o.TwReset, btf: true},
 		{name: "tcp_receive_reset", prog: o.TwResetNest, btf: true},
-		{grp: "syscalls", name: "sys_exit_connect", prog: o.TwExitConnect},
-		{grp: "syscalls", name: "sys_enter_bind", prog: o.TwEnterBind},
-		{grp: "syscalls", name: "sys_exit_bind", prog: o.TwExitBind},
 	}
+	if mask&(1<<event.KindBindError) != 0 {
+		a = append(a,
+			attachment{grp: "syscalls", name: "sys_enter_bind", prog: o.TwEnterBind},
+			attachment{grp: "syscalls", name: "sys_exit_bind", prog: o.TwExitBind})
+	}
+	return a
 }
 
 // Preflight reports the first reason twtrace cannot run here, or nil.
@@ -167,7 +175,10 @@ func New(opts Options) (*Tracer, error) {
 		}
 	}
 
-	t := &Tracer{poll: opts.PollInterval}
+	t := &Tracer{poll: opts.PollInterval, mask: opts.KindMask}
+	if t.mask == 0 {
+		t.mask = ^uint32(0)
+	}
 	if t.poll <= 0 {
 		t.poll = DefaultPollInterval
 	}
@@ -185,7 +196,7 @@ func New(opts Options) (*Tracer, error) {
 		}
 		return nil, fmt.Errorf("loading BPF programs: %w", err)
 	}
-	for _, a := range t.objs.attachments() {
+	for _, a := range t.objs.attachments(t.mask) {
 		var l link.Link
 		var err error
 		if a.btf {
@@ -288,7 +299,7 @@ func (t *Tracer) SetDeadline(d time.Time) {
 // Programs returns the loaded programs by name, for run-time statistics.
 func (t *Tracer) Programs() map[string]*ebpf.Program {
 	out := map[string]*ebpf.Program{}
-	for _, a := range t.objs.attachments() {
+	for _, a := range t.objs.attachments(t.mask) {
 		if info, err := a.prog.Info(); err == nil {
 			out[info.Name] = a.prog
 		}
@@ -345,7 +356,7 @@ func (t *Tracer) Missed() (uint64, error) {
 		return st.RecursionMisses, nil
 	}
 	var sum, primaries uint64
-	for _, p := range []*ebpf.Program{t.objs.TwExitConnect, t.objs.TwEnterBind, t.objs.TwExitBind} {
+	for _, p := range []*ebpf.Program{t.objs.TwEnterBind, t.objs.TwExitBind} {
 		n, err := misses(p)
 		if err != nil {
 			return 0, err

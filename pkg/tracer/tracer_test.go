@@ -580,6 +580,25 @@ func TestTinyRingBufferCountsLost(t *testing.T) {
 	t.Logf("received %d, lost %d", received, lost)
 }
 
+// Without bind_error no syscall hook is attached: a syscall tracepoint
+// would slow every syscall on the host.
+func TestNoSyscallHookWithoutBindErrors(t *testing.T) {
+	requireBPF(t)
+	tr, err := New(Options{KindMask: 1<<event.KindTimewait | 1<<event.KindConnectError})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	if len(tr.links) != 4 {
+		t.Fatalf("%d hooks attached, want the 4 BTF tracepoint programs", len(tr.links))
+	}
+	for _, a := range tr.objs.attachments(tr.mask) {
+		if !a.btf {
+			t.Errorf("attached %s, a syscall tracepoint", a.name)
+		}
+	}
+}
+
 // Close leaves no program of ours loaded.
 func TestCloseUnloadsEverything(t *testing.T) {
 	requireBPF(t)
@@ -588,15 +607,15 @@ func TestCloseUnloadsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	names := map[string]bool{}
-	for _, a := range tr.objs.attachments() {
+	for _, a := range tr.objs.attachments(tr.mask) {
 		info, err := a.prog.Info()
 		if err != nil {
 			t.Fatal(err)
 		}
 		names[info.Name] = true
 	}
-	if len(names) != 7 {
-		t.Fatalf("attached %d distinct programs, want 7", len(names))
+	if len(names) != 6 {
+		t.Fatalf("attached %d distinct programs, want 6", len(names))
 	}
 	if err := tr.Close(); err != nil {
 		t.Fatal(err)

@@ -103,23 +103,22 @@ type twtraceSockOwner struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	twtraceMapEvents         = "events"
-	twtraceMapGuards         = "guards"
-	twtraceMapListeners      = "listeners"
-	twtraceMapLost           = "lost"
-	twtraceMapOwners         = "owners"
-	twtraceMapPending        = "pending"
-	twtraceProgTwEnterBind   = "tw_enter_bind"
-	twtraceProgTwExitBind    = "tw_exit_bind"
-	twtraceProgTwExitConnect = "tw_exit_connect"
-	twtraceProgTwReset       = "tw_reset"
-	twtraceProgTwResetNest   = "tw_reset_nest"
-	twtraceProgTwState       = "tw_state"
-	twtraceProgTwStateNest   = "tw_state_nest"
-	twtraceVarEventsMask     = "events_mask"
-	twtraceVarTargetNetns    = "target_netns"
-	twtraceVarUnusedEvent    = "unused_event"
-	twtraceVarWakeupBytes    = "wakeup_bytes"
+	twtraceMapEvents       = "events"
+	twtraceMapGuards       = "guards"
+	twtraceMapListeners    = "listeners"
+	twtraceMapLost         = "lost"
+	twtraceMapOwners       = "owners"
+	twtraceMapPending      = "pending"
+	twtraceProgTwEnterBind = "tw_enter_bind"
+	twtraceProgTwExitBind  = "tw_exit_bind"
+	twtraceProgTwReset     = "tw_reset"
+	twtraceProgTwResetNest = "tw_reset_nest"
+	twtraceProgTwState     = "tw_state"
+	twtraceProgTwStateNest = "tw_state_nest"
+	twtraceVarEventsMask   = "events_mask"
+	twtraceVarTargetNetns  = "target_netns"
+	twtraceVarUnusedEvent  = "unused_event"
+	twtraceVarWakeupBytes  = "wakeup_bytes"
 )
 
 // loadTwtrace returns the embedded CollectionSpec for twtrace.
@@ -164,13 +163,12 @@ type twtraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type twtraceProgramSpecs struct {
-	TwEnterBind   *ebpf.ProgramSpec `ebpf:"tw_enter_bind"`
-	TwExitBind    *ebpf.ProgramSpec `ebpf:"tw_exit_bind"`
-	TwExitConnect *ebpf.ProgramSpec `ebpf:"tw_exit_connect"`
-	TwReset       *ebpf.ProgramSpec `ebpf:"tw_reset"`
-	TwResetNest   *ebpf.ProgramSpec `ebpf:"tw_reset_nest"`
-	TwState       *ebpf.ProgramSpec `ebpf:"tw_state"`
-	TwStateNest   *ebpf.ProgramSpec `ebpf:"tw_state_nest"`
+	TwEnterBind *ebpf.ProgramSpec `ebpf:"tw_enter_bind"`
+	TwExitBind  *ebpf.ProgramSpec `ebpf:"tw_exit_bind"`
+	TwReset     *ebpf.ProgramSpec `ebpf:"tw_reset"`
+	TwResetNest *ebpf.ProgramSpec `ebpf:"tw_reset_nest"`
+	TwState     *ebpf.ProgramSpec `ebpf:"tw_state"`
+	TwStateNest *ebpf.ProgramSpec `ebpf:"tw_state_nest"`
 }
 
 // twtraceMapSpecs contains maps before they are loaded into the kernel.
@@ -248,20 +246,18 @@ type twtraceVariables struct {
 //
 // It can be passed to loadTwtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type twtracePrograms struct {
-	TwEnterBind   *ebpf.Program `ebpf:"tw_enter_bind"`
-	TwExitBind    *ebpf.Program `ebpf:"tw_exit_bind"`
-	TwExitConnect *ebpf.Program `ebpf:"tw_exit_connect"`
-	TwReset       *ebpf.Program `ebpf:"tw_reset"`
-	TwResetNest   *ebpf.Program `ebpf:"tw_reset_nest"`
-	TwState       *ebpf.Program `ebpf:"tw_state"`
-	TwStateNest   *ebpf.Program `ebpf:"tw_state_nest"`
+	TwEnterBind *ebpf.Program `ebpf:"tw_enter_bind"`
+	TwExitBind  *ebpf.Program `ebpf:"tw_exit_bind"`
+	TwReset     *ebpf.Program `ebpf:"tw_reset"`
+	TwResetNest *ebpf.Program `ebpf:"tw_reset_nest"`
+	TwState     *ebpf.Program `ebpf:"tw_state"`
+	TwStateNest *ebpf.Program `ebpf:"tw_state_nest"`
 }
 
 func (p *twtracePrograms) Close() error {
 	return _TwtraceClose(
 		p.TwEnterBind,
 		p.TwExitBind,
-		p.TwExitConnect,
 		p.TwReset,
 		p.TwResetNest,
 		p.TwState,
