@@ -129,11 +129,9 @@ struct pending_call {
 	u32 netns;
 	u16 family;
 	u16 port;   /* requested port (host order) */
-	u16 sport;
 	u8 kind;
-	u8 pad;
+	u8 pad[7];
 	u8 addr[16];  /* requested address */
-	u8 saddr[16];
 };
 
 /* Global configuration, set by userspace before load. */

@@ -65,12 +65,9 @@ type twtracePendingCall struct {
 	Netns  uint32
 	Family uint16
 	Port   uint16
-	Sport  uint16
 	Kind   uint8
-	Pad    uint8
+	Pad    [7]uint8
 	Addr   [16]uint8
-	Saddr  [16]uint8
-	_      [4]byte
 }
 
 type twtraceSockOwner struct {
