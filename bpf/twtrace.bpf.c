@@ -324,6 +324,22 @@ static __always_inline void failed_connect(const struct sock *sk)
 	submit(e);
 }
 
+/* The part of a timewait event that comes from the socket's record: who
+ * opened the connection, who closed it first (and so owns the TIME_WAIT). */
+static __always_inline void timewait_owner(struct event *e, const struct sock_owner *o)
+{
+	e->kind = EVENT_TIMEWAIT;
+	e->err = 0;
+	e->open_ns = o->open_ns;
+	e->cgroup_id = o->closer_cgroup;
+	e->pid = o->closer_pid;
+	e->tid = o->closer_tid;
+	e->opener_pid = o->opener_pid;
+	e->role = o->role;
+	__builtin_memcpy(e->comm, o->closer_comm, sizeof(e->comm));
+	__builtin_memcpy(e->opener_comm, o->opener_comm, sizeof(e->opener_comm));
+}
+
 /* o is the record of an earlier socket at this address that a process
  * closed first, and whose move to CLOSE no program saw (every program on
  * the tracepoint was skipped by the kernel's recursion guard, which
@@ -338,18 +354,9 @@ static __always_inline void recover(const struct sock_owner *o)
 		count_lost(LOST_RECORDS);
 		return;
 	}
-	e->kind = EVENT_TIMEWAIT;
 	e->flags = EVENT_F_RECOVERED;
 	e->ts_ns = o->close_ns;
-	e->open_ns = o->open_ns;
-	e->cgroup_id = o->closer_cgroup;
-	e->pid = o->closer_pid;
-	e->tid = o->closer_tid;
-	e->opener_pid = o->opener_pid;
-	e->role = o->role;
-	e->err = 0;
-	__builtin_memcpy(e->comm, o->closer_comm, sizeof(e->comm));
-	__builtin_memcpy(e->opener_comm, o->opener_comm, sizeof(e->opener_comm));
+	timewait_owner(e, o);
 	e->netns = o->netns;
 	e->family = o->family;
 	e->sport = o->sport;
@@ -509,18 +516,9 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 		count_lost(LOST_RECORDS);
 		goto drop;
 	}
-	e->kind = EVENT_TIMEWAIT;
 	e->flags = 0;
 	e->ts_ns = bpf_ktime_get_ns();
-	e->open_ns = o->open_ns;
-	e->cgroup_id = o->closer_cgroup;
-	e->pid = o->closer_pid;
-	e->tid = o->closer_tid;
-	e->opener_pid = o->opener_pid;
-	e->role = o->role;
-	e->err = 0;
-	__builtin_memcpy(e->comm, o->closer_comm, sizeof(e->comm));
-	__builtin_memcpy(e->opener_comm, o->opener_comm, sizeof(e->opener_comm));
+	timewait_owner(e, o);
 	e->netns = netns;
 	e->family = sk->__sk_common.skc_family;
 	/* inet_sport, not skc_num: inet_put_port() has already zeroed the
