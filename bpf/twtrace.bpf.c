@@ -81,6 +81,19 @@ struct event {
 /* Keeps struct event in BTF so bpf2go can generate its Go twin. */
 const struct event *unused_event __attribute__((unused));
 
+/* Connection attempts per process and destination, counted in the kernel
+ * (no record leaves it) when count_connects is set: what `twtrace top`
+ * shows as new connections per second. */
+struct connect_key {
+	u32 netns;
+	u32 pid;
+	char comm[TASK_COMM_LEN];
+	u8 daddr[16];
+	u16 dport;    /* host order */
+	u16 family;
+};
+const struct connect_key *unused_connect_key __attribute__((unused));
+
 /* Who opened a socket and who closed it first, carried forward to the
  * softirq where the socket finally leaves for a timewait socket. */
 struct sock_owner {
@@ -141,6 +154,8 @@ volatile const u32 target_netns = 0;
 /* Wake the reader only once this many bytes wait in the ring buffer; below
  * it, userspace polls on a timer (DESIGN: a wake-up costs microseconds). */
 volatile const u64 wakeup_bytes = 1 << 20;
+/* Count connect() attempts per process and destination (map connects). */
+volatile const u32 count_connects = 0;
 
 /* timewait/connect_error/bind_error records for userspace; size set by the loader. */
 struct {
@@ -150,14 +165,16 @@ struct {
 
 /* What could not be recorded, never lost silently: [LOST_RECORDS] records
  * that did not fit in the ring buffer, [LOST_OWNERS] sockets the owner
- * table had no room for; and [RECOVERED_ENDS] timewait entries reported
- * late, because no program saw their end (see recover()). */
+ * table had no room for, [LOST_CONNECTS] connection attempts the connects
+ * table had no room to count; and [RECOVERED_ENDS] timewait entries
+ * reported late, because no program saw their end (see recover()). */
 #define LOST_RECORDS 0
 #define LOST_OWNERS 1
 #define RECOVERED_ENDS 2
+#define LOST_CONNECTS 3
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 3);
+	__uint(max_entries, 4);
 	__type(key, u32);
 	__type(value, u64);
 } lost SEC(".maps");
@@ -182,6 +199,16 @@ struct {
 	__type(key, struct listen_key);
 	__type(value, struct listener);
 } listeners SEC(".maps");
+
+/* connect_key -> attempts, per CPU: no atomic operation, no shared cache
+ * line. Userspace sums the CPUs and deletes the keys of processes that
+ * have exited (they cannot count any more). Sized by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct connect_key);
+	__type(value, u64);
+} connects SEC(".maps");
 
 /* Thread id -> its bind() in flight. */
 struct {
@@ -274,6 +301,46 @@ static __always_inline void read_addrs(const struct sock *sk, u16 family, u8 *sa
 		__builtin_memcpy(saddr, &s4, 4);
 		__builtin_memcpy(daddr, &d4, 4);
 	}
+}
+
+/* One connection attempt toward the destination connect() has just set on
+ * sk, by the opener recorded in o (or current, when the owner table had no
+ * room: we run inside connect()). */
+static __always_inline void count_connect(const struct sock *sk, const struct sock_owner *o)
+{
+	struct connect_key k;
+	__builtin_memset(&k, 0, sizeof(k));
+	u16 family = sk->__sk_common.skc_family;
+	k.netns = sock_netns(sk);
+	if (o) {
+		k.pid = o->opener_pid;
+		__builtin_memcpy(k.comm, o->opener_comm, sizeof(k.comm));
+	} else {
+		k.pid = bpf_get_current_pid_tgid() >> 32;
+		bpf_get_current_comm(k.comm, sizeof(k.comm));
+	}
+	k.dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	k.family = family;
+	if (family == AF_INET6) {
+		__builtin_memcpy(k.daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
+	} else {
+		__be32 d4 = sk->__sk_common.skc_daddr;
+		__builtin_memcpy(k.daddr, &d4, 4);
+	}
+	u64 *n = bpf_map_lookup_elem(&connects, &k);
+	if (n) {
+		(*n)++;
+		return;
+	}
+	u64 one = 1;
+	if (bpf_map_update_elem(&connects, &k, &one, BPF_NOEXIST) == 0)
+		return;
+	/* Another CPU made the key just now: count on ours. */
+	n = bpf_map_lookup_elem(&connects, &k);
+	if (n)
+		(*n)++;
+	else
+		count_lost(LOST_CONNECTS);
 }
 
 /* SYN_SENT->CLOSE while the socket is still SS_UNCONNECTED happens only
@@ -386,8 +453,11 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 	 * The source port is not chosen yet; we only need who and when. */
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
 		struct sock_owner *o = owner_of(sk, true);
-		if (!o)
+		if (!o) {
+			if (count_connects)
+				count_connect(sk, NULL);
 			return 0;
+		}
 		/* A record marked closed belongs to an earlier socket at this
 		 * address whose move to CLOSE no program saw (every program on
 		 * the tracepoint was skipped by the kernel's recursion guard,
@@ -401,6 +471,8 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 		o->closed = 0;
 		o->reset = 0;
 		bpf_get_current_comm(o->opener_comm, sizeof(o->opener_comm));
+		if (count_connects)
+			count_connect(sk, o);
 		return 0;
 	}
 

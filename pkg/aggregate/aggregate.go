@@ -104,6 +104,9 @@ func KeyOf(e *event.Event) Key {
 
 // Counts are a row's counters.
 type Counts struct {
+	// Connects counts connect() attempts (AddConnects): not events, the
+	// kernel counts them and twtrace reads the sums.
+	Connects      uint64
 	Timewait      uint64
 	ConnectErrors uint64
 	BindErrors    uint64
@@ -119,6 +122,7 @@ type Counts struct {
 func (c *Counts) Events() uint64 { return c.Timewait + c.ConnectErrors + c.BindErrors }
 
 func (c *Counts) add(o *Counts) {
+	c.Connects += o.Connects
 	c.Timewait += o.Timewait
 	c.ConnectErrors += o.ConnectErrors
 	c.BindErrors += o.BindErrors
@@ -130,6 +134,7 @@ func (c *Counts) add(o *Counts) {
 }
 
 func (c *Counts) sub(o *Counts) {
+	c.Connects -= o.Connects
 	c.Timewait -= o.Timewait
 	c.ConnectErrors -= o.ConnectErrors
 	c.BindErrors -= o.BindErrors
@@ -142,7 +147,7 @@ func (c *Counts) sub(o *Counts) {
 
 // covers reports whether every counter of c is at least o's.
 func (c *Counts) covers(o *Counts) bool {
-	return c.Timewait >= o.Timewait && c.ConnectErrors >= o.ConnectErrors &&
+	return c.Connects >= o.Connects && c.Timewait >= o.Timewait && c.ConnectErrors >= o.ConnectErrors &&
 		c.BindErrors >= o.BindErrors && c.Roles[0] >= o.Roles[0] &&
 		c.Roles[1] >= o.Roles[1] && c.Roles[2] >= o.Roles[2] &&
 		c.BytesSent >= o.BytesSent && c.BytesRecv >= o.BytesRecv
@@ -215,6 +220,8 @@ func (r *Row) add(e *event.Event) {
 
 // merge adds o into r: counters, histograms and the time span.
 func (r *Row) merge(o *Row) {
+	r.Connects += o.Connects
+	r.Recent.Connects += o.Recent.Connects
 	if o.Events() == 0 {
 		return
 	}
@@ -228,8 +235,10 @@ func (r *Row) merge(o *Row) {
 			r.Last = o.Last
 		}
 	}
+	connects, recent := r.Connects, r.Recent.Connects
 	r.Counts.add(&o.Counts)
 	r.Recent.add(&o.Recent)
+	r.Connects, r.Recent.Connects = connects, recent // added above
 	r.Lifetime.Merge(&o.Lifetime)
 	r.Bytes.Merge(&o.Bytes)
 }
@@ -273,6 +282,22 @@ func (t *Table) Add(e *event.Event) {
 		r = t.insert(&k)
 	}
 	r.add(e)
+	t.mu.Unlock()
+}
+
+// AddConnects adds n connect() attempts to k's row (the kernel counts
+// them; see tracer.Tracer.ReadConnects). k must be a client key: Server
+// false, PID set. It does not allocate unless k is new.
+func (t *Table) AddConnects(k Key, n uint64) {
+	if n == 0 {
+		return
+	}
+	t.mu.Lock()
+	r := t.index[k]
+	if r == nil {
+		r = t.insert(&k)
+	}
+	r.Connects += n
 	t.mu.Unlock()
 }
 

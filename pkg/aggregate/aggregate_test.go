@@ -524,3 +524,47 @@ func TestConcurrentAddAndSnapshot(t *testing.T) {
 		t.Fatalf("%d timewaits, want %d", tot.Timewait, writers*each)
 	}
 }
+
+// Connection attempts counted by the kernel join the rows of the same key,
+// survive Delta, the destination roll-up, Top and the Other fold.
+func TestAddConnects(t *testing.T) {
+	tb := New(2)
+	tb.now = func() time.Time { return t0 }
+	a, b, c := key(10, "curl", "10.0.0.9:80"), key(11, "pool", "10.0.0.9:80"), key(12, "late", "10.0.0.9:443")
+	e := timewait(10, "curl", "10.0.0.9:80", event.RoleClient, 0)
+	tb.Add(&e)
+	tb.AddConnects(a, 5)
+	tb.AddConnects(b, 2)
+	tb.AddConnects(c, 7) // no room: the Other row
+	tb.AddConnects(a, 0)
+	prev := tb.Snapshot()
+	if len(prev.Rows) != 3 || !prev.Rows[2].Other || prev.Rows[2].Connects != 7 {
+		t.Fatalf("rows = %+v, want a, b and an Other row with 7 connects", prev.Rows)
+	}
+	if got := find(t, prev.Rows, a); got.Connects != 5 || got.Timewait != 1 {
+		t.Fatalf("row a = %+v, want 5 connects and 1 timewait", got.Counts)
+	}
+	tb.now = func() time.Time { return t0.Add(2 * time.Second) }
+	tb.AddConnects(a, 4)
+	s := tb.Snapshot()
+	if err := s.Delta(&prev); err != nil {
+		t.Fatal(err)
+	}
+	if got := find(t, s.Rows, a); got.Recent.Connects != 4 || s.PerSecond(got.Recent.Connects) != 2 {
+		t.Fatalf("row a recent = %d connects, want 4 (2/s)", got.Recent.Connects)
+	}
+	d := s.ByDestination()
+	if d.Rows[0].Connects != 11 || d.Rows[0].Recent.Connects != 4 || d.Rows[0].Timewait != 1 {
+		t.Fatalf("destination row = %+v, want 11 connects (4 recent), 1 timewait", d.Rows[0].Counts)
+	}
+	top := s.Top(1, ByConnects)
+	if len(top) != 2 || top[0].Key != a || !top[1].Other || top[1].Connects != 9 || top[1].Merged != 1 {
+		t.Fatalf("top 1 by connects = %+v", top)
+	}
+	if tot := s.Total(); tot.Connects != 18 || tot.Timewait != 1 {
+		t.Fatalf("total = %+v, want 18 connects, 1 timewait", tot.Counts)
+	}
+	if k, ok := ParseSortKey("connects_rate"); !ok || k != ByConnectsRate {
+		t.Fatalf("ParseSortKey(connects_rate) = %v, %v", k, ok)
+	}
+}

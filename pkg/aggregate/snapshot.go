@@ -42,7 +42,7 @@ func (t *Table) SnapshotTo(s *Snapshot) {
 		rows = append(rows, *r)
 	}
 	overflowed := t.other.Events()
-	if overflowed > 0 {
+	if overflowed > 0 || t.other.Connects > 0 {
 		rows = append(rows, t.other)
 	}
 	now := t.now()
@@ -157,11 +157,13 @@ const (
 	ByBindErrors                   // bind() EADDRINUSE failures
 	ByEvents                       // events of all kinds
 	ByBytes                        // bytes sent and received
+	ByConnects                     // connect() attempts
 	ByTimewaitRate
 	ByConnectErrorsRate
 	ByBindErrorsRate
 	ByEventsRate
 	ByBytesRate
+	ByConnectsRate
 )
 
 var sortKeyNames = [...]string{
@@ -170,11 +172,13 @@ var sortKeyNames = [...]string{
 	ByBindErrors:        "bind_errors",
 	ByEvents:            "events",
 	ByBytes:             "bytes",
+	ByConnects:          "connects",
 	ByTimewaitRate:      "timewait_rate",
 	ByConnectErrorsRate: "connect_errors_rate",
 	ByBindErrorsRate:    "bind_errors_rate",
 	ByEventsRate:        "events_rate",
 	ByBytesRate:         "bytes_rate",
+	ByConnectsRate:      "connects_rate",
 }
 
 func (k SortKey) String() string {
@@ -209,6 +213,8 @@ func (c *Counts) value(by SortKey) uint64 {
 		return c.Events()
 	case ByBytes:
 		return c.BytesSent + c.BytesRecv
+	case ByConnects:
+		return c.Connects
 	}
 	return 0
 }

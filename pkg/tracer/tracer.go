@@ -6,6 +6,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -43,7 +44,18 @@ type Options struct {
 	// MaxSockets sizes the kernel's table of socket owners; 0 means
 	// DefaultMaxSockets. Sockets beyond it are counted (Untracked).
 	MaxSockets int
+	// CountConnects makes the kernel count connect() attempts per process
+	// and destination (read with ReadConnects), in a table of
+	// MaxConnectKeys keys (0 means DefaultMaxConnectKeys).
+	CountConnects  bool
+	MaxConnectKeys int
 }
+
+// DefaultMaxConnectKeys is how many (process, destination) pairs the
+// kernel counts connect() attempts for at once. Keys of exited processes
+// are removed by ReadConnects; attempts with no room are counted
+// (UncountedConnects).
+const DefaultMaxConnectKeys = 16384
 
 // Errors a caller can tell apart (with errors.Is) to explain what is missing.
 var (
@@ -63,6 +75,10 @@ type Tracer struct {
 	mask   uint32 // event kinds attached for
 
 	deadline atomic.Int64 // Unix ns of the caller's read deadline; 0 = none
+
+	connMu   sync.Mutex
+	connSeen map[twtraceConnectKey]uint64 // connect counts already reported
+	connVals []uint64
 
 	closeOnce sync.Once
 }
@@ -169,13 +185,27 @@ func New(opts Options) (*Tracer, error) {
 			return nil, fmt.Errorf("setting event mask: %w", err)
 		}
 	}
+	spec.Maps["connects"].MaxEntries = 1 // unused: as small as it gets
+	if opts.CountConnects {
+		n := opts.MaxConnectKeys
+		if n == 0 {
+			n = DefaultMaxConnectKeys
+		}
+		if n < 0 || n > 1<<20 {
+			return nil, fmt.Errorf("max connect keys %d: must be between 1 and %d", n, 1<<20)
+		}
+		spec.Maps["connects"].MaxEntries = uint32(n)
+		if err := spec.Variables["count_connects"].Set(uint32(1)); err != nil {
+			return nil, fmt.Errorf("enabling connect counts: %w", err)
+		}
+	}
 	if opts.Netns != 0 {
 		if err := spec.Variables["target_netns"].Set(opts.Netns); err != nil {
 			return nil, fmt.Errorf("setting netns filter: %w", err)
 		}
 	}
 
-	t := &Tracer{poll: opts.PollInterval, mask: opts.KindMask}
+	t := &Tracer{poll: opts.PollInterval, mask: opts.KindMask, connSeen: map[twtraceConnectKey]uint64{}}
 	if t.mask == 0 {
 		t.mask = ^uint32(0)
 	}
@@ -405,6 +435,94 @@ func (t *Tracer) Unfinished() (uint64, error) {
 	}
 	return n, nil
 }
+
+// UncountedConnects is the number of connect() attempts the kernel could
+// not count because its table (Options.MaxConnectKeys) was full.
+func (t *Tracer) UncountedConnects() (uint64, error) { return t.lostCount(3) }
+
+// ConnectCount is a number of connect() attempts by one process toward
+// one destination.
+type ConnectCount struct {
+	Netns uint32
+	PID   uint32
+	Comm  [16]byte // NUL-padded, chosen by the process: escape it
+	IPv6  bool     // family; v4-mapped destinations are reported as IPv4
+	Daddr netip.Addr
+	Dport uint16
+	N     uint64
+}
+
+// ReadConnects calls fn, for each process and destination, with the
+// connect() attempts counted since the previous call (all of them on the
+// first call); needs Options.CountConnects. The counted cover every
+// attempt that set SYN_SENT: successful, refused and failed ones alike.
+// Keys of processes that have exited are deleted from the kernel's table
+// once their final count is read, so it holds live processes only. The
+// *ConnectCount is reused between calls.
+func (t *Tracer) ReadConnects(fn func(*ConnectCount)) error {
+	t.connMu.Lock()
+	defer t.connMu.Unlock()
+	var (
+		k    twtraceConnectKey
+		c    ConnectCount
+		idle []twtraceConnectKey
+	)
+	report := func(k *twtraceConnectKey, total uint64) {
+		seen := t.connSeen[*k]
+		if total <= seen {
+			return
+		}
+		t.connSeen[*k] = total
+		c = ConnectCount{Netns: k.Netns, PID: k.Pid, Dport: k.Dport, N: total - seen}
+		for i, b := range k.Comm {
+			c.Comm[i] = byte(b)
+		}
+		if k.Family == afInet6 {
+			c.Daddr = netip.AddrFrom16(k.Daddr).Unmap()
+			c.IPv6 = !c.Daddr.Is4()
+		} else {
+			c.Daddr = netip.AddrFrom4([4]byte(k.Daddr[:4]))
+		}
+		fn(&c)
+	}
+	sum := func() (n uint64) {
+		for _, v := range t.connVals {
+			n += v
+		}
+		return n
+	}
+	it := t.objs.Connects.Iterate()
+	for it.Next(&k, &t.connVals) {
+		total := sum()
+		if total == t.connSeen[k] {
+			idle = append(idle, k)
+		}
+		report(&k, total)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("reading connect counts: %w", err)
+	}
+	// A process that has exited counts no more: read its final count and
+	// free its key. (Nothing can race with the delete: only the process
+	// itself adds to its key.)
+	for i := range idle {
+		k := &idle[i]
+		if err := unix.Kill(int(k.Pid), 0); !errors.Is(err, unix.ESRCH) {
+			continue
+		}
+		if err := t.objs.Connects.Lookup(k, &t.connVals); err != nil {
+			continue // gone already
+		}
+		report(k, sum())
+		if err := t.objs.Connects.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("deleting a connect count: %w", err)
+		}
+		delete(t.connSeen, *k)
+	}
+	return nil
+}
+
+const afInet6 = 10
 
 // Rescued is the number of transitions handled by a nested twin because
 // the kernel skipped the primary program (a softirq interrupted it).

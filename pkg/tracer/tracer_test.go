@@ -626,3 +626,77 @@ func TestCloseUnloadsEverything(t *testing.T) {
 		t.Fatalf("%d twtrace programs still loaded after Close", testnet.CountPrograms(names))
 	}
 }
+
+// Connection attempts are counted per process and destination, exactly:
+// made, refused and failed alike; v4-mapped destinations count as IPv4;
+// the key of a process that exited is freed once its count is read.
+func TestConnectCounts(t *testing.T) {
+	requireBPF(t)
+	ns := testnet.New(t)
+	// Listeners first: their ports come from the default range.
+	a := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
+	b := testnet.StartServer(t, ns, "::1", testnet.ServerReadEOF)
+	// An even number of ports: with an odd one, each connect() considers
+	// all but one of them (the kernel rounds the count down to even).
+	ns.Sysctl(t, "ipv4/ip_local_port_range", "41000 41005")
+	ns.Sysctl(t, "ipv4/tcp_tw_reuse", "0")
+	tr, err := New(Options{Netns: ns.Inode, CountConnects: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+
+	type key struct {
+		pid  uint32
+		dest netip.AddrPort
+		ipv6 bool
+	}
+	got := map[key]uint64{}
+	read := func() {
+		t.Helper()
+		if err := tr.ReadConnects(func(c *ConnectCount) {
+			if c.Netns != ns.Inode || string(c.Comm[:len(testnet.ClientComm)]) != testnet.ClientComm {
+				t.Errorf("connect count of netns %d comm %q", c.Netns, c.Comm)
+			}
+			got[key{c.PID, netip.AddrPortFrom(c.Daddr, c.Dport), c.IPv6}] += c.N
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 8 attempts toward a: 6 ports, then 2 EADDRNOTAVAIL (timewait holds them).
+	c1 := testnet.StartClient(t, ns, testnet.ClientSpec{Dest: a.Dest(true), N: 8})
+	read()
+	c2 := testnet.StartClient(t, ns, testnet.ClientSpec{Dest: b.Dest(false), N: 3})
+	read()
+	if len(c1.Ports) != 6 || c1.Failures != 2 || len(c2.Ports) != 3 {
+		t.Fatalf("clients made %d+%d connections with %d failures, want 6+3 and 2", len(c1.Ports), len(c2.Ports), c1.Failures)
+	}
+	want := map[key]uint64{
+		{uint32(c1.PID), a.Addr, false}: 8,
+		{uint32(c2.PID), b.Addr, true}:  3,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("counts = %v, want %v", got, want)
+	}
+	for k, n := range want {
+		if got[k] != n {
+			t.Errorf("counts = %v, want %v", got, want)
+		}
+	}
+	// Both clients have exited: their keys are gone, and no count is
+	// reported twice.
+	read()
+	var k twtraceConnectKey
+	var v []uint64
+	if it := tr.objs.Connects.Iterate(); it.Next(&k, &v) {
+		t.Errorf("key of pid %d still in the kernel's table", k.Pid)
+	}
+	for k, n := range want {
+		if got[k] != n {
+			t.Errorf("after a re-read counts = %v, want %v", got, want)
+		}
+	}
+	if n, err := tr.UncountedConnects(); err != nil || n != 0 {
+		t.Errorf("UncountedConnects = %d, %v; want 0", n, err)
+	}
+}

@@ -13,6 +13,16 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type twtraceConnectKey struct {
+	_      structs.HostLayout
+	Netns  uint32
+	Pid    uint32
+	Comm   [16]int8
+	Daddr  [16]uint8
+	Dport  uint16
+	Family uint16
+}
+
 type twtraceEvent struct {
 	_             structs.HostLayout
 	TsNs          uint64
@@ -100,22 +110,25 @@ type twtraceSockOwner struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	twtraceMapEvents       = "events"
-	twtraceMapGuards       = "guards"
-	twtraceMapListeners    = "listeners"
-	twtraceMapLost         = "lost"
-	twtraceMapOwners       = "owners"
-	twtraceMapPending      = "pending"
-	twtraceProgTwEnterBind = "tw_enter_bind"
-	twtraceProgTwExitBind  = "tw_exit_bind"
-	twtraceProgTwReset     = "tw_reset"
-	twtraceProgTwResetNest = "tw_reset_nest"
-	twtraceProgTwState     = "tw_state"
-	twtraceProgTwStateNest = "tw_state_nest"
-	twtraceVarEventsMask   = "events_mask"
-	twtraceVarTargetNetns  = "target_netns"
-	twtraceVarUnusedEvent  = "unused_event"
-	twtraceVarWakeupBytes  = "wakeup_bytes"
+	twtraceMapConnects         = "connects"
+	twtraceMapEvents           = "events"
+	twtraceMapGuards           = "guards"
+	twtraceMapListeners        = "listeners"
+	twtraceMapLost             = "lost"
+	twtraceMapOwners           = "owners"
+	twtraceMapPending          = "pending"
+	twtraceProgTwEnterBind     = "tw_enter_bind"
+	twtraceProgTwExitBind      = "tw_exit_bind"
+	twtraceProgTwReset         = "tw_reset"
+	twtraceProgTwResetNest     = "tw_reset_nest"
+	twtraceProgTwState         = "tw_state"
+	twtraceProgTwStateNest     = "tw_state_nest"
+	twtraceVarCountConnects    = "count_connects"
+	twtraceVarEventsMask       = "events_mask"
+	twtraceVarTargetNetns      = "target_netns"
+	twtraceVarUnusedConnectKey = "unused_connect_key"
+	twtraceVarUnusedEvent      = "unused_event"
+	twtraceVarWakeupBytes      = "wakeup_bytes"
 )
 
 // loadTwtrace returns the embedded CollectionSpec for twtrace.
@@ -172,6 +185,7 @@ type twtraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type twtraceMapSpecs struct {
+	Connects  *ebpf.MapSpec `ebpf:"connects"`
 	Events    *ebpf.MapSpec `ebpf:"events"`
 	Guards    *ebpf.MapSpec `ebpf:"guards"`
 	Listeners *ebpf.MapSpec `ebpf:"listeners"`
@@ -184,10 +198,12 @@ type twtraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type twtraceVariableSpecs struct {
-	EventsMask  *ebpf.VariableSpec `ebpf:"events_mask"`
-	TargetNetns *ebpf.VariableSpec `ebpf:"target_netns"`
-	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
-	WakeupBytes *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	CountConnects    *ebpf.VariableSpec `ebpf:"count_connects"`
+	EventsMask       *ebpf.VariableSpec `ebpf:"events_mask"`
+	TargetNetns      *ebpf.VariableSpec `ebpf:"target_netns"`
+	UnusedConnectKey *ebpf.VariableSpec `ebpf:"unused_connect_key"`
+	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
+	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // twtraceObjects contains all objects after they have been loaded into the kernel.
@@ -210,6 +226,7 @@ func (o *twtraceObjects) Close() error {
 //
 // It can be passed to loadTwtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type twtraceMaps struct {
+	Connects  *ebpf.Map `ebpf:"connects"`
 	Events    *ebpf.Map `ebpf:"events"`
 	Guards    *ebpf.Map `ebpf:"guards"`
 	Listeners *ebpf.Map `ebpf:"listeners"`
@@ -220,6 +237,7 @@ type twtraceMaps struct {
 
 func (m *twtraceMaps) Close() error {
 	return _TwtraceClose(
+		m.Connects,
 		m.Events,
 		m.Guards,
 		m.Listeners,
@@ -233,10 +251,12 @@ func (m *twtraceMaps) Close() error {
 //
 // It can be passed to loadTwtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type twtraceVariables struct {
-	EventsMask  *ebpf.Variable `ebpf:"events_mask"`
-	TargetNetns *ebpf.Variable `ebpf:"target_netns"`
-	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
-	WakeupBytes *ebpf.Variable `ebpf:"wakeup_bytes"`
+	CountConnects    *ebpf.Variable `ebpf:"count_connects"`
+	EventsMask       *ebpf.Variable `ebpf:"events_mask"`
+	TargetNetns      *ebpf.Variable `ebpf:"target_netns"`
+	UnusedConnectKey *ebpf.Variable `ebpf:"unused_connect_key"`
+	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
+	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // twtracePrograms contains all programs after they have been loaded into the kernel.
