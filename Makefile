@@ -21,10 +21,11 @@ build:
 generate: deps
 	cd pkg/tracer && PATH="/usr/lib/llvm-14/bin:$$PATH" $(GO) generate ./...
 	cd test/bench && PATH="/usr/lib/llvm-14/bin:$$PATH" $(GO) generate ./...
+	cd pkg/inventory && PATH="/usr/lib/llvm-14/bin:$$PATH" $(GO) generate ./...
 
 # CI: the committed objects must be what the C sources compile to.
 check-generated: generate
-	@git diff --exit-code -- pkg/tracer test/bench || { echo "committed BPF objects are stale: run 'make generate' and commit" >&2; exit 1; }
+	@git diff --exit-code -- pkg/tracer test/bench pkg/inventory || { echo "committed BPF objects are stale: run 'make generate' and commit" >&2; exit 1; }
 
 # Installs the C toolchain when it is missing (root and apt-get), or says
 # exactly what to install.
@@ -49,7 +50,7 @@ test:
 	$(GO) test -p 1 -count=1 ./...
 
 fuzz:
-	@for pkg in ./pkg/event ./pkg/filter ./pkg/load; do \
+	@for pkg in ./pkg/event ./pkg/filter ./pkg/load ./pkg/inventory; do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 			echo "fuzzing $$pkg $$f for $(FUZZTIME)"; \
 			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \

@@ -198,4 +198,45 @@ struct task_struct {
 	struct files_struct *files;
 } __attribute__((preserve_access_index));
 
+/*
+ * The TCP socket iterator (bpf/inventory.bpf.c): its context, and what a
+ * timewait socket and a bind bucket tell about a port.
+ */
+struct seq_file;
+
+struct bpf_iter_meta {
+	struct seq_file *seq;
+} __attribute__((preserve_access_index));
+
+struct bpf_iter__tcp {
+	struct bpf_iter_meta *meta;
+	struct sock_common *sk_common;
+} __attribute__((preserve_access_index));
+
+/* fastreuse and fastreuseport are -1 while only connect() holds the port,
+ * >= 0 once bind() or listen() does. */
+struct inet_bind_bucket {
+	signed char fastreuse;
+	signed char fastreuseport;
+} __attribute__((preserve_access_index));
+
+struct inet_connection_sock {
+	struct inet_bind_bucket *icsk_bind_hash;
+} __attribute__((preserve_access_index));
+
+struct timer_list {
+	long unsigned int expires;
+} __attribute__((preserve_access_index));
+
+struct inet_timewait_sock {
+	unsigned char tw_substate;
+	struct timer_list tw_timer;
+	struct inet_bind_bucket *tw_tb;
+} __attribute__((preserve_access_index));
+
+struct tcp_timewait_sock {
+	struct inet_timewait_sock tw_sk;
+	int tw_ts_recent_stamp;
+} __attribute__((preserve_access_index));
+
 #endif /* TWTRACE_VMLINUX_H */

@@ -146,7 +146,7 @@ Without a subcommand it runs 'watch'.`,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return runWatch(cmd, &wf) },
 	}
 	addWatchFlags(watchCmd, &wf)
-	root.AddCommand(watchCmd)
+	root.AddCommand(watchCmd, newTopCommand(), newSnapshotCommand())
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	return root
 }

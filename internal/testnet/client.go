@@ -58,6 +58,11 @@ type ClientSpec struct {
 	// Hold keeps every connection open until all N are made, then closes
 	// them in the order they were made.
 	Hold bool
+	// Requests sends this many 100-byte messages on each connection,
+	// PauseMs apart, before closing it: a pooled client's one long
+	// connection.
+	Requests int
+	PauseMs  int
 }
 
 // ClientResult is what the client reports on stdout.
@@ -150,6 +155,14 @@ func clientRun(spec ClientSpec) (*ClientResult, error) {
 			res.Ports = append(res.Ports, l.Port)
 		case *unix.SockaddrInet6:
 			res.Ports = append(res.Ports, l.Port)
+		}
+		for r := 0; r < spec.Requests; r++ {
+			if r > 0 {
+				time.Sleep(time.Duration(spec.PauseMs) * time.Millisecond)
+			}
+			if _, err := unix.Write(fd, make([]byte, 100)); err != nil {
+				return nil, fmt.Errorf("write: %w", err)
+			}
 		}
 		switch {
 		case spec.Linger0:

@@ -87,3 +87,20 @@ func (n *Netns) Sysctl(t testing.TB, name, value string) {
 		return os.WriteFile("/proc/sys/net/"+name, []byte(value), 0o644)
 	})
 }
+
+// Park keeps an OS thread of the test process inside the namespace until
+// the test ends, so that /proc/PID/task/TID/ns/net leads to it: otherwise
+// only an open file holds the namespace, and twtrace (like ip netns and
+// every /proc walker) finds namespaces through processes and bind mounts.
+func (n *Netns) Park(t testing.TB) {
+	t.Helper()
+	release := make(chan struct{})
+	in := make(chan struct{})
+	go n.Do(t, func() error {
+		close(in)
+		<-release
+		return nil
+	})
+	<-in
+	t.Cleanup(func() { close(release) })
+}

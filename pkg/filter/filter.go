@@ -229,6 +229,15 @@ func (f *Filter) Match(e *event.Event) bool {
 	if f.kinds != 0 && f.kinds&(1<<e.Kind) == 0 {
 		return false
 	}
+	return f.MatchAnyKind(e)
+}
+
+// MatchAnyKind is Match without --events: for what twtrace counts besides
+// events, such as connect() attempts (filled in as an event of kind 0).
+func (f *Filter) MatchAnyKind(e *event.Event) bool {
+	if f == nil {
+		return true
+	}
 	switch f.family {
 	case ipv4Only:
 		if e.IPv6 {
@@ -321,4 +330,9 @@ func (f *Filter) SingleNetns() uint32 {
 		return 0
 	}
 	return f.netns[0]
+}
+
+// AdmitsNetns reports whether events of namespace inode can pass --netns.
+func (f *Filter) AdmitsNetns(inode uint32) bool {
+	return f == nil || len(f.netns) == 0 || containsUint32(f.netns, inode)
 }

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+
+	"github.com/twtrace/twtrace/pkg/filter"
+	"github.com/twtrace/twtrace/pkg/inventory"
+	"github.com/twtrace/twtrace/pkg/report"
+	"github.com/twtrace/twtrace/pkg/top"
+)
+
+type topFlags struct {
+	watchFlags
+	interval time.Duration
+	count    int
+	sort     string
+	rows     int
+}
+
+func newTopCommand() *cobra.Command {
+	var f topFlags
+	cmd := &cobra.Command{
+		Use:   "top",
+		Short: "Live table: who churns connections toward where, port headroom, forecast and advice",
+		Long: `twtrace top refreshes every --interval a table of (process, destination)
+rows: new connections/s, timewait entries/s, timewait sockets held now,
+connect errors, median lifetime and bytes, and a verdict on processes that
+open a connection per request. Destinations come with their port headroom
+(ports connect() could still pick) and, when the timewait rate exceeds what
+the port range sustains, the seconds until connect() starts failing.
+Keys: t, c, n, e change the sort; q quits.
+
+Without a terminal (or with -o json) it prints one JSON object per
+interval (schema in docs/json.md); --count N stops after N.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runTop(cmd, &f) },
+	}
+	addFilterFlags(cmd, &f.watchFlags)
+	fl := cmd.Flags()
+	fl.StringVarP(&f.output, "output", "o", "", "output: table (full screen) or json (one object per interval); default table on a terminal, json otherwise")
+	fl.DurationVar(&f.interval, "interval", time.Second, "refresh interval")
+	fl.IntVar(&f.count, "count", 0, "stop after this many refreshes (default: until q or Ctrl-C)")
+	fl.StringVar(&f.sort, "sort", "timewait", "row order: timewait (entries/s), connects (/s), now (timewait sockets held) or errors")
+	fl.IntVar(&f.rows, "rows", top.DefaultRows, "rows shown; the rest are summed into one")
+	return cmd
+}
+
+// addFilterFlags adds watch's flags but --output and --duration.
+func addFilterFlags(cmd *cobra.Command, f *watchFlags) {
+	tmp := &cobra.Command{}
+	addWatchFlags(tmp, f)
+	tmp.Flags().VisitAll(func(fl *pflag.Flag) {
+		if fl.Name != "output" && fl.Name != "duration" {
+			cmd.Flags().AddFlag(fl)
+		}
+	})
+}
+
+func runTop(cmd *cobra.Command, f *topFlags) error {
+	stdout := cmd.OutOrStdout()
+	fd, isFile := stdout.(*os.File)
+	tty := isFile && term.IsTerminal(int(fd.Fd())) && term.IsTerminal(int(os.Stdin.Fd()))
+	switch f.output {
+	case "":
+		if tty {
+			f.output = "table"
+		} else {
+			f.output = "json"
+		}
+	case "table":
+		if !tty {
+			return usageError{errors.New("--output table needs a terminal on stdin and stdout: use -o json")}
+		}
+	case "json":
+	default:
+		return usageError{fmt.Errorf("invalid --output %q: want table or json", f.output)}
+	}
+	if f.interval < 100*time.Millisecond {
+		return usageError{fmt.Errorf("invalid --interval %s: want at least 100ms", f.interval)}
+	}
+	if f.count < 0 {
+		return usageError{fmt.Errorf("invalid --count %d: must not be negative", f.count)}
+	}
+	if f.rows < 1 || f.rows > 1000 {
+		return usageError{fmt.Errorf("invalid --rows %d: want 1 to 1000", f.rows)}
+	}
+	sortKey, err := top.ParseSort(f.sort)
+	if err != nil {
+		return usageError{err}
+	}
+	if f.maxSockets < 0 || f.maxSockets > 1<<24 {
+		return usageError{fmt.Errorf("invalid --max-sockets %d: want 1 to %d", f.maxSockets, 1<<24)}
+	}
+	flt, err := filter.Parse(filter.Options{
+		PIDs: f.pids, Comms: f.comms, Daddrs: f.daddrs, Dports: f.dports,
+		IPv4Only: f.ipv4, IPv6Only: f.ipv6, Netns: f.netns, Events: f.events,
+	})
+	if err != nil {
+		return usageError{err}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var sortNow atomic.Int32
+	sortNow.Store(int32(sortKey))
+	cfg := top.Config{
+		Interval: f.interval, Count: f.count, Rows: f.rows, Filter: flt,
+		Netns: flt.SingleNetns(), RingSize: f.ringSize, MaxSockets: f.maxSockets,
+		Sort: func() top.Sort { return top.Sort(sortNow.Load()) },
+	}
+	stderr := cmd.ErrOrStderr()
+	if f.output == "json" {
+		bw := bufio.NewWriter(stdout)
+		enc := json.NewEncoder(bw)
+		cfg.Ready = func() { fmt.Fprintln(stderr, "twtrace: top ready; one JSON object per interval") }
+		err := top.Run(ctx, cfg, func(fr *top.Frame) error {
+			if err := enc.Encode(fr); err != nil {
+				return err
+			}
+			return bw.Flush()
+		})
+		if errors.Is(err, syscall.EPIPE) {
+			return nil
+		}
+		return err
+	}
+	return runTopScreen(ctx, stop, cfg, fd, &sortNow)
+}
+
+// runTopScreen runs top full screen: the alternate screen, raw keyboard.
+func runTopScreen(ctx context.Context, quit func(), cfg top.Config, out *os.File, sortNow *atomic.Int32) error {
+	in := int(os.Stdin.Fd())
+	old, err := term.MakeRaw(in)
+	if err != nil {
+		return fmt.Errorf("setting the terminal to raw mode: %w", err)
+	}
+	io.WriteString(out, "\x1b[?1049h\x1b[?25l")
+	defer func() {
+		io.WriteString(out, "\x1b[?25h\x1b[?1049l")
+		term.Restore(in, old)
+	}()
+	var last atomic.Pointer[top.Frame]
+	draw := func() {
+		fr := last.Load()
+		if fr == nil {
+			return
+		}
+		w, h, err := term.GetSize(int(out.Fd()))
+		if err != nil {
+			w, h = 80, 24
+		}
+		fr.Sort = top.Sort(sortNow.Load()).String()
+		var b strings.Builder
+		b.WriteString("\x1b[H")
+		for _, l := range top.Render(fr, w, h) {
+			b.WriteString(l)
+			b.WriteString("\x1b[K\r\n")
+		}
+		b.WriteString("\x1b[J")
+		io.WriteString(out, b.String())
+	}
+	go func() {
+		buf := make([]byte, 16)
+		for {
+			n, err := os.Stdin.Read(buf)
+			if err != nil {
+				quit()
+				return
+			}
+			for _, c := range buf[:n] {
+				switch c {
+				case 'q', 'Q', 3 /* Ctrl-C in raw mode */, 4:
+					quit()
+					return
+				case 't':
+					sortNow.Store(int32(top.ByTimewaitRate))
+				case 'c':
+					sortNow.Store(int32(top.ByConnectRate))
+				case 'n':
+					sortNow.Store(int32(top.ByTimewaitNow))
+				case 'e':
+					sortNow.Store(int32(top.ByConnectErrors))
+				}
+			}
+		}
+	}()
+	io.WriteString(out, "\x1b[H\x1b[2Jtwtrace: starting...\r\n")
+	return top.Run(ctx, cfg, func(fr *top.Frame) error {
+		last.Store(fr)
+		draw()
+		return nil
+	})
+}
+
+type snapshotFlags struct {
+	output string
+	netns  []string
+}
+
+func newSnapshotCommand() *cobra.Command {
+	var f snapshotFlags
+	cmd := &cobra.Command{
+		Use:   "snapshot",
+		Short: "One-shot inventory: timewait sockets and port headroom per destination, in every namespace",
+		Long: `twtrace snapshot reads every TCP socket of every network namespace (a BPF
+iter/tcp walk, timewait sockets included) and the sysctls that decide port
+exhaustion, and prints per namespace and destination: timewait,
+FIN_WAIT2-timewait and established counts, ports in use and the ports
+connect() could still pick. No tracing: it answers at once.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runSnapshot(cmd, &f) },
+	}
+	cmd.Flags().StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	cmd.Flags().StringSliceVar(&f.netns, "netns", nil, "only these network namespaces (inode numbers)")
+	return cmd
+}
+
+func runSnapshot(cmd *cobra.Command, f *snapshotFlags) error {
+	if f.output != "table" && f.output != "json" {
+		return usageError{fmt.Errorf("invalid --output %q: want table or json", f.output)}
+	}
+	flt, err := filter.Parse(filter.Options{Netns: f.netns})
+	if err != nil {
+		return usageError{err}
+	}
+	sc, err := inventory.Open()
+	if err != nil {
+		return err
+	}
+	defer sc.Close()
+	snap, _, err := report.Take(sc, flt.AdmitsNetns)
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	if f.output == "json" {
+		err = json.NewEncoder(out).Encode(&snap)
+	} else {
+		err = report.WriteSnapshotTable(out, &snap)
+	}
+	if errors.Is(err, syscall.EPIPE) {
+		return nil
+	}
+	return err
+}

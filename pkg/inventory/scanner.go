@@ -1,0 +1,275 @@
+package inventory
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// Errors a caller can tell apart (with errors.Is) to explain what is missing.
+var (
+	ErrPermission   = errors.New("missing privileges: run as root or grant CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN")
+	ErrNoBTF        = errors.New("kernel BTF not found at /sys/kernel/btf/vmlinux: a kernel built with CONFIG_DEBUG_INFO_BTF=y is needed")
+	ErrKernelTooOld = errors.New("kernel too old: needs 5.9 for iter/tcp")
+	// ErrNamespaceGone: the namespace to scan no longer exists, or its path
+	// now names another one.
+	ErrNamespaceGone = errors.New("network namespace is gone")
+)
+
+var errClosed = errors.New("inventory scanner is closed")
+
+// ProgramName is the name of the BPF program a Scanner loads, as the
+// kernel lists it.
+const ProgramName = "inventory_tcp"
+
+// Scanner holds the loaded and attached iterator. Its methods may be called
+// from several goroutines; scans run one at a time.
+type Scanner struct {
+	mu   sync.Mutex
+	prog *ebpf.Program
+	iter *link.Iter
+	hz   uint32 // kernel's CONFIG_HZ, 0 when unknown
+	buf  []byte // iterator output, reused between scans
+}
+
+// preflight reports the first reason Open cannot work here, or nil.
+func preflight() error {
+	if !privileged() {
+		return ErrPermission
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return ErrNoBTF
+	}
+	return nil
+}
+
+// Open checks the host, loads the iterator program and attaches it.
+func Open() (*Scanner, error) {
+	if err := preflight(); err != nil {
+		return nil, err
+	}
+	// Below 5.11 BPF memory is charged to RLIMIT_MEMLOCK; above, a no-op.
+	_ = rlimit.RemoveMemlock()
+
+	spec, err := loadInventory()
+	if err != nil {
+		return nil, fmt.Errorf("reading embedded BPF object: %w", err)
+	}
+	var progs inventoryPrograms
+	if err := spec.LoadAndAssign(&progs, nil); err != nil {
+		return nil, loadError("loading", err)
+	}
+	it, err := link.AttachIter(link.IterOptions{Program: progs.InventoryTcp})
+	if err != nil {
+		progs.Close()
+		return nil, loadError("attaching", err)
+	}
+	return &Scanner{prog: progs.InventoryTcp, iter: it, hz: kernelHZ(), buf: make([]byte, 0, 64<<10)}, nil
+}
+
+// loadError turns a load or attach failure into one of the package's
+// errors when it is one, keeping the kernel's words.
+func loadError(doing string, err error) error {
+	var verr *ebpf.VerifierError
+	if errors.As(err, &verr) && len(verr.Log) > 0 {
+		// The verifier ran: EACCES here is its refusal, not a privilege.
+		if log := strings.Join(verr.Log, "\n"); strings.Contains(log, "unknown func") || strings.Contains(log, "invalid func") {
+			return fmt.Errorf("%w (%v)", ErrKernelTooOld, verr)
+		}
+		return fmt.Errorf("%s the iter/tcp program: the kernel's verifier refused it: %v", doing, verr)
+	}
+	switch {
+	case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
+		return fmt.Errorf("%w (%s the iter/tcp program: %v)", ErrPermission, doing, err)
+	case errors.Is(err, ebpf.ErrNotSupported):
+		// No bpf_iter_tcp in the kernel's BTF, or no BPF links.
+		return fmt.Errorf("%w (%v)", ErrKernelTooOld, err)
+	}
+	return fmt.Errorf("%s the iter/tcp program: %w", doing, err)
+}
+
+// privileged: the iterator needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)
+// and setns() into a network namespace needs CAP_SYS_ADMIN.
+func privileged() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return os.Geteuid() == 0
+	}
+	return data[unix.CAP_SYS_ADMIN/32].Effective&(1<<(unix.CAP_SYS_ADMIN%32)) != 0
+}
+
+// Close detaches and unloads the program. Scans after Close fail.
+func (s *Scanner) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.iter == nil {
+		return nil
+	}
+	err := errors.Join(s.iter.Close(), s.prog.Close())
+	s.iter, s.prog = nil, nil
+	return err
+}
+
+// Scan reads the inventory of the namespace ref names: its sockets, its
+// sysctls and its TcpExt counters. Our own namespace (ref.Inode) is read
+// in place; any other is entered through ref.Path, which must still name
+// namespace ref.Inode (when not 0): a path that no longer opens or now
+// names another namespace fails with ErrNamespaceGone.
+func (s *Scanner) Scan(ref NamespaceRef) (*Namespace, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.iter == nil {
+		return nil, errClosed
+	}
+	type result struct {
+		ns  *Namespace
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		ns, home, err := s.scanOnThread(ref)
+		if home {
+			runtime.UnlockOSThread()
+		}
+		// Otherwise the thread, maybe still in the foreign namespace, ends
+		// with this goroutine.
+		done <- result{ns, err}
+	}()
+	r := <-done
+	if r.err != nil {
+		return nil, fmt.Errorf("scanning network namespace %d (%s): %w", ref.Inode, ref.Path, r.err)
+	}
+	return r.ns, nil
+}
+
+// scanOnThread runs on a locked OS thread. home reports that the thread is
+// back in the namespace it started in and may be handed back to the Go
+// scheduler.
+func (s *Scanner) scanOnThread(ref NamespaceRef) (ns *Namespace, home bool, err error) {
+	origFD, origIno, err := openNetns("/proc/thread-self/ns/net")
+	if err != nil {
+		return nil, true, fmt.Errorf("opening our own network namespace: %w", err)
+	}
+	defer unix.Close(origFD)
+	ns = &Namespace{NamespaceRef: ref}
+	if ref.Inode != origIno {
+		if ref.Path == "" {
+			return nil, true, errors.New("no path to open the namespace by")
+		}
+		fd, ino, err := openNetns(ref.Path)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
+			return nil, true, fmt.Errorf("%w: %v", ErrNamespaceGone, err)
+		}
+		if err != nil {
+			return nil, true, err
+		}
+		if ref.Inode != 0 && ino != ref.Inode {
+			unix.Close(fd)
+			return nil, true, fmt.Errorf("%w: %s is now namespace %d", ErrNamespaceGone, ref.Path, ino)
+		}
+		ns.Inode = ino
+		err = unix.Setns(fd, unix.CLONE_NEWNET)
+		unix.Close(fd)
+		if err != nil {
+			return nil, true, fmt.Errorf("setns(%s): %w", ref.Path, err)
+		}
+		defer func() {
+			if berr := unix.Setns(origFD, unix.CLONE_NEWNET); berr != nil {
+				ns, home, err = nil, false, fmt.Errorf("returning to our own network namespace: %w", berr)
+			}
+		}()
+	}
+	if err := s.read(ns); err != nil {
+		return nil, true, err
+	}
+	return ns, true, nil
+}
+
+// read fills ns from the namespace the calling thread is in.
+func (s *Scanner) read(ns *Namespace) error {
+	ns.Time = time.Now()
+	// The iterator takes the namespace of the thread that opens it.
+	r, err := s.iter.Open()
+	if err != nil {
+		return fmt.Errorf("opening the TCP socket iterator: %w", err)
+	}
+	s.buf, err = readAll(r, s.buf[:0])
+	r.Close()
+	if err != nil {
+		return fmt.Errorf("reading the TCP socket iterator: %w", err)
+	}
+	if ns.Sockets, err = decodeRecords(s.buf, s.hz, make([]Socket, 0, len(s.buf)/recordSize)); err != nil {
+		return err
+	}
+	if ns.Sysctls, err = readSysctls(); err != nil {
+		return err
+	}
+	ns.Counters, err = readCounters()
+	return err
+}
+
+// readAll appends everything r has to buf, growing it only when full.
+func readAll(r io.Reader, buf []byte) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// openNetns opens a network namespace file and returns its inode.
+func openNetns(path string) (int, uint32, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, 0, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, 0, &os.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	return fd, uint32(st.Ino), nil
+}
+
+// ScanAll scans every namespace Namespaces finds. A namespace that cannot
+// be scanned (one that disappeared meanwhile: ErrNamespaceGone) is reported
+// in errs and left out; the others are still scanned.
+func (s *Scanner) ScanAll() (namespaces []*Namespace, errs []error) {
+	refs, err := Namespaces()
+	if err != nil {
+		return nil, []error{err}
+	}
+	return s.scanEach(refs)
+}
+
+func (s *Scanner) scanEach(refs []NamespaceRef) (namespaces []*Namespace, errs []error) {
+	for _, ref := range refs {
+		ns, err := s.Scan(ref)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		namespaces = append(namespaces, ns)
+	}
+	return namespaces, errs
+}

@@ -1,0 +1,128 @@
+package inventory
+
+import (
+	"net/netip"
+	"time"
+)
+
+// State is a TCP state, numbered as the kernel numbers it.
+type State uint8
+
+// TCP states (include/net/tcp_states.h).
+const (
+	Established State = 1
+	SynSent     State = 2
+	SynRecv     State = 3
+	FinWait1    State = 4
+	FinWait2    State = 5
+	TimeWait    State = 6
+	Close       State = 7
+	CloseWait   State = 8
+	LastAck     State = 9
+	Listen      State = 10
+	Closing     State = 11
+	NewSynRecv  State = 12
+)
+
+var stateNames = [...]string{
+	Established: "ESTABLISHED", SynSent: "SYN_SENT", SynRecv: "SYN_RECV",
+	FinWait1: "FIN_WAIT1", FinWait2: "FIN_WAIT2", TimeWait: "TIME_WAIT",
+	Close: "CLOSE", CloseWait: "CLOSE_WAIT", LastAck: "LAST_ACK",
+	Listen: "LISTEN", Closing: "CLOSING", NewSynRecv: "NEW_SYN_RECV",
+}
+
+func (s State) String() string {
+	if int(s) < len(stateNames) && stateNames[s] != "" {
+		return stateNames[s]
+	}
+	return "UNKNOWN"
+}
+
+// Socket is one TCP socket of a network namespace, as the kernel holds it.
+type Socket struct {
+	// State is the socket's state; TimeWait for every timewait socket.
+	State State
+	// Substate is, for a timewait socket, TimeWait or FinWait2 (an orphaned
+	// FIN_WAIT2 the kernel holds as a timewait socket, bounded by
+	// tcp_fin_timeout); State otherwise.
+	Substate State
+	IPv6     bool // family; v4-mapped addresses are reported as IPv4
+	Saddr    netip.Addr
+	Sport    uint16
+	Daddr    netip.Addr
+	Dport    uint16
+	// Bound: the socket's local port came from bind() or listen() (its
+	// bind bucket is not one connect() made), so connect() skips that port
+	// for every destination.
+	Bound bool
+	// Remaining is what is left of a timewait socket's timer; valid when
+	// RemainingKnown (the kernel's HZ is known).
+	Remaining      time.Duration
+	RemainingKnown bool
+	// Timestamps: a timewait socket that saw TCP timestamps (tcp_tw_reuse
+	// can only reuse those).
+	Timestamps bool
+}
+
+// PortSpan is an inclusive range of ports.
+type PortSpan struct{ Lo, Hi uint16 }
+
+// Sysctls are a namespace's settings that decide port exhaustion.
+type Sysctls struct {
+	// PortRange is net.ipv4.ip_local_port_range, inclusive.
+	PortRange PortSpan
+	// Reserved is net.ipv4.ip_local_reserved_ports, sorted, merged.
+	Reserved []PortSpan
+	// TwReuse is net.ipv4.tcp_tw_reuse: 0 off, 1 on, 2 loopback only.
+	TwReuse int
+	// TwReuseDelay is net.ipv4.tcp_tw_reuse_delay (6.14+); 1 s when the
+	// kernel has no such sysctl (TwReuseDelayKnown false).
+	TwReuseDelay      time.Duration
+	TwReuseDelayKnown bool
+	// MaxTwBuckets is net.ipv4.tcp_max_tw_buckets.
+	MaxTwBuckets int
+	// FinTimeout is net.ipv4.tcp_fin_timeout.
+	FinTimeout time.Duration
+	// Timestamps is net.ipv4.tcp_timestamps.
+	Timestamps int
+}
+
+// Counters are the namespace's TcpExt counters (/proc/net/netstat),
+// cumulative since the namespace was created.
+type Counters struct {
+	// TW counts timewait sockets created with a first timer over 4 s:
+	// every TIME_WAIT (60 s), and orphaned FIN_WAIT2s when tcp_fin_timeout
+	// is over 4 s. Counted once, however the socket ends.
+	TW         uint64
+	TWRecycled uint64 // timewait sockets reused by connect()
+	// TWKilled counts the other timewait sockets created, those with a
+	// first timer of 4 s or less; TW + TWKilled is all of them. Not the
+	// ones an RST ends early: no counter shows those.
+	TWKilled            uint64
+	TCPTimeWaitOverflow uint64 // sockets closed without timewait: tcp_max_tw_buckets reached
+}
+
+// NamespaceRef names a network namespace of the host.
+type NamespaceRef struct {
+	// Inode is the namespace's inode number (as in /proc/PID/ns/net and in
+	// twtrace's events).
+	Inode uint32
+	// Path opens the namespace: /proc/PID/ns/net or a bind mount such as
+	// /run/netns/NAME.
+	Path string
+	// PID and Comm are a process in the namespace (the lowest PID); 0 and
+	// "" when it has none (kept alive by a bind mount only).
+	PID  int
+	Comm string
+	// Name is the bind mount's name under /run/netns, if any.
+	Name string
+}
+
+// Namespace is the inventory of one network namespace.
+type Namespace struct {
+	NamespaceRef
+	Time     time.Time // when it was read
+	Sysctls  Sysctls
+	Counters Counters
+	Sockets  []Socket
+}

@@ -1,0 +1,245 @@
+package top
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/twtrace/twtrace/pkg/event"
+	"github.com/twtrace/twtrace/pkg/report"
+)
+
+// maxAdvice is how many advice lines a row gets on screen.
+const maxAdvice = 3
+
+// Keys is the keyboard help shown on the first line.
+const Keys = "keys: t c n e sort, q quits"
+
+// Render lays a frame out for a terminal of width columns and height
+// lines: a header, then one block per destination (its headroom and
+// forecast), most urgent first, holding the rows of the processes toward
+// it, each flagged row followed by its advice. Lines are cut to width;
+// blocks that do not fit in height are left out and counted on the last
+// line. Process names are escaped: a process chooses its own.
+func Render(f *Frame, width, height int) []string {
+	width, height = max(width, 40), max(height, 5)
+	var lines []string
+	add := func(format string, a ...any) {
+		lines = append(lines, cut(fmt.Sprintf(format, a...), width))
+	}
+	add("twtrace top  %s  every %s  sort: %s  %s", f.Time.Format("15:04:05"), (time.Duration(f.IntervalS * 1e9)).Round(time.Millisecond), f.Sort, Keys)
+	var tw, twps float64
+	for i := range f.Namespaces {
+		n := &f.Namespaces[i]
+		tw += float64(n.Timewait + n.FinWait2)
+		if n.TWPerS != nil {
+			twps += *n.TWPerS
+		}
+	}
+	loss := ""
+	if l := f.Losses; l.Records+l.Untracked+l.Missed+l.UncountedConnects > 0 {
+		loss = fmt.Sprintf("  LOST: %d records, %d sockets untracked, %d runs missed, %d connects uncounted",
+			l.Records, l.Untracked, l.Missed, l.UncountedConnects)
+	}
+	add("%d namespaces, %.0f timewait sockets (%s new/s)%s", len(f.Namespaces), tw, rate(twps), loss)
+
+	type block struct {
+		head []string
+		rows []*Row
+		rank int
+	}
+	// Destinations as rows name them: (netns, daddr, dport), every saddr.
+	type dk struct {
+		netns  uint32
+		addr   netip.Addr
+		port   uint16
+		server bool
+	}
+	dest := map[dk]*report.LiveDestination{}
+	for i := range f.Destinations {
+		d := &f.Destinations[i]
+		k := dk{d.Netns, d.Daddr, d.Dport, false}
+		if cur, ok := dest[k]; !ok || d.HeadroomPct < cur.HeadroomPct {
+			dest[k] = d
+		}
+	}
+	blocks := map[dk]*block{}
+	var order []*block
+	var other *Row
+	for i := range f.Rows {
+		r := &f.Rows[i]
+		if r.Other {
+			other = r
+			continue
+		}
+		k := dk{r.Netns, r.Daddr, r.Dport, r.Role == "server"}
+		b := blocks[k]
+		if b == nil {
+			b = &block{rank: len(order)}
+			blocks[k] = b
+			order = append(order, b)
+			ap := hostPort(r.Daddr, r.Dport)
+			switch d := dest[k]; {
+			case k.server:
+				b.head = []string{fmt.Sprintf("accepted on port %d from %s  netns %d (no ephemeral port held)", r.Dport, r.Daddr, r.Netns)}
+			case d != nil:
+				ex := "not heading for exhaustion"
+				if d.ExhaustionInS != nil {
+					ex = "EXHAUSTED IN " + seconds(*d.ExhaustionInS)
+					if *d.ExhaustionInS == 0 {
+						ex = "EXHAUSTED NOW"
+					}
+				}
+				reuse := ""
+				if d.TwReuse {
+					reuse = fmt.Sprintf(" +%d reusable", d.PortsReusable)
+				}
+				b.head = []string{
+					fmt.Sprintf("→ %s  netns %d  %d timewait, %d unattributed", ap, r.Netns, d.Timewait+d.FinWait2, d.Unattributed),
+					fmt.Sprintf("  ports free %d/%d (%.0f%%)%s  ceiling %s/s  %s", d.PortsAvailable, d.PortsUsable, d.HeadroomPct, reuse, rate(d.CeilingPerS), ex),
+				}
+			default:
+				b.head = []string{fmt.Sprintf("→ %s  netns %d  (no socket toward it now)", ap, r.Netns)}
+			}
+		}
+		b.rows = append(b.rows, r)
+	}
+	slices.SortStableFunc(order, func(a, b *block) int { return cmp.Compare(a.rank, b.rank) })
+
+	colHead := fmt.Sprintf("  %7s %-14s %6s %6s %6s %5s %6s %6s  %s", "PID", "COMM", "CONN/s", "TW/s", "TW-NOW", "ERR", "LIFE", "BYTES", "VERDICT")
+	left := height - len(lines) - 1
+	shown := 0
+	for _, b := range order {
+		need := len(b.head) + 1 + len(b.rows)
+		if need > left {
+			break
+		}
+		lines = append(lines, "")
+		for _, h := range b.head {
+			add("%s", h)
+		}
+		add("%s", colHead)
+		left -= need + 1
+		for _, r := range b.rows {
+			c := r.commRaw
+			if r.Comm != event.CommString(&c) {
+				copy(c[:], r.Comm)
+			}
+			add("  %7d %-14s %6s %6s %6d %5d %6s %6s  %s", r.PID, padComm(event.EscapeComm(&c), 14),
+				rate(r.ConnectsPerS), rate(r.TimewaitPerS), r.TimewaitNow, r.ConnectErrors,
+				lifetime(r.LifetimeP50Ms), size(r.BytesP50), strings.ToUpper(r.Verdict))
+			// Advice: the most pressing first, at most maxAdvice lines
+			// a row (all of it is in -o json).
+			for i, a := range r.Advice {
+				if left <= 1 {
+					break
+				}
+				if i == maxAdvice && len(r.Advice) > maxAdvice+1 {
+					add("          … %d more (twtrace top -o json)", len(r.Advice)-maxAdvice)
+					left--
+					break
+				}
+				add("          - %s", a)
+				left--
+			}
+		}
+		shown++
+	}
+	hidden := len(order) - shown
+	if other != nil || hidden > 0 {
+		n := hidden
+		if other != nil {
+			n += other.Folded
+		}
+		tail := fmt.Sprintf("… %d more destinations/processes not shown", n)
+		if other != nil {
+			tail += fmt.Sprintf(" (%s conn/s, %s tw/s)", rate(other.ConnectsPerS), rate(other.TimewaitPerS))
+		}
+		lines = append(lines, cut(tail, width))
+	}
+	if len(order) == 0 {
+		lines = append(lines, "", "no TCP connection attempts or timewait entries seen yet")
+	}
+	for _, e := range f.Errors {
+		lines = append(lines, cut("error: "+e, width))
+	}
+	if len(lines) > height {
+		lines = lines[:height]
+	}
+	return lines
+}
+
+func hostPort(a netip.Addr, port uint16) string {
+	return netip.AddrPortFrom(a, port).String()
+}
+
+// cut shortens s to width runes.
+func cut(s string, width int) string {
+	if utf8.RuneCountInString(s) <= width {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:width-1]) + "…"
+}
+
+func padComm(s string, w int) string {
+	if utf8.RuneCountInString(s) > w {
+		r := []rune(s)
+		return string(r[:w-1]) + "~"
+	}
+	return s
+}
+
+func rate(x float64) string {
+	switch {
+	case x >= 10000:
+		return fmt.Sprintf("%.0fk", x/1000)
+	case x >= 100:
+		return fmt.Sprintf("%.0f", x)
+	}
+	return fmt.Sprintf("%.1f", x)
+}
+
+func lifetime(ms *float64) string {
+	if ms == nil {
+		return "-"
+	}
+	d := time.Duration(*ms * 1e6)
+	switch {
+	case d < time.Millisecond:
+		return fmt.Sprintf("%dµs", d.Microseconds())
+	case d < time.Second:
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	case d < time.Minute:
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	}
+	return fmt.Sprintf("%.0fm", d.Minutes())
+}
+
+func size(b *uint64) string {
+	if b == nil {
+		return "-"
+	}
+	v := float64(*b)
+	for _, u := range []string{"B", "K", "M", "G"} {
+		if v < 1000 {
+			if u == "B" {
+				return fmt.Sprintf("%.0f%s", v, u)
+			}
+			return fmt.Sprintf("%.1f%s", v, u)
+		}
+		v /= 1024
+	}
+	return fmt.Sprintf("%.1fT", v)
+}
+
+func seconds(s float64) string {
+	if s < 100 {
+		return fmt.Sprintf("%.0fs", s)
+	}
+	return (time.Duration(s) * time.Second).String()
+}

@@ -1,0 +1,576 @@
+// Package top is `twtrace top` without its flag parsing: the tracer's
+// events and connect counts aggregated per process and destination, joined
+// every interval with the live socket inventory of every namespace, the
+// port headroom of each destination, its forecast, and the per-request
+// verdict of each row.
+package top
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/twtrace/twtrace/pkg/aggregate"
+	"github.com/twtrace/twtrace/pkg/event"
+	"github.com/twtrace/twtrace/pkg/filter"
+	"github.com/twtrace/twtrace/pkg/headroom"
+	"github.com/twtrace/twtrace/pkg/inventory"
+	"github.com/twtrace/twtrace/pkg/report"
+	"github.com/twtrace/twtrace/pkg/tracer"
+	"github.com/twtrace/twtrace/pkg/verdict"
+)
+
+// Sort is the order of rows.
+type Sort int
+
+const (
+	ByTimewaitRate  Sort = iota // timewait entries per second (default)
+	ByConnectRate               // connect attempts per second
+	ByTimewaitNow               // timewait sockets held now
+	ByConnectErrors             // connect() failures, cumulative
+)
+
+var sortNames = [...]string{"timewait", "connects", "now", "errors"}
+
+func (s Sort) String() string { return sortNames[s] }
+
+// ParseSort is the inverse of Sort.String.
+func ParseSort(s string) (Sort, error) {
+	for i, n := range sortNames {
+		if n == s {
+			return Sort(i), nil
+		}
+	}
+	return 0, fmt.Errorf("invalid sort %q: want timewait, connects, now or errors", s)
+}
+
+// Config of a top session.
+type Config struct {
+	Interval time.Duration // default 1 s
+	Count    int           // frames to produce; 0 = until ctx is done
+	Rows     int           // rows shown, the rest folded into one; default 20
+	Filter   *filter.Filter
+	Netns    uint32 // in-kernel namespace filter; 0 = all
+	RingSize int
+	// MaxSockets sizes the tracer's owner table; MaxKeys the (process,
+	// destination) rows kept (further ones are summed into one Other
+	// row); MaxJoin the timewait entries remembered for attribution.
+	MaxSockets, MaxKeys, MaxJoin int
+	// Sort returns the current order; nil means ByTimewaitRate.
+	Sort  func() Sort
+	Ready func()
+}
+
+// DefaultRows and DefaultMaxKeys bound what top holds and shows.
+const (
+	DefaultRows    = 20
+	DefaultMaxKeys = 4096
+)
+
+// Row is one (process, destination) line of a frame.
+type Row struct {
+	PID   uint32     `json:"pid"`
+	Comm  string     `json:"comm"`
+	Netns uint32     `json:"netns"`
+	Daddr netip.Addr `json:"daddr"`
+	// Dport is the destination's port; for role "server" rows (timewaits
+	// of connections the process accepted and closed first) it is the
+	// local port they were accepted on.
+	Dport         uint16   `json:"dport"`
+	Role          string   `json:"role"` // client or server
+	ConnectsPerS  float64  `json:"connects_per_s"`
+	TimewaitPerS  float64  `json:"timewait_per_s"`
+	TimewaitNow   int      `json:"timewait_now"`
+	ConnectErrors uint64   `json:"connect_errors"`
+	Connects      uint64   `json:"connects"`
+	Timewait      uint64   `json:"timewait"`
+	LifetimeP50Ms *float64 `json:"lifetime_p50_ms"`
+	BytesP50      *uint64  `json:"bytes_p50"`
+	// HeadroomPct and ExhaustionInS are the destination's (the least of
+	// its source addresses).
+	HeadroomPct   *float64 `json:"headroom_pct"`
+	ExhaustionInS *float64 `json:"exhaustion_in_s"`
+	Verdict       string   `json:"verdict"`
+	Advice        []string `json:"advice"`
+	Reason        string   `json:"reason,omitempty"`
+	// Other marks the row summing every row not shown (Folded of them).
+	Other  bool `json:"other,omitempty"`
+	Folded int  `json:"folded,omitempty"`
+
+	commRaw [16]byte
+}
+
+// Losses are what could not be counted, cumulative.
+type Losses struct {
+	Records           uint64 `json:"lost_records"`
+	Untracked         uint64 `json:"untracked_sockets"`
+	Missed            uint64 `json:"missed_runs"`
+	UncountedConnects uint64 `json:"uncounted_connects"`
+	// FoldedEvents went to the Other row: MaxKeys rows were full.
+	FoldedEvents uint64 `json:"folded_events"`
+	// JoinEvicted timewait entries were forgotten before their socket
+	// expired (MaxJoin full): their sockets count as unattributed.
+	JoinEvicted uint64 `json:"join_evicted"`
+}
+
+// Frame is one refresh: the JSON object `top -o json` prints per interval.
+type Frame struct {
+	Time         time.Time                `json:"time"`
+	IntervalS    float64                  `json:"interval_s"`
+	UptimeS      float64                  `json:"uptime_s"`
+	Sort         string                   `json:"sort"`
+	Rows         []Row                    `json:"rows"`
+	Destinations []report.LiveDestination `json:"destinations"`
+	Namespaces   []report.Namespace       `json:"namespaces"`
+	Losses       Losses                   `json:"losses"`
+	Errors       []string                 `json:"errors,omitempty"`
+}
+
+// destKey is a destination from one source address, as the headroom is.
+type destKey = headroom.Key
+
+// rowDest is a destination over every source address: rows have no
+// source address (a process may reach one destination from several).
+type rowDest struct {
+	netns uint32
+	daddr netip.Addr
+	dport uint16
+}
+
+// session is the state of one Run.
+type session struct {
+	cfg   Config
+	tr    *tracer.Tracer
+	inv   *inventory.Scanner
+	table *aggregate.Table
+	start time.Time
+
+	mu     sync.Mutex // guards join, keys, twDest (the reader adds)
+	join   *join
+	keys   []aggregate.Key
+	keyIdx map[aggregate.Key]int32
+	twDest map[destKey]uint64 // timewait entries per destination, cumulative
+	prevTw map[destKey]uint64
+	prev   aggregate.Snapshot
+	prevNs map[uint32]inventory.Counters
+	prevAt time.Time
+}
+
+// maxTwDest bounds the per-destination timewait counters.
+const maxTwDest = 16384
+
+// Run traces and calls emit with a frame every interval until ctx is done
+// or cfg.Count frames were emitted.
+func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.Rows <= 0 {
+		cfg.Rows = DefaultRows
+	}
+	if cfg.MaxKeys <= 0 {
+		cfg.MaxKeys = DefaultMaxKeys
+	}
+	inv, err := inventory.Open()
+	if err != nil {
+		return err
+	}
+	defer inv.Close()
+	tr, err := tracer.New(tracer.Options{
+		RingBufferSize: cfg.RingSize,
+		KindMask:       cfg.Filter.KindMask(),
+		Netns:          cfg.Netns,
+		MaxSockets:     cfg.MaxSockets,
+		CountConnects:  true,
+	})
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+
+	s := &session{
+		cfg: cfg, tr: tr, inv: inv,
+		table:  aggregate.New(cfg.MaxKeys),
+		start:  time.Now(),
+		join:   newJoin(cfg.MaxJoin),
+		keyIdx: map[aggregate.Key]int32{},
+		twDest: map[destKey]uint64{},
+		prevTw: map[destKey]uint64{},
+		prevNs: map[uint32]inventory.Counters{},
+	}
+	s.prev = s.table.Snapshot()
+	s.prevAt = s.prev.Time
+	if cfg.Ready != nil {
+		cfg.Ready()
+	}
+	done := make(chan error, 1)
+	go func() { done <- tr.Read(s.add) }()
+	defer func() {
+		tr.Stop()
+		<-done
+	}()
+
+	tick := time.NewTicker(cfg.Interval)
+	defer tick.Stop()
+	for n := 0; cfg.Count == 0 || n < cfg.Count; n++ {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-done:
+			done <- err // for the deferred wait
+			return fmt.Errorf("reading events: %w", err)
+		case <-tick.C:
+		}
+		f, err := s.frame()
+		if err != nil {
+			return err
+		}
+		if err := emit(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// add takes one event from the tracer.
+func (s *session) add(e *event.Event) {
+	if !s.cfg.Filter.Match(e) {
+		return
+	}
+	s.table.Add(e)
+	if e.Kind != event.KindTimewait {
+		return
+	}
+	k := aggregate.KeyOf(e)
+	s.mu.Lock()
+	i, ok := s.keyIdx[k]
+	if !ok && len(s.keys) < s.cfg.MaxKeys {
+		i = int32(len(s.keys))
+		s.keys = append(s.keys, k)
+		s.keyIdx[k] = i
+		ok = true
+	}
+	t := tuple{netns: e.Netns, saddr: e.Saddr, sport: e.Sport, daddr: e.Daddr, dport: e.Dport}
+	if ok {
+		s.join.add(&t, i, e.Time)
+	}
+	if e.Role != event.RoleServer {
+		dk := destKey{Netns: e.Netns, Saddr: e.Saddr, Daddr: e.Daddr, Dport: e.Dport}
+		if _, seen := s.twDest[dk]; seen || len(s.twDest) < maxTwDest {
+			s.twDest[dk]++
+		}
+	}
+	s.mu.Unlock()
+}
+
+// readConnects moves the kernel's connect counts into the table.
+func (s *session) readConnects() error {
+	var e event.Event
+	return s.tr.ReadConnects(func(c *tracer.ConnectCount) {
+		e = event.Event{Netns: c.Netns, PID: c.PID, Comm: c.Comm, IPv6: c.IPv6, Daddr: c.Daddr, Dport: c.Dport}
+		if !s.cfg.Filter.MatchAnyKind(&e) {
+			return
+		}
+		k := aggregate.KeyOf(&e)
+		k.Daddr, k.Port = c.Daddr, c.Dport // KeyOf leaves them out for kind 0
+		s.table.AddConnects(k, c.N)
+	})
+}
+
+func (s *session) frame() (*Frame, error) {
+	if err := s.readConnects(); err != nil {
+		return nil, err
+	}
+	snap := s.table.Snapshot()
+	if err := snap.Delta(&s.prev); err != nil {
+		return nil, err
+	}
+	now := snap.Time
+	f := &Frame{
+		Time: now, IntervalS: round3(snap.Interval.Seconds()), UptimeS: round3(now.Sub(s.start).Seconds()),
+		Sort:         s.sort().String(),
+		Destinations: []report.LiveDestination{},
+		Namespaces:   []report.Namespace{},
+	}
+
+	// The inventory, and who holds each timewait socket.
+	type scanned struct {
+		ns *inventory.Namespace
+		r  headroom.Report
+	}
+	var all []scanned
+	refs, err := inventory.Namespaces()
+	if err != nil {
+		return nil, err
+	}
+	for _, ref := range refs {
+		if !s.wantNetns(ref.Inode) {
+			continue
+		}
+		ns, err := s.inv.Scan(ref)
+		if err != nil {
+			if !errors.Is(err, inventory.ErrNamespaceGone) {
+				f.Errors = append(f.Errors, fmt.Sprintf("netns %d: %v", ref.Inode, err))
+			}
+			continue
+		}
+		all = append(all, scanned{ns, headroom.Compute(ns)})
+	}
+
+	s.mu.Lock()
+	s.join.expire(now)
+	twNow := make(map[aggregate.Key]int)
+	unattributed := make(map[destKey]int)
+	bound := make(map[rowDest]bool)
+	for _, sc := range all {
+		listening := map[uint16]bool{}
+		for i := range sc.ns.Sockets {
+			if sk := &sc.ns.Sockets[i]; sk.State == inventory.Listen {
+				listening[sk.Sport] = true
+			}
+		}
+		for i := range sc.ns.Sockets {
+			sk := &sc.ns.Sockets[i]
+			if sk.State != inventory.TimeWait {
+				if sk.Bound && !listening[sk.Sport] && sk.Dport != 0 {
+					bound[rowDest{sc.ns.Inode, sk.Daddr, sk.Dport}] = true
+				}
+				continue
+			}
+			t := tuple{netns: sc.ns.Inode, saddr: sk.Saddr, sport: sk.Sport, daddr: sk.Daddr, dport: sk.Dport}
+			if i, ok := s.join.lookup(&t); ok {
+				twNow[s.keys[i]]++
+			} else if !listening[sk.Sport] {
+				unattributed[destKey{Netns: sc.ns.Inode, Saddr: sk.Saddr, Daddr: sk.Daddr, Dport: sk.Dport}]++
+			}
+		}
+	}
+	twRate := make(map[destKey]float64, len(s.twDest))
+	for k, n := range s.twDest {
+		twRate[k] = snap.PerSecond(n - s.prevTw[k])
+		s.prevTw[k] = n
+	}
+	evicted := s.join.evicted
+	s.mu.Unlock()
+
+	// Connect attempts per destination over every source address.
+	connRate := map[rowDest]float64{}
+	for i := range snap.Rows {
+		r := &snap.Rows[i]
+		if !r.Other && !r.Key.Server {
+			connRate[rowDest{r.Key.Netns, r.Key.Daddr, r.Key.Port}] += snap.PerSecond(r.Recent.Connects)
+		}
+	}
+
+	// Destinations with their forecast; the worst per rowDest for rows.
+	type worst struct {
+		headroom   float64
+		exhaustion *float64
+		exhausting bool
+		reuse      bool
+	}
+	worstOf := map[rowDest]*worst{}
+	interval := snap.Interval.Seconds()
+	for _, sc := range all {
+		nsView, dests, _ := report.FromNamespace(sc.ns, &sc.r)
+		if p, ok := s.prevNs[sc.ns.Inode]; ok && interval > 0 {
+			c := sc.ns.Counters
+			tw := round3(float64(c.TW-p.TW) / interval)
+			rec := round3(float64(c.TWRecycled-p.TWRecycled) / interval)
+			ovf := round3(float64(c.TCPTimeWaitOverflow-p.TCPTimeWaitOverflow) / interval)
+			nsView.TWPerS, nsView.RecycledPerS, nsView.OverflowPerS = &tw, &rec, &ovf
+		}
+		s.prevNs[sc.ns.Inode] = sc.ns.Counters
+		f.Namespaces = append(f.Namespaces, nsView)
+		for i := range dests {
+			d := &sc.r.Destinations[i]
+			k := destKey{Netns: d.Netns, Saddr: d.Saddr, Daddr: d.Daddr, Dport: d.Dport}
+			rd := rowDest{d.Netns, d.Daddr, d.Dport}
+			var ex *float64
+			if secs, ok := headroom.Forecast(d, twRate[k]); ok {
+				ex = &secs
+			}
+			live := report.Live(dests[i], connRate[rd], twRate[k], unattributed[k], ex)
+			f.Destinations = append(f.Destinations, live)
+			w := worstOf[rd]
+			if w == nil {
+				w = &worst{headroom: 101}
+				worstOf[rd] = w
+			}
+			w.headroom = min(w.headroom, dests[i].HeadroomPct)
+			if ex != nil && (w.exhaustion == nil || *ex < *w.exhaustion) {
+				w.exhaustion = live.ExhaustionInS
+			}
+			w.exhausting = w.exhausting || ex != nil || d.PortsAvailable == 0
+			w.reuse = w.reuse || d.Reuse
+		}
+	}
+	slices.SortStableFunc(f.Destinations, func(a, b report.LiveDestination) int {
+		ea, eb := a.ExhaustionInS, b.ExhaustionInS
+		switch {
+		case ea != nil && eb != nil:
+			if c := cmp.Compare(*ea, *eb); c != 0 {
+				return c
+			}
+		case ea != nil:
+			return -1
+		case eb != nil:
+			return 1
+		}
+		return cmp.Compare(a.HeadroomPct, b.HeadroomPct)
+	})
+
+	// Rows, judged, sorted, top K.
+	window := now.Sub(s.start)
+	rows := make([]Row, 0, len(snap.Rows))
+	for i := range snap.Rows {
+		r := &snap.Rows[i]
+		if r.Other {
+			continue
+		}
+		row := Row{
+			PID: r.Key.PID, Comm: event.CommString(&r.Key.Comm), commRaw: r.Key.Comm,
+			Netns: r.Key.Netns, Daddr: r.Key.Daddr, Dport: r.Key.Port, Role: "client",
+			ConnectsPerS:  round3(snap.PerSecond(r.Recent.Connects)),
+			TimewaitPerS:  round3(snap.PerSecond(r.Recent.Timewait)),
+			TimewaitNow:   twNow[r.Key],
+			ConnectErrors: r.ConnectErrors,
+			Connects:      r.Connects,
+			Timewait:      r.Timewait,
+			Advice:        []string{},
+		}
+		if r.Key.Server {
+			row.Role = "server"
+		}
+		ev := verdict.Evidence{
+			Window: window, Connects: r.Connects,
+			ClientTimewait: r.Roles[event.RoleClient], ServerTimewait: r.Roles[event.RoleServer],
+			ConnectErrors: r.ConnectErrors, BindErrors: r.BindErrors,
+		}
+		if d, ok := r.LifetimeQuantile(0.5); ok {
+			ms := round3(float64(d) / 1e6)
+			row.LifetimeP50Ms = &ms
+			ev.LifetimeP50, ev.LifetimeKnown = d, true
+		}
+		if b, ok := r.Bytes.Quantile(0.5); ok {
+			row.BytesP50 = &b
+			ev.BytesP50, ev.BytesKnown = b, true
+		}
+		if !r.Key.Server {
+			rd := rowDest{r.Key.Netns, r.Key.Daddr, r.Key.Port}
+			if w := worstOf[rd]; w != nil {
+				h := w.headroom
+				row.HeadroomPct, row.ExhaustionInS = &h, w.exhaustion
+				ev.Exhausting, ev.TwReuse = w.exhausting, w.reuse
+			}
+			ev.BoundPorts = bound[rd]
+		}
+		res := verdict.Judge(ev)
+		row.Verdict, row.Reason = res.Verdict, res.Reason
+		if res.Advice != nil {
+			row.Advice = res.Advice
+		}
+		rows = append(rows, row)
+	}
+	f.Rows = rank(rows, s.sort(), s.cfg.Rows, snap)
+
+	// Losses.
+	var errs []error
+	get := func(fn func() (uint64, error)) uint64 {
+		n, err := fn()
+		errs = append(errs, err)
+		return n
+	}
+	f.Losses = Losses{
+		Records:           get(s.tr.Lost),
+		Untracked:         get(s.tr.Untracked),
+		Missed:            get(s.tr.Missed),
+		UncountedConnects: get(s.tr.UncountedConnects),
+		FoldedEvents:      snap.Overflowed,
+		JoinEvicted:       evicted,
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	s.prev = snap
+	return f, nil
+}
+
+func (s *session) sort() Sort {
+	if s.cfg.Sort == nil {
+		return ByTimewaitRate
+	}
+	return s.cfg.Sort()
+}
+
+func (s *session) wantNetns(inode uint32) bool {
+	if s.cfg.Netns != 0 {
+		return inode == s.cfg.Netns
+	}
+	return s.cfg.Filter.AdmitsNetns(inode)
+}
+
+// rank orders rows by, keeps k, and folds the rest (and the table's own
+// Other row) into one row flagged Other.
+func rank(rows []Row, by Sort, k int, snap aggregate.Snapshot) []Row {
+	val := func(r *Row) float64 {
+		switch by {
+		case ByConnectRate:
+			return r.ConnectsPerS
+		case ByTimewaitNow:
+			return float64(r.TimewaitNow)
+		case ByConnectErrors:
+			return float64(r.ConnectErrors)
+		}
+		return r.TimewaitPerS
+	}
+	slices.SortStableFunc(rows, func(a, b Row) int {
+		if c := cmp.Compare(val(&b), val(&a)); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(b.Timewait, a.Timewait); c != 0 {
+			return c
+		}
+		return cmp.Compare(b.Connects, a.Connects)
+	})
+	var other *Row
+	fold := func(r *Row) {
+		if other == nil {
+			other = &Row{Other: true, Comm: "(other)", Role: "", Advice: []string{}}
+		}
+		other.ConnectsPerS += r.ConnectsPerS
+		other.TimewaitPerS += r.TimewaitPerS
+		other.TimewaitNow += r.TimewaitNow
+		other.ConnectErrors += r.ConnectErrors
+		other.Connects += r.Connects
+		other.Timewait += r.Timewait
+		other.Folded++
+	}
+	if len(rows) > k {
+		for i := k; i < len(rows); i++ {
+			fold(&rows[i])
+		}
+		rows = rows[:k]
+	}
+	for i := range snap.Rows {
+		if r := &snap.Rows[i]; r.Other {
+			fold(&Row{ConnectsPerS: snap.PerSecond(r.Recent.Connects), TimewaitPerS: snap.PerSecond(r.Recent.Timewait),
+				ConnectErrors: r.ConnectErrors, Connects: r.Connects, Timewait: r.Timewait})
+			other.Folded--
+		}
+	}
+	if other != nil {
+		other.ConnectsPerS, other.TimewaitPerS = round3(other.ConnectsPerS), round3(other.TimewaitPerS)
+		rows = append(rows, *other)
+	}
+	return rows
+}
+
+func round3(x float64) float64 {
+	return float64(int64(x*1000+0.5)) / 1000
+}

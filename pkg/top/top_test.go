@@ -1,0 +1,253 @@
+package top
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twtrace/twtrace/internal/testnet"
+	"github.com/twtrace/twtrace/pkg/filter"
+	"github.com/twtrace/twtrace/pkg/inventory"
+	"github.com/twtrace/twtrace/pkg/report"
+	"github.com/twtrace/twtrace/pkg/tracer"
+)
+
+func TestMain(m *testing.M) {
+	testnet.RunClientIfAsked()
+	os.Exit(m.Run())
+}
+
+func requireBPF(t testing.TB) {
+	t.Helper()
+	if err := tracer.Preflight(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true and BPF is unavailable: %v", err)
+		}
+		t.Skipf("needs BPF: %v", err)
+	}
+}
+
+// exhaustionNetns is the namespace: a 100-port range, reuse off,
+// 5 reserved ports and a listener bound inside the range, plus two
+// servers (outside the range) for clients to reach. 94 ports are usable.
+func exhaustionNetns(t *testing.T) (*testnet.Netns, *testnet.Server, *testnet.Server) {
+	t.Helper()
+	ns := testnet.New(t)
+	ns.Park(t)
+	// An RST must not end a TIME_WAIT early (RFC 1337 "assassination",
+	// seen on loopback when a retransmitted FIN crosses the last ACK):
+	// the counts below are exact.
+	ns.Sysctl(t, "ipv4/tcp_rfc1337", "1")
+	// Servers first: their ports come from the default range.
+	a := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
+	b := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
+	ns.Sysctl(t, "ipv4/ip_local_port_range", "40000 40099")
+	ns.Sysctl(t, "ipv4/ip_local_reserved_ports", "40010-40014")
+	ns.Sysctl(t, "ipv4/tcp_tw_reuse", "0")
+	var ln net.Listener
+	ns.Do(t, func() error {
+		var err error
+		ln, err = net.Listen("tcp", "127.0.0.1:40050")
+		return err
+	})
+	t.Cleanup(func() { ln.Close() })
+	return ns, a, b
+}
+
+// The top test: a churning client next to a pooled one, in a
+// namespace other than ours. Rows are attributed to each client's pid with
+// exact counts, the timewait sockets held now are joined to them, the
+// destinations carry exactly the headroom the model predicts, and only the
+// churner gets the per-request verdict.
+func TestTopChurnerAndPooledClient(t *testing.T) {
+	requireBPF(t)
+	ns, a, b := exhaustionNetns(t)
+	flt, err := filter.Parse(filter.Options{Netns: []string{strconv.FormatUint(uint64(ns.Inode), 10)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan struct{})
+	var mu sync.Mutex
+	var frames []*Frame
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{
+			Interval: 300 * time.Millisecond, Filter: flt, Netns: ns.Inode,
+			Ready: func() { close(ready) },
+		}, func(f *Frame) error {
+			mu.Lock()
+			frames = append(frames, f)
+			mu.Unlock()
+			return nil
+		})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	pooled := testnet.StartClient(t, ns, testnet.ClientSpec{Comm: "pooled", Dest: b.Dest(false), N: 1, Requests: 10, PauseMs: 50})
+	churner := testnet.StartClient(t, ns, testnet.ClientSpec{Comm: "churner", Dest: a.Dest(false), N: 30})
+	if len(churner.Ports) != 30 || len(pooled.Ports) != 1 {
+		t.Fatalf("clients made %d and %d connections, want 30 and 1", len(churner.Ports), len(pooled.Ports))
+	}
+	// Wait for a frame that has seen both clients' timewait entries.
+	var f *Frame
+	testnet.WaitFor(10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, fr := range frames {
+			var tw uint64
+			for _, r := range fr.Rows {
+				tw += r.Timewait
+			}
+			if tw >= 31 {
+				f = fr
+				return true
+			}
+		}
+		return false
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if f == nil {
+		t.Fatal("no frame saw both clients' 31 timewait entries")
+	}
+
+	if len(f.Rows) != 2 {
+		t.Fatalf("rows = %+v, want the churner's and the pooled client's", f.Rows)
+	}
+	byPID := map[uint32]Row{}
+	for _, r := range f.Rows {
+		byPID[r.PID] = r
+	}
+	ch, po := byPID[uint32(churner.PID)], byPID[uint32(pooled.PID)]
+	check := func(name string, r Row, comm string, dst netip.AddrPort, n uint64, verdict string) {
+		t.Helper()
+		if r.Comm != comm || r.Netns != ns.Inode || r.Daddr != dst.Addr() || r.Dport != dst.Port() || r.Role != "client" {
+			t.Errorf("%s row = %+v, want comm %s toward %s in netns %d", name, r, comm, dst, ns.Inode)
+		}
+		if r.Connects != n || r.Timewait != n || r.TimewaitNow != int(n) || r.ConnectErrors != 0 {
+			t.Errorf("%s row: %d connects, %d timewait, %d held now, %d errors; want %d, %d, %d, 0",
+				name, r.Connects, r.Timewait, r.TimewaitNow, r.ConnectErrors, n, n, n)
+		}
+		if r.Verdict != verdict {
+			t.Errorf("%s verdict %q (%s), want %q", name, r.Verdict, r.Reason, verdict)
+		}
+	}
+	check("churner", ch, "churner", a.Addr, 30, "per-request")
+	check("pooled", po, "pooled", b.Addr, 1, "")
+	if len(ch.Advice) == 0 || !strings.Contains(strings.Join(ch.Advice, " "), "keep-alive") {
+		t.Errorf("churner advice %q: want the advice to reuse connections", ch.Advice)
+	}
+	if po.BytesP50 == nil || *po.BytesP50 < 900 || *po.BytesP50 > 1125 {
+		t.Errorf("pooled bytes p50 = %v, want 1000 within the histogram's 12.5%%", po.BytesP50)
+	}
+
+	dests := map[uint16]report.LiveDestination{}
+	for _, d := range f.Destinations {
+		dests[d.Dport] = d
+	}
+	for _, c := range []struct {
+		dst       netip.AddrPort
+		tw, avail int
+	}{{a.Addr, 30, 64}, {b.Addr, 1, 93}} { // 94 usable − in use
+		d, ok := dests[c.dst.Port()]
+		if !ok {
+			t.Errorf("no destination %s in %+v", c.dst, f.Destinations)
+			continue
+		}
+		if d.Netns != ns.Inode || d.Daddr != c.dst.Addr() || d.Saddr != c.dst.Addr() {
+			t.Errorf("destination %+v, want %s from %s in netns %d", d, c.dst, c.dst.Addr(), ns.Inode)
+		}
+		if d.Timewait != c.tw || d.PortsInUse != c.tw || d.PortsAvailable != c.avail || d.PortsUsable != 94 || d.Unattributed != 0 {
+			t.Errorf("destination %s: timewait %d, in use %d, available %d of %d usable, %d unattributed; want %d, %d, %d of 94, 0",
+				c.dst, d.Timewait, d.PortsInUse, d.PortsAvailable, d.PortsUsable, d.Unattributed, c.tw, c.tw, c.avail)
+		}
+	}
+	if len(f.Namespaces) != 1 || f.Namespaces[0].Netns != ns.Inode || f.Namespaces[0].PortRange != [2]uint16{40000, 40099} ||
+		f.Namespaces[0].TwReuse != 0 || report.Spans(f.Namespaces[0].ReservedPorts) != "40010-40014" {
+		t.Errorf("namespaces = %+v, want only the test's with its settings", f.Namespaces)
+	}
+	if f.Losses != (Losses{}) {
+		t.Errorf("losses = %+v, want none", f.Losses)
+	}
+}
+
+// The snapshot test: after K client connections closed first, the
+// snapshot of a namespace other than ours reports exactly K timewait
+// sockets toward the destination and exactly the ports the model leaves:
+// 100 in range − 5 reserved − 1 bound by a listener − ports in use.
+func TestSnapshotExactHeadroom(t *testing.T) {
+	requireBPF(t)
+	ns, a, b := exhaustionNetns(t)
+	c1 := testnet.StartClient(t, ns, testnet.ClientSpec{Dest: a.Dest(false), N: 30})
+	c2 := testnet.StartClient(t, ns, testnet.ClientSpec{Dest: b.Dest(false), N: 7})
+	if len(c1.Ports) != 30 || len(c2.Ports) != 7 {
+		t.Fatalf("clients made %d and %d connections, want 30 and 7", len(c1.Ports), len(c2.Ports))
+	}
+	// Two connections toward a stay established.
+	var conns []net.Conn
+	ns.Do(t, func() error {
+		for range 2 {
+			c, err := net.Dial("tcp", a.Addr.String())
+			if err != nil {
+				return err
+			}
+			conns = append(conns, c)
+		}
+		return nil
+	})
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+
+	sc, err := inventory.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	snap, _, err := report.Take(sc, func(n uint32) bool { return n == ns.Inode })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Errors) != 0 || len(snap.Namespaces) != 1 {
+		t.Fatalf("snapshot: %d namespaces, errors %q; want the test's only", len(snap.Namespaces), snap.Errors)
+	}
+	n := snap.Namespaces[0]
+	if n.Netns != ns.Inode || n.PortRange != [2]uint16{40000, 40099} || report.Spans(n.ReservedPorts) != "40010-40014" ||
+		n.TwReuse != 0 || n.Usable != 94 || n.ReservedInRange != 5 || n.BoundInRange != 1 || n.Timewait != 37 {
+		t.Errorf("namespace = %+v", n)
+	}
+	want := []report.Destination{
+		{Netns: ns.Inode, Saddr: a.Addr.Addr(), Daddr: a.Addr.Addr(), Dport: a.Addr.Port(),
+			Timewait: 30, Established: 2, PortsInUse: 32, PortsAvailable: 62, PortsUsable: 94,
+			PortsAvailableWithReuse: 62, HeadroomPct: 66, CeilingPerS: 1.6},
+		{Netns: ns.Inode, Saddr: b.Addr.Addr(), Daddr: b.Addr.Addr(), Dport: b.Addr.Port(),
+			Timewait: 7, PortsInUse: 7, PortsAvailable: 87, PortsUsable: 94,
+			PortsAvailableWithReuse: 87, HeadroomPct: 92.6, CeilingPerS: 1.6},
+	}
+	if len(snap.Destinations) != len(want) {
+		t.Fatalf("destinations = %+v, want %d", snap.Destinations, len(want))
+	}
+	for i, w := range want {
+		if d := snap.Destinations[i]; d != w {
+			t.Errorf("destination %d = %+v\nwant %+v", i, snap.Destinations[i], w)
+		}
+	}
+	if len(snap.Servers) != 1 || snap.Servers[0].Port != a.Addr.Port() || snap.Servers[0].Established != 2 || snap.Servers[0].Timewait != 0 {
+		t.Errorf("servers = %+v, want a's port with the 2 accepted connections", snap.Servers)
+	}
+}
