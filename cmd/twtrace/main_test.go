@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/twtrace/twtrace/internal/testnet"
 )
 
 func init() {
@@ -19,6 +21,7 @@ func init() {
 const dropCapsEnv = "TWTRACE_TEST_DROP_CAPS"
 
 func TestMain(m *testing.M) {
+	testnet.RunClientIfAsked()
 	if os.Getenv(dropCapsEnv) != "" {
 		// Drop every effective capability of this thread, then run watch.
 		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
@@ -83,6 +86,17 @@ func TestBadFlagsExitTwo(t *testing.T) {
 		{[]string{"watch", "--max-sockets", "-5"}, "invalid --max-sockets"},
 		{[]string{"watch", "extra"}, "unknown command"},
 		{[]string{"nosuchcommand"}, "unknown command"},
+		{[]string{"top", "-o", "yaml"}, `invalid --output "yaml"`},
+		{[]string{"top", "-o", "table"}, "needs a terminal"},
+		{[]string{"top", "--interval", "10ms"}, "invalid --interval"},
+		{[]string{"top", "--sort", "nope"}, `invalid sort "nope"`},
+		{[]string{"top", "--rows", "0"}, "invalid --rows"},
+		{[]string{"top", "--count", "-1"}, "invalid --count"},
+		{[]string{"top", "--dport", "x"}, `--dport "x"`},
+		{[]string{"top", "--duration", "1s"}, "unknown flag: --duration"},
+		{[]string{"snapshot", "-o", "yaml"}, `invalid --output "yaml"`},
+		{[]string{"snapshot", "--netns", "abc"}, `"abc"`},
+		{[]string{"snapshot", "extra"}, "unknown command"},
 	}
 	for _, c := range cases {
 		code, stderr := runChild(t, "TWTRACE_TEST_CLI=1", c.args...)

@@ -14,7 +14,7 @@ import (
 )
 
 // maxAdvice is how many advice lines a row gets on screen.
-const maxAdvice = 3
+const maxAdvice = 2
 
 // Keys is the keyboard help shown on the first line.
 const Keys = "keys: t c n e sort, q quits"
@@ -132,19 +132,27 @@ func Render(f *Frame, width, height int) []string {
 			add("  %7d %-14s %6s %6s %6d %5d %6s %6s  %s", r.PID, padComm(event.EscapeComm(&c), 14),
 				rate(r.ConnectsPerS), rate(r.TimewaitPerS), r.TimewaitNow, r.ConnectErrors,
 				lifetime(r.LifetimeP50Ms), size(r.BytesP50), strings.ToUpper(r.Verdict))
-			// Advice: the most pressing first, at most maxAdvice lines
-			// a row (all of it is in -o json).
+			// Advice: the most pressing first, at most maxAdvice items a
+			// row, wrapped (all of it is in -o json).
 			for i, a := range r.Advice {
-				if left <= 1 {
+				if i == maxAdvice {
+					if left > 1 {
+						add("      … %d more: twtrace top -o json", len(r.Advice)-maxAdvice)
+						left--
+					}
 					break
 				}
-				if i == maxAdvice && len(r.Advice) > maxAdvice+1 {
-					add("          … %d more (twtrace top -o json)", len(r.Advice)-maxAdvice)
+				for j, l := range wrap(a, width-8) {
+					if left <= 1 {
+						break
+					}
+					mark := "    - "
+					if j > 0 {
+						mark = "      "
+					}
+					add("%s%s", mark, l)
 					left--
-					break
 				}
-				add("          - %s", a)
-				left--
 			}
 		}
 		shown++
@@ -242,4 +250,22 @@ func seconds(s float64) string {
 		return fmt.Sprintf("%.0fs", s)
 	}
 	return (time.Duration(s) * time.Second).String()
+}
+
+// wrap breaks s into lines of at most width runes, at spaces.
+func wrap(s string, width int) []string {
+	var out []string
+	for utf8.RuneCountInString(s) > width {
+		r := []rune(s)
+		cutAt := width
+		for i := width; i > width/2; i-- {
+			if r[i] == ' ' {
+				cutAt = i
+				break
+			}
+		}
+		out = append(out, strings.TrimRight(string(r[:cutAt]), " "))
+		s = strings.TrimLeft(string(r[cutAt:]), " ")
+	}
+	return append(out, s)
 }

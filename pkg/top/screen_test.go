@@ -49,14 +49,14 @@ func TestRenderEighty(t *testing.T) {
 	}
 	for _, want := range []string{
 		"→ 10.0.0.2:80", "ports free 542/28232 (2%)", "EXHAUSTED IN 3s", "211 unattributed",
-		"checkout-svc", "PER-REQUEST", "- one", "- three", "… 2 more",
+		"checkout-svc", "PER-REQUEST", "- one", "- two", "… 3 more",
 		"accepted on port 8080", `\x1b[2Jevil`, "→ [2001:db8::1]:443", "4 more destinations/processes",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("screen lacks %q:\n%s", want, text)
 		}
 	}
-	if strings.Contains(text, "- four") || strings.Contains(text, "\x1b") {
+	if strings.Contains(text, "- three") || strings.Contains(text, "\x1b") {
 		t.Errorf("advice not cut or escape not escaped:\n%s", text)
 	}
 }
@@ -70,5 +70,25 @@ func TestRenderShortTerminal(t *testing.T) {
 	last := lines[len(lines)-1]
 	if !strings.Contains(last, "more destinations/processes") {
 		t.Errorf("last line %q: want the count of what is not shown", last)
+	}
+}
+
+func TestWrap(t *testing.T) {
+	s := "Stop-gap only: net.ipv4.tcp_tw_reuse=1 (needs TCP timestamps) or a wider ip_local_port_range."
+	got := wrap(s, 40)
+	if strings.Join(got, " ") != s {
+		t.Errorf("wrap lost text: %q", got)
+	}
+	for _, l := range got {
+		if utf8.RuneCountInString(l) > 40 || strings.HasPrefix(l, " ") || strings.HasSuffix(l, " ") {
+			t.Errorf("line %q: want at most 40 runes, no edge spaces", l)
+		}
+	}
+	if got := wrap("short", 40); len(got) != 1 || got[0] != "short" {
+		t.Errorf("wrap(short) = %q", got)
+	}
+	long := strings.Repeat("x", 90) // no space: cut hard
+	if got := wrap(long, 40); len(got) != 3 || strings.Join(got, "") != long {
+		t.Errorf("wrap of a word longer than the line = %q", got)
 	}
 }
