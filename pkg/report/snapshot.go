@@ -76,7 +76,7 @@ func SortDestinations(d []Destination) {
 	})
 }
 
-// NamespaceLine is one line naming a namespace and its settings.
+// NamespaceLine is two lines naming a namespace and its settings.
 func NamespaceLine(n *Namespace) string {
 	who := "no process"
 	if n.PID != 0 {
@@ -85,13 +85,13 @@ func NamespaceLine(n *Namespace) string {
 	if n.Name != "" {
 		who = n.Name + ", " + who
 	}
-	reuse := [...]string{"off", "on", "loopback"}
+	reuse := [...]string{"0", "1", "2 (lo)"}
 	r := fmt.Sprint(n.TwReuse)
 	if n.TwReuse >= 0 && n.TwReuse < len(reuse) {
 		r = reuse[n.TwReuse]
 	}
-	return fmt.Sprintf("netns %d (%s): range %d-%d, reserved %s, %d usable (%.0f new conn/s per destination), tw_reuse %s, timewait %d+%d fin_wait2",
-		n.Netns, who, n.PortRange[0], n.PortRange[1], Spans(n.ReservedPorts), n.Usable, n.CeilingPerS, r, n.Timewait, n.FinWait2)
+	return fmt.Sprintf("netns %d (%s)  timewait %d, fin_wait2 %d\n  range %d-%d  reserved %s  usable %d = %.3g conn/s  tw_reuse=%s",
+		n.Netns, who, n.Timewait, n.FinWait2, n.PortRange[0], n.PortRange[1], Spans(n.ReservedPorts), n.Usable, n.CeilingPerS, r)
 }
 
 // WriteSnapshotTable prints s for a person: per namespace a line of its
