@@ -64,6 +64,21 @@ func addWatchFlags(cmd *cobra.Command, f *watchFlags) {
 	fl.IntVar(&f.maxSockets, "max-sockets", 0, fmt.Sprintf("sockets tracked at once, from connect() to their end (default %d)", tracer.DefaultMaxSockets))
 }
 
+// filter checks the tracer's sizing flags and parses the filter flags.
+func (f *watchFlags) filter() (*filter.Filter, error) {
+	if f.maxSockets < 0 || f.maxSockets > 1<<24 {
+		return nil, usageError{fmt.Errorf("invalid --max-sockets %d: want 1 to %d", f.maxSockets, 1<<24)}
+	}
+	flt, err := filter.Parse(filter.Options{
+		PIDs: f.pids, Comms: f.comms, Daddrs: f.daddrs, Dports: f.dports,
+		IPv4Only: f.ipv4, IPv6Only: f.ipv6, Netns: f.netns, Events: f.events,
+	})
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return flt, nil
+}
+
 func runWatch(cmd *cobra.Command, f *watchFlags) error {
 	var format watch.Format
 	switch f.output {
@@ -74,18 +89,12 @@ func runWatch(cmd *cobra.Command, f *watchFlags) error {
 	default:
 		return usageError{fmt.Errorf("invalid --output %q: want table or json", f.output)}
 	}
-	if f.maxSockets < 0 || f.maxSockets > 1<<24 {
-		return usageError{fmt.Errorf("invalid --max-sockets %d: want 1 to %d", f.maxSockets, 1<<24)}
-	}
 	if f.duration < 0 {
 		return usageError{fmt.Errorf("invalid --duration %s: must not be negative", f.duration)}
 	}
-	flt, err := filter.Parse(filter.Options{
-		PIDs: f.pids, Comms: f.comms, Daddrs: f.daddrs, Dports: f.dports,
-		IPv4Only: f.ipv4, IPv6Only: f.ipv6, Netns: f.netns, Events: f.events,
-	})
+	flt, err := f.filter()
 	if err != nil {
-		return usageError{err}
+		return err
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -103,15 +103,9 @@ func runTop(cmd *cobra.Command, f *topFlags) error {
 	if err != nil {
 		return usageError{err}
 	}
-	if f.maxSockets < 0 || f.maxSockets > 1<<24 {
-		return usageError{fmt.Errorf("invalid --max-sockets %d: want 1 to %d", f.maxSockets, 1<<24)}
-	}
-	flt, err := filter.Parse(filter.Options{
-		PIDs: f.pids, Comms: f.comms, Daddrs: f.daddrs, Dports: f.dports,
-		IPv4Only: f.ipv4, IPv6Only: f.ipv6, Netns: f.netns, Events: f.events,
-	})
+	flt, err := f.filter()
 	if err != nil {
-		return usageError{err}
+		return err
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -127,7 +121,7 @@ func runTop(cmd *cobra.Command, f *topFlags) error {
 	if f.output == "json" {
 		bw := bufio.NewWriter(stdout)
 		enc := json.NewEncoder(bw)
-		cfg.Ready = func() { fmt.Fprintln(stderr, "twtrace: top ready; one JSON object per interval") }
+		cfg.Ready = func() { fmt.Fprintln(stderr, "twtrace: tracing; top prints one JSON object per interval") }
 		err := top.Run(ctx, cfg, func(fr *top.Frame) error {
 			if err := enc.Encode(fr); err != nil {
 				return err

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -17,36 +16,12 @@ import (
 	"github.com/twtrace/twtrace/pkg/tracer"
 )
 
-func requireBPF(t *testing.T) {
-	t.Helper()
-	if err := tracer.Preflight(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true and BPF is unavailable: %v", err)
-		}
-		t.Skipf("needs BPF: %v", err)
-	}
-}
+func requireBPF(t *testing.T) { testnet.RequireBPF(t, tracer.Preflight) }
 
-// churnNetns is a namespace with a 100-port range (40000-40099), reuse
-// off, 5 reserved ports and a listener inside the range: 94 usable. It
-// has a server s outside the range.
+// churnNetns is a testnet.NewSmallRange namespace with one server.
 func churnNetns(t *testing.T) (*testnet.Netns, *testnet.Server) {
-	t.Helper()
-	ns := testnet.New(t)
-	ns.Park(t)
-	ns.Sysctl(t, "ipv4/tcp_rfc1337", "1") // no RST ends a TIME_WAIT early
-	s := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
-	ns.Sysctl(t, "ipv4/ip_local_port_range", "40000 40099")
-	ns.Sysctl(t, "ipv4/ip_local_reserved_ports", "40010-40014")
-	ns.Sysctl(t, "ipv4/tcp_tw_reuse", "0")
-	var ln net.Listener
-	ns.Do(t, func() error {
-		var err error
-		ln, err = net.Listen("tcp", "127.0.0.1:40050")
-		return err
-	})
-	t.Cleanup(func() { ln.Close() })
-	return ns, s
+	ns, s := testnet.NewSmallRange(t, 1)
+	return ns, s[0]
 }
 
 // `twtrace top -o json --count 2` prints exactly two objects; the second
@@ -69,7 +44,7 @@ func TestTopJSONCountTwo(t *testing.T) {
 		t.Fatal(err)
 	}
 	rd := bufio.NewReader(stderr)
-	if ready, err := rd.ReadString('\n'); err != nil || !strings.Contains(ready, "top ready") {
+	if ready, err := rd.ReadString('\n'); err != nil || !strings.HasPrefix(ready, "twtrace: tracing") {
 		t.Fatalf("ready line %q, err %v", ready, err)
 	}
 	c := testnet.StartClient(t, ns, testnet.ClientSpec{Dest: s.Dest(false), N: 25})

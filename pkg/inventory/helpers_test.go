@@ -20,17 +20,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// requireBPF skips a privileged test outside CI and fails it under CI=true,
-// where a test that cannot load BPF must never pass silently.
-func requireBPF(t testing.TB) {
-	t.Helper()
-	if err := preflight(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true and BPF is unavailable: %v", err)
-		}
-		t.Skipf("needs BPF: %v", err)
-	}
-}
+func requireBPF(t testing.TB) { testnet.RequireBPF(t, preflight) }
 
 func openScanner(t testing.TB) *Scanner {
 	t.Helper()

@@ -23,41 +23,14 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func requireBPF(t testing.TB) {
-	t.Helper()
-	if err := tracer.Preflight(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true and BPF is unavailable: %v", err)
-		}
-		t.Skipf("needs BPF: %v", err)
-	}
-}
+func requireBPF(t testing.TB) { testnet.RequireBPF(t, tracer.Preflight) }
 
-// exhaustionNetns is the namespace: a 100-port range, reuse off,
-// 5 reserved ports and a listener bound inside the range, plus two
-// servers (outside the range) for clients to reach. 94 ports are usable.
+// exhaustionNetns is the namespace (testnet.NewSmallRange: a
+// 100-port range, reuse off, 5 reserved ports and a listener bound inside
+// the range: 94 usable) with two servers for clients to reach.
 func exhaustionNetns(t *testing.T) (*testnet.Netns, *testnet.Server, *testnet.Server) {
-	t.Helper()
-	ns := testnet.New(t)
-	ns.Park(t)
-	// An RST must not end a TIME_WAIT early (RFC 1337 "assassination",
-	// seen on loopback when a retransmitted FIN crosses the last ACK):
-	// the counts below are exact.
-	ns.Sysctl(t, "ipv4/tcp_rfc1337", "1")
-	// Servers first: their ports come from the default range.
-	a := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
-	b := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
-	ns.Sysctl(t, "ipv4/ip_local_port_range", "40000 40099")
-	ns.Sysctl(t, "ipv4/ip_local_reserved_ports", "40010-40014")
-	ns.Sysctl(t, "ipv4/tcp_tw_reuse", "0")
-	var ln net.Listener
-	ns.Do(t, func() error {
-		var err error
-		ln, err = net.Listen("tcp", "127.0.0.1:40050")
-		return err
-	})
-	t.Cleanup(func() { ln.Close() })
-	return ns, a, b
+	ns, s := testnet.NewSmallRange(t, 2)
+	return ns, s[0], s[1]
 }
 
 // The top test: a churning client next to a pooled one, in a

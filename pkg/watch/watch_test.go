@@ -22,15 +22,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func requireBPF(t *testing.T) {
-	t.Helper()
-	if err := tracer.Preflight(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true and BPF is unavailable: %v", err)
-		}
-		t.Skipf("needs BPF: %v", err)
-	}
-}
+func requireBPF(t *testing.T) { testnet.RequireBPF(t, tracer.Preflight) }
 
 // lockedBuffer is written by the watch loop and read by the test.
 type lockedBuffer struct {
