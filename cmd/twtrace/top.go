@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -108,6 +109,12 @@ func runTop(cmd *cobra.Command, f *topFlags) error {
 		return err
 	}
 
+	// top's heap is a few long-lived tables plus each refresh's short-lived
+	// figures: collect at half the default growth, so the peak stays near
+	// the live size (measured: about 1 MiB less RSS, no CPU to see).
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var sortNow atomic.Int32

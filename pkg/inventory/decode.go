@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 	"unsafe"
 )
@@ -35,17 +36,13 @@ const (
 	offFlags     = unsafe.Offsetof(inventorySockRecord{}.Flags)
 )
 
-// decodeRecords appends the sockets of raw, the iterator's whole output, to
-// out. It allocates only when out has no room.
+// decodeRecords appends the sockets of raw, whole records of the
+// iterator's output, to out. It allocates only when out has no room.
 func decodeRecords(raw []byte, hz uint32, out []Socket) ([]Socket, error) {
 	if len(raw)%recordSize != 0 {
 		return out, fmt.Errorf("iterator output of %d bytes is not a whole number of %d-byte records", len(raw), recordSize)
 	}
-	if n := len(raw) / recordSize; cap(out)-len(out) < n {
-		grown := make([]Socket, len(out), len(out)+n)
-		copy(grown, out)
-		out = grown
-	}
+	out = slices.Grow(out, len(raw)/recordSize)
 	for off := 0; off < len(raw); off += recordSize {
 		var s Socket
 		if err := decodeRecord(raw[off:off+recordSize], hz, &s); err != nil {

@@ -3,8 +3,10 @@ package inventory
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"net/netip"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -144,4 +146,39 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/socket")
+}
+
+// The iterator's output is decoded a chunk at a time: reads that end
+// inside a record (one byte at a time, half a buffer) lose nothing, a
+// chunk smaller than the output is enough, and output that ends inside a
+// record is an error.
+func TestDecodeAllInChunks(t *testing.T) {
+	var recs []inventorySockRecord
+	for i := range 100 {
+		r := record(afInet, "10.0.0.1", "10.0.0.2")
+		r.Sport, r.Dport = uint16(40000+i), 80
+		r.State, r.Substate = uint8(TimeWait), uint8(TimeWait)
+		recs = append(recs, r)
+	}
+	raw := encode(t, recs...)
+	for name, rd := range map[string]func() io.Reader{
+		"whole":    func() io.Reader { return bytes.NewReader(raw) },
+		"one byte": func() io.Reader { return iotest.OneByteReader(bytes.NewReader(raw)) },
+		"halves":   func() io.Reader { return iotest.HalfReader(bytes.NewReader(raw)) },
+	} {
+		s := &Scanner{buf: make([]byte, 0, 5*recordSize+7), hz: 250}
+		out, err := s.decodeAll(rd(), make([]Socket, 3))
+		if err != nil || len(out) != 103 {
+			t.Fatalf("%s: %d sockets, %v; want 3 + 100", name, len(out), err)
+		}
+		for i, sk := range out[3:] {
+			if sk.Sport != uint16(40000+i) || sk.State != TimeWait {
+				t.Fatalf("%s: socket %d = %+v", name, i, sk)
+			}
+		}
+	}
+	s := &Scanner{buf: make([]byte, 0, 64), hz: 250}
+	if _, err := s.decodeAll(bytes.NewReader(raw[:len(raw)-1]), nil); err == nil {
+		t.Fatal("output ending inside a record decoded without error")
+	}
 }

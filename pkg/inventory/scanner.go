@@ -127,74 +127,77 @@ func (s *Scanner) Close() error {
 // namespace ref.Inode (when not 0): a path that no longer opens or now
 // names another namespace fails with ErrNamespaceGone.
 func (s *Scanner) Scan(ref NamespaceRef) (*Namespace, error) {
+	ns := &Namespace{}
+	if err := s.ScanInto(ref, ns); err != nil {
+		return nil, err
+	}
+	return ns, nil
+}
+
+// ScanInto is Scan into ns, reusing the memory of ns.Sockets: a caller
+// that scans the same namespaces over and over keeps one Namespace each
+// and stops allocating once they have grown. On error ns is unspecified.
+func (s *Scanner) ScanInto(ref NamespaceRef, ns *Namespace) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.iter == nil {
-		return nil, errClosed
+		return errClosed
 	}
-	type result struct {
-		ns  *Namespace
-		err error
-	}
-	done := make(chan result, 1)
+	*ns = Namespace{NamespaceRef: ref, Sockets: ns.Sockets[:0]}
+	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		ns, home, err := s.scanOnThread(ref)
+		home, err := s.scanOnThread(ref, ns)
 		if home {
 			runtime.UnlockOSThread()
 		}
 		// Otherwise the thread, maybe still in the foreign namespace, ends
 		// with this goroutine.
-		done <- result{ns, err}
+		done <- err
 	}()
-	r := <-done
-	if r.err != nil {
-		return nil, fmt.Errorf("scanning network namespace %d (%s): %w", ref.Inode, ref.Path, r.err)
+	if err := <-done; err != nil {
+		return fmt.Errorf("scanning network namespace %d (%s): %w", ref.Inode, ref.Path, err)
 	}
-	return r.ns, nil
+	return nil
 }
 
 // scanOnThread runs on a locked OS thread. home reports that the thread is
 // back in the namespace it started in and may be handed back to the Go
 // scheduler.
-func (s *Scanner) scanOnThread(ref NamespaceRef) (ns *Namespace, home bool, err error) {
+func (s *Scanner) scanOnThread(ref NamespaceRef, ns *Namespace) (home bool, err error) {
 	origFD, origIno, err := openNetns("/proc/thread-self/ns/net")
 	if err != nil {
-		return nil, true, fmt.Errorf("opening our own network namespace: %w", err)
+		return true, fmt.Errorf("opening our own network namespace: %w", err)
 	}
 	defer unix.Close(origFD)
-	ns = &Namespace{NamespaceRef: ref}
 	if ref.Inode != origIno {
 		if ref.Path == "" {
-			return nil, true, errors.New("no path to open the namespace by")
+			return true, errors.New("no path to open the namespace by")
 		}
 		fd, ino, err := openNetns(ref.Path)
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
-			return nil, true, fmt.Errorf("%w: %v", ErrNamespaceGone, err)
+			return true, fmt.Errorf("%w: %v", ErrNamespaceGone, err)
 		}
 		if err != nil {
-			return nil, true, err
+			return true, err
 		}
 		if ref.Inode != 0 && ino != ref.Inode {
 			unix.Close(fd)
-			return nil, true, fmt.Errorf("%w: %s is now namespace %d", ErrNamespaceGone, ref.Path, ino)
+			return true, fmt.Errorf("%w: %s is now namespace %d", ErrNamespaceGone, ref.Path, ino)
 		}
 		ns.Inode = ino
 		err = unix.Setns(fd, unix.CLONE_NEWNET)
 		unix.Close(fd)
 		if err != nil {
-			return nil, true, fmt.Errorf("setns(%s): %w", ref.Path, err)
+			return true, fmt.Errorf("setns(%s): %w", ref.Path, err)
 		}
 		defer func() {
 			if berr := unix.Setns(origFD, unix.CLONE_NEWNET); berr != nil {
-				ns, home, err = nil, false, fmt.Errorf("returning to our own network namespace: %w", berr)
+				home, err = false, fmt.Errorf("returning to our own network namespace: %w", berr)
 			}
 		}()
 	}
-	if err := s.read(ns); err != nil {
-		return nil, true, err
-	}
-	return ns, true, nil
+	return true, s.read(ns)
 }
 
 // read fills ns from the namespace the calling thread is in.
@@ -205,13 +208,10 @@ func (s *Scanner) read(ns *Namespace) error {
 	if err != nil {
 		return fmt.Errorf("opening the TCP socket iterator: %w", err)
 	}
-	s.buf, err = readAll(r, s.buf[:0])
+	ns.Sockets, err = s.decodeAll(r, ns.Sockets)
 	r.Close()
 	if err != nil {
 		return fmt.Errorf("reading the TCP socket iterator: %w", err)
-	}
-	if ns.Sockets, err = decodeRecords(s.buf, s.hz, make([]Socket, 0, len(s.buf)/recordSize)); err != nil {
-		return err
 	}
 	if ns.Sysctls, err = readSysctls(); err != nil {
 		return err
@@ -220,19 +220,30 @@ func (s *Scanner) read(ns *Namespace) error {
 	return err
 }
 
-// readAll appends everything r has to buf, growing it only when full.
-func readAll(r io.Reader, buf []byte) ([]byte, error) {
+// decodeAll decodes everything r has, a chunk at a time, appending the
+// sockets to out: memory for the iterator's output is one chunk, however
+// many sockets the namespace holds. A read may end inside a record; the
+// rest of it comes with the next read.
+func (s *Scanner) decodeAll(r io.Reader, out []Socket) ([]Socket, error) {
+	have := 0 // bytes of an unfinished record at the start of s.buf
+	buf := s.buf[:cap(s.buf)]
 	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
+		n, err := r.Read(buf[have:])
+		have += n
+		whole := have - have%recordSize
+		var derr error
+		if out, derr = decodeRecords(buf[:whole], s.hz, out); derr != nil {
+			return out, derr
 		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
+		have = copy(buf, buf[whole:have])
 		if err == io.EOF {
-			return buf, nil
+			if have != 0 {
+				return out, fmt.Errorf("iterator output ends inside a %d-byte record", recordSize)
+			}
+			return out, nil
 		}
 		if err != nil {
-			return buf, err
+			return out, err
 		}
 	}
 }

@@ -14,109 +14,106 @@ type tuple struct {
 	sport, dport uint16
 }
 
-// joinHold is how long an entry stays joinable: TIME_WAIT lasts 60 s, and
-// a FIN_WAIT2-substate timewait socket at most tcp_fin_timeout (60 s by
-// default) plus scheduling slack.
+// joinHold is how long an entry stays joinable at most: TIME_WAIT lasts
+// 60 s, and a FIN_WAIT2-substate timewait socket at most tcp_fin_timeout
+// (60 s by default), plus slack.
 const joinHold = 65 * time.Second
 
-// DefaultJoinEntries bounds the join: at ~24 bytes an entry, 256k entries
-// (the timewait sockets of nine exhausted destinations) cost ~8 MiB.
+// DefaultJoinEntries bounds the join: 256k live timewait sockets (nine
+// exhausted destinations) at ~24 bytes an entry, ~6 MiB.
 const DefaultJoinEntries = 1 << 18
 
-// join remembers, for each timewait entry reported in the last minute,
-// which row (process and destination) it belongs to, so that the timewait
-// sockets the inventory finds can be attributed: a timewait socket has no
-// owner in the kernel. Keys are 64-bit hashes of the 4-tuple (a collision
-// among 256k live entries has odds of about 2^-29); memory is bounded by
-// max entries, the oldest dropped first and counted.
+// join remembers, for each timewait entry reported, which row (process and
+// destination) it belongs to, so that the timewait sockets the inventory
+// finds can be attributed: a timewait socket has no owner in the kernel.
+//
+// Keys are 64-bit hashes of (netns, 4-tuple): a collision among 256k live
+// entries has odds of about 2^-29. An entry lives as long as its timewait
+// socket: the socket exists from the moment its event is made (the kernel
+// hashes the timewait socket in before the full socket moves to CLOSE), so
+// an entry older than a complete inventory scan that the scan did not find
+// belongs to a socket that is gone (expired, reused, killed by an RST) and
+// is dropped (prune). Memory is bounded by max entries: when the join is
+// full, new entries are refused and counted, and their sockets count as
+// unattributed.
 type join struct {
 	seed    maphash.Seed
 	max     int
-	index   map[uint64]joinRef // tuple hash -> its newest entry
-	fifo    []joinEntry        // ring, oldest at head
-	head, n int
-	seq     uint32 // sequence number of the next entry
-	evicted uint64 // dropped before their time because the join was full
+	index   map[uint64]joinVal
+	refused uint64
+	epoch   time.Time
+	scan    uint32 // the scan under way, or the last one
 }
 
-type joinRef struct {
-	row int32
-	seq uint32
-}
-
-type joinEntry struct {
-	h   uint64
-	at  time.Time
-	seq uint32
+type joinVal struct {
+	row   int32
+	at    uint32 // seconds since the epoch
+	added uint32 // the scan under way when the entry was made
+	seen  uint32 // the last scan that found the socket
 }
 
 func newJoin(max int) *join {
 	if max <= 0 {
 		max = DefaultJoinEntries
 	}
-	return &join{seed: maphash.MakeSeed(), max: max, index: make(map[uint64]joinRef)}
+	return &join{seed: maphash.MakeSeed(), max: max, index: make(map[uint64]joinVal), epoch: time.Now().Add(-time.Hour)}
 }
 
 func (j *join) hash(t *tuple) uint64 {
-	var b [44]byte
+	var b [40]byte
 	b[0], b[1], b[2], b[3] = byte(t.netns), byte(t.netns>>8), byte(t.netns>>16), byte(t.netns>>24)
 	s, d := t.saddr.As16(), t.daddr.As16()
 	copy(b[4:20], s[:])
 	copy(b[20:36], d[:])
 	b[36], b[37], b[38], b[39] = byte(t.sport), byte(t.sport>>8), byte(t.dport), byte(t.dport>>8)
-	return maphash.Bytes(j.seed, b[:40])
+	return maphash.Bytes(j.seed, b[:])
+}
+
+// seconds is t in whole seconds since the epoch (an hour before the join
+// was made: events are never older than that), 0 before it.
+func (j *join) seconds(t time.Time) uint32 {
+	return uint32(max(t.Sub(j.epoch), 0) / time.Second)
 }
 
 // add records that the connection t entered timewait at time at, for row.
+// A port reused toward the same destination replaces the older entry.
 func (j *join) add(t *tuple, row int32, at time.Time) {
 	h := j.hash(t)
-	if j.n == j.max {
-		j.pop(true)
+	if _, ok := j.index[h]; !ok && len(j.index) >= j.max {
+		j.refused++
+		return
 	}
-	if j.fifo == nil {
-		j.fifo = make([]joinEntry, min(j.max, 1024))
-	}
-	if j.n == len(j.fifo) {
-		j.grow()
-	}
-	j.fifo[(j.head+j.n)%len(j.fifo)] = joinEntry{h: h, at: at, seq: j.seq}
-	j.n++
-	j.index[h] = joinRef{row: row, seq: j.seq}
-	j.seq++
+	j.index[h] = joinVal{row: row, at: j.seconds(at), added: j.scan}
 }
 
-func (j *join) grow() {
-	next := make([]joinEntry, min(2*len(j.fifo), j.max))
-	for i := 0; i < j.n; i++ {
-		next[i] = j.fifo[(j.head+i)%len(j.fifo)]
-	}
-	j.fifo, j.head = next, 0
+// beginScan numbers the inventory scan about to start; entries made from
+// now on are not judged by it.
+func (j *join) beginScan() uint32 {
+	j.scan++
+	return j.scan
 }
 
-func (j *join) pop(evict bool) {
-	e := &j.fifo[j.head]
-	// A newer entry of the same tuple (a port reused within the minute,
-	// tcp_tw_reuse at work) owns the index now: leave it.
-	if r, ok := j.index[e.h]; ok && r.seq == e.seq {
-		delete(j.index, e.h)
+// find returns the row of the connection t, and marks it found by scan.
+func (j *join) find(t *tuple, scan uint32) (int32, bool) {
+	h := j.hash(t)
+	v, ok := j.index[h]
+	if ok {
+		v.seen = scan
+		j.index[h] = v
 	}
-	j.head = (j.head + 1) % len(j.fifo)
-	j.n--
-	if evict {
-		j.evicted++
-	}
+	return v.row, ok
 }
 
-// expire drops entries older than joinHold at now.
-func (j *join) expire(now time.Time) {
-	for j.n > 0 && now.Sub(j.fifo[j.head].at) > joinHold {
-		j.pop(false)
+// prune drops the entries whose socket is gone: older than joinHold at
+// now, or made before the complete scan number scan began (and for a
+// socket that entered timewait at least a second before scanStart) but not
+// found by it.
+func (j *join) prune(scan uint32, scanStart, now time.Time) {
+	old := j.seconds(now.Add(-joinHold))
+	before := j.seconds(scanStart.Add(-time.Second))
+	for h, v := range j.index {
+		if v.at < old || (v.seen != scan && v.added < scan && v.at < before) {
+			delete(j.index, h)
+		}
 	}
-}
-
-// lookup returns the row of the connection t, if it entered timewait in
-// the last minute while we traced.
-func (j *join) lookup(t *tuple) (int32, bool) {
-	r, ok := j.index[j.hash(t)]
-	return r.row, ok
 }

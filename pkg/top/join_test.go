@@ -11,78 +11,82 @@ func tup(sport uint16) tuple {
 		daddr: netip.MustParseAddr("10.0.0.2"), dport: 80}
 }
 
-func TestJoinLookupExpireEvict(t *testing.T) {
-	j := newJoin(3)
+// testJoin is a join whose clock starts an hour before t0, as newJoin's
+// starts an hour before now.
+func testJoin(max int, t0 time.Time) *join {
+	j := newJoin(max)
+	j.epoch = t0.Add(-time.Hour)
+	return j
+}
+
+func TestJoinFindAndRefuse(t *testing.T) {
 	t0 := time.Unix(1000, 0)
+	j := testJoin(3, t0)
 	a, b, c, d := tup(1), tup(2), tup(3), tup(4)
 	j.add(&a, 0, t0)
-	j.add(&b, 1, t0.Add(time.Second))
-	j.add(&c, 2, t0.Add(2*time.Second))
-	if r, ok := j.lookup(&b); !ok || r != 1 {
-		t.Fatalf("lookup b = %d, %v; want 1", r, ok)
+	j.add(&b, 1, t0)
+	j.add(&c, 2, t0)
+	if r, ok := j.find(&b, j.beginScan()); !ok || r != 1 {
+		t.Fatalf("find b = %d, %v; want 1", r, ok)
 	}
 	other := b
 	other.netns = 8
-	if _, ok := j.lookup(&other); ok {
+	if _, ok := j.find(&other, 1); ok {
 		t.Fatal("a tuple of another namespace joined")
 	}
-	j.add(&d, 3, t0.Add(3*time.Second)) // full: a goes
-	if _, ok := j.lookup(&a); ok || j.evicted != 1 {
-		t.Fatalf("a still joined or evicted = %d, want gone and 1", j.evicted)
+	j.add(&d, 3, t0) // full: refused, counted
+	if _, ok := j.find(&d, 1); ok || j.refused != 1 {
+		t.Fatalf("d joined or refused = %d; want refused, 1", j.refused)
 	}
-	j.expire(t0.Add(joinHold + 1500*time.Millisecond)) // b (at 1 s) is 65.5 s old
-	if _, ok := j.lookup(&b); ok {
-		t.Fatal("b outlived joinHold")
-	}
-	if r, ok := j.lookup(&c); !ok || r != 2 || j.n != 2 || j.evicted != 1 {
-		t.Fatalf("c = %d, %v with %d entries, %d evicted; want 2, true, 2, 1", r, ok, j.n, j.evicted)
+	j.add(&a, 9, t0) // a port reused toward the same destination: replaced
+	if r, ok := j.find(&a, 1); !ok || r != 9 || j.refused != 1 {
+		t.Fatalf("find a = %d, %v, refused %d; want 9, true, 1", r, ok, j.refused)
 	}
 }
 
-// A port reused toward the same destination within the minute: the newer
-// entry owns the tuple, and the older one leaving does not unjoin it.
-func TestJoinReusedTuple(t *testing.T) {
-	j := newJoin(10)
+// Entries a complete scan did not find are dropped once they are older
+// than the scan by a second (their socket is gone); younger ones and found
+// ones stay, until joinHold.
+func TestJoinPrune(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	a := tup(1)
-	j.add(&a, 0, t0)
-	j.add(&a, 5, t0.Add(30*time.Second))
-	j.expire(t0.Add(joinHold + time.Second))
-	if r, ok := j.lookup(&a); !ok || r != 5 {
-		t.Fatalf("lookup = %d, %v; want 5", r, ok)
+	j := testJoin(10, t0)
+	gone, found, young, late := tup(1), tup(2), tup(3), tup(4)
+	j.add(&gone, 0, t0)
+	j.add(&found, 1, t0)
+	j.add(&young, 2, t0.Add(10*time.Second))
+	scanStart := t0.Add(10 * time.Second)
+	scan := j.beginScan()
+	j.add(&late, 3, t0) // an old event read while the scan runs
+	j.find(&found, scan)
+	j.prune(scan, scanStart, scanStart)
+	if _, ok := j.find(&gone, 8); ok {
+		t.Error("an entry the scan did not find survived")
 	}
-	j.expire(t0.Add(30*time.Second + joinHold + time.Second))
-	if _, ok := j.lookup(&a); ok || j.n != 0 || len(j.index) != 0 {
-		t.Fatalf("entries left: %d, index %d", j.n, len(j.index))
+	if _, ok := j.find(&found, 8); !ok {
+		t.Error("an entry the scan found was dropped")
 	}
-}
-
-// The ring grows on demand up to max and wraps correctly.
-func TestJoinGrowAndWrap(t *testing.T) {
-	j := newJoin(5000)
-	t0 := time.Unix(1000, 0)
-	for i := range 12000 {
-		tp := tup(uint16(i))
-		j.add(&tp, int32(i), t0)
+	if _, ok := j.find(&young, 8); !ok {
+		t.Error("an entry younger than the scan was dropped")
 	}
-	if j.n != 5000 || len(j.index) != 5000 || j.evicted != 7000 {
-		t.Fatalf("n=%d index=%d evicted=%d; want 5000, 5000, 7000", j.n, len(j.index), j.evicted)
+	if _, ok := j.find(&late, 8); !ok {
+		t.Error("an entry made while the scan ran was dropped")
 	}
-	for i := 7000; i < 12000; i++ {
-		tp := tup(uint16(i))
-		if r, ok := j.lookup(&tp); !ok || r != int32(i) {
-			t.Fatalf("lookup %d = %d, %v", i, r, ok)
-		}
+	j.prune(j.beginScan(), scanStart, t0.Add(joinHold+2*time.Second))
+	if _, ok := j.find(&found, 9); ok || len(j.index) != 1 {
+		t.Errorf("after joinHold: %d entries, want only the young one", len(j.index))
 	}
 }
 
 func BenchmarkJoinAdd(b *testing.B) {
 	j := newJoin(DefaultJoinEntries)
-	t0 := time.Unix(1000, 0)
+	t0 := time.Now()
 	b.ReportAllocs()
 	for i := range b.N {
 		tp := tup(uint16(i))
 		tp.netns = uint32(i >> 16)
 		j.add(&tp, 1, t0)
+		if len(j.index) == DefaultJoinEntries {
+			clear(j.index)
+		}
 	}
 }

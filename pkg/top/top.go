@@ -68,8 +68,10 @@ type Config struct {
 
 // DefaultRows and DefaultMaxKeys bound what top holds and shows.
 const (
-	DefaultRows    = 20
-	DefaultMaxKeys = 4096
+	DefaultRows = 20
+	// DefaultMaxKeys: each row holds two histograms (~4.3 KiB), and top
+	// keeps the table and two snapshots of it.
+	DefaultMaxKeys = 1024
 )
 
 // Row is one (process, destination) line of a frame.
@@ -113,9 +115,9 @@ type Losses struct {
 	UncountedConnects uint64 `json:"uncounted_connects"`
 	// FoldedEvents went to the Other row: MaxKeys rows were full.
 	FoldedEvents uint64 `json:"folded_events"`
-	// JoinEvicted timewait entries were forgotten before their socket
-	// expired (MaxJoin full): their sockets count as unattributed.
-	JoinEvicted uint64 `json:"join_evicted"`
+	// JoinRefused timewait entries found the join full (MaxJoin live
+	// timewait sockets remembered): their sockets count as unattributed.
+	JoinRefused uint64 `json:"join_refused"`
 }
 
 // Frame is one refresh: the JSON object `top -o json` prints per interval.
@@ -157,8 +159,9 @@ type session struct {
 	twDest map[destKey]uint64 // timewait entries per destination, cumulative
 	prevTw map[destKey]uint64
 	prev   aggregate.Snapshot
+	spare  aggregate.Snapshot // memory for the next snapshot
 	prevNs map[uint32]inventory.Counters
-	prevAt time.Time
+	nsMem  map[uint32]*inventory.Namespace // each namespace's scan, reused
 }
 
 // maxTwDest bounds the per-destination timewait counters.
@@ -176,21 +179,39 @@ func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
 	if cfg.MaxKeys <= 0 {
 		cfg.MaxKeys = DefaultMaxKeys
 	}
-	inv, err := inventory.Open()
-	if err != nil {
-		return err
+	// Load the two BPF objects at once: start-up is mostly the kernel
+	// verifying and the BTF being read, one CPU each.
+	type opened struct {
+		inv *inventory.Scanner
+		err error
 	}
-	defer inv.Close()
-	tr, err := tracer.New(tracer.Options{
+	invc := make(chan opened, 1)
+	go func() {
+		inv, err := inventory.Open()
+		invc <- opened{inv, err}
+	}()
+	tr, terr := tracer.New(tracer.Options{
 		RingBufferSize: cfg.RingSize,
 		KindMask:       cfg.Filter.KindMask(),
 		Netns:          cfg.Netns,
 		MaxSockets:     cfg.MaxSockets,
 		CountConnects:  true,
 	})
-	if err != nil {
-		return err
+	o := <-invc
+	if terr != nil || o.err != nil {
+		if tr != nil {
+			tr.Close()
+		}
+		if o.inv != nil {
+			o.inv.Close()
+		}
+		if terr != nil {
+			return terr // the same cause as the scanner's, if both failed
+		}
+		return o.err
 	}
+	inv := o.inv
+	defer inv.Close()
 	defer tr.Close()
 
 	s := &session{
@@ -202,9 +223,12 @@ func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
 		twDest: map[destKey]uint64{},
 		prevTw: map[destKey]uint64{},
 		prevNs: map[uint32]inventory.Counters{},
+		nsMem:  map[uint32]*inventory.Namespace{},
 	}
 	s.prev = s.table.Snapshot()
-	s.prevAt = s.prev.Time
+	if err := s.seedAll(); err != nil {
+		return err
+	}
 	if cfg.Ready != nil {
 		cfg.Ready()
 	}
@@ -286,7 +310,8 @@ func (s *session) frame() (*Frame, error) {
 	if err := s.readConnects(); err != nil {
 		return nil, err
 	}
-	snap := s.table.Snapshot()
+	s.table.SnapshotTo(&s.spare)
+	snap := s.spare
 	if err := snap.Delta(&s.prev); err != nil {
 		return nil, err
 	}
@@ -304,26 +329,45 @@ func (s *session) frame() (*Frame, error) {
 		r  headroom.Report
 	}
 	var all []scanned
+	s.mu.Lock()
+	scan := s.join.beginScan()
+	s.mu.Unlock()
+	scanStart := time.Now()
 	refs, err := inventory.Namespaces()
 	if err != nil {
 		return nil, err
 	}
+	seen := make(map[uint32]bool, len(refs))
 	for _, ref := range refs {
 		if !s.wantNetns(ref.Inode) {
 			continue
 		}
-		ns, err := s.inv.Scan(ref)
-		if err != nil {
+		seen[ref.Inode] = true
+		ns := s.nsMem[ref.Inode]
+		if ns == nil {
+			ns = &inventory.Namespace{}
+			s.nsMem[ref.Inode] = ns
+		}
+		if err := s.inv.ScanInto(ref, ns); err != nil {
 			if !errors.Is(err, inventory.ErrNamespaceGone) {
 				f.Errors = append(f.Errors, fmt.Sprintf("netns %d: %v", ref.Inode, err))
 			}
 			continue
 		}
 		all = append(all, scanned{ns, headroom.Compute(ns)})
+		if err := s.seedListeners(ns); err != nil {
+			return nil, err
+		}
+	}
+
+	for inode := range s.nsMem {
+		if !seen[inode] {
+			delete(s.nsMem, inode)
+			delete(s.prevNs, inode)
+		}
 	}
 
 	s.mu.Lock()
-	s.join.expire(now)
 	twNow := make(map[aggregate.Key]int)
 	unattributed := make(map[destKey]int)
 	bound := make(map[rowDest]bool)
@@ -343,7 +387,7 @@ func (s *session) frame() (*Frame, error) {
 				continue
 			}
 			t := tuple{netns: sc.ns.Inode, saddr: sk.Saddr, sport: sk.Sport, daddr: sk.Daddr, dport: sk.Dport}
-			if i, ok := s.join.lookup(&t); ok {
+			if i, ok := s.join.find(&t, scan); ok {
 				twNow[s.keys[i]]++
 			} else if !listening[sk.Sport] {
 				unattributed[destKey{Netns: sc.ns.Inode, Saddr: sk.Saddr, Daddr: sk.Daddr, Dport: sk.Dport}]++
@@ -355,7 +399,12 @@ func (s *session) frame() (*Frame, error) {
 		twRate[k] = snap.PerSecond(n - s.prevTw[k])
 		s.prevTw[k] = n
 	}
-	evicted := s.join.evicted
+	// A namespace that could not be read would look empty: prune only
+	// after complete scans.
+	if len(f.Errors) == 0 {
+		s.join.prune(scan, scanStart, now)
+	}
+	refused := s.join.refused
 	s.mu.Unlock()
 
 	// Connect attempts per destination over every source address.
@@ -492,13 +541,49 @@ func (s *session) frame() (*Frame, error) {
 		Missed:            get(s.tr.Missed),
 		UncountedConnects: get(s.tr.UncountedConnects),
 		FoldedEvents:      snap.Overflowed,
-		JoinEvicted:       evicted,
+		JoinRefused:       refused,
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	s.prev = snap
+	s.prev, s.spare = snap, s.prev
 	return f, nil
+}
+
+// seedAll seeds the listeners of every namespace top looks at.
+func (s *session) seedAll() error {
+	refs, err := inventory.Namespaces()
+	if err != nil {
+		return err
+	}
+	for _, ref := range refs {
+		if !s.wantNetns(ref.Inode) {
+			continue
+		}
+		ns, err := s.inv.Scan(ref)
+		if err != nil {
+			continue // gone, or unreadable: the first frame says which
+		}
+		if err := s.seedListeners(ns); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// seedListeners tells the tracer about the listening sockets of ns: a
+// listen() made before tracing began was not seen, and the connections
+// accepted on it would otherwise be reported with role unknown (one row
+// per client port).
+func (s *session) seedListeners(ns *inventory.Namespace) error {
+	for i := range ns.Sockets {
+		if sk := &ns.Sockets[i]; sk.State == inventory.Listen {
+			if err := s.tr.SeedListener(ns.Inode, sk.Sport); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (s *session) sort() Sort {

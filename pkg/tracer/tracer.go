@@ -436,6 +436,20 @@ func (t *Tracer) Unfinished() (uint64, error) {
 	return n, nil
 }
 
+// SeedListener tells the kernel side that a socket listens on port in
+// namespace netns: listen() calls made before tracing began were not seen,
+// and without this the connections accepted on that port that the server
+// closes first would be reported with role unknown. The listening process
+// stays unknown (opener pid 0). A listener already known is kept.
+func (t *Tracer) SeedListener(netns uint32, port uint16) error {
+	k := twtraceListenKey{Netns: netns, Port: port}
+	err := t.objs.Listeners.Update(&k, &twtraceListener{}, ebpf.UpdateNoExist)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+		return fmt.Errorf("seeding a listener: %w", err)
+	}
+	return nil
+}
+
 // UncountedConnects is the number of connect() attempts the kernel could
 // not count because its table (Options.MaxConnectKeys) was full.
 func (t *Tracer) UncountedConnects() (uint64, error) { return t.lostCount(3) }

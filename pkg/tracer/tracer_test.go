@@ -690,3 +690,40 @@ func TestConnectCounts(t *testing.T) {
 		t.Errorf("UncountedConnects = %d, %v; want 0", n, err)
 	}
 }
+
+// A server that listened before tracing began: its accepted connections
+// that it closes first have role unknown, unless its port is seeded; then
+// role server (the listening process stays unknown: opener pid 0).
+func TestSeededListenerGivesRoleServer(t *testing.T) {
+	requireBPF(t)
+	for _, seed := range []bool{false, true} {
+		ns := testnet.New(t)
+		srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerCloseFirst)
+		tr, err := New(Options{Netns: ns.Inode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seed {
+			if err := tr.SeedListener(ns.Inode, srv.Addr.Port()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c := collect(t, tr)
+		const n = 6
+		testnet.StartClient(t, ns, testnet.ClientSpec{Dest: srv.Dest(false), N: n, ReadFirst: true})
+		evs := c.settle(event.KindTimewait, n)
+		want, opener := event.RoleUnknown, uint32(0)
+		if seed {
+			want = event.RoleServer
+		}
+		if len(evs) != n {
+			t.Fatalf("seeded %v: %d timewait events, want %d", seed, len(evs), n)
+		}
+		for _, e := range evs {
+			if int(e.PID) != os.Getpid() || e.Role != want || e.OpenerPID != opener || e.Sport != srv.Addr.Port() {
+				t.Errorf("seeded %v: pid %d role %s opener %d sport %d; want %d, %s, %d, %d",
+					seed, e.PID, e.Role, e.OpenerPID, e.Sport, os.Getpid(), want, opener, srv.Addr.Port())
+			}
+		}
+	}
+}
