@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twtrace/twtrace/internal/testnet"
 	"github.com/twtrace/twtrace/pkg/report"
@@ -94,17 +95,24 @@ func TestSnapshotJSON(t *testing.T) {
 	if len(c.Ports) != 40 {
 		t.Fatalf("client made %d connections, want 40", len(c.Ports))
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCLIHelper$", "--", "snapshot", "-o", "json",
-		"--netns", strconv.FormatUint(uint64(ns.Inode), 10))
-	cmd.Env = append(os.Environ(), "TWTRACE_TEST_CLI=1")
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("snapshot: %v", err)
-	}
+	// Until the server has closed its side, a client's timewait socket is
+	// in substate FIN_WAIT2: wait for the kernel to settle.
+	var out []byte
 	var snap report.Snapshot
-	if err := json.Unmarshal(out, &snap); err != nil {
-		t.Fatal(err)
-	}
+	testnet.WaitFor(5*time.Second, func() bool {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCLIHelper$", "--", "snapshot", "-o", "json",
+			"--netns", strconv.FormatUint(uint64(ns.Inode), 10))
+		cmd.Env = append(os.Environ(), "TWTRACE_TEST_CLI=1")
+		var err error
+		if out, err = cmd.Output(); err != nil {
+			t.Fatalf("snapshot: %v", err)
+		}
+		snap = report.Snapshot{}
+		if err := json.Unmarshal(out, &snap); err != nil {
+			t.Fatal(err)
+		}
+		return len(snap.Namespaces) == 1 && snap.Namespaces[0].FinWait2 == 0
+	})
 	if len(snap.Namespaces) != 1 || len(snap.Destinations) != 1 {
 		t.Fatalf("snapshot = %s, want one namespace and one destination", out)
 	}

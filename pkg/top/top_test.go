@@ -82,7 +82,13 @@ func TestTopChurnerAndPooledClient(t *testing.T) {
 			for _, r := range fr.Rows {
 				tw += r.Timewait
 			}
-			if tw >= 31 {
+			// ... and in which the servers have closed their side (no
+			// client timewait left in substate FIN_WAIT2).
+			fw2 := 0
+			for _, d := range fr.Destinations {
+				fw2 += d.FinWait2
+			}
+			if tw >= 31 && fw2 == 0 {
 				f = fr
 				return true
 			}
@@ -192,7 +198,14 @@ func TestSnapshotExactHeadroom(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sc.Close()
-	snap, _, err := report.Take(sc, func(n uint32) bool { return n == ns.Inode })
+	// The servers close their side when they read the clients' FIN: until
+	// then a client's timewait socket is in substate FIN_WAIT2. Wait for
+	// the kernel to settle, then demand exact figures.
+	var snap report.Snapshot
+	testnet.WaitFor(5*time.Second, func() bool {
+		snap, _, err = report.Take(sc, func(n uint32) bool { return n == ns.Inode })
+		return err == nil && len(snap.Namespaces) == 1 && snap.Namespaces[0].FinWait2 == 0
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
