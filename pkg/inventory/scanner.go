@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
@@ -54,7 +55,12 @@ func preflight() error {
 }
 
 // Open checks the host, loads the iterator program and attaches it.
-func Open() (*Scanner, error) {
+func Open() (*Scanner, error) { return OpenWithCache(nil) }
+
+// OpenWithCache is Open reading the kernel's BTF through cache, which a
+// caller loading other BPF objects at the same time shares with them: the
+// kernel's types are then decoded once (nil: a cache of its own).
+func OpenWithCache(cache *btf.Cache) (*Scanner, error) {
 	if err := preflight(); err != nil {
 		return nil, err
 	}
@@ -66,7 +72,7 @@ func Open() (*Scanner, error) {
 		return nil, fmt.Errorf("reading embedded BPF object: %w", err)
 	}
 	var progs inventoryPrograms
-	if err := spec.LoadAndAssign(&progs, nil); err != nil {
+	if err := spec.LoadAndAssign(&progs, &ebpf.CollectionOptions{Cache: cache}); err != nil {
 		return nil, loadError("loading", err)
 	}
 	it, err := link.AttachIter(link.IterOptions{Program: progs.InventoryTcp})

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cilium/ebpf/btf"
+
 	"github.com/twtrace/twtrace/pkg/aggregate"
 	"github.com/twtrace/twtrace/pkg/event"
 	"github.com/twtrace/twtrace/pkg/filter"
@@ -186,8 +188,9 @@ func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
 		err error
 	}
 	invc := make(chan opened, 1)
+	cache := btf.NewCache() // the kernel's types, decoded once for both
 	go func() {
-		inv, err := inventory.Open()
+		inv, err := inventory.OpenWithCache(cache)
 		invc <- opened{inv, err}
 	}()
 	tr, terr := tracer.New(tracer.Options{
@@ -196,6 +199,7 @@ func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
 		Netns:          cfg.Netns,
 		MaxSockets:     cfg.MaxSockets,
 		CountConnects:  true,
+		BTFCache:       cache,
 	})
 	o := <-invc
 	if terr != nil || o.err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
@@ -49,6 +50,9 @@ type Options struct {
 	// MaxConnectKeys keys (0 means DefaultMaxConnectKeys).
 	CountConnects  bool
 	MaxConnectKeys int
+	// BTFCache, when not nil, is shared with other loads made at the same
+	// time, so that the kernel's types are decoded once.
+	BTFCache *btf.Cache
 }
 
 // DefaultMaxConnectKeys is how many (process, destination) pairs the
@@ -212,7 +216,7 @@ func New(opts Options) (*Tracer, error) {
 	if t.poll <= 0 {
 		t.poll = DefaultPollInterval
 	}
-	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
+	if err := spec.LoadAndAssign(&t.objs, &ebpf.CollectionOptions{Cache: opts.BTFCache}); err != nil {
 		if errors.Is(err, unix.EPERM) {
 			return nil, fmt.Errorf("%w (loading BPF programs: %v)", ErrPermission, err)
 		}
