@@ -7,6 +7,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/twtrace/twtrace/pkg/headroom"
 	"github.com/twtrace/twtrace/pkg/report"
 )
 
@@ -90,5 +91,22 @@ func TestWrap(t *testing.T) {
 	long := strings.Repeat("x", 90) // no space: cut hard
 	if got := wrap(long, 40); len(got) != 3 || strings.Join(got, "") != long {
 		t.Errorf("wrap of a word longer than the line = %q", got)
+	}
+}
+
+// The forecast of an exhausted destination is "now" while processes keep
+// trying, although failed attempts make no timewait (a timewait rate of 0
+// alone would say "never"); idle, it is not heading anywhere.
+func TestForecastExhaustedNow(t *testing.T) {
+	d := &headroom.Destination{PortsAvailable: 0, Usable: 94}
+	if secs, ok := forecast(d, 0, 150); !ok || secs != 0 {
+		t.Errorf("exhausted, 150 attempts/s: %v, %v; want 0, true", secs, ok)
+	}
+	if _, ok := forecast(d, 0, 0); ok {
+		t.Error("exhausted but idle: want no forecast")
+	}
+	d = &headroom.Destination{PortsAvailable: 10, Usable: 94}
+	if secs, ok := forecast(d, 5, 5); !ok || secs != 2 {
+		t.Errorf("10 free at 5/s: %v, %v; want 2, true", secs, ok)
 	}
 }

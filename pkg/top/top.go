@@ -445,7 +445,7 @@ func (s *session) frame() (*Frame, error) {
 			k := destKey{Netns: d.Netns, Saddr: d.Saddr, Daddr: d.Daddr, Dport: d.Dport}
 			rd := rowDest{d.Netns, d.Daddr, d.Dport}
 			var ex *float64
-			if secs, ok := headroom.Forecast(d, twRate[k]); ok {
+			if secs, ok := forecast(d, twRate[k], connRate[rd]); ok {
 				ex = &secs
 			}
 			live := report.Live(dests[i], connRate[rd], twRate[k], unattributed[k], ex)
@@ -588,6 +588,28 @@ func (s *session) seedListeners(ns *inventory.Namespace) error {
 		}
 	}
 	return nil
+}
+
+// forecast is when connect() toward d starts failing: at the rate ports
+// enter timewait toward it (with tcp_tw_reuse where it applies), or now
+// when no port is left while processes still try (failed attempts make no
+// timewait, so the timewait rate alone would say "never").
+func forecast(d *headroom.Destination, twRate, connRate float64) (float64, bool) {
+	f := headroom.Forecast
+	if d.Reuse {
+		f = headroom.ForecastWithReuse
+	}
+	if secs, ok := f(d, twRate); ok {
+		return secs, true
+	}
+	free := d.PortsAvailable
+	if d.Reuse {
+		free = d.PortsAvailableWithReuse
+	}
+	if free == 0 && connRate > 0 {
+		return 0, true
+	}
+	return 0, false
 }
 
 func (s *session) sort() Sort {
