@@ -41,67 +41,26 @@ func exhaustionNetns(t *testing.T) (*testnet.Netns, *testnet.Server, *testnet.Se
 func TestTopChurnerAndPooledClient(t *testing.T) {
 	requireBPF(t)
 	ns, a, b := exhaustionNetns(t)
-	flt, err := filter.Parse(filter.Options{Netns: []string{strconv.FormatUint(uint64(ns.Inode), 10)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan struct{})
-	var mu sync.Mutex
-	var frames []*Frame
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Config{
-			Interval: 300 * time.Millisecond, Filter: flt, Netns: ns.Inode,
-			Ready: func() { close(ready) },
-		}, func(f *Frame) error {
-			mu.Lock()
-			frames = append(frames, f)
-			mu.Unlock()
-			return nil
-		})
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatal(err)
-	}
+	run := startTop(t, ns)
 	pooled := testnet.StartClient(t, ns, testnet.ClientSpec{Comm: "pooled", Dest: b.Dest(false), N: 1, Requests: 10, PauseMs: 50})
 	churner := testnet.StartClient(t, ns, testnet.ClientSpec{Comm: "churner", Dest: a.Dest(false), N: 30})
 	if len(churner.Ports) != 30 || len(pooled.Ports) != 1 {
 		t.Fatalf("clients made %d and %d connections, want 30 and 1", len(churner.Ports), len(pooled.Ports))
 	}
-	// Wait for a frame that has seen both clients' timewait entries.
-	var f *Frame
-	testnet.WaitFor(10*time.Second, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, fr := range frames {
-			var tw uint64
-			for _, r := range fr.Rows {
-				tw += r.Timewait
-			}
-			// ... and in which the servers have closed their side (no
-			// client timewait left in substate FIN_WAIT2).
-			fw2 := 0
-			for _, d := range fr.Destinations {
-				fw2 += d.FinWait2
-			}
-			if tw >= 31 && fw2 == 0 {
-				f = fr
-				return true
-			}
+	// Wait for a frame that has seen both clients' timewait entries, and
+	// in which the servers have closed their side (no client timewait
+	// left in substate FIN_WAIT2).
+	f := run.frameWhere(t, func(fr *Frame) bool {
+		var tw uint64
+		for _, r := range fr.Rows {
+			tw += r.Timewait
 		}
-		return false
+		fw2 := 0
+		for _, d := range fr.Destinations {
+			fw2 += d.FinWait2
+		}
+		return tw >= 31 && fw2 == 0
 	})
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if f == nil {
-		t.Fatal("no frame saw both clients' 31 timewait entries")
-	}
 
 	if len(f.Rows) != 2 {
 		t.Fatalf("rows = %+v, want the churner's and the pooled client's", f.Rows)
@@ -235,5 +194,95 @@ func TestSnapshotExactHeadroom(t *testing.T) {
 	}
 	if len(snap.Servers) != 1 || snap.Servers[0].Port != a.Addr.Port() || snap.Servers[0].Established != 2 || snap.Servers[0].Timewait != 0 {
 		t.Errorf("servers = %+v, want a's port with the 2 accepted connections", snap.Servers)
+	}
+}
+
+// topRun is a top session on a namespace, refreshing every 300 ms.
+type topRun struct {
+	cancel func()
+	done   chan error
+	mu     sync.Mutex
+	frames []*Frame
+}
+
+func startTop(t *testing.T, ns *testnet.Netns) *topRun {
+	t.Helper()
+	flt, err := filter.Parse(filter.Options{Netns: []string{strconv.FormatUint(uint64(ns.Inode), 10)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &topRun{cancel: cancel, done: make(chan error, 1)}
+	ready := make(chan struct{})
+	go func() {
+		r.done <- Run(ctx, Config{
+			Interval: 300 * time.Millisecond, Filter: flt, Netns: ns.Inode,
+			Ready: func() { close(ready) },
+		}, func(f *Frame) error {
+			r.mu.Lock()
+			r.frames = append(r.frames, f)
+			r.mu.Unlock()
+			return nil
+		})
+	}()
+	select {
+	case <-ready:
+	case err := <-r.done:
+		cancel()
+		t.Fatal(err)
+	}
+	return r
+}
+
+// frameWhere stops the session at the first frame that satisfies cond
+// and returns it; the test fails if none does.
+func (r *topRun) frameWhere(t *testing.T, cond func(*Frame) bool) *Frame {
+	t.Helper()
+	var f *Frame
+	testnet.WaitFor(10*time.Second, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, fr := range r.frames {
+			if cond(fr) {
+				f = fr
+				return true
+			}
+		}
+		return false
+	})
+	r.cancel()
+	if err := <-r.done; err != nil {
+		t.Fatal(err)
+	}
+	if f == nil {
+		t.Fatal("no frame showed what the test waits for")
+	}
+	return f
+}
+
+// A client that runs its destination out of ports: 100 attempts in the
+// 94 usable ports make 94 connections and 6 EADDRNOTAVAIL, all attributed
+// to it; the destination has no port left, and the advice starts with why.
+func TestTopExhaustedDestination(t *testing.T) {
+	requireBPF(t)
+	ns, srv := testnet.NewSmallRange(t, 1)
+	run := startTop(t, ns)
+	c := testnet.StartClient(t, ns, testnet.ClientSpec{Dest: srv[0].Dest(false), N: 100})
+	if len(c.Ports) != 94 || c.Failures != 6 {
+		t.Fatalf("client made %d connections and %d failures, want 94 and 6", len(c.Ports), c.Failures)
+	}
+	f := run.frameWhere(t, func(fr *Frame) bool {
+		return len(fr.Rows) == 1 && fr.Rows[0].Timewait == 94 && len(fr.Destinations) == 1 && fr.Destinations[0].FinWait2 == 0
+	})
+	r, d := f.Rows[0], f.Destinations[0]
+	if r.PID != uint32(c.PID) || r.Connects != 100 || r.ConnectErrors != 6 || r.TimewaitNow != 94 || r.Verdict != "per-request" {
+		t.Errorf("row: pid %d, %d connects, %d errors, %d held now, verdict %q; want %d, 100, 6, 94, per-request",
+			r.PID, r.Connects, r.ConnectErrors, r.TimewaitNow, r.Verdict, c.PID)
+	}
+	if len(r.Advice) == 0 || !strings.Contains(r.Advice[0], "EADDRNOTAVAIL") || !strings.Contains(strings.Join(r.Advice, " "), "tcp_tw_recycle") {
+		t.Errorf("advice %q: want why first and the stop-gaps", r.Advice)
+	}
+	if d.Timewait != 94 || d.PortsAvailable != 0 || r.HeadroomPct == nil || *r.HeadroomPct != 0 {
+		t.Errorf("destination: %d timewait, %d available, row headroom %v; want 94, 0, 0", d.Timewait, d.PortsAvailable, r.HeadroomPct)
 	}
 }
