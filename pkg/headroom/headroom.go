@@ -511,6 +511,10 @@ func release(s *inventory.Socket, reuse bool, delay time.Duration) hold {
 	return h
 }
 
+// Compare orders keys by namespace, source address, destination address,
+// then port.
+func (a Key) Compare(b Key) int { return compareKeys(&a, &b) }
+
 func compareKeys(a, b *Key) int {
 	if c := cmp.Compare(a.Netns, b.Netns); c != 0 {
 		return c

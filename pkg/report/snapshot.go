@@ -63,17 +63,12 @@ func SortDestinations(d []Destination) {
 		if c := cmp.Compare(b.Timewait, a.Timewait); c != 0 {
 			return c
 		}
-		if c := cmp.Compare(a.Netns, b.Netns); c != 0 {
-			return c
-		}
-		if c := a.Saddr.Compare(b.Saddr); c != 0 {
-			return c
-		}
-		if c := a.Daddr.Compare(b.Daddr); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Dport, b.Dport)
+		return a.key().Compare(b.key())
 	})
+}
+
+func (d *Destination) key() headroom.Key {
+	return headroom.Key{Netns: d.Netns, Saddr: d.Saddr, Daddr: d.Daddr, Dport: d.Dport}
 }
 
 // NamespaceLine is two lines naming a namespace and its settings.
