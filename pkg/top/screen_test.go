@@ -7,6 +7,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/twtrace/twtrace/pkg/aggregate"
 	"github.com/twtrace/twtrace/pkg/headroom"
 	"github.com/twtrace/twtrace/pkg/report"
 )
@@ -108,5 +109,25 @@ func TestForecastExhaustedNow(t *testing.T) {
 	d = &headroom.Destination{PortsAvailable: 10, Usable: 94}
 	if secs, ok := forecast(d, 5, 5); !ok || secs != 2 {
 		t.Errorf("10 free at 5/s: %v, %v; want 2, true", secs, ok)
+	}
+}
+
+func TestVerdictWindow(t *testing.T) {
+	now := time.Date(2026, 11, 24, 15, 0, 0, 0, time.UTC)
+	r := &aggregate.Row{}
+	if w := window(r, now, time.Hour); w != time.Hour {
+		t.Errorf("no event yet: window %s, want the session's hour", w)
+	}
+	r.First = now.Add(-30 * time.Second)
+	if w := window(r, now, time.Hour); w != 30*time.Second {
+		t.Errorf("first event 30 s ago in an hour-long session: window %s, want 30s", w)
+	}
+	r.First = now.Add(-time.Millisecond)
+	if w := window(r, now, time.Hour); w != time.Second {
+		t.Errorf("first event 1 ms ago: window %s, want the 1 s floor", w)
+	}
+	r.First = now.Add(-2 * time.Hour) // an event stamped before tracing began
+	if w := window(r, now, time.Hour); w != time.Hour {
+		t.Errorf("first event before the session: window %s, want the session", w)
 	}
 }

@@ -479,7 +479,7 @@ func (s *session) frame() (*Frame, error) {
 	})
 
 	// Rows, judged, sorted, top K.
-	window := now.Sub(s.start)
+	uptime := now.Sub(s.start)
 	rows := make([]Row, 0, len(snap.Rows))
 	for i := range snap.Rows {
 		r := &snap.Rows[i]
@@ -501,7 +501,7 @@ func (s *session) frame() (*Frame, error) {
 			row.Role = "server"
 		}
 		ev := verdict.Evidence{
-			Window: window, Connects: r.Connects,
+			Window: window(r, now, uptime), Connects: r.Connects,
 			ClientTimewait: r.Roles[event.RoleClient], ServerTimewait: r.Roles[event.RoleServer],
 			ConnectErrors: r.ConnectErrors, BindErrors: r.BindErrors,
 		}
@@ -588,6 +588,17 @@ func (s *session) seedListeners(ns *inventory.Namespace) error {
 		}
 	}
 	return nil
+}
+
+// window is the time over which a row's evidence was gathered: since its
+// first event (a process that starts churning an hour into the session is
+// judged on its own minute, not diluted by the hour), at least a second,
+// at most the session.
+func window(r *aggregate.Row, now time.Time, uptime time.Duration) time.Duration {
+	if r.First.IsZero() {
+		return uptime
+	}
+	return min(max(now.Sub(r.First), time.Second), uptime)
 }
 
 // forecast is when connect() toward d starts failing: at the rate ports
