@@ -202,9 +202,14 @@ struct {
 
 /* connect_key -> attempts, per CPU: no atomic operation, no shared cache
  * line. Userspace sums the CPUs and deletes the keys of processes that
- * have exited (they cannot count any more). Sized by the loader. */
+ * have exited (they cannot count any more). Sized by the loader.
+ * Not preallocated: a new key is rare (one per process and destination)
+ * while preallocating 16k entries times the CPUs took 12 ms of start-up
+ * on 2 CPUs, and more with every CPU. Only tp_btf programs use it, which
+ * every kernel lets allocate at run time. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 16384);
 	__type(key, struct connect_key);
 	__type(value, u64);

@@ -48,6 +48,11 @@ enum {
 	BPF_RB_AVAIL_DATA = 0,
 };
 
+/* Map creation flags. */
+enum {
+	BPF_F_NO_PREALLOC = 1,
+};
+
 enum {
 	BPF_ANY = 0,
 	BPF_NOEXIST = 1,

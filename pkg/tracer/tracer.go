@@ -216,7 +216,7 @@ func New(opts Options) (*Tracer, error) {
 	if t.poll <= 0 {
 		t.poll = DefaultPollInterval
 	}
-	if err := spec.LoadAndAssign(&t.objs, &ebpf.CollectionOptions{Cache: opts.BTFCache}); err != nil {
+	if err := loadObjects(spec, &t.objs, opts.BTFCache); err != nil {
 		if errors.Is(err, unix.EPERM) {
 			return nil, fmt.Errorf("%w (loading BPF programs: %v)", ErrPermission, err)
 		}
