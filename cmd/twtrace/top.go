@@ -53,6 +53,7 @@ interval (schema in docs/json.md); --count N stops after N.`,
 	}
 	addFilterFlags(cmd, &f.watchFlags)
 	fl := cmd.Flags()
+	fl.Lookup("ring-buffer-size").Usage = fmt.Sprintf("ring buffer size in bytes, a power of two (default 1 MiB per CPU, 2 to 16 MiB: %d MiB here)", top.DefaultRingSize()>>20)
 	fl.StringVarP(&f.output, "output", "o", "", "output: table (full screen) or json (one object per interval); default table on a terminal, json otherwise")
 	fl.DurationVar(&f.interval, "interval", time.Second, "refresh interval")
 	fl.IntVar(&f.count, "count", 0, "stop after this many refreshes (default: until q or Ctrl-C)")

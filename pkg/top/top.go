@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -58,7 +59,7 @@ type Config struct {
 	Rows     int           // rows shown, the rest folded into one; default 20
 	Filter   *filter.Filter
 	Netns    uint32 // in-kernel namespace filter; 0 = all
-	RingSize int
+	RingSize int    // 0 means DefaultRingSize()
 	// MaxSockets sizes the tracer's owner table; MaxKeys the (process,
 	// destination) rows kept (further ones are summed into one Other
 	// row); MaxJoin the timewait entries remembered for attribution.
@@ -166,6 +167,21 @@ type session struct {
 	nsMem  map[uint32]*inventory.Namespace // each namespace's scan, reused
 }
 
+// DefaultRingSize is top's ring buffer: 1 MiB per CPU, at least 2 and at
+// most 16 MiB. top prints no line per event, so its reader drains the
+// ring every 100 ms (or as soon as a quarter is full) whatever the load:
+// 2 MiB is 14,500 records, over half a second of the 24k connections/s a
+// 2-CPU machine can churn, and the churn a host can reach grows with its
+// CPUs. The ring is mapped twice into the process (so that a record can
+// wrap around its end), and all of it counts in top's RSS.
+func DefaultRingSize() int {
+	mib := 2
+	for mib < runtime.NumCPU() && mib < 16 {
+		mib *= 2
+	}
+	return mib << 20
+}
+
 // maxTwDest bounds the per-destination timewait counters.
 const maxTwDest = 16384
 
@@ -194,7 +210,7 @@ func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
 		invc <- opened{inv, err}
 	}()
 	tr, terr := tracer.New(tracer.Options{
-		RingBufferSize: cfg.RingSize,
+		RingBufferSize: cmp.Or(cfg.RingSize, DefaultRingSize()),
 		KindMask:       cfg.Filter.KindMask(),
 		Netns:          cfg.Netns,
 		MaxSockets:     cfg.MaxSockets,

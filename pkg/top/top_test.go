@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -284,5 +285,18 @@ func TestTopExhaustedDestination(t *testing.T) {
 	}
 	if d.Timewait != 94 || d.PortsAvailable != 0 || r.HeadroomPct == nil || *r.HeadroomPct != 0 {
 		t.Errorf("destination: %d timewait, %d available, row headroom %v; want 94, 0, 0", d.Timewait, d.PortsAvailable, r.HeadroomPct)
+	}
+}
+
+func TestDefaultRingSize(t *testing.T) {
+	got := DefaultRingSize()
+	if got&(got-1) != 0 || got < 2<<20 || got > 16<<20 {
+		t.Fatalf("DefaultRingSize() = %d: want a power of two from 2 to 16 MiB", got)
+	}
+	if want := min(runtime.NumCPU(), 16) << 20; got < want {
+		t.Errorf("DefaultRingSize() = %d MiB for %d CPUs: want at least %d MiB", got>>20, runtime.NumCPU(), want>>20)
+	}
+	if got > 2<<20 && got/2 >= runtime.NumCPU()<<20 {
+		t.Errorf("DefaultRingSize() = %d MiB for %d CPUs: half of it would do", got>>20, runtime.NumCPU())
 	}
 }
