@@ -156,6 +156,9 @@ volatile const u32 target_netns = 0;
 volatile const u64 wakeup_bytes = 1 << 20;
 /* Count connect() attempts per process and destination (map connects). */
 volatile const u32 count_connects = 0;
+/* Only processes in the followed set (and what they fork) make records:
+ * `twtrace run` follows its command and every descendant. */
+volatile const u32 follow = 0;
 
 /* timewait/connect_error/bind_error records for userspace; size set by the loader. */
 struct {
@@ -167,14 +170,17 @@ struct {
  * that did not fit in the ring buffer, [LOST_OWNERS] sockets the owner
  * table had no room for, [LOST_CONNECTS] connection attempts the connects
  * table had no room to count; and [RECOVERED_ENDS] timewait entries
- * reported late, because no program saw their end (see recover()). */
+ * reported late, because no program saw their end (see recover()), and
+ * [LOST_FOLLOW] processes forked by followed ones that the followed set
+ * had no room for. */
 #define LOST_RECORDS 0
 #define LOST_OWNERS 1
 #define RECOVERED_ENDS 2
 #define LOST_CONNECTS 3
+#define LOST_FOLLOW 4
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 4);
+	__uint(max_entries, 5);
 	__type(key, u32);
 	__type(value, u64);
 } lost SEC(".maps");
@@ -215,6 +221,20 @@ struct {
 	__type(value, u64);
 } connects SEC(".maps");
 
+/* Followed processes (tgid -> 1), when follow is set: seeded by
+ * userspace, grown by tw_fork at every fork of a followed process, so a
+ * child is followed from its first instruction, however short it lives.
+ * An entry outlives its process (its sockets close in exit_files(),
+ * after the exit tracepoint); a fork that reuses the pid drops it, and
+ * userspace sweeps the pids that are gone. Sized by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, u32);
+	__type(value, u8);
+} followed SEC(".maps");
+
 /* Thread id -> its bind() in flight. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -222,6 +242,15 @@ struct {
 	__type(key, u32);
 	__type(value, struct pending_call);
 } pending SEC(".maps");
+
+/* Whether current's records count: always, unless following. */
+static __always_inline bool current_followed(void)
+{
+	if (!follow)
+		return true;
+	u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	return bpf_map_lookup_elem(&followed, &tgid) != NULL;
+}
 
 static __always_inline bool wanted(u8 kind)
 {
@@ -360,7 +389,7 @@ static __always_inline void count_connect(const struct sock *sk, const struct so
 static __always_inline void failed_connect(const struct sock *sk)
 {
 	struct socket *so = sk->sk_socket;
-	if (!so || so->state != SS_UNCONNECTED)
+	if (!so || so->state != SS_UNCONNECTED || !current_followed())
 		return;
 	u32 netns = sock_netns(sk);
 	if (!netns_wanted(netns))
@@ -457,6 +486,8 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 	/* CLOSE->SYN_SENT runs inside connect(): current is the opener.
 	 * The source port is not chosen yet; we only need who and when. */
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
+		if (!current_followed())
+			return 0;
 		struct sock_owner *o = owner_of(sk, true);
 		if (!o) {
 			if (count_connects)
@@ -511,7 +542,9 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 		 * was acked. The first one closed first; nothing changes. */
 		if (oldstate == TCP_FIN_WAIT1)
 			return 0;
-		struct sock_owner *o = owner_of(sk, true);
+		/* When following, a process outside the set closing first
+		 * matters only for a socket a followed process opened. */
+		struct sock_owner *o = owner_of(sk, current_followed());
 		if (!o)
 			return 0;
 		if (o->closed) {
@@ -796,7 +829,7 @@ static __always_inline const struct sock *tcp_sock_of_fd(long fd)
 SEC("tracepoint/syscalls/sys_enter_bind")
 int tw_enter_bind(struct trace_event_raw_sys_enter *ctx)
 {
-	if (!wanted(EVENT_BIND_ERROR))
+	if (!wanted(EVENT_BIND_ERROR) || !current_followed())
 		return 0;
 	const void *uaddr = (const void *)ctx->args[1];
 	long len = (long)ctx->args[2];
@@ -872,4 +905,24 @@ SEC("tracepoint/syscalls/sys_exit_bind")
 int tw_exit_bind(struct trace_event_raw_sys_exit *ctx)
 {
 	return exit_call(ctx->ret, EVENT_BIND_ERROR, EADDRINUSE);
+}
+
+/* A fork of a followed process: the child is followed before it runs.
+ * (A new thread has its parent's tgid: nothing to do.) Attached only when
+ * following. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(tw_fork, struct task_struct *parent, struct task_struct *child)
+{
+	u32 ptgid = parent->tgid, ctgid = child->tgid;
+	if (ptgid == ctgid)
+		return 0;
+	if (bpf_map_lookup_elem(&followed, &ptgid)) {
+		u8 one = 1;
+		if (bpf_map_update_elem(&followed, &ctgid, &one, BPF_ANY))
+			count_lost(LOST_FOLLOW);
+	} else {
+		/* The pid of a followed process that is gone, reused. */
+		bpf_map_delete_elem(&followed, &ctgid);
+	}
+	return 0;
 }

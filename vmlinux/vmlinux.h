@@ -200,6 +200,8 @@ struct files_struct {
 } __attribute__((preserve_access_index));
 
 struct task_struct {
+	int pid;
+	int tgid;
 	struct files_struct *files;
 } __attribute__((preserve_access_index));
 

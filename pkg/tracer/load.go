@@ -14,6 +14,9 @@ import (
 // loaded in two groups at once, both against those maps, so that the two
 // verifications run on two CPUs.
 func loadObjects(spec *ebpf.CollectionSpec, objs *twtraceObjects, cache *btf.Cache) error {
+	if cache == nil {
+		cache = btf.NewCache() // one decoded copy of the kernel's types for both groups
+	}
 	onlyMaps := spec.Copy()
 	onlyMaps.Programs = nil
 	coll, err := ebpf.NewCollectionWithOptions(onlyMaps, ebpf.CollectionOptions{})
@@ -35,6 +38,7 @@ func loadObjects(spec *ebpf.CollectionSpec, objs *twtraceObjects, cache *btf.Cac
 		TwResetNest *ebpf.Program `ebpf:"tw_reset_nest"`
 		TwEnterBind *ebpf.Program `ebpf:"tw_enter_bind"`
 		TwExitBind  *ebpf.Program `ebpf:"tw_exit_bind"`
+		TwFork      *ebpf.Program `ebpf:"tw_fork"`
 	}
 	bigErr := make(chan error, 1)
 	go func() { bigErr <- spec.Copy().LoadAndAssign(&big, opts) }()
@@ -44,6 +48,7 @@ func loadObjects(spec *ebpf.CollectionSpec, objs *twtraceObjects, cache *btf.Cac
 	}
 	objs.TwState, objs.TwStateNest, objs.TwReset = big.TwState, rest.TwStateNest, rest.TwReset
 	objs.TwResetNest, objs.TwEnterBind, objs.TwExitBind = rest.TwResetNest, rest.TwEnterBind, rest.TwExitBind
+	objs.TwFork = rest.TwFork
 	if err != nil {
 		objs.Close() // closes what did load; nil fields are skipped
 		return err

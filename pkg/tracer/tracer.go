@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,6 +51,13 @@ type Options struct {
 	// MaxConnectKeys keys (0 means DefaultMaxConnectKeys).
 	CountConnects  bool
 	MaxConnectKeys int
+	// Follow restricts every record to the processes put in the followed
+	// set (Follow) and to everything they fork from then on: the kernel
+	// grows the set at each fork, so no child is missed however briefly
+	// it lives. MaxFollowed bounds the set (0 means DefaultMaxFollowed);
+	// forks with no room are counted (UnfollowedForks).
+	Follow      bool
+	MaxFollowed int
 	// BTFCache, when not nil, is shared with other loads made at the same
 	// time, so that the kernel's types are decoded once.
 	BTFCache *btf.Cache
@@ -60,6 +68,9 @@ type Options struct {
 // are removed by ReadConnects; attempts with no room are counted
 // (UncountedConnects).
 const DefaultMaxConnectKeys = 16384
+
+// DefaultMaxFollowed is how many processes can be followed at once.
+const DefaultMaxFollowed = 65536
 
 // Errors a caller can tell apart (with errors.Is) to explain what is missing.
 var (
@@ -77,6 +88,7 @@ type Tracer struct {
 	clock  event.Clock
 	poll   time.Duration
 	mask   uint32 // event kinds attached for
+	follow bool
 
 	deadline atomic.Int64 // Unix ns of the caller's read deadline; 0 = none
 
@@ -100,7 +112,7 @@ const DefaultMaxSockets = 131072
 // ProgramNames are the names of every BPF program twtrace loads, for tools
 // that look them up in the kernel (bpftool, run-time statistics).
 var ProgramNames = []string{"tw_state", "tw_state_nest", "tw_reset", "tw_reset_nest",
-	"tw_enter_bind", "tw_exit_bind"}
+	"tw_enter_bind", "tw_exit_bind", "tw_fork"}
 
 type attachment struct {
 	name string
@@ -113,7 +125,7 @@ type attachment struct {
 // order. bind() failures need syscall tracepoints, which put every
 // syscall of every task on the kernel's slow path while attached (~5 %
 // of a syscall-heavy host): they are attached only when asked for.
-func (o *twtraceObjects) attachments(mask uint32) []attachment {
+func (o *twtraceObjects) attachments(mask uint32, follow bool) []attachment {
 	a := []attachment{
 		// Each primary before its nested twin: the order they run in.
 		{name: "inet_sock_set_state", prog: o.TwState, btf: true},
@@ -125,6 +137,9 @@ func (o *twtraceObjects) attachments(mask uint32) []attachment {
 		a = append(a,
 			attachment{grp: "syscalls", name: "sys_enter_bind", prog: o.TwEnterBind},
 			attachment{grp: "syscalls", name: "sys_exit_bind", prog: o.TwExitBind})
+	}
+	if follow {
+		a = append(a, attachment{name: "sched_process_fork", prog: o.TwFork, btf: true})
 	}
 	return a
 }
@@ -209,7 +224,22 @@ func New(opts Options) (*Tracer, error) {
 		}
 	}
 
-	t := &Tracer{poll: opts.PollInterval, mask: opts.KindMask, connSeen: map[twtraceConnectKey]uint64{}}
+	spec.Maps["followed"].MaxEntries = 1 // unused: as small as it gets
+	if opts.Follow {
+		n := opts.MaxFollowed
+		if n == 0 {
+			n = DefaultMaxFollowed
+		}
+		if n < 0 || n > 1<<22 {
+			return nil, fmt.Errorf("max followed %d: must be between 1 and %d", n, 1<<22)
+		}
+		spec.Maps["followed"].MaxEntries = uint32(n)
+		if err := spec.Variables["follow"].Set(uint32(1)); err != nil {
+			return nil, fmt.Errorf("enabling follow: %w", err)
+		}
+	}
+
+	t := &Tracer{poll: opts.PollInterval, mask: opts.KindMask, follow: opts.Follow, connSeen: map[twtraceConnectKey]uint64{}}
 	if t.mask == 0 {
 		t.mask = ^uint32(0)
 	}
@@ -230,7 +260,7 @@ func New(opts Options) (*Tracer, error) {
 		}
 		return nil, fmt.Errorf("loading BPF programs: %w", err)
 	}
-	for _, a := range t.objs.attachments(t.mask) {
+	for _, a := range t.objs.attachments(t.mask, t.follow) {
 		var l link.Link
 		var err error
 		if a.btf {
@@ -247,6 +277,10 @@ func New(opts Options) (*Tracer, error) {
 		}
 		t.links = append(t.links, l)
 	}
+	// The kernel's types, decoded to load the programs (several MiB),
+	// are garbage now: hand them back before the ring buffer is mapped,
+	// or the process's peak RSS holds both.
+	debug.FreeOSMemory()
 	t.reader, err = ringbuf.NewReader(t.objs.Events)
 	if err != nil {
 		t.Close()
@@ -333,7 +367,7 @@ func (t *Tracer) SetDeadline(d time.Time) {
 // Programs returns the loaded programs by name, for run-time statistics.
 func (t *Tracer) Programs() map[string]*ebpf.Program {
 	out := map[string]*ebpf.Program{}
-	for _, a := range t.objs.attachments(t.mask) {
+	for _, a := range t.objs.attachments(t.mask, t.follow) {
 		if info, err := a.prog.Info(); err == nil {
 			out[info.Name] = a.prog
 		}
@@ -457,6 +491,60 @@ func (t *Tracer) SeedListener(netns uint32, port uint16) error {
 // UncountedConnects is the number of connect() attempts the kernel could
 // not count because its table (Options.MaxConnectKeys) was full.
 func (t *Tracer) UncountedConnects() (uint64, error) { return t.lostCount(3) }
+
+// UnfollowedForks is the number of processes forked by followed ones that
+// the followed set (Options.MaxFollowed) had no room for: their sockets
+// go unreported.
+func (t *Tracer) UnfollowedForks() (uint64, error) { return t.lostCount(4) }
+
+// Follow adds process pid (a thread group id, as the host's pid namespace
+// numbers it) to the followed set; what it forks from now on follows.
+// The tracer must have been made with Options.Follow.
+func (t *Tracer) Follow(pid uint32) error {
+	if !t.follow {
+		return errors.New("tracer made without Options.Follow")
+	}
+	if err := t.objs.Followed.Update(pid, uint8(1), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("following pid %d: %w", pid, err)
+	}
+	return nil
+}
+
+// Unfollow removes pid from the followed set (its later forks are not
+// followed; children already forked stay).
+func (t *Tracer) Unfollow(pid uint32) error {
+	if err := t.objs.Followed.Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unfollowing pid %d: %w", pid, err)
+	}
+	return nil
+}
+
+// SweepFollowed removes the processes that are gone (reaped: their
+// sockets were closed at their exit, before that) from the followed set,
+// and returns how many are left.
+func (t *Tracer) SweepFollowed() (int, error) {
+	var pid uint32
+	var v uint8
+	var gone []uint32
+	left := 0
+	it := t.objs.Followed.Iterate()
+	for it.Next(&pid, &v) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
+			gone = append(gone, pid)
+		} else {
+			left++
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("reading the followed set: %w", err)
+	}
+	for _, p := range gone {
+		if err := t.Unfollow(p); err != nil {
+			return 0, err
+		}
+	}
+	return left, nil
+}
 
 // ConnectCount is a number of connect() attempts by one process toward
 // one destination.

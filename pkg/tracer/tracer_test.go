@@ -582,7 +582,7 @@ func TestNoSyscallHookWithoutBindErrors(t *testing.T) {
 	if len(tr.links) != 4 {
 		t.Fatalf("%d hooks attached, want the 4 BTF tracepoint programs", len(tr.links))
 	}
-	for _, a := range tr.objs.attachments(tr.mask) {
+	for _, a := range tr.objs.attachments(tr.mask, tr.follow) {
 		if !a.btf {
 			t.Errorf("attached %s, a syscall tracepoint", a.name)
 		}
@@ -597,7 +597,7 @@ func TestCloseUnloadsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	names := map[string]bool{}
-	for _, a := range tr.objs.attachments(tr.mask) {
+	for _, a := range tr.objs.attachments(tr.mask, tr.follow) {
 		info, err := a.prog.Info()
 		if err != nil {
 			t.Fatal(err)

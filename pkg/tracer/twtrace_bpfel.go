@@ -112,6 +112,7 @@ type twtraceSockOwner struct {
 const (
 	twtraceMapConnects         = "connects"
 	twtraceMapEvents           = "events"
+	twtraceMapFollowed         = "followed"
 	twtraceMapGuards           = "guards"
 	twtraceMapListeners        = "listeners"
 	twtraceMapLost             = "lost"
@@ -119,12 +120,14 @@ const (
 	twtraceMapPending          = "pending"
 	twtraceProgTwEnterBind     = "tw_enter_bind"
 	twtraceProgTwExitBind      = "tw_exit_bind"
+	twtraceProgTwFork          = "tw_fork"
 	twtraceProgTwReset         = "tw_reset"
 	twtraceProgTwResetNest     = "tw_reset_nest"
 	twtraceProgTwState         = "tw_state"
 	twtraceProgTwStateNest     = "tw_state_nest"
 	twtraceVarCountConnects    = "count_connects"
 	twtraceVarEventsMask       = "events_mask"
+	twtraceVarFollow           = "follow"
 	twtraceVarTargetNetns      = "target_netns"
 	twtraceVarUnusedConnectKey = "unused_connect_key"
 	twtraceVarUnusedEvent      = "unused_event"
@@ -175,6 +178,7 @@ type twtraceSpecs struct {
 type twtraceProgramSpecs struct {
 	TwEnterBind *ebpf.ProgramSpec `ebpf:"tw_enter_bind"`
 	TwExitBind  *ebpf.ProgramSpec `ebpf:"tw_exit_bind"`
+	TwFork      *ebpf.ProgramSpec `ebpf:"tw_fork"`
 	TwReset     *ebpf.ProgramSpec `ebpf:"tw_reset"`
 	TwResetNest *ebpf.ProgramSpec `ebpf:"tw_reset_nest"`
 	TwState     *ebpf.ProgramSpec `ebpf:"tw_state"`
@@ -187,6 +191,7 @@ type twtraceProgramSpecs struct {
 type twtraceMapSpecs struct {
 	Connects  *ebpf.MapSpec `ebpf:"connects"`
 	Events    *ebpf.MapSpec `ebpf:"events"`
+	Followed  *ebpf.MapSpec `ebpf:"followed"`
 	Guards    *ebpf.MapSpec `ebpf:"guards"`
 	Listeners *ebpf.MapSpec `ebpf:"listeners"`
 	Lost      *ebpf.MapSpec `ebpf:"lost"`
@@ -200,6 +205,7 @@ type twtraceMapSpecs struct {
 type twtraceVariableSpecs struct {
 	CountConnects    *ebpf.VariableSpec `ebpf:"count_connects"`
 	EventsMask       *ebpf.VariableSpec `ebpf:"events_mask"`
+	Follow           *ebpf.VariableSpec `ebpf:"follow"`
 	TargetNetns      *ebpf.VariableSpec `ebpf:"target_netns"`
 	UnusedConnectKey *ebpf.VariableSpec `ebpf:"unused_connect_key"`
 	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
@@ -228,6 +234,7 @@ func (o *twtraceObjects) Close() error {
 type twtraceMaps struct {
 	Connects  *ebpf.Map `ebpf:"connects"`
 	Events    *ebpf.Map `ebpf:"events"`
+	Followed  *ebpf.Map `ebpf:"followed"`
 	Guards    *ebpf.Map `ebpf:"guards"`
 	Listeners *ebpf.Map `ebpf:"listeners"`
 	Lost      *ebpf.Map `ebpf:"lost"`
@@ -239,6 +246,7 @@ func (m *twtraceMaps) Close() error {
 	return _TwtraceClose(
 		m.Connects,
 		m.Events,
+		m.Followed,
 		m.Guards,
 		m.Listeners,
 		m.Lost,
@@ -253,6 +261,7 @@ func (m *twtraceMaps) Close() error {
 type twtraceVariables struct {
 	CountConnects    *ebpf.Variable `ebpf:"count_connects"`
 	EventsMask       *ebpf.Variable `ebpf:"events_mask"`
+	Follow           *ebpf.Variable `ebpf:"follow"`
 	TargetNetns      *ebpf.Variable `ebpf:"target_netns"`
 	UnusedConnectKey *ebpf.Variable `ebpf:"unused_connect_key"`
 	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
@@ -265,6 +274,7 @@ type twtraceVariables struct {
 type twtracePrograms struct {
 	TwEnterBind *ebpf.Program `ebpf:"tw_enter_bind"`
 	TwExitBind  *ebpf.Program `ebpf:"tw_exit_bind"`
+	TwFork      *ebpf.Program `ebpf:"tw_fork"`
 	TwReset     *ebpf.Program `ebpf:"tw_reset"`
 	TwResetNest *ebpf.Program `ebpf:"tw_reset_nest"`
 	TwState     *ebpf.Program `ebpf:"tw_state"`
@@ -275,6 +285,7 @@ func (p *twtracePrograms) Close() error {
 	return _TwtraceClose(
 		p.TwEnterBind,
 		p.TwExitBind,
+		p.TwFork,
 		p.TwReset,
 		p.TwResetNest,
 		p.TwState,
