@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf/btf"
@@ -67,6 +68,24 @@ type Config struct {
 	// Sort returns the current order; nil means ByTimewaitRate.
 	Sort  func() Sort
 	Ready func()
+	// Follow, when not nil, restricts tracing to the processes it puts
+	// in the followed set and to everything they fork from then on
+	// (tracer.Options.Follow). It is called once tracing is live, before
+	// Ready; it typically follows itself, starts a command and unfollows
+	// itself.
+	Follow func(Follower) error
+	// Drain, when ctx is done, waits up to this long for the sockets
+	// closed by then to reach their end (their timewait entry, or the
+	// reset that ends them), and emits one last frame (Final). 0: stop at
+	// once. Only meaningful with Follow: the wait is for every socket the
+	// tracer saw closing.
+	Drain time.Duration
+}
+
+// Follower is the tracer's followed set (see Config.Follow).
+type Follower interface {
+	Follow(pid uint32) error
+	Unfollow(pid uint32) error
 }
 
 // DefaultRows and DefaultMaxKeys bound what top holds and shows.
@@ -92,6 +111,7 @@ type Row struct {
 	TimewaitPerS  float64  `json:"timewait_per_s"`
 	TimewaitNow   int      `json:"timewait_now"`
 	ConnectErrors uint64   `json:"connect_errors"`
+	BindErrors    uint64   `json:"bind_errors"`
 	Connects      uint64   `json:"connects"`
 	Timewait      uint64   `json:"timewait"`
 	LifetimeP50Ms *float64 `json:"lifetime_p50_ms"`
@@ -121,6 +141,12 @@ type Losses struct {
 	// JoinRefused timewait entries found the join full (MaxJoin live
 	// timewait sockets remembered): their sockets count as unattributed.
 	JoinRefused uint64 `json:"join_refused"`
+	// UnfollowedForks: processes forked by followed ones that the
+	// followed set had no room for (Config.Follow only).
+	UnfollowedForks uint64 `json:"unfollowed_forks,omitempty"`
+	// StillClosing: with Config.Drain, sockets closed first whose end was
+	// not seen within the drain time (final frame only).
+	StillClosing uint64 `json:"still_closing,omitempty"`
 }
 
 // Frame is one refresh: the JSON object `top -o json` prints per interval.
@@ -134,6 +160,8 @@ type Frame struct {
 	Namespaces   []report.Namespace       `json:"namespaces"`
 	Losses       Losses                   `json:"losses"`
 	Errors       []string                 `json:"errors,omitempty"`
+	// Final marks the frame emitted after the drain (Config.Drain).
+	Final bool `json:"final,omitempty"`
 }
 
 // destKey is a destination from one source address, as the headroom is.
@@ -215,6 +243,7 @@ func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
 		Netns:          cfg.Netns,
 		MaxSockets:     cfg.MaxSockets,
 		CountConnects:  true,
+		Follow:         cfg.Follow != nil,
 		BTFCache:       cache,
 	})
 	o := <-invc
@@ -249,21 +278,31 @@ func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
 	if err := s.seedAll(); err != nil {
 		return err
 	}
-	if cfg.Ready != nil {
-		cfg.Ready()
-	}
+	// Reading starts before Follow: the command it starts may be quick.
+	var drains atomic.Uint64 // times the reader emptied the ring
 	done := make(chan error, 1)
-	go func() { done <- tr.Read(s.add) }()
+	go func() { done <- tr.ReadBatches(s.add, func() { drains.Add(1) }) }()
 	defer func() {
 		tr.Stop()
 		<-done
 	}()
+	if cfg.Follow != nil {
+		if err := cfg.Follow(tr); err != nil {
+			return err
+		}
+	}
+	if cfg.Ready != nil {
+		cfg.Ready()
+	}
 
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
 	for n := 0; cfg.Count == 0 || n < cfg.Count; n++ {
 		select {
 		case <-ctx.Done():
+			if cfg.Drain > 0 {
+				return s.drain(cfg.Drain, &drains, emit)
+			}
 			return nil
 		case err := <-done:
 			done <- err // for the deferred wait
@@ -279,6 +318,36 @@ func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
 		}
 	}
 	return nil
+}
+
+// drain waits up to d for every socket closed first to reach its end,
+// lets the reader empty the ring twice more (the last records were in it
+// before the first of those), and emits the final frame.
+func (s *session) drain(d time.Duration, drains *atomic.Uint64, emit func(*Frame) error) error {
+	deadline := time.Now().Add(d)
+	var open uint64
+	for {
+		n, err := s.tr.Unfinished()
+		if err != nil {
+			return err
+		}
+		open = n
+		if n == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// (Bounded: a reader that stopped on an error drains no more.)
+	for start, t0 := drains.Load(), time.Now(); drains.Load() < start+2 && time.Since(t0) < time.Second; {
+		time.Sleep(10 * time.Millisecond)
+	}
+	f, err := s.frame()
+	if err != nil {
+		return err
+	}
+	f.Final = true
+	f.Losses.StillClosing = open
+	return emit(f)
 }
 
 // add takes one event from the tracer.
@@ -509,6 +578,7 @@ func (s *session) frame() (*Frame, error) {
 			TimewaitPerS:  round3(snap.PerSecond(r.Recent.Timewait)),
 			TimewaitNow:   twNow[r.Key],
 			ConnectErrors: r.ConnectErrors,
+			BindErrors:    r.BindErrors,
 			Connects:      r.Connects,
 			Timewait:      r.Timewait,
 			Advice:        []string{},
@@ -562,6 +632,12 @@ func (s *session) frame() (*Frame, error) {
 		UncountedConnects: get(s.tr.UncountedConnects),
 		FoldedEvents:      snap.Overflowed,
 		JoinRefused:       refused,
+	}
+	if s.cfg.Follow != nil {
+		f.Losses.UnfollowedForks = get(s.tr.UnfollowedForks)
+		// Processes gone (reaped, their sockets closed) leave the set.
+		_, err := s.tr.SweepFollowed()
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -685,6 +761,7 @@ func rank(rows []Row, by Sort, k int, snap aggregate.Snapshot) []Row {
 		other.TimewaitPerS += r.TimewaitPerS
 		other.TimewaitNow += r.TimewaitNow
 		other.ConnectErrors += r.ConnectErrors
+		other.BindErrors += r.BindErrors
 		other.Connects += r.Connects
 		other.Timewait += r.Timewait
 		other.Folded++
@@ -698,7 +775,7 @@ func rank(rows []Row, by Sort, k int, snap aggregate.Snapshot) []Row {
 	for i := range snap.Rows {
 		if r := &snap.Rows[i]; r.Other {
 			fold(&Row{ConnectsPerS: snap.PerSecond(r.Recent.Connects), TimewaitPerS: snap.PerSecond(r.Recent.Timewait),
-				ConnectErrors: r.ConnectErrors, Connects: r.Connects, Timewait: r.Timewait})
+				ConnectErrors: r.ConnectErrors, BindErrors: r.BindErrors, Connects: r.Connects, Timewait: r.Timewait})
 			other.Folded--
 		}
 	}
