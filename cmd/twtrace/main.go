@@ -155,7 +155,7 @@ Without a subcommand it runs 'watch'.`,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return runWatch(cmd, &wf) },
 	}
 	addWatchFlags(watchCmd, &wf)
-	root.AddCommand(watchCmd, newTopCommand(), newSnapshotCommand())
+	root.AddCommand(watchCmd, newTopCommand(), newSnapshotCommand(), newRunCommand())
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	return root
 }
@@ -170,6 +170,10 @@ func run(args []string) int {
 	err := root.Execute()
 	if err == nil {
 		return exitOK
+	}
+	var st exitStatus
+	if errors.As(err, &st) {
+		return st.code // run: COMMAND's status, or a threshold; already reported
 	}
 	msg := strings.ReplaceAll(err.Error(), "\n", " ")
 	fmt.Fprintf(os.Stderr, "twtrace: %s\n", msg)
@@ -186,5 +190,6 @@ func run(args []string) int {
 func isCobraUsage(err error) bool {
 	s := err.Error()
 	return strings.HasPrefix(s, "unknown command") || strings.HasPrefix(s, "accepts ") ||
-		strings.HasPrefix(s, "unknown flag") || strings.HasPrefix(s, "unknown shorthand")
+		strings.HasPrefix(s, "unknown flag") || strings.HasPrefix(s, "unknown shorthand") ||
+		strings.HasPrefix(s, "requires at least")
 }

@@ -101,6 +101,12 @@ func TestBadFlagsExitTwo(t *testing.T) {
 		{[]string{"snapshot", "-o", "yaml"}, `invalid --output "yaml"`},
 		{[]string{"snapshot", "--netns", "abc"}, `"abc"`},
 		{[]string{"snapshot", "extra"}, "unknown command"},
+		{[]string{"run"}, "requires at least 1 arg"},
+		{[]string{"run", "--max-timewait", "-5", "--", "true"}, "invalid --max-timewait"},
+		{[]string{"run", "--max-connect-rate", "-1.5", "--", "true"}, "invalid --max-connect-rate"},
+		{[]string{"run", "--interval", "1ms", "--", "true"}, "invalid --interval"},
+		{[]string{"run", "--user", "no-such-user-here", "--", "true"}, "--user no-such-user-here"},
+		{[]string{"run", "--events", "nope", "--", "true"}, "nope"},
 	}
 	for _, c := range cases {
 		code, stderr := runChild(t, "TWTRACE_TEST_CLI=1", c.args...)

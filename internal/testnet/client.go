@@ -253,6 +253,10 @@ const (
 	ServerReadEOF    ServerMode = iota // read to EOF, then close: the client closed first
 	ServerCloseFirst                   // write a byte and close at once
 	ServerHold                         // keep until Release, then read to EOF and close
+	// ServerAfterTen reads ten 100-byte requests (a pooled client's:
+	// ClientSpec{Requests: 10}), then closes first, as a keep-alive
+	// server closing an idle connection: the timewait is the server's.
+	ServerAfterTen
 )
 
 // Server is a TCP server inside a namespace, run by the test process.
@@ -291,6 +295,8 @@ func StartServer(t *testing.T, ns *Netns, ip string, mode ServerMode) *Server {
 				case ServerHold:
 					<-s.release
 					io.Copy(io.Discard, conn)
+				case ServerAfterTen:
+					io.ReadFull(conn, make([]byte, 1000))
 				}
 			}()
 		}

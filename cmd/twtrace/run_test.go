@@ -1,0 +1,286 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/twtrace/twtrace/internal/testnet"
+	twrun "github.com/twtrace/twtrace/pkg/run"
+)
+
+// clientCmd is the argv of a testnet client process doing spec: this
+// test binary, told by its environment (set by env(1), so that twtrace
+// itself does not see it).
+func clientCmd(t *testing.T, spec testnet.ClientSpec) []string {
+	t.Helper()
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []string{"env", "TWTRACE_TEST_CLIENT=" + string(raw), os.Args[0]}
+}
+
+type runResult struct {
+	code    int
+	stdout  string
+	stderr  string
+	report  *twrun.Report
+	clients []testnet.ClientResult // the JSON lines clients printed
+}
+
+// twtraceRun runs `twtrace run ARGS` inside ns (the command inherits the
+// namespace), with --report, and returns what happened.
+func twtraceRun(t *testing.T, ns *testnet.Netns, args ...string) runResult {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "report.json")
+	argv := append([]string{"-test.run=^TestCLIHelper$", "--", "run", "--report", file}, args...)
+	var res runResult
+	var stdout, stderr bytes.Buffer
+	ns.Do(t, func() error {
+		cmd := exec.Command(os.Args[0], argv...)
+		cmd.Env = append(os.Environ(), "TWTRACE_TEST_CLI=1")
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			res.code = ee.ExitCode()
+			return nil
+		}
+		return err
+	})
+	res.stdout, res.stderr = stdout.String(), stderr.String()
+	if raw, err := os.ReadFile(file); err == nil {
+		res.report = &twrun.Report{}
+		if err := json.Unmarshal(raw, res.report); err != nil {
+			t.Fatalf("report %s: %v", raw, err)
+		}
+	}
+	sc := bufio.NewScanner(strings.NewReader(res.stdout))
+	for sc.Scan() {
+		var c testnet.ClientResult
+		if json.Unmarshal(sc.Bytes(), &c) == nil && c.PID != 0 {
+			res.clients = append(res.clients, c)
+		}
+	}
+	return res
+}
+
+// procOf finds pid's process in the report.
+func procOf(t *testing.T, r *twrun.Report, pid int) twrun.Process {
+	t.Helper()
+	for _, p := range r.Processes {
+		if int(p.PID) == pid {
+			return p
+		}
+	}
+	t.Fatalf("pid %d not in the report's processes %+v", pid, r.Processes)
+	return twrun.Process{}
+}
+
+// A client that opens a connection per request, 20 times: the report has
+// exactly 20 connects and 20 timewait entries (as client), all its own,
+// toward the one destination, and the per-request verdict.
+func TestRunChurnExact(t *testing.T) {
+	requireBPF(t)
+	ns, s := churnNetns(t)
+	res := twtraceRun(t, ns, append([]string{"--"}, clientCmd(t, testnet.ClientSpec{Dest: s.Dest(false), N: 20})...)...)
+	if res.code != 0 || res.report == nil || len(res.clients) != 1 {
+		t.Fatalf("exit %d, report %v, clients %+v; stderr %s", res.code, res.report != nil, res.clients, res.stderr)
+	}
+	r, c := res.report, res.clients[0]
+	if len(c.Ports) != 20 {
+		t.Fatalf("client made %d connections, want 20", len(c.Ports))
+	}
+	want := twrun.Totals{Connects: 20, Timewait: 20, TimewaitClient: 20}
+	if r.Totals != want {
+		t.Errorf("totals %+v, want %+v", r.Totals, want)
+	}
+	if r.ExitCode != 0 || !r.Passed || len(r.Thresholds) != 0 {
+		t.Errorf("exit_code %d passed %v thresholds %+v", r.ExitCode, r.Passed, r.Thresholds)
+	}
+	if len(r.Processes) != 1 {
+		t.Fatalf("processes %+v, want the client alone", r.Processes)
+	}
+	p := procOf(t, r, c.PID)
+	if p.Comm != testnet.ClientComm || p.Connects != 20 || p.Timewait != 20 || p.ConnectErrors != 0 || p.Verdict != "per-request" {
+		t.Errorf("process %+v", p)
+	}
+	if len(r.Destinations) != 1 {
+		t.Fatalf("destinations %+v, want one", r.Destinations)
+	}
+	d := r.Destinations[0]
+	if d.Daddr != s.Addr.Addr() || d.Dport != s.Addr.Port() || d.Netns != ns.Inode || d.Connects != 20 || d.Timewait != 20 {
+		t.Errorf("destination %+v, want %v in netns %d with 20 connects and 20 timewait", d, s.Addr, ns.Inode)
+	}
+	if d.PortsUsable != testnet.SmallRangeUsable {
+		t.Errorf("destination's usable ports %d, want %d", d.PortsUsable, testnet.SmallRangeUsable)
+	}
+	if len(d.Series) == 0 || d.Series[len(d.Series)-1].Held != 20 || d.TimewaitPeak != 20 {
+		t.Errorf("series %+v peak %d: want the last sample (after the drain) to hold all 20", d.Series, d.TimewaitPeak)
+	}
+	if !strings.Contains(res.stderr, "20 connects, 20 timewait (20 as client, 0 as server)") {
+		t.Errorf("text report on stderr: %s", res.stderr)
+	}
+}
+
+// COMMAND forks two clients (12 and 8 connections): each is attributed
+// exactly, and the totals are their sum. sh itself makes none.
+func TestRunFollowsChildren(t *testing.T) {
+	requireBPF(t)
+	ns, s := churnNetns(t)
+	a := strings.Join(shellQuote(clientCmd(t, testnet.ClientSpec{Dest: s.Dest(false), N: 12})), " ")
+	b := strings.Join(shellQuote(clientCmd(t, testnet.ClientSpec{Dest: s.Dest(false), N: 8})), " ")
+	res := twtraceRun(t, ns, "--", "sh", "-c", a+" & "+b+" & wait")
+	if res.code != 0 || res.report == nil || len(res.clients) != 2 {
+		t.Fatalf("exit %d, report %v, clients %+v; stderr %s", res.code, res.report != nil, res.clients, res.stderr)
+	}
+	r := res.report
+	if r.Totals.Connects != 20 || r.Totals.Timewait != 20 {
+		t.Errorf("totals %+v, want 20 connects and 20 timewait", r.Totals)
+	}
+	if len(r.Processes) != 2 {
+		t.Errorf("processes %+v, want the two clients", r.Processes)
+	}
+	for _, c := range res.clients {
+		p := procOf(t, r, c.PID)
+		n := uint64(len(c.Ports))
+		if p.Connects != n || p.Timewait != n {
+			t.Errorf("pid %d: %d connects, %d timewait; it made %d connections", c.PID, p.Connects, p.Timewait, n)
+		}
+	}
+	if got := []int{len(res.clients[0].Ports), len(res.clients[1].Ports)}; !slices.Contains(got, 12) || !slices.Contains(got, 8) {
+		t.Errorf("clients made %v connections, want 12 and 8", got)
+	}
+}
+
+// A pooled client (one connection, ten requests, closed by the server as
+// a keep-alive server does) leaves no timewait: thresholds of zero pass.
+func TestRunPooledPasses(t *testing.T) {
+	requireBPF(t)
+	ns := testnet.New(t)
+	ns.Park(t)
+	s := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerAfterTen)
+	spec := testnet.ClientSpec{Dest: s.Dest(false), N: 1, Requests: 10, PauseMs: 5, ReadFirst: true}
+	res := twtraceRun(t, ns, append([]string{"--max-timewait", "0", "--max-connects", "1", "--fail-on-connect-error", "--"}, clientCmd(t, spec)...)...)
+	if res.code != 0 || res.report == nil || len(res.clients) != 1 {
+		t.Fatalf("exit %d, report %v, clients %+v; stderr %s", res.code, res.report != nil, res.clients, res.stderr)
+	}
+	r := res.report
+	if r.Totals != (twrun.Totals{Connects: 1}) {
+		t.Errorf("totals %+v, want 1 connect and nothing else", r.Totals)
+	}
+	if !r.Passed || len(r.Thresholds) != 3 {
+		t.Fatalf("passed %v, thresholds %+v", r.Passed, r.Thresholds)
+	}
+	for _, th := range r.Thresholds {
+		if th.Result != "pass" {
+			t.Errorf("threshold %+v", th)
+		}
+	}
+	if p := procOf(t, r, res.clients[0].PID); p.Verdict == "per-request" {
+		t.Errorf("pooled client judged %q", p.Verdict)
+	}
+}
+
+// A threshold crossed by a command that succeeded: exit 3, and the report
+// says which, with the figures.
+func TestRunThresholdExit(t *testing.T) {
+	requireBPF(t)
+	ns, s := churnNetns(t)
+	html := filepath.Join(t.TempDir(), "report.html")
+	res := twtraceRun(t, ns, append([]string{"--max-timewait", "5", "--max-connects", "100", "--html", html, "--"},
+		clientCmd(t, testnet.ClientSpec{Dest: s.Dest(false), N: 10})...)...)
+	if res.code != exitThreshold || res.report == nil {
+		t.Fatalf("exit %d, want %d; stderr %s", res.code, exitThreshold, res.stderr)
+	}
+	want := []twrun.Threshold{
+		{Name: "max_connects", Limit: 100, Value: 10, Result: "pass"},
+		{Name: "max_timewait", Limit: 5, Value: 10, Result: "fail"},
+	}
+	if !slices.Equal(res.report.Thresholds, want) || res.report.Passed {
+		t.Errorf("thresholds %+v passed %v, want %+v", res.report.Thresholds, res.report.Passed, want)
+	}
+	if !strings.Contains(res.stderr, "threshold max_timewait: 10, limit 5: FAIL") {
+		t.Errorf("stderr %s", res.stderr)
+	}
+	page, err := os.ReadFile(html)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(page), fmt.Sprintf(`data-destination="%s"`, s.Addr)) {
+		t.Errorf("the HTML report has no chart for %s", s.Addr)
+	}
+}
+
+// COMMAND's failing status passes through, even with a threshold crossed;
+// killed by a signal, 128+N.
+func TestRunExitStatusPassesThrough(t *testing.T) {
+	requireBPF(t)
+	ns, s := churnNetns(t)
+	client := strings.Join(shellQuote(clientCmd(t, testnet.ClientSpec{Dest: s.Dest(false), N: 3})), " ")
+	res := twtraceRun(t, ns, "--max-timewait", "0", "--", "sh", "-c", client+"; exit 7")
+	if res.code != 7 || res.report == nil || res.report.ExitCode != 7 || res.report.Totals.Timewait != 3 {
+		t.Fatalf("exit %d (want 7), report %+v; stderr %s", res.code, res.report, res.stderr)
+	}
+	res = twtraceRun(t, ns, "--", "sh", "-c", "kill -KILL $$")
+	if res.code != 128+int(syscall.SIGKILL) || res.report == nil || res.report.Signal != "SIGKILL" {
+		t.Fatalf("exit %d (want %d), report %+v", res.code, 128+int(syscall.SIGKILL), res.report)
+	}
+	// Not found: 127, as a shell says, with one line.
+	res = twtraceRun(t, ns, "--", "/nonexistent/command")
+	if res.code != 127 || res.report != nil || strings.Count(res.stderr, "\n") != 1 || !strings.Contains(res.stderr, "/nonexistent/command") {
+		t.Fatalf("exit %d (want 127), stderr %q", res.code, res.stderr)
+	}
+}
+
+// SIGTERM sent to twtrace reaches COMMAND, whose own exit status is then
+// twtrace's.
+func TestRunForwardsSignals(t *testing.T) {
+	requireBPF(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCLIHelper$", "--", "run", "--",
+		"sh", "-c", `trap 'echo got-TERM; exit 42' TERM; echo ready; while :; do sleep 0.05; done`)
+	cmd.Env = append(os.Environ(), "TWTRACE_TEST_CLI=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rd := bufio.NewReader(out)
+	if line, err := rd.ReadString('\n'); line != "ready\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("first line %q, err %v; stderr %s", line, err, stderr.String())
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	rest, _ := rd.ReadString(0)
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 42 {
+		t.Errorf("twtrace run exited with %v, want status 42; stderr %s", err, stderr.String())
+	}
+	if rest != "got-TERM\n" {
+		t.Errorf("COMMAND's output after the signal %q, want got-TERM", rest)
+	}
+}
+
+func shellQuote(argv []string) []string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return out
+}

@@ -1,0 +1,92 @@
+package run
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/twtrace/twtrace/pkg/event"
+)
+
+// WriteText prints the report for a terminal or a CI log.
+func WriteText(w io.Writer, r *Report) error {
+	var b strings.Builder
+	status := fmt.Sprintf("exit %d", r.ExitCode)
+	if r.Signal != "" {
+		status = fmt.Sprintf("killed by %s (%d)", r.Signal, r.ExitCode)
+	}
+	fmt.Fprintf(&b, "twtrace run: %s: %s after %.3fs\n", quoteArgv(r.Command), status, r.DurationS)
+	t := r.Totals
+	fmt.Fprintf(&b, "  %d connects, %d timewait (%d as client, %d as server), %d connect errors, %d bind errors, %d lost\n",
+		t.Connects, t.Timewait, t.TimewaitClient, t.TimewaitServer, t.ConnectErrors, t.BindErrors, t.Lost)
+	if r.Losses.StillClosing > 0 {
+		fmt.Fprintf(&b, "  %d sockets closed first had not ended when the drain time ran out (their timewait entries, if any, are not counted)\n", r.Losses.StillClosing)
+	}
+
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	if len(r.Processes) > 0 {
+		fmt.Fprintln(tw, "\nPROCESS\tPID\tCONNECTS\tTIMEWAIT\tCONNECT ERR\tBIND ERR\tVERDICT")
+		for _, p := range r.Processes {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", esc(p.Comm), p.PID, p.Connects, p.Timewait, p.ConnectErrors, p.BindErrors, p.Verdict)
+		}
+	}
+	if len(r.Destinations) > 0 {
+		fmt.Fprintln(tw, "\nDESTINATION\tCONNECTS\t/S\tTIMEWAIT\tPEAK HELD\tUSABLE PORTS\tCEILING /S\tCONNECT ERR")
+		for i := range r.Destinations {
+			d := &r.Destinations[i]
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%d\t%d\t%d\t%.0f\t%d\n", d.String(), d.Connects, d.ConnectsPerS, d.Timewait, d.TimewaitPeak, d.PortsUsable, d.CeilingPerS, d.ConnectErrors)
+		}
+	}
+	tw.Flush()
+	for _, row := range r.Rows {
+		if row.Verdict != "per-request" && len(row.Advice) == 0 {
+			continue
+		}
+		where := fmt.Sprintf("-> %s", netip.AddrPortFrom(row.Daddr, row.Dport))
+		if row.Role == "server" {
+			where = fmt.Sprintf("serving port %d", row.Dport)
+		}
+		fmt.Fprintf(&b, "\n%s (pid %d) %s: %s", esc(row.Comm), row.PID, where, cmp.Or(row.Verdict, "ok"))
+		if row.Reason != "" {
+			fmt.Fprintf(&b, " (%s)", row.Reason)
+		}
+		b.WriteString("\n")
+		for _, a := range row.Advice {
+			fmt.Fprintf(&b, "  - %s\n", a)
+		}
+	}
+	if len(r.Thresholds) > 0 {
+		b.WriteString("\n")
+		for _, th := range r.Thresholds {
+			at := ""
+			if th.Destination != "" {
+				at = " (" + th.Destination + ")"
+			}
+			fmt.Fprintf(&b, "threshold %s: %g%s, limit %g: %s\n", th.Name, th.Value, at, th.Limit, strings.ToUpper(th.Result))
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// quoteArgv shows the command as a shell would take it back.
+func quoteArgv(argv []string) string {
+	q := make([]string, len(argv))
+	for i, a := range argv {
+		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`;&|<>*?()[]{}#~") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		q[i] = a
+	}
+	return strings.Join(q, " ")
+}
+
+// esc shows a process name with control bytes escaped, as watch does.
+func esc(comm string) string {
+	var c [16]byte
+	copy(c[:15], comm)
+	return event.EscapeComm(&c)
+}
