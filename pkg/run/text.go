@@ -37,7 +37,7 @@ func WriteText(w io.Writer, r *Report) error {
 		fmt.Fprintln(tw, "\nDESTINATION\tCONNECTS\t/S\tTIMEWAIT\tPEAK HELD\tUSABLE PORTS\tCEILING /S\tCONNECT ERR")
 		for i := range r.Destinations {
 			d := &r.Destinations[i]
-			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%d\t%d\t%d\t%.0f\t%d\n", d.String(), d.Connects, d.ConnectsPerS, d.Timewait, d.TimewaitPeak, d.PortsUsable, d.CeilingPerS, d.ConnectErrors)
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%d\t%d\t%d\t%.1f\t%d\n", d.String(), d.Connects, d.ConnectsPerS, d.Timewait, d.TimewaitPeak, d.PortsUsable, d.CeilingPerS, d.ConnectErrors)
 		}
 	}
 	tw.Flush()
