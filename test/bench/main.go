@@ -78,6 +78,12 @@ type sample struct {
 	peakRSS     int64         // bytes, VmHWM; 0 when n/a
 	lost        int64         // records the tracer says it lost; -1 unknown
 	received    int64         // timewait lines of the load's process; -1 when not counted
+	// cpuPerConn is the CPU time the load and the tracer process used
+	// during the run, per connection: BPF programs run in the load's
+	// threads (or its softirqs) and are charged to it. Unlike
+	// throughput, it does not move with how the two CPUs happen to be
+	// scheduled, nor with other processes.
+	cpuPerConn time.Duration
 }
 
 func run(cfg config) error {
@@ -127,8 +133,8 @@ func run(cfg config) error {
 					tag = fmt.Sprintf("round %d", round)
 					samples[mode+"/"+name] = append(samples[mode+"/"+name], s)
 				}
-				fmt.Fprintf(os.Stderr, "%-8s %-12s %-8s %8.0f conn/s  lost %d  received %d/%d\n",
-					tag, mode, name, s.connsPerSec, s.lost, s.received, s.connections)
+				fmt.Fprintf(os.Stderr, "%-8s %-12s %-8s %8.0f conn/s  %5.1f µs CPU/conn  lost %d  received %d/%d\n",
+					tag, mode, name, s.connsPerSec, float64(s.cpuPerConn.Nanoseconds())/1000, s.lost, s.received, s.connections)
 			}
 		}
 	}
@@ -391,6 +397,27 @@ func countTimewaits(path, comm string) (int64, error) {
 	return n, sc.Err()
 }
 
+// processCPU is pid's user + system time so far (0 for pid 0).
+func processCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces): utime and
+	// stime are the 14th and 15th of the line, in clock ticks (100/s).
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
 func peakRSS(pid int) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -415,12 +442,14 @@ type loadResult struct {
 	Connections  int64            `json:"connections"`
 	ConnectsPerS float64          `json:"connects_per_s"`
 	Errors       map[string]int64 `json:"errors"`
+	cpu          time.Duration    // user + system time of twload
 }
 
 func runLoad(cfg config, mode string, d time.Duration, extra ...string) (loadResult, error) {
 	args := append([]string{"--netns-new", "--clients", strconv.Itoa(cfg.clients), "--mode", mode,
 		"--duration", d.String(), "-o", "json"}, extra...)
-	out, err := exec.Command(cfg.twload, args...).Output()
+	cmd := exec.Command(cfg.twload, args...)
+	out, err := cmd.Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
@@ -432,6 +461,7 @@ func runLoad(cfg config, mode string, d time.Duration, extra ...string) (loadRes
 	if err := json.Unmarshal(out, &r); err != nil {
 		return r, fmt.Errorf("twload output %q: %w", out, err)
 	}
+	r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return r, nil
 }
 
@@ -443,12 +473,21 @@ func measure(cfg config, name, mode string, d time.Duration) (sample, error) {
 		return s, err
 	}
 	s.startup = startup
+	pid := 0
+	if p, ok := tr.(*process); ok {
+		pid = p.cmd.Process.Pid
+	}
+	cpu0 := processCPU(pid)
 	r, lerr := runLoad(cfg, mode, d)
+	tracerCPU := processCPU(pid) - cpu0
 	ferr := tr.finish(&s)
 	if err := errors.Join(lerr, ferr); err != nil {
 		return s, err
 	}
 	s.connsPerSec, s.connections = r.ConnectsPerS, r.Connections
+	if r.Connections > 0 {
+		s.cpuPerConn = (r.cpu + tracerCPU) / time.Duration(r.Connections)
+	}
 	for _, n := range r.Errors {
 		s.loadErrors += n
 	}
@@ -626,8 +665,8 @@ func median(v []float64) float64 {
 }
 
 func report(w io.Writer, cfg config, tracers []string, samples map[string][]sample, costs map[string][]progCost, lat latency) {
-	fmt.Fprintf(w, "| mode | tracer | conn/s (median of %d) | vs none (median of per-round ratios) | vs floor (counter) | ns per state change | lost | timewait seen / connections | start-up | peak RSS |\n", cfg.rounds)
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintf(w, "| mode | tracer | conn/s (median of %d) | vs none (median of per-round ratios) | vs floor (counter) | CPU per connection | vs none | vs floor | ns per state change | lost | timewait seen / connections | start-up | peak RSS |\n", cfg.rounds)
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, mode := range cfg.modes {
 		base := samples[mode+"/none"]
 		floor, haveFloor := ratio(samples[mode+"/counter"], base)
@@ -643,6 +682,21 @@ func report(w io.Writer, cfg config, tracers []string, samples map[string][]samp
 				row = append(row, fmt.Sprintf("%+.1f %%", d))
 				if haveFloor && name != "counter" {
 					row = append(row, fmt.Sprintf("%+.1f pp", d-(floor-1)*100))
+				} else {
+					row = append(row, "–")
+				}
+			}
+			cpu := medianOf(ss, func(s sample) float64 { return float64(s.cpuPerConn.Nanoseconds()) })
+			row = append(row, fmt.Sprintf("%.1f µs", cpu/1000))
+			cr, ok := ratioOf(ss, base, func(s sample) float64 { return float64(s.cpuPerConn) })
+			cfloor, haveCFloor := ratioOf(samples[mode+"/counter"], base, func(s sample) float64 { return float64(s.cpuPerConn) })
+			if name == "none" || !ok {
+				row = append(row, "–", "–")
+			} else {
+				d := (cr - 1) * 100
+				row = append(row, fmt.Sprintf("%+.1f %%", d))
+				if haveCFloor && name != "counter" {
+					row = append(row, fmt.Sprintf("%+.1f pp", d-(cfloor-1)*100))
 				} else {
 					row = append(row, "–")
 				}
@@ -678,15 +732,20 @@ func report(w io.Writer, cfg config, tracers []string, samples map[string][]samp
 // same round: runs of one round are seconds apart, so slow drift of the
 // machine cancels out.
 func ratio(ss, base []sample) (float64, bool) {
+	return ratioOf(ss, base, func(s sample) float64 { return s.connsPerSec })
+}
+
+// ratioOf is ratio for any figure f of a sample.
+func ratioOf(ss, base []sample, f func(sample) float64) (float64, bool) {
 	if len(ss) == 0 || len(ss) != len(base) {
 		return 0, false
 	}
 	v := make([]float64, len(ss))
 	for i := range ss {
-		if base[i].connsPerSec == 0 {
+		if f(base[i]) == 0 {
 			return 0, false
 		}
-		v[i] = ss[i].connsPerSec / base[i].connsPerSec
+		v[i] = f(ss[i]) / f(base[i])
 	}
 	return median(v), true
 }
