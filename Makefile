@@ -52,7 +52,7 @@ test:
 	$(GO) test -p 1 -count=1 ./...
 
 fuzz:
-	@for pkg in ./pkg/event ./pkg/filter ./pkg/load ./pkg/inventory ./pkg/headroom ./pkg/verdict; do \
+	@for pkg in ./pkg/event ./pkg/filter ./pkg/load ./pkg/inventory ./pkg/headroom ./pkg/verdict ./pkg/run; do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 			echo "fuzzing $$pkg $$f for $(FUZZTIME)"; \
 			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
