@@ -9,7 +9,7 @@ LOAD      := bin/twload
 DEB_PKGS  := clang-14 llvm-14 libbpf-dev
 FUZZTIME  ?= 10s
 
-.PHONY: all build generate check-generated deps test fuzz lint run bench clean
+.PHONY: all build generate check-generated deps test fuzz lint run demo bench clean
 
 all: build
 
@@ -66,6 +66,9 @@ lint:
 
 run: build
 	./$(BIN) watch
+
+demo: build
+	./$(BIN) demo
 
 # Throughput cost of tracing, interleaved against the anchors (no tracer,
 # a bare counter, bpftrace when installed): see docs/performance.md. Root.

@@ -45,7 +45,7 @@ func Render(f *Frame, width, height int) []string {
 		loss = fmt.Sprintf("  LOST: %d records, %d sockets untracked, %d runs missed, %d connects uncounted",
 			l.Records, l.Untracked, l.Missed, l.UncountedConnects)
 	}
-	add("%d namespaces, %.0f timewait sockets (%s new/s)%s", len(f.Namespaces), tw, rate(twps), loss)
+	add("%d %s, %.0f timewait sockets (%s new/s)%s", len(f.Namespaces), plural(len(f.Namespaces), "namespace", "namespaces"), tw, rate(twps), loss)
 
 	type block struct {
 		head []string
@@ -268,4 +268,11 @@ func wrap(s string, width int) []string {
 		s = strings.TrimLeft(string(r[cutAt:]), " ")
 	}
 	return append(out, s)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

@@ -40,9 +40,10 @@ func FuzzJudge(f *testing.F) {
 			}
 		}
 		has := func(a string) bool { return slices.Contains(r.Advice, a) }
+		stopGap := e.Exhausting && (client > 0 || connectErrors > 0)
 		if has(advicePool) != flagged || has(adviceRanOut) != (connectErrors > 0) ||
 			has(adviceBind) != (bindErrors > 0 || e.BoundPorts) ||
-			has(adviceNever) != e.Exhausting || has(adviceStopGap) != (e.Exhausting && !e.TwReuse) ||
+			has(adviceNever) != stopGap || has(adviceStopGap) != (stopGap && !e.TwReuse) ||
 			has(adviceServer) != (server > 0 && client == 0) {
 			t.Errorf("advice %q on %+v", r.Advice, e)
 		}

@@ -38,9 +38,11 @@
 //     since a TIME_WAIT on the server holds no ephemeral port.
 //   - BindErrors > 0 or BoundPorts: bind() before connect() takes the port
 //     from every destination; IP_BIND_ADDRESS_NO_PORT, or no bind().
-//   - Exhausting, and only then: the stop-gaps, tcp_tw_reuse=1 (unless it
-//     applies already) or a wider ip_local_port_range, and what never to
-//     do: tcp_tw_recycle, a shorter TIME_WAIT.
+//   - Exhausting, and only then, to a process that uses the destination's
+//     ports up (it left a timewait as client, or connect() failed): the
+//     stop-gaps, tcp_tw_reuse=1 (unless it applies already) or a wider
+//     ip_local_port_range, and what never to do: tcp_tw_recycle, a shorter
+//     TIME_WAIT. (A pooled client of the same destination is told nothing.)
 //   - ServerTimewait > 0 and ClientTimewait = 0 (a server that closes
 //     first): harmless for ports unless tcp_max_tw_buckets is reached;
 //     keep-alive if the volume matters.
@@ -151,7 +153,7 @@ func Judge(e Evidence) Result {
 	if e.BindErrors > 0 || e.BoundPorts {
 		r.Advice = append(r.Advice, adviceBind)
 	}
-	if e.Exhausting {
+	if e.Exhausting && (e.ClientTimewait > 0 || e.ConnectErrors > 0) {
 		if e.TwReuse {
 			r.Advice = append(r.Advice, adviceWiderRange, adviceNever)
 		} else {

@@ -54,8 +54,10 @@ func TestJudge(t *testing.T) {
 		{"ports ran out", Evidence{Window: time.Second, Connects: 5, ConnectErrors: 5}, "", []string{adviceRanOut}},
 		{"bind errors", Evidence{Window: time.Second, BindErrors: 1}, "", []string{adviceBind}},
 		{"bound ports", Evidence{Window: time.Second, Connects: 1, BoundPorts: true}, "", []string{adviceBind}},
-		{"exhausting", Evidence{Window: time.Second, Exhausting: true}, "", []string{adviceStopGap, adviceNever}},
-		{"exhausting with tcp_tw_reuse", Evidence{Window: time.Second, Exhausting: true, TwReuse: true}, "", []string{adviceWiderRange, adviceNever}},
+		{"exhausting", Evidence{Window: time.Second, Connects: 3, ClientTimewait: 3, Exhausting: true}, "", []string{adviceStopGap, adviceNever}},
+		{"exhausting with tcp_tw_reuse", Evidence{Window: time.Second, Connects: 3, ClientTimewait: 3, Exhausting: true, TwReuse: true}, "", []string{adviceWiderRange, adviceNever}},
+		{"exhausting, failing", Evidence{Window: time.Second, Connects: 3, ConnectErrors: 3, Exhausting: true}, "", []string{adviceRanOut, adviceStopGap, adviceNever}},
+		{"exhausting, a pooled client of it", Evidence{Window: time.Second, Connects: 1, Exhausting: true}, "", nil},
 		{"tcp_tw_reuse, not exhausting", Evidence{Window: time.Second, TwReuse: true}, "", nil},
 		{"nothing", Evidence{Window: time.Second}, "", nil},
 
