@@ -269,68 +269,16 @@ func readWithoutScan(nr *NamespaceReading, own uint32, why string) {
 }
 
 // readProcNamespace reads our own namespace's sysctls and TcpExt counters
-// from /proc with inventory's parsers. It is what inventory's scan reads
-// (pkg/inventory keeps that reader unexported); here without BPF, for a
-// doctor run without privileges.
+// from /proc, as inventory's scan does, but without BPF: for a doctor run
+// without privileges.
 func readProcNamespace() (*inventory.Namespace, error) {
 	ns := &inventory.Namespace{Time: time.Now()}
-	sc := &ns.Sysctls
-	raw, err := os.ReadFile(sysctlDir + "ip_local_port_range")
-	if err != nil {
+	var err error
+	if ns.Sysctls, err = inventory.ReadSysctls(); err != nil {
 		return nil, err
 	}
-	if sc.PortRange, err = inventory.ParsePortRange(string(raw)); err != nil {
-		return nil, err
-	}
-	if raw, err = os.ReadFile(sysctlDir + "ip_local_reserved_ports"); err != nil {
-		return nil, err
-	}
-	if sc.Reserved, err = inventory.ParseReservedPorts(string(raw)); err != nil {
-		return nil, err
-	}
-	var fin int
-	for _, v := range []struct {
-		name string
-		dst  *int
-	}{
-		{"tcp_tw_reuse", &sc.TwReuse}, {"tcp_max_tw_buckets", &sc.MaxTwBuckets},
-		{"tcp_timestamps", &sc.Timestamps}, {"tcp_fin_timeout", &fin},
-	} {
-		if *v.dst, err = readIntSysctl(v.name); err != nil {
-			return nil, err
-		}
-	}
-	sc.FinTimeout = time.Duration(fin) * time.Second
-	// Before 6.14 the delay was not tunable: about a second.
-	sc.TwReuseDelay = time.Second
-	switch delay, err := readIntSysctl("tcp_tw_reuse_delay"); {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
-		return nil, err
-	default:
-		sc.TwReuseDelay, sc.TwReuseDelayKnown = time.Duration(delay)*time.Millisecond, true
-	}
-	f, err := os.Open("/proc/thread-self/net/netstat")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if ns.Counters, err = inventory.ParseNetstat(f); err != nil {
+	if ns.Counters, err = inventory.ReadCounters(); err != nil {
 		return nil, err
 	}
 	return ns, nil
-}
-
-const sysctlDir = "/proc/sys/net/ipv4/"
-
-func readIntSysctl(name string) (int, error) {
-	raw, err := os.ReadFile(sysctlDir + name)
-	if err != nil {
-		return 0, err
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(raw)))
-	if err != nil {
-		return 0, fmt.Errorf("%s%s: %q is not a number", sysctlDir, name, raw)
-	}
-	return n, nil
 }

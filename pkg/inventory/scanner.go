@@ -219,10 +219,10 @@ func (s *Scanner) read(ns *Namespace) error {
 	if err != nil {
 		return fmt.Errorf("reading the TCP socket iterator: %w", err)
 	}
-	if ns.Sysctls, err = readSysctls(); err != nil {
+	if ns.Sysctls, err = ReadSysctls(); err != nil {
 		return err
 	}
-	ns.Counters, err = readCounters()
+	ns.Counters, err = ReadCounters()
 	return err
 }
 

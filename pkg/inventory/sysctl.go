@@ -140,8 +140,9 @@ func ParseNetstat(r io.Reader) (Counters, error) {
 	return c, nil
 }
 
-// readSysctls reads the calling thread's namespace's settings.
-func readSysctls() (Sysctls, error) {
+// ReadSysctls reads the settings of the calling thread's network
+// namespace (/proc/sys/net is the namespace of the thread that reads it).
+func ReadSysctls() (Sysctls, error) {
 	var s Sysctls
 	raw, err := readProc("/proc/sys/net/ipv4/ip_local_port_range")
 	if err != nil {
@@ -208,10 +209,10 @@ func readProc(path string) (string, error) {
 	return string(b), nil
 }
 
-// readCounters reads the calling thread's namespace's TcpExt counters:
-// /proc/net is the process's (its main thread's) namespace, thread-self
-// the thread's.
-func readCounters() (Counters, error) {
+// ReadCounters reads the TcpExt counters of the calling thread's network
+// namespace: /proc/net is the process's (its main thread's) namespace,
+// thread-self the thread's.
+func ReadCounters() (Counters, error) {
 	f, err := os.Open("/proc/thread-self/net/netstat")
 	if err != nil {
 		return Counters{}, err
