@@ -172,6 +172,9 @@ func TestDoctorNamespaceJSON(t *testing.T) {
 	for _, name := range append(slices.Clone(tracer.ProgramNames), doctor.ProbeProgramNames...) {
 		names[name] = true
 	}
+	// Program ids are freed after an RCU grace period: wait (the budget
+	// only bounds a failing test).
+	testnet.WaitFor(5*time.Second, func() bool { return testnet.CountPrograms(names) == 0 })
 	if n := testnet.CountPrograms(names); n != 0 {
 		t.Errorf("%d of doctor's programs still loaded after it exited", n)
 	}
