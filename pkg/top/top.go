@@ -193,6 +193,7 @@ type session struct {
 	spare  aggregate.Snapshot // memory for the next snapshot
 	prevNs map[uint32]inventory.Counters
 	nsMem  map[uint32]*inventory.Namespace // each namespace's scan, reused
+	drains atomic.Uint64                   // times the reader emptied the ring
 }
 
 // DefaultRingSize is top's ring buffer: 1 MiB per CPU, at least 2 and at
@@ -279,9 +280,8 @@ func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
 		return err
 	}
 	// Reading starts before Follow: the command it starts may be quick.
-	var drains atomic.Uint64 // times the reader emptied the ring
 	done := make(chan error, 1)
-	go func() { done <- tr.ReadBatches(s.add, func() { drains.Add(1) }) }()
+	go func() { done <- tr.ReadBatches(s.add, func() { s.drains.Add(1) }) }()
 	defer func() {
 		tr.Stop()
 		<-done
@@ -301,7 +301,7 @@ func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
 		select {
 		case <-ctx.Done():
 			if cfg.Drain > 0 {
-				return s.drain(cfg.Drain, &drains, emit)
+				return s.drain(cfg.Drain, emit)
 			}
 			return nil
 		case err := <-done:
@@ -323,7 +323,7 @@ func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
 // drain waits up to d for every socket closed first to reach its end,
 // lets the reader empty the ring twice more (the last records were in it
 // before the first of those), and emits the final frame.
-func (s *session) drain(d time.Duration, drains *atomic.Uint64, emit func(*Frame) error) error {
+func (s *session) drain(d time.Duration, emit func(*Frame) error) error {
 	deadline := time.Now().Add(d)
 	var open uint64
 	for {
@@ -337,10 +337,7 @@ func (s *session) drain(d time.Duration, drains *atomic.Uint64, emit func(*Frame
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// (Bounded: a reader that stopped on an error drains no more.)
-	for start, t0 := drains.Load(), time.Now(); drains.Load() < start+2 && time.Since(t0) < time.Second; {
-		time.Sleep(10 * time.Millisecond)
-	}
+	s.waitDrains(2)
 	f, err := s.frame()
 	if err != nil {
 		return err
@@ -348,6 +345,15 @@ func (s *session) drain(d time.Duration, drains *atomic.Uint64, emit func(*Frame
 	f.Final = true
 	f.Losses.StillClosing = open
 	return emit(f)
+}
+
+// waitDrains waits until the reader has emptied the ring n more times:
+// every record in it now has then been added. Bounded: a reader that
+// stopped on an error drains no more.
+func (s *session) waitDrains(n uint64) {
+	for start, t0 := s.drains.Load(), time.Now(); s.drains.Load() < start+n && time.Since(t0) < time.Second; {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // add takes one event from the tracer.
@@ -455,6 +461,10 @@ func (s *session) frame() (*Frame, error) {
 			delete(s.prevNs, inode)
 		}
 	}
+	// A socket the scan found in timewait may have its event still in the
+	// ring (records wait up to a poll interval): let the reader empty it
+	// once more before joining, or the socket would count as unattributed.
+	s.waitDrains(1)
 
 	s.mu.Lock()
 	twNow := make(map[aggregate.Key]int)
