@@ -126,7 +126,7 @@ func TestBadFlagsExitTwo(t *testing.T) {
 // Without capabilities: exit 1 with one line naming CAP_BPF and
 // CAP_PERFMON, for every command that loads BPF.
 func TestMissingCapabilitiesExitOne(t *testing.T) {
-	for _, args := range []string{"1", "top -o json --count 1", "snapshot"} {
+	for _, args := range []string{"1", "top -o json --count 1", "snapshot", "run -- true"} {
 		code, stderr := runChild(t, dropCapsEnv+"="+args)
 		if code != exitError {
 			t.Fatalf("%s: exit %d, want %d (stderr %q)", args, code, exitError, stderr)
