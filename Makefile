@@ -9,7 +9,7 @@ LOAD      := bin/twload
 DEB_PKGS  := clang-14 llvm-14 libbpf-dev
 FUZZTIME  ?= 10s
 
-.PHONY: all build generate check-generated deps test fuzz lint run demo bench clean
+.PHONY: all build generate check-generated deps test vmtest vmtest-kernels fuzz lint run demo bench clean
 
 all: build
 
@@ -50,6 +50,20 @@ deps:
 # one at a time (-p 1): tests count the BPF programs loaded host-wide.
 test:
 	$(GO) test -p 1 -count=1 ./...
+
+# The test suite inside QEMU VMs booted with Debian's cloud kernels, in
+# software emulation (see docs/vmtest.md). KERNELS="6.1" for a subset;
+# VMTEST_PKGS, VMTEST_FLAGS narrow the run; VMTEST_NONFATAL="5.10" reports a
+# kernel's failures without failing. Installs qemu when missing (root
+# and apt-get); without qemu or a kernel it skips, except under CI=true.
+KERNELS ?= 5.10 6.1 6.12
+vmtest:
+	KERNELS="$(KERNELS)" GO="$(GO)" test/vm/vmtest.sh
+
+# Downloads the kernels (vmlinuz only) and a static busybox into .cache/vmtest
+# once; REFRESH=1 looks for newer kernels.
+vmtest-kernels:
+	test/vm/fetch.sh .cache/vmtest $(KERNELS)
 
 fuzz:
 	@for pkg in ./pkg/event ./pkg/filter ./pkg/load ./pkg/inventory ./pkg/headroom ./pkg/verdict ./pkg/run; do \
