@@ -265,10 +265,17 @@ exec 3<>$out
 stty -F $out raw -echo
 token=` + shellQuote(im.token) + `
 report() { printf '%s %s\n' "$token" "$*" >&3; }
-# Power off only once the host has read everything: it answers DONE.
+# Power off only once the host has read everything: it answers DONE with
+# "ok". A signal (SIGCHLD) ends read early: read again, 30 s at most.
 finish() {
 	report DONE
-	read -t 30 ack <&3
+	i=0
+	while [ $i -lt 30 ]; do
+		if read -t 1 ack <&3 && [ "$ack" = ok ]; then
+			break
+		fi
+		i=$((i + 1))
+	done
 	poweroff -f
 }
 sendfile() {

@@ -119,16 +119,19 @@ func (v *vm) run(rep *reports, console *tail) (*outcome, error) {
 	go func() { exited <- cmd.Wait() }()
 
 	// Both serial ports connect while qemu starts, before the guest runs.
+	failed := func(err error) (*outcome, error) {
+		cmd.Process.Kill()
+		<-exited // qemuOut is complete
+		return &outcome{qemuErr: err, qemuOut: qemuOut.String()}, nil
+	}
 	conConn, err := accept(conL, exited)
 	if err != nil {
-		cmd.Process.Kill()
-		return &outcome{qemuErr: err, qemuOut: qemuOut.String()}, nil
+		return failed(err)
 	}
 	defer conConn.Close()
 	outConn, err := accept(outL, exited)
 	if err != nil {
-		cmd.Process.Kill()
-		return &outcome{qemuErr: err, qemuOut: qemuOut.String()}, nil
+		return failed(err)
 	}
 	defer outConn.Close()
 	var copies sync.WaitGroup
