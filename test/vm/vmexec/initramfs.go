@@ -65,7 +65,7 @@ func writeImage(file string, im *image) error {
 	return err
 }
 
-// tree is the set of folders already added, so that every parent is added
+// dirs is the set of folders already added, so that every parent is added
 // once and before its children.
 type dirs map[string]bool
 
