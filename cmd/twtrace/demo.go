@@ -150,31 +150,7 @@ func runDemoScreen(ctx context.Context, quit func(), out *os.File, cfg demo.Conf
 		io.WriteString(out, "\x1b[?25h\x1b[?1049l")
 		term.Restore(in, old)
 	}()
-	go func() {
-		buf := make([]byte, 16)
-		for {
-			n, err := os.Stdin.Read(buf)
-			if err != nil {
-				quit()
-				return
-			}
-			for _, c := range buf[:n] {
-				switch c {
-				case 'q', 'Q', 3 /* Ctrl-C in raw mode */, 4:
-					quit()
-					return
-				case 't':
-					sortNow.Store(int32(top.ByTimewaitRate))
-				case 'c':
-					sortNow.Store(int32(top.ByConnectRate))
-				case 'n':
-					sortNow.Store(int32(top.ByTimewaitNow))
-				case 'e':
-					sortNow.Store(int32(top.ByConnectErrors))
-				}
-			}
-		}
-	}()
+	go readKeys(quit, sortNow)
 	// draw puts lines on the screen; no newline after the last one: on
 	// the bottom line it would scroll the screen.
 	draw := func(lines []string, width int) error {

@@ -214,28 +214,6 @@ func netnsOf(t *testing.T, path string) uint32 {
 	return uint32(st.Ino)
 }
 
-// inNetns lists the processes and threads in namespace inode, and its nsfs
-// bind mounts.
-func inNetns(inode uint32) []string {
-	var found []string
-	paths, _ := filepath.Glob("/proc/[0-9]*/ns/net")
-	tasks, _ := filepath.Glob("/proc/[0-9]*/task/[0-9]*/ns/net")
-	for _, p := range append(paths, tasks...) {
-		var st unix.Stat_t
-		if unix.Stat(p, &st) == nil && uint32(st.Ino) == inode {
-			found = append(found, p)
-		}
-	}
-	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
-		for l := range strings.Lines(string(mi)) {
-			if strings.Contains(l, fmt.Sprintf("net:[%d]", inode)) {
-				found = append(found, "mount: "+strings.TrimSpace(l))
-			}
-		}
-	}
-	return found
-}
-
 // alive reports whether pid runs: not gone, not a zombie waiting to be
 // reaped by whoever inherited it. A reused pid is not the client if it is
 // named otherwise.
@@ -267,7 +245,7 @@ func checkNothingLeft(t *testing.T, l *leftovers) {
 				left = append(left, fmt.Sprintf("process %d (%s)", pid, comm))
 			}
 		}
-		for _, p := range inNetns(l.netns) {
+		for _, p := range testnet.NetnsHolders(l.netns) {
 			left = append(left, fmt.Sprintf("netns %d: %s", l.netns, p))
 		}
 		for id, name := range loadedPrograms(t) {

@@ -176,31 +176,7 @@ func runTopScreen(ctx context.Context, quit func(), cfg top.Config, out *os.File
 		b.WriteString("\x1b[J")
 		io.WriteString(out, b.String())
 	}
-	go func() {
-		buf := make([]byte, 16)
-		for {
-			n, err := os.Stdin.Read(buf)
-			if err != nil {
-				quit()
-				return
-			}
-			for _, c := range buf[:n] {
-				switch c {
-				case 'q', 'Q', 3 /* Ctrl-C in raw mode */, 4:
-					quit()
-					return
-				case 't':
-					sortNow.Store(int32(top.ByTimewaitRate))
-				case 'c':
-					sortNow.Store(int32(top.ByConnectRate))
-				case 'n':
-					sortNow.Store(int32(top.ByTimewaitNow))
-				case 'e':
-					sortNow.Store(int32(top.ByConnectErrors))
-				}
-			}
-		}
-	}()
+	go readKeys(quit, sortNow)
 	io.WriteString(out, "\x1b[H\x1b[2Jtwtrace: starting...\r\n")
 	return top.Run(ctx, cfg, func(fr *top.Frame) error {
 		last.Store(fr)
@@ -259,4 +235,32 @@ func runSnapshot(cmd *cobra.Command, f *snapshotFlags) error {
 		return nil
 	}
 	return err
+}
+
+// readKeys reads the full-screen keys until stdin ends: q, Ctrl-C and
+// Ctrl-D quit; t, c, n and e change the sort.
+func readKeys(quit func(), sortNow *atomic.Int32) {
+	buf := make([]byte, 16)
+	for {
+		n, err := os.Stdin.Read(buf)
+		if err != nil {
+			quit()
+			return
+		}
+		for _, c := range buf[:n] {
+			switch c {
+			case 'q', 'Q', 3 /* Ctrl-C in raw mode */, 4:
+				quit()
+				return
+			case 't':
+				sortNow.Store(int32(top.ByTimewaitRate))
+			case 'c':
+				sortNow.Store(int32(top.ByConnectRate))
+			case 'n':
+				sortNow.Store(int32(top.ByTimewaitNow))
+			case 'e':
+				sortNow.Store(int32(top.ByConnectErrors))
+			}
+		}
+	}
 }

@@ -51,20 +51,6 @@ func inode(t *testing.T, path string) uint32 {
 	return uint32(st.Ino)
 }
 
-// inNetns lists the processes and threads in namespace ino.
-func inNetns(ino uint32) []string {
-	var found []string
-	paths, _ := filepath.Glob("/proc/[0-9]*/ns/net")
-	tasks, _ := filepath.Glob("/proc/[0-9]*/task/[0-9]*/ns/net")
-	for _, p := range append(paths, tasks...) {
-		var st unix.Stat_t
-		if unix.Stat(p, &st) == nil && uint32(st.Ino) == ino {
-			found = append(found, p)
-		}
-	}
-	return found
-}
-
 // The namespace has the demo's settings; the three processes run in it,
 // every thread named after its role, the demo's own threads outside; the
 // churner leaves timewait sockets. After stop and close, no process and
@@ -121,7 +107,7 @@ func TestProcessesInTheirNamespace(t *testing.T) {
 		}
 	}
 	// Only they hold the namespace: the demo's thread left it.
-	for _, p := range inNetns(ns.inode) {
+	for _, p := range testnet.NetnsHolders(ns.inode) {
 		pid, _ := strconv.Atoi(strings.Split(p, "/")[2])
 		if procs[pid] == "" {
 			t.Errorf("%s: in the demo's namespace, and not one of its processes", p)
@@ -155,7 +141,7 @@ func TestProcessesInTheirNamespace(t *testing.T) {
 			t.Errorf("%s (pid %d) still exists after stop", role, pid)
 		}
 	}
-	if in := inNetns(ns.inode); len(in) > 0 {
+	if in := testnet.NetnsHolders(ns.inode); len(in) > 0 {
 		t.Errorf("still in the namespace after close: %v", in)
 	}
 }
