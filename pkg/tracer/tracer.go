@@ -152,11 +152,20 @@ func Preflight() error {
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		return ErrNoBTF
 	}
+	// Below 5.11 BPF memory is charged to RLIMIT_MEMLOCK (64 KiB by
+	// default, less than one ring buffer); from 5.11 on, to the memory
+	// cgroup, and this is a no-op. It must come before the first probe:
+	// a second twtrace on a 5.10 host fails that probe with EPERM
+	// otherwise.
+	memlockErr := rlimit.RemoveMemlock()
 	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
 		if errors.Is(err, ebpf.ErrNotSupported) {
 			return ErrKernelTooOld
 		}
 		if errors.Is(err, unix.EPERM) {
+			if memlockErr != nil {
+				return fmt.Errorf("the kernel charges BPF memory to RLIMIT_MEMLOCK, which could not be raised (%v): grant CAP_SYS_RESOURCE or raise it with 'ulimit -l unlimited'", memlockErr)
+			}
 			return ErrPermission
 		}
 		return fmt.Errorf("probing ring buffer support: %w", err)
@@ -167,12 +176,9 @@ func Preflight() error {
 // New checks the host, loads the programs and attaches every one of them.
 // When it returns without error, tracing is live.
 func New(opts Options) (*Tracer, error) {
-	if err := Preflight(); err != nil {
+	if err := Preflight(); err != nil { // raises RLIMIT_MEMLOCK too
 		return nil, err
 	}
-	// Below 5.11 BPF memory is charged to RLIMIT_MEMLOCK; above, to memcg
-	// and this is a no-op. Failure only matters if loading then fails.
-	_ = rlimit.RemoveMemlock()
 
 	spec, err := loadTwtrace()
 	if err != nil {
