@@ -147,8 +147,20 @@ func TestDoctorNamespaceJSON(t *testing.T) {
 	for _, c := range n.Counters {
 		counters[c.Name] = c.Value
 	}
-	if !reflect.DeepEqual(counters, map[string]uint64{"TW": 10, "TWRecycled": 0, "TWKilled": 0, "TCPTimeWaitOverflow": 0}) {
-		t.Errorf("counters %v, want TW 10 and the others 0", counters)
+	// The kernel counts a timewait socket in TW either when it is made (as
+	// its timer is first armed: 6.1, 6.12, the host's 6.18) or only when
+	// it ends (in the timer's handler: 5.10); see the inventory package's
+	// twCounting. All 10 are still in the table (they have 60 s), so TW is
+	// exactly 10 or exactly 0, and the other counters 0 either way.
+	made := map[string]uint64{"TW": 10, "TWRecycled": 0, "TWKilled": 0, "TCPTimeWaitOverflow": 0}
+	ended := map[string]uint64{"TW": 0, "TWRecycled": 0, "TWKilled": 0, "TCPTimeWaitOverflow": 0}
+	switch {
+	case reflect.DeepEqual(counters, made):
+		t.Log("timewait sockets counted when made")
+	case reflect.DeepEqual(counters, ended):
+		t.Log("timewait sockets counted when they end")
+	default:
+		t.Errorf("counters %v, want TW 10 (counted when made) or 0 (counted when they end), the others 0", counters)
 	}
 	if n.Destinations != 1 || len(n.LeastHeadroom) != 1 {
 		t.Fatalf("%d destinations, %d listed; want 1", n.Destinations, len(n.LeastHeadroom))

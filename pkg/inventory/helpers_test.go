@@ -210,3 +210,58 @@ var (
 	lo4 = netip.MustParseAddr("127.0.0.1")
 	lo6 = netip.MustParseAddr("::1")
 )
+
+// twCounting is when the running kernel counts a timewait socket in its
+// namespace's TcpExt TW (or TWKilled, when the socket's first timer is 4 s
+// or less). Kernels do it at one of two moments, and a test tells which
+// from what it reads, never from the kernel's version:
+//
+//   - countedWhenMade: as the socket's timer is first armed, when it is
+//     made (6.1, 6.12 and the host's 6.18 here). A re-armed timer is not
+//     counted again.
+//   - countedWhenEnded: in the timer's handler, when the timer fires (5.10
+//     here: TW is 0 right after a TIME_WAIT, 1 after 60 s). The socket is
+//     counted only when it ends, by the timer it has then, and never if it
+//     ends early (an RST, tcp_tw_reuse, the namespace's end). Counting
+//     moved to the arming in 2022 ("tcp/dccp: no longer use twsk_net(tw)
+//     from tw_timer_handler()").
+//
+// While every timewait socket a test made is still in the table, its
+// counters are therefore exactly what it made, or exactly zero.
+type twCounting int
+
+const (
+	countedWhenMade twCounting = iota + 1
+	countedWhenEnded
+)
+
+func (c twCounting) String() string {
+	if c == countedWhenMade {
+		return "counted when made"
+	}
+	return "counted when they end"
+}
+
+// twCountingOf tells how the kernel counts from got, counters read while
+// the timewait sockets counted in made are all still in the table: got is
+// made exactly, or zero exactly; anything else fails the test.
+func twCountingOf(t testing.TB, got, made Counters) twCounting {
+	t.Helper()
+	switch got {
+	case made:
+		return countedWhenMade
+	case Counters{}:
+		return countedWhenEnded
+	}
+	t.Fatalf("counters %+v while the timewait sockets are in the table, want exactly %+v (counted when made) or none (counted when they end)", got, made)
+	return 0
+}
+
+// live is what the counters read, under c, while the timewait sockets
+// counted in made are all still in the table.
+func (c twCounting) live(made Counters) Counters {
+	if c == countedWhenMade {
+		return made
+	}
+	return Counters{}
+}
