@@ -42,6 +42,19 @@ enum event_kind {
 	EVENT_TIMEWAIT = 1,
 	EVENT_CONNECT_ERROR = 2,
 	EVENT_BIND_ERROR = 3,
+	/* The precise tier only (fentry/fexit, where the kernel allows). */
+	EVENT_TIMEWAIT_END = 4,  /* a timewait socket went away */
+	EVENT_TW_OVERFLOW = 5,   /* closed with no timewait: tcp_max_tw_buckets */
+	EVENT_TW_REUSE = 6,      /* connect() took over a timewait socket */
+};
+
+/* Why a timewait socket ended (EVENT_TIMEWAIT_END). */
+enum end_reason {
+	END_EXPIRED = 1,  /* its timer ran out */
+	END_RST = 2,      /* an RST killed it (tcp_rfc1337=0) */
+	END_SYN = 3,      /* a new SYN from the peer took it over */
+	END_REUSED = 4,   /* a local connect() took it over (tcp_tw_reuse) */
+	END_KILLED = 5,   /* anything else: its namespace went away, ... */
 };
 
 enum role {
@@ -72,11 +85,16 @@ struct event {
 	char comm[TASK_COMM_LEN];
 	char opener_comm[TASK_COMM_LEN];
 	u32 flags;      /* EVENT_F_* */
+	u8 reason;      /* timewait_end: enum end_reason */
+	u8 substate;    /* TIME_WAIT, or FIN_WAIT2 for an orphan's short wait; 0 = not known */
 };
 
 /* A timewait entry whose move to CLOSE no program saw, reported when its
  * record was found later: the time is the close, the rest is exact. */
 #define EVENT_F_RECOVERED 1
+/* A timewait entry seen where the kernel made the timewait socket
+ * (inet_twsk_alloc returned one): the precise tier. */
+#define EVENT_F_CONFIRMED 2
 
 /* Keeps struct event in BTF so bpf2go can generate its Go twin. */
 const struct event *unused_event __attribute__((unused));
@@ -105,7 +123,7 @@ struct sock_owner {
 	u8 role;
 	u8 closed;  /* closer_* and the close-time fields are valid */
 	u8 reset;   /* an RST arrived: the move to CLOSE is not a timewait */
-	u8 pad;
+	u8 reported; /* the precise tier reported what came of the close */
 	char opener_comm[TASK_COMM_LEN];
 	char closer_comm[TASK_COMM_LEN];
 	/* At the first close, for recovering a missed end (see set_state).
@@ -178,9 +196,12 @@ struct {
 #define RECOVERED_ENDS 2
 #define LOST_CONNECTS 3
 #define LOST_FOLLOW 4
+/* [LOST_TW] timewait sockets the precise tier's table had no room for:
+ * their end is not reported. */
+#define LOST_TW 5
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 5);
+	__uint(max_entries, 6);
 	__type(key, u32);
 	__type(value, u64);
 } lost SEC(".maps");
@@ -242,6 +263,30 @@ struct {
 	__type(key, u32);
 	__type(value, struct pending_call);
 } pending SEC(".maps");
+
+/* Set by userspace once the precise tier's connect() hooks are attached
+ * (a bit per family of socket): they then report every failed connect,
+ * and the tracepoint stops reporting EADDRNOTAVAIL for that family. */
+volatile u32 connect_exits = 0;
+#define CONNECT_EXIT4 1
+#define CONNECT_EXIT6 2
+
+/* Thread id -> the source of its connect() that has just failed, from
+ * the tracepoint to tcp_v4/v6_connect's return (precise tier only). */
+struct connect_source {
+	u64 sk;
+	u8 saddr6[16];  /* an AF_INET6 socket's */
+	__be32 saddr4;  /* and the IPv4 one (of a v4-mapped connect too) */
+	u16 sport;
+	u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, u32);
+	__type(value, struct connect_source);
+} connect_sources SEC(".maps");
 
 /* Whether current's records count: always, unless following. */
 static __always_inline bool current_followed(void)
@@ -391,6 +436,17 @@ static __always_inline void failed_connect(const struct sock *sk)
 	struct socket *so = sk->sk_socket;
 	if (!so || so->state != SS_UNCONNECTED || !current_followed())
 		return;
+	if (connect_exits & (sk->__sk_common.skc_family == AF_INET6 ? CONNECT_EXIT6 : CONNECT_EXIT4)) {
+		/* The precise tier reports it when connect() returns, with the
+		 * errno; the source address is gone by then (reset on the
+		 * failure path since 6.1): hand it over. */
+		struct connect_source src = { .sk = (u64)sk, .sport = local_port(sk) };
+		src.saddr4 = sk->__sk_common.skc_rcv_saddr;
+		__builtin_memcpy(src.saddr6, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+		u32 tid = (u32)bpf_get_current_pid_tgid();
+		bpf_map_update_elem(&connect_sources, &tid, &src, BPF_ANY);
+		return;
+	}
 	u32 netns = sock_netns(sk);
 	if (!netns_wanted(netns))
 		return;
@@ -448,7 +504,7 @@ static __always_inline void timewait_owner(struct event *e, const struct sock_ow
  * timewait: report that now, from what was recorded at the close. */
 static __always_inline void recover(const struct sock_owner *o)
 {
-	if (o->reset || !wanted(EVENT_TIMEWAIT) || !netns_wanted(o->netns))
+	if (o->reset || o->reported || !wanted(EVENT_TIMEWAIT) || !netns_wanted(o->netns))
 		return;
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -456,6 +512,8 @@ static __always_inline void recover(const struct sock_owner *o)
 		return;
 	}
 	e->flags = EVENT_F_RECOVERED;
+	e->reason = 0;
+	e->substate = 0;
 	e->ts_ns = o->close_ns;
 	timewait_owner(e, o);
 	e->netns = o->netns;
@@ -467,6 +525,59 @@ static __always_inline void recover(const struct sock_owner *o)
 	e->bytes_sent = o->bytes_sent;
 	e->bytes_received = o->bytes_received;
 	count_lost(RECOVERED_ENDS);
+	submit(e);
+}
+
+/* Payload bytes of sk, for its timewait record. bytes_sent counts every
+ * data byte put on the wire, retransmissions included; all of it is acked
+ * by now (so is our FIN). bytes_received counts the peer's FIN too once
+ * tcp_fin() ran, which set SOCK_DONE (close() does not). */
+static __always_inline void payload(const struct sock *sk, u64 *sent, u64 *received)
+{
+	const struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	*sent = 0;
+	*received = 0;
+	if (!tp)
+		return;
+	*sent = tp->bytes_sent - tp->bytes_retrans;
+	u64 r = tp->bytes_received;
+	unsigned long flags;
+	if (bpf_core_field_exists(sk->__sk_common.skc_flags)) {
+		flags = sk->__sk_common.skc_flags;
+	} else {
+		const struct sock___old *old = (const void *)sk;
+		flags = old->sk_flags;
+	}
+	if (r && (flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))))
+		r--;
+	*received = r;
+}
+
+/* The record of sk leaving for timewait (or, kind EVENT_TW_OVERFLOW,
+ * closing with none), owned by whoever closed it first (o). It runs in
+ * softirq or timer context: the identity comes from o, not current. */
+static __always_inline void timewait_event(const struct sock *sk, const struct sock_owner *o,
+					   u32 netns, u8 kind, u32 flags, u8 substate)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost(LOST_RECORDS);
+		return;
+	}
+	e->flags = flags;
+	e->reason = 0;
+	e->substate = substate;
+	e->ts_ns = bpf_ktime_get_ns();
+	timewait_owner(e, o);
+	e->kind = kind;
+	e->netns = netns;
+	e->family = sk->__sk_common.skc_family;
+	/* inet_sport, not skc_num: inet_put_port() has already zeroed the
+	 * latter before the move to CLOSE (DESIGN.md §2). */
+	e->sport = local_port(sk);
+	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	read_addrs(sk, e->family, e->saddr, e->daddr);
+	payload(sk, &e->bytes_sent, &e->bytes_received);
 	submit(e);
 }
 
@@ -506,6 +617,7 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 		o->role = ROLE_CLIENT;
 		o->closed = 0;
 		o->reset = 0;
+		o->reported = 0;
 		bpf_get_current_comm(o->opener_comm, sizeof(o->opener_comm));
 		if (count_connects)
 			count_connect(sk, o);
@@ -615,50 +727,13 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 	if (o->closed && oldstate != TCP_FIN_WAIT1 && oldstate != TCP_FIN_WAIT2 &&
 	    oldstate != TCP_CLOSING)
 		recover(o);
+	/* In the precise tier the entry (or the overflow) was reported where
+	 * the kernel made the timewait socket, a moment ago. */
 	bool timewait = (oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING) &&
-			o->closed && !o->reset;
+			o->closed && !o->reset && !o->reported;
 	u32 netns = timewait ? sock_netns(sk) : 0;
-	if (!timewait || !wanted(EVENT_TIMEWAIT) || !netns_wanted(netns))
-		goto drop;
-
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count_lost(LOST_RECORDS);
-		goto drop;
-	}
-	e->flags = 0;
-	e->ts_ns = bpf_ktime_get_ns();
-	timewait_owner(e, o);
-	e->netns = netns;
-	e->family = sk->__sk_common.skc_family;
-	/* inet_sport, not skc_num: inet_put_port() has already zeroed the
-	 * latter at this point (DESIGN.md §2). */
-	e->sport = local_port(sk);
-	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
-	read_addrs(sk, e->family, e->saddr, e->daddr);
-	/* Payload only. bytes_sent counts every data byte put on the wire,
-	 * retransmissions included; all of it is acked by now (so is our FIN).
-	 * bytes_received counts the peer's FIN too once tcp_fin() ran, which
-	 * set SOCK_DONE (close() does not). */
-	const struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
-	u64 received = 0;
-	e->bytes_sent = 0;
-	if (tp) {
-		e->bytes_sent = tp->bytes_sent - tp->bytes_retrans;
-		received = tp->bytes_received;
-	}
-	unsigned long flags;
-	if (bpf_core_field_exists(sk->__sk_common.skc_flags)) {
-		flags = sk->__sk_common.skc_flags;
-	} else {
-		const struct sock___old *old = (const void *)sk;
-		flags = old->sk_flags;
-	}
-	if (received && (flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))))
-		received--;
-	e->bytes_received = received;
-	submit(e);
-drop:
+	if (timewait && wanted(EVENT_TIMEWAIT) && netns_wanted(netns))
+		timewait_event(sk, o, netns, EVENT_TIMEWAIT, 0, 0);
 	owner_drop(sk);
 	return 0;
 }
@@ -924,5 +999,346 @@ int BPF_PROG(tw_fork, struct task_struct *parent, struct task_struct *child)
 		/* The pid of a followed process that is gone, reused. */
 		bpf_map_delete_elem(&followed, &ctgid);
 	}
+	return 0;
+}
+
+/* -------------------------------------------------------------------- */
+/* The precise tier: fentry/fexit on the functions that make, reuse and  */
+/* end timewait sockets, and on connect(). Loaded and attached only      */
+/* where the kernel allows it (userspace tries, and falls back to the    */
+/* tracepoints alone when it cannot); DESIGN.md §6.                      */
+/* -------------------------------------------------------------------- */
+
+/* A live timewait socket of a traced connection: who owns it, from when. */
+struct tw_info {
+	u64 start_ns;   /* made by inet_twsk_alloc */
+	u64 cgroup_id;
+	u32 pid;        /* closed first: owns the timewait */
+	u32 tid;
+	u32 opener_pid;
+	u32 netns;
+	u16 family;
+	u16 sport;
+	u16 dport;
+	u8 role;
+	u8 why;         /* END_REUSED once tcp_twsk_unique gave it away */
+	u8 seg_flags;   /* TCP flags of the last segment it received */
+	u8 pad[7];
+	u8 saddr[16];
+	u8 daddr[16];
+	char comm[TASK_COMM_LEN];
+	char opener_comm[TASK_COMM_LEN];
+};
+
+/* Timewait socket pointer -> its owner, from inet_twsk_alloc to its end.
+ * Not preallocated: a host holds far fewer timewait sockets than the
+ * table allows (tcp_max_tw_buckets, per namespace), and an empty table
+ * costs nothing where the precise tier is refused. Sized by the loader;
+ * sockets with no room are counted (LOST_TW). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 262144);
+	__type(key, u64);
+	__type(value, struct tw_info);
+} tw_socks SEC(".maps");
+
+#define TCPHDR_FLAGS_OFF 13
+#define TCPHDR_RST 0x04
+#define TCPHDR_SYN 0x02
+
+static __always_inline void event_from_tw(struct event *e, const struct tw_info *ti)
+{
+	e->cgroup_id = ti->cgroup_id;
+	e->pid = ti->pid;
+	e->tid = ti->tid;
+	e->opener_pid = ti->opener_pid;
+	e->netns = ti->netns;
+	e->family = ti->family;
+	e->sport = ti->sport;
+	e->dport = ti->dport;
+	e->role = ti->role;
+	__builtin_memcpy(e->saddr, ti->saddr, 16);
+	__builtin_memcpy(e->daddr, ti->daddr, 16);
+	__builtin_memcpy(e->comm, ti->comm, sizeof(e->comm));
+	__builtin_memcpy(e->opener_comm, ti->opener_comm, sizeof(e->opener_comm));
+}
+
+/* tcp_time_wait(sk, state, timeo) asks inet_twsk_alloc(sk, dr, state) for
+ * the timewait socket (state: TIME_WAIT, or FIN_WAIT2 for an orphan's
+ * short wait). NULL means none: tcp_max_tw_buckets is reached (the kernel
+ * counts TCPTimeWaitOverflow) and the socket closes with no TIME_WAIT
+ * protecting its 4-tuple. Both are reported here, where the kernel
+ * decides, and marked so the move to CLOSE that follows adds nothing.
+ * (One hook: tcp_time_wait's state reaches this function unchanged.) */
+SEC("fexit/inet_twsk_alloc")
+int BPF_PROG(tw_alloc, const struct sock *sk, void *dr, int state, struct inet_timewait_sock *tw)
+{
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	struct sock_owner *o = owner_of(sk, false);
+	if (!o || !o->closed || o->reset || o->reported)
+		return 0;
+	o->reported = 1;
+	u32 netns = sock_netns(sk);
+	if (!netns_wanted(netns))
+		return 0;
+	if (!tw) {
+		if (wanted(EVENT_TW_OVERFLOW))
+			timewait_event(sk, o, netns, EVENT_TW_OVERFLOW, 0, (u8)state);
+		return 0;
+	}
+	if (wanted(EVENT_TIMEWAIT))
+		timewait_event(sk, o, netns, EVENT_TIMEWAIT, EVENT_F_CONFIRMED, (u8)state);
+	if (!wanted(EVENT_TIMEWAIT_END) && !wanted(EVENT_TW_REUSE))
+		return 0;
+
+	struct tw_info ti;
+	__builtin_memset(&ti, 0, sizeof(ti));
+	ti.start_ns = bpf_ktime_get_ns();
+	ti.cgroup_id = o->closer_cgroup;
+	ti.pid = o->closer_pid;
+	ti.tid = o->closer_tid;
+	ti.opener_pid = o->opener_pid;
+	ti.role = o->role;
+	__builtin_memcpy(ti.comm, o->closer_comm, sizeof(ti.comm));
+	__builtin_memcpy(ti.opener_comm, o->opener_comm, sizeof(ti.opener_comm));
+	ti.netns = netns;
+	ti.family = sk->__sk_common.skc_family;
+	ti.sport = local_port(sk);
+	ti.dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	read_addrs(sk, ti.family, ti.saddr, ti.daddr);
+	u64 key = (u64)tw;
+	if (bpf_map_update_elem(&tw_socks, &key, &ti, BPF_ANY))
+		count_lost(LOST_TW);
+	return 0;
+}
+
+/* A timewait socket of ours is going away: report its real lifetime. */
+static __always_inline void tw_end(u64 key, u8 reason, u8 substate)
+{
+	struct tw_info *ti = bpf_map_lookup_elem(&tw_socks, &key);
+	if (!ti)
+		return; /* made before we attached, or not one of ours */
+	if (reason == END_KILLED) {
+		if (ti->why == END_REUSED)
+			reason = END_REUSED;
+		else if (ti->seg_flags & TCPHDR_RST)
+			reason = END_RST;
+		else if (ti->seg_flags & TCPHDR_SYN)
+			reason = END_SYN;
+	}
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost(LOST_RECORDS);
+		goto out;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->kind = EVENT_TIMEWAIT_END;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->open_ns = ti->start_ns; /* lifetime: of the timewait socket */
+	e->reason = reason;
+	e->substate = substate;
+	e->flags = EVENT_F_CONFIRMED;
+	event_from_tw(e, ti);
+	submit(e);
+out:
+	/* The timer and an early kill can race for the same socket: the
+	 * first to delete the entry reports the end. */
+	bpf_map_delete_elem(&tw_socks, &key);
+}
+
+/* The timer of a timewait socket ran out. It is embedded in the socket:
+ * the socket is the timer's address less the field's offset. */
+SEC("fentry/tw_timer_handler")
+int BPF_PROG(tw_expire, struct timer_list *t)
+{
+	u64 key = (u64)t - bpf_core_field_offset(struct inet_timewait_sock, tw_timer);
+	if (!bpf_map_lookup_elem(&tw_socks, &key))
+		return 0;
+	const struct inet_timewait_sock *tw = (const void *)key;
+	tw_end(key, END_EXPIRED, BPF_CORE_READ(tw, tw_substate));
+	return 0;
+}
+
+/* Killed before its time: an RST (tcp_rfc1337=0), a SYN that opens a new
+ * connection, a connect() reusing it, its namespace going away. */
+SEC("fentry/inet_twsk_deschedule_put")
+int BPF_PROG(tw_kill, struct inet_timewait_sock *tw)
+{
+	tw_end((u64)tw, END_KILLED, tw->tw_substate);
+	return 0;
+}
+
+/* Every segment a timewait socket receives: remember its flags, to tell
+ * an RST from a SYN when the socket is then killed. */
+SEC("fentry/tcp_timewait_state_process")
+int BPF_PROG(tw_segment, struct inet_timewait_sock *tw, void *skb, const void *th)
+{
+	u64 key = (u64)tw;
+	struct tw_info *ti = bpf_map_lookup_elem(&tw_socks, &key);
+	if (!ti)
+		return 0;
+	u8 fl = 0;
+	bpf_probe_read_kernel(&fl, sizeof(fl), th + TCPHDR_FLAGS_OFF);
+	ti->seg_flags = fl;
+	return 0;
+}
+
+/* connect() found the 4-tuple held by a timewait socket and may take it
+ * over (tcp_tw_reuse, or a socket bound to the port): 1 means it does.
+ * current is the connecting process. */
+SEC("fexit/tcp_twsk_unique")
+int BPF_PROG(tw_reuse, struct sock *sk, struct sock *sktw, void *twp, int ret)
+{
+	if (ret != 1 || !current_followed())
+		return 0;
+	u64 key = (u64)sktw;
+	struct tw_info *ti = bpf_map_lookup_elem(&tw_socks, &key);
+	if (ti)
+		ti->why = END_REUSED;
+	if (!wanted(EVENT_TW_REUSE))
+		return 0;
+	u32 netns = sock_netns(sk);
+	if (!netns_wanted(netns))
+		return 0;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost(LOST_RECORDS);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->kind = EVENT_TW_REUSE;
+	e->ts_ns = bpf_ktime_get_ns();
+	u64 id = bpf_get_current_pid_tgid();
+	e->pid = id >> 32;
+	e->tid = (u32)id;
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->netns = netns;
+	/* The 4-tuple is the timewait socket's: the new socket has none yet. */
+	u16 family = sktw->__sk_common.skc_family;
+	e->family = family;
+	e->sport = sktw->__sk_common.skc_num;
+	e->dport = bpf_ntohs(sktw->__sk_common.skc_dport);
+	read_addrs(sktw, family, e->saddr, e->daddr);
+	e->substate = BPF_CORE_READ((const struct inet_timewait_sock *)sktw, tw_substate);
+	if (ti) {
+		/* Opener: the process whose timewait socket this was. */
+		e->opener_pid = ti->pid;
+		__builtin_memcpy(e->opener_comm, ti->comm, sizeof(e->opener_comm));
+		e->open_ns = ti->start_ns; /* lifetime: the timewait socket's age */
+		e->role = ti->role;
+		e->flags = EVENT_F_CONFIRMED;
+	}
+	submit(e);
+	return 0;
+}
+
+struct sockaddr_any {
+	u16 family;
+	__be16 port;
+	union {
+		__be32 addr4;
+		struct {
+			__be32 flowinfo;
+			u8 addr6[16];
+		};
+	};
+};
+
+/* connect() failed in tcp_v4_connect/tcp_v6_connect, whichever path led
+ * there (the syscall, io_uring, a kernel user): report it with its errno.
+ * The destination comes from the address connect() was given. */
+static __always_inline void connect_failed(const struct sock *sk, const void *uaddr, int len, int ret)
+{
+	if (!wanted(EVENT_CONNECT_ERROR) || !current_followed())
+		return;
+	u32 netns = sock_netns(sk);
+	if (!netns_wanted(netns))
+		return;
+	struct sockaddr_any sa;
+	__builtin_memset(&sa, 0, sizeof(sa));
+	/* connect() copied the address into a sockaddr_storage: reading the
+	 * whole of ours is safe whatever the length. A short address is what
+	 * made it fail (EINVAL): no destination then. */
+	if (bpf_probe_read_kernel(&sa, sizeof(sa), uaddr) ||
+	    (sa.family == AF_INET && len < 8) || (sa.family == AF_INET6 && len < (int)sizeof(sa)) ||
+	    len < (int)sizeof(u16))
+		sa.family = 0;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost(LOST_RECORDS);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	u64 id = bpf_get_current_pid_tgid();
+	e->kind = EVENT_CONNECT_ERROR;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->pid = id >> 32;
+	e->tid = (u32)id;
+	e->err = -ret;
+	e->netns = netns;
+	e->flags = EVENT_F_CONFIRMED;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+
+	/* The source: as the tracepoint saw it after the port was chosen, if
+	 * it did (the failure path resets it since 6.1), else as it is. */
+	struct connect_source here = { .sk = (u64)sk, .sport = local_port(sk) };
+	here.saddr4 = sk->__sk_common.skc_rcv_saddr;
+	__builtin_memcpy(here.saddr6, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+	u32 tid = (u32)id;
+	struct connect_source *src = bpf_map_lookup_elem(&connect_sources, &tid);
+	if (src) {
+		if (src->sk == (u64)sk)
+			here = *src;
+		bpf_map_delete_elem(&connect_sources, &tid);
+	}
+	e->sport = here.sport;
+	e->dport = bpf_ntohs(sa.port);
+	u16 family = sk->__sk_common.skc_family;
+	u8 *d = sa.addr6;
+	bool mapped = sa.family == AF_INET6 && d[10] == 0xff && d[11] == 0xff &&
+		      !(d[0] | d[1] | d[2] | d[3] | d[4] | d[5] | d[6] | d[7] | d[8] | d[9]);
+	if (sa.family == AF_INET || mapped) {
+		/* v4-mapped: the wire protocol is IPv4. */
+		family = AF_INET;
+		__builtin_memcpy(e->saddr, &here.saddr4, 4);
+		if (mapped)
+			__builtin_memcpy(e->daddr, &d[12], 4);
+		else
+			__builtin_memcpy(e->daddr, &sa.addr4, 4);
+	} else if (sa.family == AF_INET6) {
+		family = AF_INET6;
+		__builtin_memcpy(e->saddr, here.saddr6, 16);
+		__builtin_memcpy(e->daddr, d, 16);
+	} else {
+		/* No usable address given: no destination. */
+		e->dport = 0;
+		if (family == AF_INET6)
+			__builtin_memcpy(e->saddr, here.saddr6, 16);
+		else
+			__builtin_memcpy(e->saddr, &here.saddr4, 4);
+	}
+	e->family = family;
+	submit(e);
+}
+
+SEC("fexit/tcp_v4_connect")
+int BPF_PROG(tw_connect4, struct sock *sk, const void *uaddr, int addr_len, int ret)
+{
+	/* An AF_INET6 socket connecting to a v4-mapped address fails here
+	 * inside tcp_v6_connect, which reports it: once. */
+	if (ret < 0 && sk->__sk_common.skc_family == AF_INET)
+		connect_failed(sk, uaddr, addr_len, ret);
+	return 0;
+}
+
+SEC("fexit/tcp_v6_connect")
+int BPF_PROG(tw_connect6, struct sock *sk, const void *uaddr, int addr_len, int ret)
+{
+	if (ret < 0)
+		connect_failed(sk, uaddr, addr_len, ret);
 	return 0;
 }

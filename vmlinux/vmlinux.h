@@ -235,7 +235,9 @@ struct timer_list {
 	long unsigned int expires;
 } __attribute__((preserve_access_index));
 
+/* A timewait socket begins with the same sock_common as a full one. */
 struct inet_timewait_sock {
+	struct sock_common __tw_common;
 	unsigned char tw_substate;
 	struct timer_list tw_timer;
 	struct inet_bind_bucket *tw_tb;

@@ -257,6 +257,9 @@ const (
 	// ClientSpec{Requests: 10}), then closes first, as a keep-alive
 	// server closing an idle connection: the timewait is the server's.
 	ServerAfterTen
+	// ServerHoldRST keeps each connection until Release, then closes it
+	// with an RST (SO_LINGER 0).
+	ServerHoldRST
 )
 
 // Server is a TCP server inside a namespace, run by the test process.
@@ -297,6 +300,9 @@ func StartServer(t *testing.T, ns *Netns, ip string, mode ServerMode) *Server {
 					io.Copy(io.Discard, conn)
 				case ServerAfterTen:
 					io.ReadFull(conn, make([]byte, 1000))
+				case ServerHoldRST:
+					<-s.release
+					conn.(*net.TCPConn).SetLinger(0)
 				}
 			}()
 		}

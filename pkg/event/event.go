@@ -21,9 +21,70 @@ const (
 	KindConnectError Kind = 2
 	// KindBindError: bind() to port 0 failed with EADDRINUSE.
 	KindBindError Kind = 3
+
+	// The precise tier's kinds (fentry/fexit, where the kernel allows it).
+
+	// KindTimewaitEnd: a timewait socket of a traced connection went away;
+	// Reason says why, Lifetime is how long it lived.
+	KindTimewaitEnd Kind = 4
+	// KindOverflow: a socket closed first went to CLOSE with no timewait
+	// socket, because tcp_max_tw_buckets was reached.
+	KindOverflow Kind = 5
+	// KindReuse: connect() took over a timewait socket's 4-tuple
+	// (tcp_tw_reuse). PID is the connecting process, OpenerPID the
+	// process whose timewait socket it was, Lifetime that socket's age.
+	KindReuse Kind = 6
+
+	maxKind = KindReuse
 )
 
-var kindNames = [...]string{KindTimewait: "timewait", KindConnectError: "connect_error", KindBindError: "bind_error"}
+var kindNames = [...]string{KindTimewait: "timewait", KindConnectError: "connect_error", KindBindError: "bind_error",
+	KindTimewaitEnd: "timewait_end", KindOverflow: "timewait_overflow", KindReuse: "timewait_reuse"}
+
+// Kinds lists every kind, in order.
+func Kinds() []Kind {
+	return []Kind{KindTimewait, KindConnectError, KindBindError, KindTimewaitEnd, KindOverflow, KindReuse}
+}
+
+// Reason is why a timewait socket ended (KindTimewaitEnd).
+type Reason uint8
+
+const (
+	ReasonNone    Reason = 0
+	ReasonExpired Reason = 1 // its timer ran out
+	ReasonRST     Reason = 2 // an RST killed it (tcp_rfc1337=0)
+	ReasonSYN     Reason = 3 // a new SYN from the peer took it over
+	ReasonReused  Reason = 4 // a local connect() took it over (tcp_tw_reuse)
+	ReasonKilled  Reason = 5 // anything else: its namespace went away, ...
+)
+
+var reasonNames = [...]string{ReasonExpired: "expired", ReasonRST: "rst", ReasonSYN: "syn", ReasonReused: "reused", ReasonKilled: "killed"}
+
+func (r Reason) String() string {
+	if int(r) < len(reasonNames) && reasonNames[r] != "" {
+		return reasonNames[r]
+	}
+	return ""
+}
+
+// Substate is the TCP state a timewait socket stands for.
+type Substate uint8
+
+const (
+	SubstateUnknown  Substate = 0
+	SubstateFinWait2 Substate = 5 // an orphan waiting tcp_fin_timeout for the peer's FIN
+	SubstateTimeWait Substate = 6
+)
+
+func (s Substate) String() string {
+	switch s {
+	case SubstateFinWait2:
+		return "FIN_WAIT2"
+	case SubstateTimeWait:
+		return "TIME_WAIT"
+	}
+	return ""
+}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {
@@ -78,7 +139,7 @@ type Event struct {
 	Role       Role
 	OpenerPID  uint32
 	OpenerComm [16]byte
-	Lifetime   time.Duration // open to timewait entry; 0 when unknown
+	Lifetime   time.Duration // timewait: open to timewait entry; timewait_end and timewait_reuse: the timewait socket's age; 0 when unknown
 	BytesSent  uint64
 	BytesRecv  uint64
 	Errno      syscall.Errno // connect_error: EADDRNOTAVAIL, bind_error: EADDRINUSE
@@ -88,13 +149,22 @@ type Event struct {
 	// when the process closed the socket (at most the entry's time);
 	// everything else is as exact as for other entries.
 	Recovered bool
+	// Confirmed marks what the precise tier saw where the kernel decided
+	// it: a timewait entry when inet_twsk_alloc made the socket, a connect
+	// error when tcp_v4_connect/tcp_v6_connect returned it.
+	Confirmed bool
+	Reason    Reason   // timewait_end
+	Substate  Substate // timewait, timewait_end, timewait_overflow, timewait_reuse (precise tier)
 }
 
 // RecordSize is the size of struct event in bpf/twtrace.bpf.c.
-const RecordSize = 136
+const RecordSize = 144
 
-// flagRecovered is EVENT_F_RECOVERED in struct event's flags.
-const flagRecovered = 1
+// EVENT_F_RECOVERED and EVENT_F_CONFIRMED in struct event's flags.
+const (
+	flagRecovered = 1
+	flagConfirmed = 2
+)
 
 // ErrShortRecord means a ring-buffer record was smaller than struct event.
 var ErrShortRecord = errors.New("short event record")
@@ -119,7 +189,7 @@ func Decode(raw []byte, clock Clock, e *Event) error {
 	ts := le.Uint64(raw[0:])
 	openNs := le.Uint64(raw[8:])
 	kind := Kind(raw[66])
-	if kind < KindTimewait || kind > KindBindError {
+	if kind < KindTimewait || kind > maxKind {
 		return errors.New("unknown event kind")
 	}
 	*e = Event{
@@ -137,6 +207,9 @@ func Decode(raw []byte, clock Clock, e *Event) error {
 		Dport:     le.Uint16(raw[64:]),
 		Role:      Role(raw[67]),
 		Recovered: le.Uint32(raw[132:])&flagRecovered != 0,
+		Confirmed: le.Uint32(raw[132:])&flagConfirmed != 0,
+		Reason:    Reason(raw[136]),
+		Substate:  Substate(raw[137]),
 	}
 	if openNs != 0 && ts > openNs {
 		e.Lifetime = time.Duration(ts - openNs)

@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 )
 
 // AppendJSON appends e to dst as one JSON object followed by '\n' (JSON
@@ -18,9 +20,16 @@ import (
 // whatever bytes they hold.
 //
 // Fields, in this order: time, event, pid, comm, netns, cgroup_id, family,
-// saddr, sport, daddr, dport; then for timewait role, opener_pid,
-// opener_comm, lifetime_ms, bytes_sent, bytes_received; for connect_error
-// and bind_error errno and tid.
+// saddr, sport, daddr, dport; then
+//   - timewait and timewait_overflow: role, opener_pid, opener_comm,
+//     lifetime_ms, bytes_sent, bytes_received (and recovered: true);
+//   - timewait_end: role, opener_pid, opener_comm, reason, lifetime_ms
+//     (the timewait socket's);
+//   - timewait_reuse: tid, previous_pid, previous_comm (whose timewait
+//     socket was taken over), age_ms;
+//   - connect_error and bind_error: errno, tid;
+//   - in the precise tier, substate (TIME_WAIT or FIN_WAIT2) where known,
+//     and confirmed: true.
 func AppendJSON(dst []byte, e *Event) []byte {
 	dst = append(dst, `{"time":"`...)
 	dst = e.Time.UTC().AppendFormat(dst, time.RFC3339Nano)
@@ -54,18 +63,22 @@ func AppendJSON(dst []byte, e *Event) []byte {
 	dst = strconv.AppendUint(dst, uint64(e.Dport), 10)
 
 	switch e.Kind {
-	case KindTimewait:
+	case KindTimewait, KindOverflow, KindTimewaitEnd:
 		dst = append(dst, `,"role":"`...)
 		dst = append(dst, e.Role.String()...)
 		dst = append(dst, `","opener_pid":`...)
 		dst = strconv.AppendUint(dst, uint64(e.OpenerPID), 10)
 		dst = append(dst, `,"opener_comm":`...)
 		dst = appendJSONComm(dst, &e.OpenerComm)
+		if e.Kind == KindTimewaitEnd {
+			dst = append(dst, `,"reason":"`...)
+			dst = append(dst, e.Reason.String()...)
+			dst = append(dst, '"')
+		}
 		dst = append(dst, `,"lifetime_ms":`...)
-		if e.Lifetime > 0 {
-			dst = strconv.AppendFloat(dst, float64(e.Lifetime)/1e6, 'f', 3, 64)
-		} else {
-			dst = append(dst, "null"...) // unknown: see Event.Lifetime
+		dst = appendMillis(dst, e.Lifetime)
+		if e.Kind == KindTimewaitEnd {
+			break
 		}
 		dst = append(dst, `,"bytes_sent":`...)
 		dst = strconv.AppendUint(dst, e.BytesSent, 10)
@@ -74,24 +87,46 @@ func AppendJSON(dst []byte, e *Event) []byte {
 		if e.Recovered {
 			dst = append(dst, `,"recovered":true`...)
 		}
+	case KindReuse:
+		dst = append(dst, `,"tid":`...)
+		dst = strconv.AppendUint(dst, uint64(e.TID), 10)
+		dst = append(dst, `,"previous_pid":`...)
+		dst = strconv.AppendUint(dst, uint64(e.OpenerPID), 10)
+		dst = append(dst, `,"previous_comm":`...)
+		dst = appendJSONComm(dst, &e.OpenerComm)
+		dst = append(dst, `,"age_ms":`...)
+		dst = appendMillis(dst, e.Lifetime)
 	case KindConnectError, KindBindError:
 		dst = append(dst, `,"errno":"`...)
 		dst = appendErrno(dst, e.Errno)
 		dst = append(dst, `","tid":`...)
 		dst = strconv.AppendUint(dst, uint64(e.TID), 10)
 	}
+	if s := e.Substate.String(); s != "" {
+		dst = append(dst, `,"substate":"`...)
+		dst = append(dst, s...)
+		dst = append(dst, '"')
+	}
+	if e.Confirmed {
+		dst = append(dst, `,"confirmed":true`...)
+	}
 	return append(dst, "}\n"...)
 }
 
-// ErrnoName returns the symbolic name of the errnos twtrace reports, and the
-// decimal number for any other: "EADDRNOTAVAIL" is what people search for,
-// while syscall.Errno.Error gives a sentence that differs between platforms.
+// appendMillis appends d in milliseconds, or null when it is not known.
+func appendMillis(dst []byte, d time.Duration) []byte {
+	if d <= 0 {
+		return append(dst, "null"...) // unknown: see Event.Lifetime
+	}
+	return strconv.AppendFloat(dst, float64(d)/1e6, 'f', 3, 64)
+}
+
+// ErrnoName returns the symbolic name of errno ("EADDRNOTAVAIL", what
+// people search for, where syscall.Errno.Error gives a sentence), or its
+// decimal number when it has none.
 func ErrnoName(errno syscall.Errno) string {
-	switch errno {
-	case syscall.EADDRNOTAVAIL:
-		return "EADDRNOTAVAIL"
-	case syscall.EADDRINUSE:
-		return "EADDRINUSE"
+	if name := unix.ErrnoName(errno); name != "" {
+		return name
 	}
 	return strconv.FormatUint(uint64(errno), 10)
 }
@@ -99,9 +134,8 @@ func ErrnoName(errno syscall.Errno) string {
 // appendErrno is ErrnoName without the allocation FormatUint makes for
 // unexpected numbers.
 func appendErrno(dst []byte, errno syscall.Errno) []byte {
-	switch errno {
-	case syscall.EADDRNOTAVAIL, syscall.EADDRINUSE:
-		return append(dst, ErrnoName(errno)...)
+	if name := unix.ErrnoName(errno); name != "" {
+		return append(dst, name...)
 	}
 	return strconv.AppendUint(dst, uint64(errno), 10)
 }

@@ -114,10 +114,58 @@ func TestAppendJSON(t *testing.T) {
 			name: "unexpected errno",
 			e: func() Event {
 				e := bindErrorEvent()
-				e.Errno = syscall.Errno(110)
+				e.Errno = syscall.Errno(4000)
 				return e
 			},
-			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"bind_error","pid":99,"comm":"java","netns":4026531840,"cgroup_id":0,"family":"ipv4","saddr":"0.0.0.0","sport":0,"daddr":"","dport":0,"errno":"110","tid":100}`,
+			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"bind_error","pid":99,"comm":"java","netns":4026531840,"cgroup_id":0,"family":"ipv4","saddr":"0.0.0.0","sport":0,"daddr":"","dport":0,"errno":"4000","tid":100}`,
+		},
+		{
+			name: "timewait confirmed, FIN_WAIT2 substate",
+			e: func() Event {
+				e := timewaitEvent()
+				e.Confirmed, e.Substate = true, SubstateFinWait2
+				return e
+			},
+			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"timewait","pid":4321,"comm":"nginx","netns":4026531840,"cgroup_id":1234567890123,"family":"ipv4","saddr":"10.0.0.1","sport":41234,"daddr":"10.0.0.2","dport":443,"role":"client","opener_pid":1234,"opener_comm":"curl","lifetime_ms":12.346,"bytes_sent":100,"bytes_received":2000,"substate":"FIN_WAIT2","confirmed":true}`,
+		},
+		{
+			name: "timewait_overflow",
+			e: func() Event {
+				e := timewaitEvent()
+				e.Kind, e.Substate = KindOverflow, SubstateTimeWait
+				return e
+			},
+			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"timewait_overflow","pid":4321,"comm":"nginx","netns":4026531840,"cgroup_id":1234567890123,"family":"ipv4","saddr":"10.0.0.1","sport":41234,"daddr":"10.0.0.2","dport":443,"role":"client","opener_pid":1234,"opener_comm":"curl","lifetime_ms":12.346,"bytes_sent":100,"bytes_received":2000,"substate":"TIME_WAIT"}`,
+		},
+		{
+			name: "timewait_end",
+			e: func() Event {
+				e := timewaitEvent()
+				e.Kind, e.Reason, e.Substate, e.Confirmed = KindTimewaitEnd, ReasonRST, SubstateTimeWait, true
+				e.Lifetime = 60 * time.Second
+				return e
+			},
+			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"timewait_end","pid":4321,"comm":"nginx","netns":4026531840,"cgroup_id":1234567890123,"family":"ipv4","saddr":"10.0.0.1","sport":41234,"daddr":"10.0.0.2","dport":443,"role":"client","opener_pid":1234,"opener_comm":"curl","reason":"rst","lifetime_ms":60000.000,"substate":"TIME_WAIT","confirmed":true}`,
+		},
+		{
+			name: "timewait_reuse",
+			e: func() Event {
+				e := timewaitEvent()
+				e.Kind, e.Substate, e.Confirmed = KindReuse, SubstateTimeWait, true
+				e.PID, e.TID, e.Comm = 555, 556, comm("client")
+				e.Lifetime = 1500 * time.Millisecond
+				return e
+			},
+			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"timewait_reuse","pid":555,"comm":"client","netns":4026531840,"cgroup_id":1234567890123,"family":"ipv4","saddr":"10.0.0.1","sport":41234,"daddr":"10.0.0.2","dport":443,"tid":556,"previous_pid":1234,"previous_comm":"curl","age_ms":1500.000,"substate":"TIME_WAIT","confirmed":true}`,
+		},
+		{
+			name: "connect_error other errno, confirmed",
+			e: func() Event {
+				e := connectErrorEvent()
+				e.Errno, e.Confirmed = syscall.ENETUNREACH, true
+				return e
+			},
+			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"connect_error","pid":77,"comm":"python3","netns":4026531840,"cgroup_id":0,"family":"ipv6","saddr":"","sport":0,"daddr":"2001:db8::1","dport":8080,"errno":"ENETUNREACH","tid":78,"confirmed":true}`,
 		},
 		{
 			name: "unknown kind has only the common fields",
@@ -276,7 +324,8 @@ func TestErrnoName(t *testing.T) {
 		syscall.EADDRNOTAVAIL: "EADDRNOTAVAIL",
 		syscall.EADDRINUSE:    "EADDRINUSE",
 		0:                     "0",
-		110:                   "110",
+		syscall.ENETUNREACH:   "ENETUNREACH",
+		4000:                  "4000", // no such errno
 	} {
 		if got := ErrnoName(errno); got != want {
 			t.Errorf("ErrnoName(%d) = %q, want %q", errno, got, want)

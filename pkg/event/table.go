@@ -14,7 +14,7 @@ import (
 // line right instead of being cut, because a truncated address is wrong.
 const (
 	widthTime  = len("15:04:05.000")
-	widthEvent = len("connect_error")
+	widthEvent = len("timewait_overflow")
 	widthPID   = 7 // pid_max is at most 2^22
 	widthComm  = 15
 	widthNetns = 10 // inode numbers are uint32
@@ -99,7 +99,7 @@ func (t *TableWriter) Write(e *Event) error {
 	b = pad(b, start, widthAddr)
 
 	switch e.Kind {
-	case KindTimewait:
+	case KindTimewait, KindOverflow, KindTimewaitEnd:
 		b = append(b, "role="...)
 		b = append(b, e.Role.String()...)
 		b = append(b, " opener="...)
@@ -110,11 +110,19 @@ func (t *TableWriter) Write(e *Event) error {
 			b = append(b, '/')
 			b = appendEscapedComm(b, &e.OpenerComm)
 		}
+		if e.Kind == KindTimewaitEnd {
+			b = append(b, " reason="...)
+			b = append(b, e.Reason.String()...)
+		}
 		b = append(b, " life="...)
 		if e.Lifetime <= 0 {
 			b = append(b, '?')
 		} else {
 			b = appendLifetime(b, e.Lifetime)
+		}
+		if e.Kind == KindTimewaitEnd {
+			b = appendSubstate(b, e.Substate)
+			break
 		}
 		b = append(b, " tx="...)
 		b = strconv.AppendUint(b, e.BytesSent, 10)
@@ -122,6 +130,22 @@ func (t *TableWriter) Write(e *Event) error {
 		b = strconv.AppendUint(b, e.BytesRecv, 10)
 		if e.Recovered {
 			b = append(b, " recovered"...)
+		}
+		b = appendSubstate(b, e.Substate)
+	case KindReuse:
+		b = append(b, "previous="...)
+		if e.OpenerPID == 0 {
+			b = append(b, '?')
+		} else {
+			b = strconv.AppendUint(b, uint64(e.OpenerPID), 10)
+			b = append(b, '/')
+			b = appendEscapedComm(b, &e.OpenerComm)
+		}
+		b = append(b, " age="...)
+		if e.Lifetime <= 0 {
+			b = append(b, '?')
+		} else {
+			b = appendLifetime(b, e.Lifetime)
 		}
 	case KindConnectError, KindBindError:
 		b = appendErrno(b, e.Errno)
@@ -131,6 +155,15 @@ func (t *TableWriter) Write(e *Event) error {
 		b = b[:len(b)-1]
 	}
 	return t.flush(append(b, '\n'))
+}
+
+// appendSubstate notes a timewait socket that stands for FIN_WAIT2 (an
+// orphan's short wait), the exception; TIME_WAIT goes without saying.
+func appendSubstate(b []byte, s Substate) []byte {
+	if s == SubstateFinWait2 {
+		b = append(b, " substate=FIN_WAIT2"...)
+	}
+	return b
 }
 
 func (t *TableWriter) flush(b []byte) error {

@@ -50,7 +50,7 @@ func newTestTable(buf *bytes.Buffer) *TableWriter {
 }
 
 func TestTableWriter(t *testing.T) {
-	const header = "TIME         EVENT         PID     COMM            NETNS      SOURCE                DESTINATION           DETAIL\n"
+	const header = "TIME         EVENT             PID     COMM            NETNS      SOURCE                DESTINATION           DETAIL\n"
 	tests := []struct {
 		name string
 		e    func() Event
@@ -59,7 +59,34 @@ func TestTableWriter(t *testing.T) {
 		{
 			name: "timewait",
 			e:    timewaitEvent,
-			want: "09:08:09.123 timewait      4321    nginx           4026531840 10.0.0.1:41234        10.0.0.2:443          role=client opener=1234/curl life=12.3ms tx=100 rx=2000\n",
+			want: "09:08:09.123 timewait          4321    nginx           4026531840 10.0.0.1:41234        10.0.0.2:443          role=client opener=1234/curl life=12.3ms tx=100 rx=2000\n",
+		},
+		{
+			name: "timewait_end, FIN_WAIT2",
+			e: func() Event {
+				e := timewaitEvent()
+				e.Kind, e.Reason, e.Substate, e.Lifetime = KindTimewaitEnd, ReasonExpired, SubstateFinWait2, 1020*time.Millisecond
+				return e
+			},
+			want: "09:08:09.123 timewait_end      4321    nginx           4026531840 10.0.0.1:41234        10.0.0.2:443          role=client opener=1234/curl reason=expired life=1.02s substate=FIN_WAIT2\n",
+		},
+		{
+			name: "timewait_overflow",
+			e: func() Event {
+				e := timewaitEvent()
+				e.Kind, e.Substate = KindOverflow, SubstateTimeWait
+				return e
+			},
+			want: "09:08:09.123 timewait_overflow 4321    nginx           4026531840 10.0.0.1:41234        10.0.0.2:443          role=client opener=1234/curl life=12.3ms tx=100 rx=2000\n",
+		},
+		{
+			name: "timewait_reuse",
+			e: func() Event {
+				e := timewaitEvent()
+				e.Kind, e.PID, e.Comm, e.Lifetime = KindReuse, 555, comm("client"), 1500*time.Millisecond
+				return e
+			},
+			want: "09:08:09.123 timewait_reuse    555     client          4026531840 10.0.0.1:41234        10.0.0.2:443          previous=1234/curl age=1.50s\n",
 		},
 		{
 			name: "timewait unknown opener and lifetime",
@@ -68,7 +95,7 @@ func TestTableWriter(t *testing.T) {
 				e.Role, e.OpenerPID, e.OpenerComm, e.Lifetime = RoleUnknown, 0, [16]byte{}, 0
 				return e
 			},
-			want: "09:08:09.123 timewait      4321    nginx           4026531840 10.0.0.1:41234        10.0.0.2:443          role=unknown opener=? life=? tx=100 rx=2000\n",
+			want: "09:08:09.123 timewait          4321    nginx           4026531840 10.0.0.1:41234        10.0.0.2:443          role=unknown opener=? life=? tx=100 rx=2000\n",
 		},
 		{
 			name: "timewait ipv6, long life, hostile comms",
@@ -83,12 +110,12 @@ func TestTableWriter(t *testing.T) {
 				e.Lifetime = time.Hour + 2*time.Minute + 3500*time.Millisecond
 				return e
 			},
-			want: `09:08:09.123 timewait      4321    \x1b[2J\x1b]0;x\x07 4026531840 [2001:db8::1]:41234   [2001:db8::2]:443     role=server opener=1234/a b\\\x0a life=1h2m4s tx=100 rx=2000` + "\n",
+			want: `09:08:09.123 timewait          4321    \x1b[2J\x1b]0;x\x07 4026531840 [2001:db8::1]:41234   [2001:db8::2]:443     role=server opener=1234/a b\\\x0a life=1h2m4s tx=100 rx=2000` + "\n",
 		},
 		{
 			name: "connect_error unbound",
 			e:    connectErrorEvent,
-			want: "09:08:09.123 connect_error 77      python3         4026531840 -                     [2001:db8::1]:8080    EADDRNOTAVAIL\n",
+			want: "09:08:09.123 connect_error     77      python3         4026531840 -                     [2001:db8::1]:8080    EADDRNOTAVAIL\n",
 		},
 		{
 			name: "connect_error bound to a port only",
@@ -98,17 +125,17 @@ func TestTableWriter(t *testing.T) {
 				e.Daddr = netip.MustParseAddr("192.0.2.1")
 				return e
 			},
-			want: "09:08:09.123 connect_error 77      python3         4026531840 *:5000                192.0.2.1:8080        EADDRNOTAVAIL\n",
+			want: "09:08:09.123 connect_error     77      python3         4026531840 *:5000                192.0.2.1:8080        EADDRNOTAVAIL\n",
 		},
 		{
 			name: "bind_error",
 			e:    bindErrorEvent,
-			want: "09:08:09.123 bind_error    99      java            4026531840 0.0.0.0:0             -                     EADDRINUSE\n",
+			want: "09:08:09.123 bind_error        99      java            4026531840 0.0.0.0:0             -                     EADDRINUSE\n",
 		},
 		{
 			name: "unknown kind leaves no trailing blanks",
 			e:    func() Event { return Event{Time: testTime, Kind: 9} },
-			want: "09:08:09.123 unknown       0                       0          -                     -\n",
+			want: "09:08:09.123 unknown           0                       0          -                     -\n",
 		},
 		{
 			name: "hostile zone",
@@ -117,7 +144,7 @@ func TestTableWriter(t *testing.T) {
 				e.IPv6, e.Saddr = true, netip.MustParseAddr("fe80::1").WithZone("\x1b[1m")
 				return e
 			},
-			want: `09:08:09.123 bind_error    99      java            4026531840 [fe80::1%\x1b[1m]:0   -                     EADDRINUSE` + "\n",
+			want: `09:08:09.123 bind_error        99      java            4026531840 [fe80::1%\x1b[1m]:0   -                     EADDRINUSE` + "\n",
 		},
 	}
 	var buf bytes.Buffer

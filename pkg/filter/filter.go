@@ -30,12 +30,16 @@ type Options struct {
 }
 
 // allKinds has bit 1<<Kind set for every kind there is.
-const allKinds = 1<<event.KindTimewait | 1<<event.KindConnectError | 1<<event.KindBindError
+const allKinds = 1<<event.KindTimewait | 1<<event.KindConnectError | 1<<event.KindBindError |
+	1<<event.KindTimewaitEnd | 1<<event.KindOverflow | 1<<event.KindReuse
 
 // DefaultKinds are the kinds reported without --events: bind_error must be
 // asked for, because catching it takes syscall tracepoints, which slow
-// every syscall on the host while attached.
-const DefaultKinds = 1<<event.KindTimewait | 1<<event.KindConnectError
+// every syscall on the host while attached; timewait_end, one per
+// timewait entry a minute later, doubles the output and is asked for too.
+// (timewait_overflow and timewait_reuse come from the precise tier only.)
+const DefaultKinds = 1<<event.KindTimewait | 1<<event.KindConnectError |
+	1<<event.KindOverflow | 1<<event.KindReuse
 
 // maxComm is the most bytes of a comm the kernel keeps (TASK_COMM_LEN - 1).
 const maxComm = 15
@@ -86,7 +90,7 @@ func Parse(o Options) (*Filter, error) {
 			}
 			k, ok := event.ParseKind(name)
 			if !ok {
-				return nil, fmt.Errorf("invalid --events %q: unknown event %q (valid: timewait, connect_error, bind_error, all)", o.Events, name)
+				return nil, fmt.Errorf("invalid --events %q: unknown event %q (valid: %s, all)", o.Events, name, kindList())
 			}
 			f.kinds |= 1 << k
 		}
@@ -335,4 +339,13 @@ func (f *Filter) SingleNetns() uint32 {
 // AdmitsNetns reports whether events of namespace inode can pass --netns.
 func (f *Filter) AdmitsNetns(inode uint32) bool {
 	return f == nil || len(f.netns) == 0 || containsUint32(f.netns, inode)
+}
+
+// kindList names every kind, for error messages.
+func kindList() string {
+	var names []string
+	for _, k := range event.Kinds() {
+		names = append(names, k.String())
+	}
+	return strings.Join(names, ", ")
 }

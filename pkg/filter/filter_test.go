@@ -144,8 +144,8 @@ func TestNilAndZeroFilter(t *testing.T) {
 		if !f.Match(&timewait) || !f.Match(&bindError) {
 			t.Errorf("%#v does not match everything", f)
 		}
-		if got := f.KindMask(); got != 0b0110 {
-			t.Errorf("%#v: KindMask() = %#b, want 0b0110 (bind_error only on request)", f, got)
+		if got := f.KindMask(); got != 0b1100110 {
+			t.Errorf("%#v: KindMask() = %#b, want 0b1100110 (bind_error and timewait_end only on request)", f, got)
 		}
 	}
 }
@@ -155,9 +155,11 @@ func TestKindMask(t *testing.T) {
 		events string
 		want   uint32
 	}{
-		{"", 1<<1 | 1<<2},
-		{"all", 1<<1 | 1<<2 | 1<<3},
-		{"timewait,all", 1<<1 | 1<<2 | 1<<3},
+		{"", 1<<1 | 1<<2 | 1<<5 | 1<<6},
+		{"all", 0b1111110},
+		{"timewait,all", 0b1111110},
+		{"timewait_end", 1 << 4},
+		{"timewait_overflow,timewait_reuse", 1<<5 | 1<<6},
 		{"timewait", 1 << 1},
 		{"connect_error", 1 << 2},
 		{"bind_error", 1 << 3},
@@ -182,9 +184,9 @@ func TestParseErrors(t *testing.T) {
 		want string
 	}{
 		{Options{IPv4Only: true, IPv6Only: true}, `invalid --ipv6: cannot be combined with --ipv4`},
-		{Options{Events: "timewait,close"}, `invalid --events "timewait,close": unknown event "close" (valid: timewait, connect_error, bind_error, all)`},
-		{Options{Events: "timewait,"}, `invalid --events "timewait,": unknown event "" (valid: timewait, connect_error, bind_error, all)`},
-		{Options{Events: "TIMEWAIT"}, `invalid --events "TIMEWAIT": unknown event "TIMEWAIT" (valid: timewait, connect_error, bind_error, all)`},
+		{Options{Events: "timewait,close"}, `invalid --events "timewait,close": unknown event "close" (valid: timewait, connect_error, bind_error, timewait_end, timewait_overflow, timewait_reuse, all)`},
+		{Options{Events: "timewait,"}, `invalid --events "timewait,": unknown event "" (valid: timewait, connect_error, bind_error, timewait_end, timewait_overflow, timewait_reuse, all)`},
+		{Options{Events: "TIMEWAIT"}, `invalid --events "TIMEWAIT": unknown event "TIMEWAIT" (valid: timewait, connect_error, bind_error, timewait_end, timewait_overflow, timewait_reuse, all)`},
 		{Options{PIDs: []string{"abc"}}, `invalid --pid "abc": not a process ID (a positive integer)`},
 		{Options{PIDs: []string{"0"}}, `invalid --pid "0": not a process ID (a positive integer)`},
 		{Options{PIDs: []string{"-1"}}, `invalid --pid "-1": not a process ID (a positive integer)`},

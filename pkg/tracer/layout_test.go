@@ -21,7 +21,8 @@ func TestDecodeMatchesBPFLayout(t *testing.T) {
 		TsNs: 5_000_000_000, OpenNs: 4_250_000_000, CgroupId: 77,
 		BytesSent: 1234, BytesReceived: 5678,
 		Pid: 100, Tid: 101, OpenerPid: 99, Netns: 4026531840, Err: 0,
-		Family: 2, Sport: 40001, Dport: 8080, Kind: 1, Role: 1, Flags: 1,
+		Family: 2, Sport: 40001, Dport: 8080, Kind: 1, Role: 1, Flags: 3,
+		Reason: 4, Substate: 5,
 	}
 	copy(raw.Saddr[:], []byte{127, 0, 0, 1})
 	copy(raw.Daddr[:], []byte{10, 1, 2, 3})
@@ -47,7 +48,7 @@ func TestDecodeMatchesBPFLayout(t *testing.T) {
 		Daddr: netip.MustParseAddr("10.1.2.3"), Dport: 8080,
 		Role: event.RoleClient, OpenerPID: 99,
 		Lifetime: 750 * time.Millisecond, BytesSent: 1234, BytesRecv: 5678,
-		Recovered: true,
+		Recovered: true, Confirmed: true, Reason: event.ReasonReused, Substate: event.SubstateFinWait2,
 	}
 	copy(want.Comm[:], "curl")
 	copy(want.OpenerComm[:], "nginx")

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"errors"
 	"maps"
 
 	"github.com/cilium/ebpf"
@@ -13,21 +14,48 @@ import (
 // settings' .rodata among them) are created first, then the programs are
 // loaded in two groups at once, both against those maps, so that the two
 // verifications run on two CPUs.
-func loadObjects(spec *ebpf.CollectionSpec, objs *twtraceObjects, cache *btf.Cache) error {
+//
+// With precise set, the precise tier's programs are loaded at the same
+// time, against the same maps; whether they could be is reported apart
+// (pre, preErr), since the tracepoint tier runs without them.
+func loadObjects(spec *ebpf.CollectionSpec, objs *twtraceObjects, cache *btf.Cache, precise bool) (ld loaded, err error) {
 	if cache == nil {
-		cache = btf.NewCache() // one decoded copy of the kernel's types for both groups
+		cache = btf.NewCache() // one decoded copy of the kernel's types for all groups
 	}
 	onlyMaps := spec.Copy()
 	onlyMaps.Programs = nil
 	coll, err := ebpf.NewCollectionWithOptions(onlyMaps, ebpf.CollectionOptions{})
 	if err != nil {
-		return err
+		return ld, err
 	}
 	defer coll.Close() // what was not assigned: .rodata, held by the programs
 	opts := &ebpf.CollectionOptions{Cache: cache, MapReplacements: maps.Clone(coll.Maps)}
 	if err := coll.Assign(&objs.twtraceMaps); err != nil { // takes them out of coll
-		return err
+		return ld, err
 	}
+	// .bss holds connect_exits, which is set after loading: keep it.
+	ld.bss, ld.connectExits = coll.Maps[".bss"], coll.Variables["connect_exits"]
+	delete(coll.Maps, ".bss")
+	if ld.connectExits == nil {
+		ld.bss.Close()
+		return ld, errors.New("the BPF object has no connect_exits variable")
+	}
+
+	preDone := make(chan struct{})
+	if precise {
+		go func() {
+			defer close(preDone)
+			ld.pre, ld.preErr = loadPrecise(spec, opts, cache)
+		}()
+	} else {
+		close(preDone)
+	}
+	defer func() {
+		<-preDone
+		if err != nil {
+			ld.close()
+		}
+	}()
 
 	var big struct {
 		TwState *ebpf.Program `ebpf:"tw_state"`
@@ -51,7 +79,24 @@ func loadObjects(spec *ebpf.CollectionSpec, objs *twtraceObjects, cache *btf.Cac
 	objs.TwFork = rest.TwFork
 	if err != nil {
 		objs.Close() // closes what did load; nil fields are skipped
-		return err
+		return ld, err
 	}
-	return nil
+	return ld, nil
+}
+
+// loaded is what loadObjects hands over besides the objects.
+type loaded struct {
+	bss          *ebpf.Map
+	connectExits *ebpf.Variable
+	pre          *preciseObjs // nil when the precise tier could not load
+	preErr       error        // why not
+}
+
+func (ld *loaded) close() {
+	ld.pre.close()
+	ld.pre = nil
+	if ld.bss != nil {
+		ld.bss.Close()
+		ld.bss = nil
+	}
 }

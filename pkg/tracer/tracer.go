@@ -61,7 +61,19 @@ type Options struct {
 	// BTFCache, when not nil, is shared with other loads made at the same
 	// time, so that the kernel's types are decoded once.
 	BTFCache *btf.Cache
+	// Tier picks the kernel hooks: TierAuto (the zero value) uses the
+	// precise tier where its programs attach; TierPrecise makes New fail
+	// (ErrPreciseUnavailable) where they do not.
+	Tier Tier
+	// MaxTimewait sizes the precise tier's table of live timewait sockets
+	// (0 means DefaultMaxTimewait); sockets with no room get no
+	// timewait_end and are counted (UntrackedTimewait).
+	MaxTimewait int
 }
+
+// DefaultMaxTimewait is the default tcp_max_tw_buckets of a host with 4 GiB
+// or more; the table is not preallocated, so its size costs nothing.
+const DefaultMaxTimewait = 262144
 
 // DefaultMaxConnectKeys is how many (process, destination) pairs the
 // kernel counts connect() attempts for at once. Keys of exited processes
@@ -95,6 +107,11 @@ type Tracer struct {
 	connMu   sync.Mutex
 	connSeen map[twtraceConnectKey]uint64 // connect counts already reported
 	connVals []uint64
+
+	tier         TierInfo
+	precise      *preciseObjs
+	bss          *ebpf.Map
+	connectExits *ebpf.Variable
 
 	closeOnce sync.Once
 }
@@ -245,6 +262,18 @@ func New(opts Options) (*Tracer, error) {
 		}
 	}
 
+	switch {
+	case opts.MaxTimewait == 0:
+		spec.Maps["tw_socks"].MaxEntries = DefaultMaxTimewait
+	case opts.MaxTimewait < 0 || opts.MaxTimewait > 1<<24:
+		return nil, fmt.Errorf("max timewait %d: must be between 1 and %d", opts.MaxTimewait, 1<<24)
+	default:
+		spec.Maps["tw_socks"].MaxEntries = uint32(opts.MaxTimewait)
+	}
+	if opts.Tier > TierPrecise {
+		return nil, fmt.Errorf("unknown tier %d", opts.Tier)
+	}
+
 	t := &Tracer{poll: opts.PollInterval, mask: opts.KindMask, follow: opts.Follow, connSeen: map[twtraceConnectKey]uint64{}}
 	if t.mask == 0 {
 		t.mask = ^uint32(0)
@@ -252,7 +281,9 @@ func New(opts Options) (*Tracer, error) {
 	if t.poll <= 0 {
 		t.poll = DefaultPollInterval
 	}
-	if err := loadObjects(spec, &t.objs, opts.BTFCache); err != nil {
+	ld, err := loadObjects(spec, &t.objs, opts.BTFCache, opts.Tier != TierTracepoint)
+	t.bss, t.connectExits = ld.bss, ld.connectExits
+	if err != nil {
 		if errors.Is(err, unix.EPERM) {
 			return nil, fmt.Errorf("%w (loading BPF programs: %v)", ErrPermission, err)
 		}
@@ -282,6 +313,10 @@ func New(opts Options) (*Tracer, error) {
 			return nil, fmt.Errorf("attaching to tracepoint %s: %w", a.name, err)
 		}
 		t.links = append(t.links, l)
+	}
+	if err := t.startPrecise(opts.Tier, ld.pre, ld.preErr); err != nil {
+		t.Close()
+		return nil, err
 	}
 	// The kernel's types, decoded to load the programs (several MiB),
 	// are garbage now: hand them back before the ring buffer is mapped,
@@ -376,6 +411,11 @@ func (t *Tracer) Programs() map[string]*ebpf.Program {
 	for _, a := range t.objs.attachments(t.mask, t.follow) {
 		if info, err := a.prog.Info(); err == nil {
 			out[info.Name] = a.prog
+		}
+	}
+	if t.precise != nil {
+		for name, p := range t.precise.progs {
+			out[name] = p
 		}
 	}
 	return out
@@ -666,6 +706,10 @@ func (t *Tracer) Close() error {
 		}
 		if err := t.objs.Close(); err != nil {
 			errs = append(errs, err)
+		}
+		t.precise.close()
+		if t.bss != nil {
+			t.bss.Close()
 		}
 	})
 	return errors.Join(errs...)

@@ -23,6 +23,15 @@ type twtraceConnectKey struct {
 	Family uint16
 }
 
+type twtraceConnectSource struct {
+	_      structs.HostLayout
+	Sk     uint64
+	Saddr6 [16]uint8
+	Saddr4 uint32
+	Sport  uint16
+	Pad    uint16
+}
+
 type twtraceEvent struct {
 	_             structs.HostLayout
 	TsNs          uint64
@@ -45,6 +54,9 @@ type twtraceEvent struct {
 	Comm          [16]int8
 	OpenerComm    [16]int8
 	Flags         uint32
+	Reason        uint8
+	Substate      uint8
+	_             [6]byte
 }
 
 type twtraceGuard struct {
@@ -90,7 +102,7 @@ type twtraceSockOwner struct {
 	Role          uint8
 	Closed        uint8
 	Reset         uint8
-	Pad           uint8
+	Reported      uint8
 	OpenerComm    [16]int8
 	CloserComm    [16]int8
 	CloseNs       uint64
@@ -106,10 +118,32 @@ type twtraceSockOwner struct {
 	_             [4]byte
 }
 
+type twtraceTwInfo struct {
+	_          structs.HostLayout
+	StartNs    uint64
+	CgroupId   uint64
+	Pid        uint32
+	Tid        uint32
+	OpenerPid  uint32
+	Netns      uint32
+	Family     uint16
+	Sport      uint16
+	Dport      uint16
+	Role       uint8
+	Why        uint8
+	SegFlags   uint8
+	Pad        [7]uint8
+	Saddr      [16]uint8
+	Daddr      [16]uint8
+	Comm       [16]int8
+	OpenerComm [16]int8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	twtraceMapConnectSources   = "connect_sources"
 	twtraceMapConnects         = "connects"
 	twtraceMapEvents           = "events"
 	twtraceMapFollowed         = "followed"
@@ -118,13 +152,22 @@ const (
 	twtraceMapLost             = "lost"
 	twtraceMapOwners           = "owners"
 	twtraceMapPending          = "pending"
+	twtraceMapTwSocks          = "tw_socks"
+	twtraceProgTwAlloc         = "tw_alloc"
+	twtraceProgTwConnect4      = "tw_connect4"
+	twtraceProgTwConnect6      = "tw_connect6"
 	twtraceProgTwEnterBind     = "tw_enter_bind"
 	twtraceProgTwExitBind      = "tw_exit_bind"
+	twtraceProgTwExpire        = "tw_expire"
 	twtraceProgTwFork          = "tw_fork"
+	twtraceProgTwKill          = "tw_kill"
 	twtraceProgTwReset         = "tw_reset"
 	twtraceProgTwResetNest     = "tw_reset_nest"
+	twtraceProgTwReuse         = "tw_reuse"
+	twtraceProgTwSegment       = "tw_segment"
 	twtraceProgTwState         = "tw_state"
 	twtraceProgTwStateNest     = "tw_state_nest"
+	twtraceVarConnectExits     = "connect_exits"
 	twtraceVarCountConnects    = "count_connects"
 	twtraceVarEventsMask       = "events_mask"
 	twtraceVarFollow           = "follow"
@@ -176,11 +219,18 @@ type twtraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type twtraceProgramSpecs struct {
+	TwAlloc     *ebpf.ProgramSpec `ebpf:"tw_alloc"`
+	TwConnect4  *ebpf.ProgramSpec `ebpf:"tw_connect4"`
+	TwConnect6  *ebpf.ProgramSpec `ebpf:"tw_connect6"`
 	TwEnterBind *ebpf.ProgramSpec `ebpf:"tw_enter_bind"`
 	TwExitBind  *ebpf.ProgramSpec `ebpf:"tw_exit_bind"`
+	TwExpire    *ebpf.ProgramSpec `ebpf:"tw_expire"`
 	TwFork      *ebpf.ProgramSpec `ebpf:"tw_fork"`
+	TwKill      *ebpf.ProgramSpec `ebpf:"tw_kill"`
 	TwReset     *ebpf.ProgramSpec `ebpf:"tw_reset"`
 	TwResetNest *ebpf.ProgramSpec `ebpf:"tw_reset_nest"`
+	TwReuse     *ebpf.ProgramSpec `ebpf:"tw_reuse"`
+	TwSegment   *ebpf.ProgramSpec `ebpf:"tw_segment"`
 	TwState     *ebpf.ProgramSpec `ebpf:"tw_state"`
 	TwStateNest *ebpf.ProgramSpec `ebpf:"tw_state_nest"`
 }
@@ -189,20 +239,23 @@ type twtraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type twtraceMapSpecs struct {
-	Connects  *ebpf.MapSpec `ebpf:"connects"`
-	Events    *ebpf.MapSpec `ebpf:"events"`
-	Followed  *ebpf.MapSpec `ebpf:"followed"`
-	Guards    *ebpf.MapSpec `ebpf:"guards"`
-	Listeners *ebpf.MapSpec `ebpf:"listeners"`
-	Lost      *ebpf.MapSpec `ebpf:"lost"`
-	Owners    *ebpf.MapSpec `ebpf:"owners"`
-	Pending   *ebpf.MapSpec `ebpf:"pending"`
+	ConnectSources *ebpf.MapSpec `ebpf:"connect_sources"`
+	Connects       *ebpf.MapSpec `ebpf:"connects"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	Followed       *ebpf.MapSpec `ebpf:"followed"`
+	Guards         *ebpf.MapSpec `ebpf:"guards"`
+	Listeners      *ebpf.MapSpec `ebpf:"listeners"`
+	Lost           *ebpf.MapSpec `ebpf:"lost"`
+	Owners         *ebpf.MapSpec `ebpf:"owners"`
+	Pending        *ebpf.MapSpec `ebpf:"pending"`
+	TwSocks        *ebpf.MapSpec `ebpf:"tw_socks"`
 }
 
 // twtraceVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type twtraceVariableSpecs struct {
+	ConnectExits     *ebpf.VariableSpec `ebpf:"connect_exits"`
 	CountConnects    *ebpf.VariableSpec `ebpf:"count_connects"`
 	EventsMask       *ebpf.VariableSpec `ebpf:"events_mask"`
 	Follow           *ebpf.VariableSpec `ebpf:"follow"`
@@ -232,18 +285,21 @@ func (o *twtraceObjects) Close() error {
 //
 // It can be passed to loadTwtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type twtraceMaps struct {
-	Connects  *ebpf.Map `ebpf:"connects"`
-	Events    *ebpf.Map `ebpf:"events"`
-	Followed  *ebpf.Map `ebpf:"followed"`
-	Guards    *ebpf.Map `ebpf:"guards"`
-	Listeners *ebpf.Map `ebpf:"listeners"`
-	Lost      *ebpf.Map `ebpf:"lost"`
-	Owners    *ebpf.Map `ebpf:"owners"`
-	Pending   *ebpf.Map `ebpf:"pending"`
+	ConnectSources *ebpf.Map `ebpf:"connect_sources"`
+	Connects       *ebpf.Map `ebpf:"connects"`
+	Events         *ebpf.Map `ebpf:"events"`
+	Followed       *ebpf.Map `ebpf:"followed"`
+	Guards         *ebpf.Map `ebpf:"guards"`
+	Listeners      *ebpf.Map `ebpf:"listeners"`
+	Lost           *ebpf.Map `ebpf:"lost"`
+	Owners         *ebpf.Map `ebpf:"owners"`
+	Pending        *ebpf.Map `ebpf:"pending"`
+	TwSocks        *ebpf.Map `ebpf:"tw_socks"`
 }
 
 func (m *twtraceMaps) Close() error {
 	return _TwtraceClose(
+		m.ConnectSources,
 		m.Connects,
 		m.Events,
 		m.Followed,
@@ -252,6 +308,7 @@ func (m *twtraceMaps) Close() error {
 		m.Lost,
 		m.Owners,
 		m.Pending,
+		m.TwSocks,
 	)
 }
 
@@ -259,6 +316,7 @@ func (m *twtraceMaps) Close() error {
 //
 // It can be passed to loadTwtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type twtraceVariables struct {
+	ConnectExits     *ebpf.Variable `ebpf:"connect_exits"`
 	CountConnects    *ebpf.Variable `ebpf:"count_connects"`
 	EventsMask       *ebpf.Variable `ebpf:"events_mask"`
 	Follow           *ebpf.Variable `ebpf:"follow"`
@@ -272,22 +330,36 @@ type twtraceVariables struct {
 //
 // It can be passed to loadTwtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type twtracePrograms struct {
+	TwAlloc     *ebpf.Program `ebpf:"tw_alloc"`
+	TwConnect4  *ebpf.Program `ebpf:"tw_connect4"`
+	TwConnect6  *ebpf.Program `ebpf:"tw_connect6"`
 	TwEnterBind *ebpf.Program `ebpf:"tw_enter_bind"`
 	TwExitBind  *ebpf.Program `ebpf:"tw_exit_bind"`
+	TwExpire    *ebpf.Program `ebpf:"tw_expire"`
 	TwFork      *ebpf.Program `ebpf:"tw_fork"`
+	TwKill      *ebpf.Program `ebpf:"tw_kill"`
 	TwReset     *ebpf.Program `ebpf:"tw_reset"`
 	TwResetNest *ebpf.Program `ebpf:"tw_reset_nest"`
+	TwReuse     *ebpf.Program `ebpf:"tw_reuse"`
+	TwSegment   *ebpf.Program `ebpf:"tw_segment"`
 	TwState     *ebpf.Program `ebpf:"tw_state"`
 	TwStateNest *ebpf.Program `ebpf:"tw_state_nest"`
 }
 
 func (p *twtracePrograms) Close() error {
 	return _TwtraceClose(
+		p.TwAlloc,
+		p.TwConnect4,
+		p.TwConnect6,
 		p.TwEnterBind,
 		p.TwExitBind,
+		p.TwExpire,
 		p.TwFork,
+		p.TwKill,
 		p.TwReset,
 		p.TwResetNest,
+		p.TwReuse,
+		p.TwSegment,
 		p.TwState,
 		p.TwStateNest,
 	)

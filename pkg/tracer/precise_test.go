@@ -1,0 +1,400 @@
+package tracer
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/twtrace/twtrace/internal/testnet"
+	"github.com/twtrace/twtrace/pkg/event"
+	"github.com/twtrace/twtrace/pkg/inventory"
+)
+
+// The precise tier runs wherever the kernel lets fentry/fexit programs
+// attach, and only there. These tests run on every kernel: each asks the
+// kernel itself, with a one-instruction fentry program, whether the tier
+// must be active, then checks the scenario's exact outcome for that tier.
+// (On the development host, 6.18 refuses fentry: they prove the
+// fallback; in the VMs of `make vmtest` they prove the precise tier.)
+
+// fentryAttaches loads and attaches a program that does nothing to
+// tcp_v4_connect: the kernel's answer, not a guess from its version.
+func fentryAttaches(t *testing.T) bool {
+	t.Helper()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.Tracing, AttachType: ebpf.AttachTraceFEntry, AttachTo: "tcp_v4_connect",
+		License: "GPL", Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	})
+	if err != nil {
+		t.Logf("fentry refused: %v", err)
+		return false
+	}
+	defer prog.Close()
+	l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+	if err != nil {
+		t.Logf("fentry does not attach: %v", err)
+		return false
+	}
+	l.Close()
+	return true
+}
+
+var allHooks = []string{"inet_twsk_alloc", "tw_timer_handler", "inet_twsk_deschedule_put",
+	"tcp_timewait_state_process", "tcp_twsk_unique", "tcp_v4_connect", "tcp_v6_connect"}
+
+// tiered starts a tracer for ns in the automatic tier and checks that the
+// tier is the one the kernel allows. It reports whether it is precise.
+func tiered(t *testing.T, ns *testnet.Netns) (*collector, *Tracer, bool) {
+	t.Helper()
+	requireBPF(t)
+	tr, err := New(Options{Netns: ns.Inode})
+	if err != nil {
+		t.Fatalf("starting tracer: %v", err)
+	}
+	c := collect(t, tr)
+	info := tr.Tier()
+	want := fentryAttaches(t)
+	switch {
+	case want && info.Tier != TierPrecise:
+		t.Fatalf("fentry attaches here, yet the tier is %s: %s", info.Tier, info.Fallback)
+	case want && !slices.Equal(info.Hooks, allHooks):
+		t.Fatalf("precise hooks %v, want %v (partial: %v)", info.Hooks, allHooks, info.Partial)
+	case !want && (info.Tier != TierTracepoint || info.Fallback == "" || len(info.Hooks) != 0):
+		t.Fatalf("fentry refused here, yet the tier is %+v", info)
+	}
+	t.Logf("tier %s %s", info.Tier, info.Fallback)
+	return c, tr, want
+}
+
+// Asking for a tier: precise fails with a reason where fentry is refused;
+// tracepoint loads none of the precise programs anywhere.
+func TestTierChoice(t *testing.T) {
+	requireBPF(t)
+	precise := fentryAttaches(t)
+
+	tr, err := New(Options{Tier: TierTracepoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := tr.Tier(); info.Tier != TierTracepoint || info.Fallback != "" || len(info.Hooks) != 0 {
+		t.Errorf("TierTracepoint runs %+v", info)
+	}
+	base := len(tr.Programs())
+	if base != 6 { // the state and reset pairs, and bind()'s two syscall hooks
+		t.Errorf("%d programs in the tracepoint tier, want 6", base)
+	}
+	tr.Close()
+
+	tr, err = New(Options{Tier: TierPrecise})
+	switch {
+	case precise && err != nil:
+		t.Fatalf("TierPrecise where fentry attaches: %v", err)
+	case !precise && !errors.Is(err, ErrPreciseUnavailable):
+		t.Fatalf("TierPrecise where fentry is refused: err %v, want ErrPreciseUnavailable", err)
+	case precise:
+		if info := tr.Tier(); info.Tier != TierPrecise || len(info.Hooks) != len(allHooks) {
+			t.Errorf("TierPrecise runs %+v", info)
+		}
+		if n := len(tr.Programs()); n != base+len(allHooks) {
+			t.Errorf("%d programs, want %d", n, base+len(allHooks))
+		}
+		tr.Close()
+	default:
+		t.Logf("TierPrecise: %v", err)
+	}
+}
+
+// The precise tier confirms each timewait entry where the kernel makes the
+// timewait socket, with its substate; the tracepoint tier cannot.
+func TestTimewaitConfirmed(t *testing.T) {
+	ns := testnet.New(t)
+	c, _, precise := tiered(t, ns)
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
+	const n = 10
+	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: n})
+	evs := c.settle(event.KindTimewait, n)
+	if len(evs) != n {
+		t.Fatalf("got %d timewait events, want %d", len(evs), n)
+	}
+	checkTimewaits(t, evs, cl.PID, testnet.ClientComm, event.RoleClient, srv.Addr, false)
+	// The substate is the kernel's, per socket: TIME_WAIT when the peer's
+	// FIN came with (or before) the ACK of ours, FIN_WAIT2 when the ACK
+	// came alone (the orphan then waits in a timewait socket, which the
+	// peer's FIN turns into TIME_WAIT). Loopback timing decides which.
+	for _, e := range evs {
+		if precise && (!e.Confirmed || (e.Substate != event.SubstateTimeWait && e.Substate != event.SubstateFinWait2)) {
+			t.Errorf("precise timewait confirmed=%v substate %q, want confirmed TIME_WAIT or FIN_WAIT2", e.Confirmed, e.Substate)
+		}
+		if !precise && (e.Confirmed || e.Substate != event.SubstateUnknown) {
+			t.Errorf("tracepoint timewait confirmed=%v substate %q, want neither", e.Confirmed, e.Substate)
+		}
+	}
+}
+
+// With tcp_max_tw_buckets at 4 in the namespace, 10 connections closed
+// first get 4 timewait sockets; the other 6 close with none (the kernel
+// counts TCPTimeWaitOverflow). The precise tier reports exactly that;
+// the tracepoint tier sees 10 moves to CLOSE alike and reports 10.
+func TestOverflow(t *testing.T) {
+	ns := testnet.New(t)
+	c, _, precise := tiered(t, ns)
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
+	ns.Sysctl(t, "ipv4/tcp_max_tw_buckets", "4")
+	const n = 10
+	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: n})
+	if len(cl.Ports) != n {
+		t.Fatalf("client made %d connections, want %d", len(cl.Ports), n)
+	}
+	overflowed := func() {
+		t.Helper()
+		if k := counters(t, ns); k.TCPTimeWaitOverflow != n-4 {
+			t.Fatalf("the kernel counted %d TCPTimeWaitOverflow, want %d", k.TCPTimeWaitOverflow, n-4)
+		}
+	}
+	if !precise {
+		tws := c.settle(event.KindTimewait, n)
+		overflowed()
+		if len(tws) != n || len(c.ofKind(event.KindOverflow)) != 0 {
+			t.Fatalf("tracepoint tier: %d timewait and %d overflow events, want %d and 0", len(tws), len(c.ofKind(event.KindOverflow)), n)
+		}
+		return
+	}
+	over := c.settle(event.KindOverflow, n-4)
+	tws := c.ofKind(event.KindTimewait)
+	overflowed()
+	if len(tws) != 4 || len(over) != n-4 {
+		t.Fatalf("got %d timewait and %d overflow events, want 4 and %d", len(tws), len(over), n-4)
+	}
+	checkTimewaits(t, tws, cl.PID, testnet.ClientComm, event.RoleClient, srv.Addr, false)
+	checkTimewaits(t, over, cl.PID, testnet.ClientComm, event.RoleClient, srv.Addr, false)
+	// Which connections found room depends on when each peer's FIN came
+	// (an orphan's timewait socket can be made before an earlier
+	// connection's): each connection is one or the other, exactly once.
+	if got, want := sorted(append(ports(tws), ports(over)...)), sorted(cl.Ports); !slices.Equal(got, want) {
+		t.Errorf("timewait ports %v and overflow ports %v, want the client's %v once each", ports(tws), ports(over), want)
+	}
+}
+
+// counters reads the namespace's TcpExt counters.
+func counters(t *testing.T, ns *testnet.Netns) inventory.Counters {
+	t.Helper()
+	var k inventory.Counters
+	ns.Do(t, func() (err error) {
+		k, err = inventory.ReadCounters()
+		return err
+	})
+	return k
+}
+
+// holdAndClose makes n client connections that the client closes first
+// while srv keeps its end open: each leaves an orphan in FIN_WAIT2, which
+// the kernel turns into a timewait socket standing for FIN_WAIT2 at once
+// (tcp_fin_timeout <= 60 s).
+func holdAndClose(t *testing.T, ns *testnet.Netns, srv *testnet.Server, n int) *testnet.ClientResult {
+	t.Helper()
+	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: n})
+	if len(cl.Ports) != n {
+		t.Fatalf("client made %d connections, want %d", len(cl.Ports), n)
+	}
+	return cl
+}
+
+// checkEnds asserts the timewait_end events of the client's connections.
+func checkEnds(t *testing.T, ends []event.Event, cl *testnet.ClientResult, reason event.Reason, sub event.Substate, minLife, maxLife time.Duration) {
+	t.Helper()
+	if got, want := ports(ends), sorted(cl.Ports); !slices.Equal(got, want) {
+		t.Errorf("timewait_end ports %v, want the client's %v", got, want)
+	}
+	for _, e := range ends {
+		if int(e.PID) != cl.PID || event.CommString(&e.Comm) != testnet.ClientComm || int(e.OpenerPID) != cl.PID {
+			t.Errorf("timewait_end owned by %d %q opened by %d, want the client %d", e.PID, event.CommString(&e.Comm), e.OpenerPID, cl.PID)
+		}
+		if e.Reason != reason || e.Substate != sub || !e.Confirmed {
+			t.Errorf("timewait_end reason %q substate %q confirmed %v, want %q %q true", e.Reason, e.Substate, e.Confirmed, reason, sub)
+		}
+		if e.Lifetime < minLife || e.Lifetime > maxLife {
+			t.Errorf("timewait_end lifetime %v, want between %v and %v", e.Lifetime, minLife, maxLife)
+		}
+	}
+}
+
+// Expiry: with tcp_fin_timeout at 1 s, the FIN_WAIT2 timewait sockets of
+// three orphans expire after 1 s (the kernel's floor is 3.5 RTOs, 700 ms
+// on loopback, below it), long before the 60 s of TIME_WAIT.
+func TestTimewaitExpires(t *testing.T) {
+	ns := testnet.New(t)
+	c, _, precise := tiered(t, ns)
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerHold)
+	defer srv.Release()
+	ns.Sysctl(t, "ipv4/tcp_fin_timeout", "1")
+	cl := holdAndClose(t, ns, srv, 3)
+	tws := c.settle(event.KindTimewait, 3)
+	if len(tws) != 3 {
+		t.Fatalf("got %d timewait events, want 3", len(tws))
+	}
+	if !precise {
+		time.Sleep(1500 * time.Millisecond)
+		if n := len(c.ofKind(event.KindTimewaitEnd)); n != 0 {
+			t.Fatalf("tracepoint tier: %d timewait_end events, want 0", n)
+		}
+		return
+	}
+	for _, e := range tws {
+		if e.Substate != event.SubstateFinWait2 {
+			t.Errorf("timewait substate %q, want FIN_WAIT2", e.Substate)
+		}
+	}
+	ends := c.settle(event.KindTimewaitEnd, 3)
+	if len(ends) != 3 {
+		t.Fatalf("got %d timewait_end events, want 3", len(ends))
+	}
+	checkEnds(t, ends, cl, event.ReasonExpired, event.SubstateFinWait2, time.Second, 10*time.Second)
+}
+
+// Early kill: the server's RST (SO_LINGER 0) reaches the client's three
+// FIN_WAIT2 timewait sockets, in window: the kernel kills them at once.
+func TestTimewaitKilledByRST(t *testing.T) {
+	ns := testnet.New(t)
+	c, _, precise := tiered(t, ns)
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerHoldRST)
+	cl := holdAndClose(t, ns, srv, 3)
+	if tws := c.settle(event.KindTimewait, 3); len(tws) != 3 {
+		t.Fatalf("got %d timewait events, want 3", len(tws))
+	}
+	srv.Release()
+	if !precise {
+		time.Sleep(time.Second)
+		if n := len(c.ofKind(event.KindTimewaitEnd)); n != 0 {
+			t.Fatalf("tracepoint tier: %d timewait_end events, want 0", n)
+		}
+		return
+	}
+	ends := c.settle(event.KindTimewaitEnd, 3)
+	if len(ends) != 3 {
+		t.Fatalf("got %d timewait_end events, want 3", len(ends))
+	}
+	checkEnds(t, ends, cl, event.ReasonRST, event.SubstateFinWait2, time.Nanosecond, 30*time.Second)
+}
+
+// Reuse: two ports, tcp_tw_reuse=1. A first client's two connections leave
+// both ports in TIME_WAIT; two seconds later (reuse needs the last
+// timestamp to be a second old) a second client's two connections take
+// them over. The precise tier reports each takeover, by the second client,
+// of the first client's socket, and the end of that socket as reused.
+func TestTimewaitReuse(t *testing.T) {
+	ns := testnet.New(t)
+	c, _, precise := tiered(t, ns)
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
+	ns.Sysctl(t, "ipv4/ip_local_port_range", "40000 40001")
+	ns.Sysctl(t, "ipv4/tcp_tw_reuse", "1")
+	first := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: 2})
+	if got := sorted(first.Ports); !slices.Equal(got, []int{40000, 40001}) {
+		t.Fatalf("first client's ports %v, want [40000 40001]", got)
+	}
+	c.settle(event.KindTimewait, 2)
+	time.Sleep(2500 * time.Millisecond)
+	second := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: 2})
+	if got := sorted(second.Ports); !slices.Equal(got, []int{40000, 40001}) || second.Failures != 0 {
+		t.Fatalf("second client's ports %v (%d failures), want [40000 40001] by reuse", got, second.Failures)
+	}
+	tws := c.settle(event.KindTimewait, 4)
+	if len(tws) != 4 {
+		t.Fatalf("got %d timewait events, want 4", len(tws))
+	}
+	if k := counters(t, ns); k.TWRecycled != 2 {
+		t.Fatalf("the kernel counted %d TWRecycled, want 2", k.TWRecycled)
+	}
+	if !precise {
+		if n := len(c.ofKind(event.KindReuse)) + len(c.ofKind(event.KindTimewaitEnd)); n != 0 {
+			t.Fatalf("tracepoint tier: %d timewait_reuse and timewait_end events, want 0", n)
+		}
+		return
+	}
+	reuses := c.settle(event.KindReuse, 2)
+	if len(reuses) != 2 {
+		t.Fatalf("got %d timewait_reuse events, want 2", len(reuses))
+	}
+	for _, e := range reuses {
+		if int(e.PID) != second.PID || int(e.OpenerPID) != first.PID || event.CommString(&e.OpenerComm) != testnet.ClientComm {
+			t.Errorf("reuse by %d of %d's socket, want by %d of %d's", e.PID, e.OpenerPID, second.PID, first.PID)
+		}
+		if e.Daddr != srv.Addr.Addr() || e.Dport != srv.Addr.Port() || e.Substate != event.SubstateTimeWait || !e.Confirmed {
+			t.Errorf("reuse of %s:%d substate %q confirmed %v, want %s TIME_WAIT", e.Daddr, e.Dport, e.Substate, e.Confirmed, srv.Addr)
+		}
+		if e.Lifetime < 2*time.Second || e.Lifetime > 30*time.Second {
+			t.Errorf("reused socket's age %v, want 2 s to 30 s", e.Lifetime)
+		}
+	}
+	if got := ports(reuses); !slices.Equal(got, []int{40000, 40001}) {
+		t.Errorf("reused ports %v, want [40000 40001]", got)
+	}
+	ends := c.settle(event.KindTimewaitEnd, 2)
+	if len(ends) != 2 {
+		t.Fatalf("got %d timewait_end events, want 2", len(ends))
+	}
+	checkEnds(t, ends, first, event.ReasonReused, event.SubstateTimeWait, 2*time.Second, 30*time.Second)
+}
+
+// A connect() that fails before any state change (no route: the namespace
+// has only lo) is invisible to the tracepoints; the precise tier reports
+// it with its errno, IPv4 and IPv6, once each.
+func TestConnectErrnoFromExit(t *testing.T) {
+	ns := testnet.New(t)
+	c, _, precise := tiered(t, ns)
+	dst4 := netip.MustParseAddrPort("192.0.2.1:9")
+	dst6 := netip.MustParseAddrPort("[2001:db8::1]:9")
+	var tid int
+	ns.Do(t, func() error {
+		tid = unix.Gettid()
+		for _, d := range []netip.AddrPort{dst4, dst6} {
+			family := unix.AF_INET6
+			var sa unix.Sockaddr = &unix.SockaddrInet6{Addr: d.Addr().As16(), Port: int(d.Port())}
+			if d.Addr().Is4() {
+				family, sa = unix.AF_INET, &unix.SockaddrInet4{Addr: d.Addr().As4(), Port: int(d.Port())}
+			}
+			fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			err = unix.Connect(fd, sa)
+			unix.Close(fd)
+			if !errors.Is(err, unix.ENETUNREACH) {
+				t.Errorf("connect to %s: %v, want ENETUNREACH", d, err)
+			}
+		}
+		return nil
+	})
+	if !precise {
+		// A marker connection proves the tracer saw everything before it.
+		srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
+		testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: 1})
+		c.settle(event.KindTimewait, 1)
+		if n := len(c.ofKind(event.KindConnectError)); n != 0 {
+			t.Fatalf("tracepoint tier: %d connect_error events, want 0", n)
+		}
+		return
+	}
+	errs := c.settle(event.KindConnectError, 2)
+	if len(errs) != 2 {
+		t.Fatalf("got %d connect_error events, want 2", len(errs))
+	}
+	for i, e := range errs {
+		want := []netip.AddrPort{dst4, dst6}[i]
+		if int(e.PID) != os.Getpid() || int(e.TID) != tid || e.Errno != syscall.ENETUNREACH || !e.Confirmed {
+			t.Errorf("connect_error pid %d tid %d errno %v confirmed %v, want %d %d ENETUNREACH true",
+				e.PID, e.TID, e.Errno, e.Confirmed, os.Getpid(), tid)
+		}
+		if netip.AddrPortFrom(e.Daddr, e.Dport) != want || e.IPv6 != want.Addr().Is6() || e.Sport != 0 {
+			t.Errorf("connect_error to %s:%d (ipv6 %v) from port %d, want %s from none", e.Daddr, e.Dport, e.IPv6, e.Sport, want)
+		}
+	}
+}
