@@ -46,6 +46,7 @@ type watchFlags struct {
 	duration   time.Duration
 	ringSize   int
 	maxSockets int
+	tier       string
 }
 
 func addWatchFlags(cmd *cobra.Command, f *watchFlags) {
@@ -62,6 +63,29 @@ func addWatchFlags(cmd *cobra.Command, f *watchFlags) {
 	fl.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 30s); default: until Ctrl-C")
 	fl.IntVar(&f.ringSize, "ring-buffer-size", 0, "ring buffer size in bytes, a power of two (default 4 MiB)")
 	fl.IntVar(&f.maxSockets, "max-sockets", 0, fmt.Sprintf("sockets tracked at once, from connect() to their end (default %d)", tracer.DefaultMaxSockets))
+	fl.StringVar(&f.tier, "tier", "auto", "kernel hooks: auto (precise where fentry/fexit attach, else tracepoint), tracepoint, or precise (fail where it cannot attach)")
+}
+
+// parseTier checks --tier.
+func (f *watchFlags) parseTier() (tracer.Tier, error) {
+	t, err := tracer.ParseTier(f.tier)
+	if err != nil {
+		return 0, usageError{fmt.Errorf("invalid --tier %q: want auto, tracepoint or precise", f.tier)}
+	}
+	return t, nil
+}
+
+// tierLine says which tier runs, for the start and the exit summary.
+func tierLine(info tracer.TierInfo) string {
+	switch {
+	case info.Tier == tracer.TierPrecise && len(info.Partial) > 0:
+		return fmt.Sprintf("tier precise (fentry/fexit on %d kernel functions; without %s)", len(info.Hooks), strings.Join(info.Partial, ", "))
+	case info.Tier == tracer.TierPrecise:
+		return fmt.Sprintf("tier precise (fentry/fexit on %d kernel functions)", len(info.Hooks))
+	case info.Fallback != "":
+		return "tier tracepoint (precise tier not available: " + info.Fallback + ")"
+	}
+	return "tier tracepoint"
 }
 
 // filter checks the tracer's sizing flags and parses the filter flags.
@@ -96,6 +120,10 @@ func runWatch(cmd *cobra.Command, f *watchFlags) error {
 	if err != nil {
 		return err
 	}
+	tier, err := f.parseTier()
+	if err != nil {
+		return err
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -107,10 +135,17 @@ func runWatch(cmd *cobra.Command, f *watchFlags) error {
 		Duration:   f.duration,
 		RingSize:   f.ringSize,
 		MaxSockets: f.maxSockets,
+		Tier:       tier,
 		Ready: func() {
 			fmt.Fprintln(stderr, "twtrace: tracing TIME_WAIT entries and ephemeral-port failures; Ctrl-C to stop")
 		},
 	}, cmd.OutOrStdout())
+	if loss.Tier.Tier != 0 {
+		fmt.Fprintf(stderr, "twtrace: %s\n", tierLine(loss.Tier))
+	}
+	if loss.UntrackedTimewait > 0 {
+		fmt.Fprintf(stderr, "twtrace: %d timewait sockets went untracked: the precise tier's table was full (their timewait_end is missing)\n", loss.UntrackedTimewait)
+	}
 	if loss.Records > 0 {
 		fmt.Fprintf(stderr, "twtrace: lost %d records: the ring buffer was full (raise --ring-buffer-size)\n", loss.Records)
 	}

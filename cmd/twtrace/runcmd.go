@@ -113,6 +113,10 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 		return usageError{fmt.Errorf("invalid --max-connect-rate %g: must not be negative", f.maxRate)}
 	}
 	th.FailOnConnectError = f.failOnConnErr
+	tier, err := f.parseTier()
+	if err != nil {
+		return err
+	}
 	flt, err := f.filter()
 	if err != nil {
 		return err
@@ -157,7 +161,7 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 		Argv: args, Env: env, Credential: cred,
 		Stdin: os.Stdin, Stdout: cmd.OutOrStdout(), Stderr: os.Stderr,
 		Interval: f.interval, Drain: f.drain, Filter: flt, Signals: sigs,
-		Thresholds: th, RingSize: f.ringSize, MaxSockets: f.maxSockets,
+		Thresholds: th, RingSize: f.ringSize, MaxSockets: f.maxSockets, Tier: tier,
 	})
 	if errors.Is(err, twrun.ErrStart) {
 		// As a shell: 127 when COMMAND is not found, 126 when it cannot run.

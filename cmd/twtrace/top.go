@@ -105,6 +105,10 @@ func runTop(cmd *cobra.Command, f *topFlags) error {
 	if err != nil {
 		return usageError{err}
 	}
+	tier, err := f.parseTier()
+	if err != nil {
+		return err
+	}
 	flt, err := f.filter()
 	if err != nil {
 		return err
@@ -122,7 +126,7 @@ func runTop(cmd *cobra.Command, f *topFlags) error {
 	sortNow.Store(int32(sortKey))
 	cfg := top.Config{
 		Interval: f.interval, Count: f.count, Rows: f.rows, Filter: flt,
-		Netns: flt.SingleNetns(), RingSize: f.ringSize, MaxSockets: f.maxSockets,
+		Netns: flt.SingleNetns(), RingSize: f.ringSize, MaxSockets: f.maxSockets, Tier: tier,
 		Sort: func() top.Sort { return top.Sort(sortNow.Load()) },
 	}
 	stderr := cmd.ErrOrStderr()

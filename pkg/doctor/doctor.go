@@ -24,6 +24,8 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/twtrace/twtrace/pkg/tracer"
+
 	"github.com/twtrace/twtrace/pkg/headroom"
 	"github.com/twtrace/twtrace/pkg/inventory"
 	"github.com/twtrace/twtrace/pkg/report"
@@ -39,8 +41,10 @@ type Readings struct {
 	// RingBuf is the result of probing BPF_MAP_TYPE_RINGBUF.
 	RingBuf Probe
 	Tracefs Tracefs
-	// Tracepoints is loading and attaching twtrace's tracer.
+	// Tracepoints is loading and attaching twtrace's tracer (in the
+	// automatic tier); Tier is what it then ran.
 	Tracepoints Probe
+	Tier        tracer.TierInfo
 	// Iterator is loading and attaching the inventory's iter/tcp program.
 	Iterator Probe
 	FEntry   HookProbe
@@ -132,10 +136,15 @@ type Report struct {
 	CanRun bool `json:"can_run"`
 	// Reason is why not, one line; empty when CanRun.
 	Reason string `json:"reason,omitempty"`
-	// Tier is the tracing tier twtrace uses here: "tracepoint", or "none".
+	// Tier is the tracing tier twtrace uses here: "precise",
+	// "tracepoint", or "none".
 	Tier string `json:"tier"`
-	// PreciseTier says whether the fentry tier could run here.
-	PreciseTier  string       `json:"precise_tier"`
+	// PreciseTier says whether the precise (fentry/fexit) tier runs here,
+	// and why not.
+	PreciseTier string `json:"precise_tier"`
+	// PreciseHooks are the kernel functions the precise tier attaches
+	// to, when it runs.
+	PreciseHooks []string     `json:"precise_hooks"`
 	Capabilities Capabilities `json:"capabilities"`
 	Checks       []Check      `json:"checks"`
 	Namespace    Namespace    `json:"namespace"`
@@ -282,12 +291,15 @@ func Diagnose(r *Readings) Report {
 			break
 		}
 	}
-	// The only tier this version has: fentry attaching changes nothing yet.
 	rep.Tier = "none"
+	rep.PreciseHooks = []string{}
 	if tracepoints.Status == StatusOK {
-		rep.Tier = "tracepoint"
+		rep.Tier = tracer.TierTracepoint.String()
+		if r.Tier.Tier == tracer.TierPrecise {
+			rep.Tier, rep.PreciseHooks = r.Tier.Tier.String(), r.Tier.Hooks
+		}
 	}
-	rep.PreciseTier = preciseTier(r.FEntry, fentry)
+	rep.PreciseTier = preciseTier(r, fentry)
 	rep.Namespace, rep.Warnings = explainNamespace(&r.Namespace)
 	return rep
 }
@@ -400,10 +412,10 @@ func checkFEntry(p HookProbe) Check {
 	case p.Skipped != "":
 		c.Status, c.Detail = StatusSkipped, "not probed: "+p.Skipped
 	case p.Err == nil:
-		c.Status, c.Detail = StatusOK, "fentry/tcp_time_wait loads and attaches (hooks of a precise tier, not implemented in this version)"
+		c.Status, c.Detail = StatusOK, "fentry/tcp_time_wait loads and attaches (the precise tier's kind of hook)"
 	default:
 		c.Status = StatusFail
-		c.Detail = "refused: " + refusal(p) + " (fentry/tcp_time_wait; optional: twtrace uses tracepoints)"
+		c.Detail = "refused: " + refusal(p) + " (fentry/tcp_time_wait; optional: twtrace uses the tracepoint tier)"
 	}
 	return c
 }
@@ -424,11 +436,20 @@ func checkKprobe(p HookProbe) Check {
 	return c
 }
 
-func preciseTier(p HookProbe, c Check) string {
-	switch c.Status {
-	case StatusOK:
-		return "fentry attaches; the precise tier is not implemented in this version"
-	case StatusSkipped:
+func preciseTier(r *Readings, c Check) string {
+	p := r.FEntry
+	switch {
+	case r.Tracepoints.Err == nil && r.Tracepoints.Skipped == "" && r.Tier.Tier == tracer.TierPrecise:
+		s := "active"
+		if len(r.Tier.Partial) > 0 {
+			s += " without " + strings.Join(r.Tier.Partial, ", ")
+		}
+		return s
+	case c.Status == StatusOK && r.Tier.Fallback != "":
+		return "not available (" + r.Tier.Fallback + ")"
+	case c.Status == StatusOK:
+		return "fentry attaches, but the tracer did not load"
+	case c.Status == StatusSkipped:
 		return "not probed (" + p.Skipped + ")"
 	}
 	var errno unix.Errno

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/twtrace/twtrace/pkg/inventory"
+	"github.com/twtrace/twtrace/pkg/tracer"
 )
 
 // defaults are a fresh namespace's sysctls on Linux 6.18.
@@ -401,7 +402,7 @@ func TestChecksTierAndExit(t *testing.T) {
 	if want := []string{CheckPrivileges, CheckBTF, CheckRingBuf, CheckTracefs, CheckTracepoints, CheckIterator, CheckFEntry, CheckKprobe}; !slices.Equal(names, want) {
 		t.Errorf("checks %v, want %v", names, want)
 	}
-	if c := checkOf(t, rep, CheckFEntry); c.Status != StatusFail || c.Detail != "refused: EPERM at load (fentry/tcp_time_wait; optional: twtrace uses tracepoints)" {
+	if c := checkOf(t, rep, CheckFEntry); c.Status != StatusFail || c.Detail != "refused: EPERM at load (fentry/tcp_time_wait; optional: twtrace uses the tracepoint tier)" {
 		t.Errorf("fentry %+v", c)
 	}
 	if c := checkOf(t, rep, CheckKprobe); c.Status != StatusFail || !strings.HasPrefix(c.Detail, "refused: this kernel has no kprobes (") {
@@ -414,10 +415,19 @@ func TestChecksTierAndExit(t *testing.T) {
 		t.Errorf("kprobe %+v", c)
 	}
 
+	// fentry attaches, and so does the precise tier.
 	r.FEntry = HookProbe{}
-	if rep := Diagnose(r); rep.PreciseTier != "fentry attaches; the precise tier is not implemented in this version" || checkOf(t, rep, CheckFEntry).Status != StatusOK {
-		t.Errorf("fentry attaching: precise tier %q", rep.PreciseTier)
+	r.Tier = tracer.TierInfo{Tier: tracer.TierPrecise, Hooks: []string{"inet_twsk_alloc", "tcp_v4_connect"}}
+	if rep := Diagnose(r); rep.PreciseTier != "active" || rep.Tier != "precise" ||
+		!slices.Equal(rep.PreciseHooks, r.Tier.Hooks) || checkOf(t, rep, CheckFEntry).Status != StatusOK {
+		t.Errorf("fentry attaching: tier %q, precise tier %q, hooks %v", rep.Tier, rep.PreciseTier, rep.PreciseHooks)
 	}
+	// fentry attaches, but one of the precise programs does not load.
+	r.Tier = tracer.TierInfo{Tier: tracer.TierTracepoint, Fallback: "the verifier refused tw_alloc on inet_twsk_alloc: …"}
+	if rep := Diagnose(r); rep.PreciseTier != "not available (the verifier refused tw_alloc on inet_twsk_alloc: …)" || rep.Tier != "tracepoint" {
+		t.Errorf("precise tier refused: tier %q, precise tier %q", rep.Tier, rep.PreciseTier)
+	}
+	r.Tier = tracer.TierInfo{}
 
 	r.Tracepoints.Err = errors.New("attaching to tracepoint inet_sock_set_state: invalid argument")
 	rep = Diagnose(r)

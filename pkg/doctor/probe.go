@@ -153,8 +153,11 @@ func Gather(ref inventory.NamespaceRef) *Readings {
 	cache := btf.NewCache() // the kernel's types, decoded once for every load
 	if t, err := tracer.New(tracer.Options{BTFCache: cache}); err != nil {
 		r.Tracepoints.Err = err
-	} else if err := t.Close(); err != nil {
-		r.Tracepoints.Err = fmt.Errorf("unloading: %w", err)
+	} else {
+		r.Tier = t.Tier()
+		if err := t.Close(); err != nil {
+			r.Tracepoints.Err = fmt.Errorf("unloading: %w", err)
+		}
 	}
 
 	sc, err := inventory.OpenWithCache(cache)

@@ -29,6 +29,9 @@ func WriteText(w io.Writer, r *Report) error {
 		fmt.Fprintf(&b, "  %-7s %-*s  %s\n", status, width, checkLabels[c.Name], c.Detail)
 	}
 	fmt.Fprintf(&b, "  precise tier: %s\n", r.PreciseTier)
+	if len(r.PreciseHooks) > 0 {
+		fmt.Fprintf(&b, "  precise hooks: %s\n", strings.Join(r.PreciseHooks, ", "))
+	}
 
 	writeNamespace(&b, &r.Namespace)
 

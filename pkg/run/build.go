@@ -35,6 +35,7 @@ func Build(argv []string, code int, signal string, start time.Time, d time.Durat
 	last := frames[len(frames)-1]
 	r.Losses = last.Losses
 	r.Errors = last.Errors
+	r.Tier = last.Tier
 	l := last.Losses
 	r.Totals.Lost = l.Records + l.Untracked + l.Missed + l.UncountedConnects + l.UnfollowedForks
 

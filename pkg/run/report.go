@@ -32,6 +32,8 @@ type Report struct {
 	// Passed: every threshold passed (true when none was set).
 	Passed bool       `json:"passed"`
 	Losses top.Losses `json:"losses"`
+	// Tier is the tracer's tier: "precise" (fentry/fexit) or "tracepoint".
+	Tier string `json:"tier"`
 	// Errors are namespaces the inventory could not read while sampling.
 	Errors []string `json:"errors,omitempty"`
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/twtrace/twtrace/pkg/filter"
 	"github.com/twtrace/twtrace/pkg/top"
+	"github.com/twtrace/twtrace/pkg/tracer"
 )
 
 // Config is one run.
@@ -46,6 +47,7 @@ type Config struct {
 	Thresholds Thresholds
 	RingSize   int
 	MaxSockets int
+	Tier       tracer.Tier
 }
 
 // Thresholds are the limits a run must stay within; nil is no limit.
@@ -91,7 +93,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	self := uint32(os.Getpid())
 	tcfg := top.Config{
 		Interval: cfg.Interval, Rows: top.DefaultMaxKeys, Filter: cfg.Filter,
-		RingSize: cfg.RingSize, MaxSockets: cfg.MaxSockets, Drain: cfg.Drain,
+		RingSize: cfg.RingSize, MaxSockets: cfg.MaxSockets, Drain: cfg.Drain, Tier: cfg.Tier,
 		Follow: func(f top.Follower) error {
 			// The command is forked by this process: following it first
 			// makes the kernel follow the child from its first

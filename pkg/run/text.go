@@ -22,6 +22,9 @@ func WriteText(w io.Writer, r *Report) error {
 	t := r.Totals
 	fmt.Fprintf(&b, "  %d connects, %d timewait (%d as client, %d as server), %d connect errors, %d bind errors, %d lost\n",
 		t.Connects, t.Timewait, t.TimewaitClient, t.TimewaitServer, t.ConnectErrors, t.BindErrors, t.Lost)
+	if r.Tier != "" {
+		fmt.Fprintf(&b, "  tier: %s\n", r.Tier)
+	}
 	if r.Losses.StillClosing > 0 {
 		fmt.Fprintf(&b, "  %d sockets closed first had not ended when the drain time ran out (their timewait entries, if any, are not counted)\n", r.Losses.StillClosing)
 	}

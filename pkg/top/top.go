@@ -65,6 +65,8 @@ type Config struct {
 	// destination) rows kept (further ones are summed into one Other
 	// row); MaxJoin the timewait entries remembered for attribution.
 	MaxSockets, MaxKeys, MaxJoin int
+	// Tier picks the tracer's hooks (tracer.Options.Tier).
+	Tier tracer.Tier
 	// Sort returns the current order; nil means ByTimewaitRate.
 	Sort  func() Sort
 	Ready func()
@@ -160,6 +162,8 @@ type Frame struct {
 	Namespaces   []report.Namespace       `json:"namespaces"`
 	Losses       Losses                   `json:"losses"`
 	Errors       []string                 `json:"errors,omitempty"`
+	// Tier is the tracer's tier: "precise" or "tracepoint".
+	Tier string `json:"tier"`
 	// Final marks the frame emitted after the drain (Config.Drain).
 	Final bool `json:"final,omitempty"`
 }
@@ -246,6 +250,7 @@ func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
 		CountConnects:  true,
 		Follow:         cfg.Follow != nil,
 		BTFCache:       cache,
+		Tier:           cfg.Tier,
 	})
 	o := <-invc
 	if terr != nil || o.err != nil {
@@ -635,6 +640,7 @@ func (s *session) frame() (*Frame, error) {
 		errs = append(errs, err)
 		return n
 	}
+	f.Tier = s.tr.Tier().Tier.String()
 	f.Losses = Losses{
 		Records:           get(s.tr.Lost),
 		Untracked:         get(s.tr.Untracked),

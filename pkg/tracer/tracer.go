@@ -129,7 +129,9 @@ const DefaultMaxSockets = 131072
 // ProgramNames are the names of every BPF program twtrace loads, for tools
 // that look them up in the kernel (bpftool, run-time statistics).
 var ProgramNames = []string{"tw_state", "tw_state_nest", "tw_reset", "tw_reset_nest",
-	"tw_enter_bind", "tw_exit_bind", "tw_fork"}
+	"tw_enter_bind", "tw_exit_bind", "tw_fork",
+	// the precise tier's
+	"tw_alloc", "tw_expire", "tw_kill", "tw_segment", "tw_reuse", "tw_connect4", "tw_connect6"}
 
 type attachment struct {
 	name string

@@ -32,6 +32,8 @@ type Config struct {
 	RingSize int           // bytes; 0 = the tracer's default
 	// MaxSockets sizes the kernel's socket-owner table; 0 = the default.
 	MaxSockets int
+	// Tier picks the kernel hooks (tracer.Options.Tier).
+	Tier tracer.Tier
 	// Ready is called once every probe is attached.
 	Ready func()
 }
@@ -48,6 +50,11 @@ type Losses struct {
 	// Unfinished sockets were closed first but their end was not seen by
 	// the time tracing stopped: still closing, or missed by the kernel.
 	Unfinished uint64
+	// UntrackedTimewait: timewait sockets the precise tier had no room
+	// for; their timewait_end was not reported.
+	UntrackedTimewait uint64
+	// Tier is what ran (zero when tracing did not start).
+	Tier tracer.TierInfo
 }
 
 // Run traces until ctx is done or the duration passes, writing each
@@ -65,12 +72,15 @@ func run(ctx context.Context, cfg Config, out io.Writer, loss *Losses) (lost uin
 		KindMask:       cfg.Filter.KindMask(),
 		Netns:          cfg.Netns,
 		MaxSockets:     cfg.MaxSockets,
+		Tier:           cfg.Tier,
 	})
 	if err != nil {
 		return 0, err
 	}
 	defer tr.Close()
+	loss.Tier = tr.Tier()
 	defer func() {
+		loss.UntrackedTimewait, _ = tr.UntrackedTimewait()
 		loss.Missed, _ = tr.Missed()
 		loss.Untracked, _ = tr.Untracked()
 		loss.Unfinished, _ = tr.Unfinished()
