@@ -324,6 +324,27 @@ static __always_inline void submit(void *rec)
 	bpf_ringbuf_submit(rec, flags);
 }
 
+/* A zeroed record of kind about current (the process in its syscall),
+ * or NULL (counted) when the ring buffer is full. */
+static __always_inline struct event *current_event(u8 kind, u32 netns)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_lost(LOST_RECORDS);
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	u64 id = bpf_get_current_pid_tgid();
+	e->kind = kind;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->pid = id >> 32;
+	e->tid = (u32)id;
+	e->netns = netns;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return e;
+}
+
 /* In the tp_btf programs sk is a BTF-typed pointer: its fields are read
  * with plain loads (relocated by CO-RE) instead of bpf_probe_read_kernel
  * calls, a few nanoseconds each instead of tens. */
@@ -450,21 +471,10 @@ static __always_inline void failed_connect(const struct sock *sk)
 	u32 netns = sock_netns(sk);
 	if (!netns_wanted(netns))
 		return;
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count_lost(LOST_RECORDS);
+	struct event *e = current_event(EVENT_CONNECT_ERROR, netns);
+	if (!e)
 		return;
-	}
-	__builtin_memset(e, 0, sizeof(*e));
-	u64 id = bpf_get_current_pid_tgid();
-	e->kind = EVENT_CONNECT_ERROR;
-	e->ts_ns = bpf_ktime_get_ns();
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->pid = id >> 32;
-	e->tid = (u32)id;
 	e->err = EADDRNOTAVAIL;
-	e->netns = netns;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	u16 family = sk->__sk_common.skc_family;
 	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	e->sport = local_port(sk);
@@ -946,29 +956,18 @@ int tw_enter_bind(struct trace_event_raw_sys_enter *ctx)
 /* The syscall's verdict for this thread's pending call of `kind`. */
 static __always_inline int exit_call(long ret, u8 kind, long want)
 {
-	u64 id = bpf_get_current_pid_tgid();
-	u32 tid = (u32)id;
+	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct pending_call *p = bpf_map_lookup_elem(&pending, &tid);
 	if (!p)
 		return 0;
 	if (p->kind != kind || ret != -want)
 		goto out;
 
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count_lost(LOST_RECORDS);
+	struct event *e = current_event(kind, p->netns);
+	if (!e)
 		goto out;
-	}
-	__builtin_memset(e, 0, sizeof(*e));
-	e->kind = kind;
-	e->ts_ns = bpf_ktime_get_ns();
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->pid = id >> 32;
-	e->tid = tid;
 	e->err = want;
-	e->netns = p->netns;
 	e->family = p->family;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	__builtin_memcpy(e->saddr, p->addr, 16);
 	submit(e);
 out:
@@ -1202,20 +1201,9 @@ int BPF_PROG(tw_reuse, struct sock *sk, struct sock *sktw, void *twp, int ret)
 	u32 netns = sock_netns(sk);
 	if (!netns_wanted(netns))
 		return 0;
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count_lost(LOST_RECORDS);
+	struct event *e = current_event(EVENT_TW_REUSE, netns);
+	if (!e)
 		return 0;
-	}
-	__builtin_memset(e, 0, sizeof(*e));
-	e->kind = EVENT_TW_REUSE;
-	e->ts_ns = bpf_ktime_get_ns();
-	u64 id = bpf_get_current_pid_tgid();
-	e->pid = id >> 32;
-	e->tid = (u32)id;
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	e->netns = netns;
 	/* The 4-tuple is the timewait socket's: the new socket has none yet. */
 	u16 family = sktw->__sk_common.skc_family;
 	e->family = family;
@@ -1266,29 +1254,18 @@ static __always_inline void connect_failed(const struct sock *sk, const void *ua
 	    (sa.family == AF_INET && len < 8) || (sa.family == AF_INET6 && len < (int)sizeof(sa)) ||
 	    len < (int)sizeof(u16))
 		sa.family = 0;
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count_lost(LOST_RECORDS);
+	struct event *e = current_event(EVENT_CONNECT_ERROR, netns);
+	if (!e)
 		return;
-	}
-	__builtin_memset(e, 0, sizeof(*e));
-	u64 id = bpf_get_current_pid_tgid();
-	e->kind = EVENT_CONNECT_ERROR;
-	e->ts_ns = bpf_ktime_get_ns();
-	e->cgroup_id = bpf_get_current_cgroup_id();
-	e->pid = id >> 32;
-	e->tid = (u32)id;
 	e->err = -ret;
-	e->netns = netns;
 	e->flags = EVENT_F_CONFIRMED;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
 
 	/* The source: as the tracepoint saw it after the port was chosen, if
 	 * it did (the failure path resets it since 6.1), else as it is. */
 	struct connect_source here = { .sk = (u64)sk, .sport = local_port(sk) };
 	here.saddr4 = sk->__sk_common.skc_rcv_saddr;
 	__builtin_memcpy(here.saddr6, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
-	u32 tid = (u32)id;
+	u32 tid = e->tid;
 	struct connect_source *src = bpf_map_lookup_elem(&connect_sources, &tid);
 	if (src) {
 		if (src->sk == (u64)sk)
