@@ -433,7 +433,7 @@ func TestPortExhaustionInNetns(t *testing.T) {
 		t.Skip("needs root for a network namespace")
 	}
 	res := runIsolated(t, spec{
-		Config:  Config{Clients: 1, Connections: 15},
+		Config: Config{Clients: 1, Connections: 15},
 		// tcp_rfc1337=1: an RST reaching a TIME_WAIT must not free its
 		// port early (seen once on 5.10: 14 connections in 9 ports).
 		Sysctls: []string{"net.ipv4.ip_local_port_range=40000 40009", "net.ipv4.tcp_tw_reuse=0", "net.ipv4.tcp_rfc1337=1"},
