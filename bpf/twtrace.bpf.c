@@ -324,6 +324,25 @@ static __always_inline void submit(void *rec)
 	bpf_ringbuf_submit(rec, flags);
 }
 
+/* PF_IO_WORKER (include/linux/sched.h): an io_uring io-wq worker, a
+ * thread of the process that submitted the request (a kernel thread of
+ * its own before 5.12), named "iou-wrk-<tid>". */
+#define PF_IO_WORKER 0x00000010
+
+/* current's comm; for an io-wq worker, its process's (the group leader's):
+ * a connect io_uring handed to a worker is the process's own call, and
+ * "iou-wrk-1234" would hide which program made it. The tid still names
+ * the worker. */
+static __always_inline void current_comm(char *dst)
+{
+	bpf_get_current_comm(dst, TASK_COMM_LEN);
+	struct task_struct *task = (void *)bpf_get_current_task();
+	if (BPF_CORE_READ(task, flags) & PF_IO_WORKER) {
+		struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+		bpf_core_read_str(dst, TASK_COMM_LEN, &leader->comm);
+	}
+}
+
 /* A zeroed record of kind about current (the process in its syscall),
  * or NULL (counted) when the ring buffer is full. */
 static __always_inline struct event *current_event(u8 kind, u32 netns)
@@ -341,7 +360,7 @@ static __always_inline struct event *current_event(u8 kind, u32 netns)
 	e->pid = id >> 32;
 	e->tid = (u32)id;
 	e->netns = netns;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	current_comm(e->comm);
 	return e;
 }
 
@@ -417,7 +436,7 @@ static __always_inline void count_connect(const struct sock *sk, const struct so
 		__builtin_memcpy(k.comm, o->opener_comm, sizeof(k.comm));
 	} else {
 		k.pid = bpf_get_current_pid_tgid() >> 32;
-		bpf_get_current_comm(k.comm, sizeof(k.comm));
+		current_comm(k.comm);
 	}
 	k.dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	k.family = family;
@@ -628,7 +647,7 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 		o->closed = 0;
 		o->reset = 0;
 		o->reported = 0;
-		bpf_get_current_comm(o->opener_comm, sizeof(o->opener_comm));
+		current_comm(o->opener_comm);
 		if (count_connects)
 			count_connect(sk, o);
 		return 0;
@@ -639,7 +658,7 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 	if (newstate == TCP_LISTEN) {
 		struct listen_key k = { .netns = sock_netns(sk), .port = local_port(sk) };
 		struct listener l = { .pid = bpf_get_current_pid_tgid() >> 32 };
-		bpf_get_current_comm(l.comm, sizeof(l.comm));
+		current_comm(l.comm);
 		bpf_map_update_elem(&listeners, &k, &l, BPF_ANY);
 		return 0;
 	}
@@ -702,7 +721,7 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 		o->closer_pid = id >> 32;
 		o->closer_tid = (u32)id;
 		o->closer_cgroup = bpf_get_current_cgroup_id();
-		bpf_get_current_comm(o->closer_comm, sizeof(o->closer_comm));
+		current_comm(o->closer_comm);
 		o->close_ns = bpf_ktime_get_ns();
 		o->netns = sock_netns(sk);
 		o->family = sk->__sk_common.skc_family;

@@ -200,8 +200,11 @@ struct files_struct {
 } __attribute__((preserve_access_index));
 
 struct task_struct {
+	unsigned int flags;
 	int pid;
 	int tgid;
+	struct task_struct *group_leader;
+	char comm[16];
 	struct files_struct *files;
 } __attribute__((preserve_access_index));
 

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -63,6 +65,12 @@ type ClientSpec struct {
 	// connection.
 	Requests int
 	PauseMs  int
+	// IOUring connects through io_uring (IORING_OP_CONNECT) instead of
+	// connect(2).
+	IOUring bool
+	// IOUringAsync also sets IOSQE_ASYNC: each connect runs in an io-wq
+	// worker.
+	IOUringAsync bool
 }
 
 // ClientResult is what the client reports on stdout.
@@ -71,6 +79,12 @@ type ClientResult struct {
 	Ports    []int // local ports of connections that were made
 	Failures int   // EADDRNOTAVAIL from connect or EADDRINUSE from bind
 	Refused  int   // ECONNREFUSED from connect (no listener)
+	// Unreachable counts ENETUNREACH from connect (no route).
+	Unreachable int
+	// Workers are the client's io-wq worker threads (comm iou-wrk-TID)
+	// when its last connect completed: none where the kernel runs io-wq
+	// workers as kernel threads (before 5.12).
+	Workers []int
 }
 
 func runClient(raw string) int {
@@ -113,6 +127,20 @@ func clientRun(spec ClientSpec) (*ClientResult, error) {
 	sa, family := sockaddrOf(dest)
 	res := &ClientResult{Ports: []int{}}
 	var keep []int // bind mode and Hold keep their sockets until the end
+	connect := func(fd int) error { return unix.Connect(fd, sa) }
+	if spec.IOUring {
+		ring, err := newUring()
+		if err != nil {
+			return nil, err
+		}
+		defer ring.Close()
+		ring.async = spec.IOUringAsync
+		connect = func(fd int) error {
+			err := ring.connect(fd, dest)
+			res.Workers = ioWorkers()
+			return err
+		}
+	}
 	for i := 0; i < spec.N; i++ {
 		fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
@@ -134,7 +162,7 @@ func clientRun(spec ClientSpec) (*ClientResult, error) {
 			keep = append(keep, fd)
 			continue
 		}
-		if err := unix.Connect(fd, sa); err != nil {
+		if err := connect(fd); err != nil {
 			unix.Close(fd)
 			if errors.Is(err, unix.EADDRNOTAVAIL) {
 				res.Failures++
@@ -142,6 +170,10 @@ func clientRun(spec ClientSpec) (*ClientResult, error) {
 			}
 			if errors.Is(err, unix.ECONNREFUSED) {
 				res.Refused++
+				continue
+			}
+			if errors.Is(err, unix.ENETUNREACH) {
+				res.Unreachable++
 				continue
 			}
 			return nil, fmt.Errorf("connect: %w", err)
@@ -327,4 +359,23 @@ func (s *Server) Dest(mapped bool) string {
 		return netip.AddrPortFrom(netip.AddrFrom16(s.Addr.Addr().As16()), s.Addr.Port()).String()
 	}
 	return s.Addr.String()
+}
+
+// ioWorkers lists this process's io-wq worker threads.
+func ioWorkers() []int {
+	var tids []int
+	dir, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return nil
+	}
+	for _, d := range dir {
+		comm, err := os.ReadFile("/proc/self/task/" + d.Name() + "/comm")
+		if err != nil || !strings.HasPrefix(string(comm), "iou-wrk-") {
+			continue
+		}
+		if tid, err := strconv.Atoi(d.Name()); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	return tids
 }

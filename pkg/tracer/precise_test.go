@@ -400,3 +400,45 @@ func TestConnectErrnoFromExit(t *testing.T) {
 		}
 	}
 }
+
+// The precise tier's fexit sees a failed connect whatever path issued it:
+// here io_uring (IORING_OP_CONNECT), toward unreachable networks, from a
+// separate client process per family. The tracepoint tier sees none (no
+// state change happens before the route lookup fails).
+func TestIOUringConnectErrno(t *testing.T) {
+	ns := testnet.New(t)
+	c, _, precise := tiered(t, ns)
+	dsts := []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:9"), netip.MustParseAddrPort("[2001:db8::1]:9")}
+	var pids []int
+	for _, d := range dsts {
+		cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: d.String(), N: 1, IOUring: true})
+		if cl.Unreachable != 1 || len(cl.Ports) != 0 {
+			t.Fatalf("client to %s: %d unreachable, %d connected; want 1 and 0", d, cl.Unreachable, len(cl.Ports))
+		}
+		pids = append(pids, cl.PID)
+	}
+	if !precise {
+		// A marker connection proves the tracer saw everything before it.
+		srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
+		testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: 1})
+		c.settle(event.KindTimewait, 1)
+		if n := len(c.ofKind(event.KindConnectError)); n != 0 {
+			t.Fatalf("tracepoint tier: %d connect_error events, want 0", n)
+		}
+		return
+	}
+	errs := c.settle(event.KindConnectError, 2)
+	if len(errs) != 2 {
+		t.Fatalf("got %d connect_error events, want 2", len(errs))
+	}
+	for i, e := range errs {
+		if int(e.PID) != pids[i] || int(e.TID) != pids[i] || event.CommString(&e.Comm) != testnet.ClientComm ||
+			e.Errno != syscall.ENETUNREACH || !e.Confirmed {
+			t.Errorf("connect_error pid %d tid %d comm %q errno %v confirmed %v, want %d %d %q ENETUNREACH true",
+				e.PID, e.TID, event.CommString(&e.Comm), e.Errno, e.Confirmed, pids[i], pids[i], testnet.ClientComm)
+		}
+		if netip.AddrPortFrom(e.Daddr, e.Dport) != dsts[i] || e.IPv6 != dsts[i].Addr().Is6() {
+			t.Errorf("connect_error to %s:%d (ipv6 %v), want %s", e.Daddr, e.Dport, e.IPv6, dsts[i])
+		}
+	}
+}

@@ -373,9 +373,14 @@ func TestLingerZeroHasNoTimewait(t *testing.T) {
 
 // exhaust leaves the namespace a range of 10 ports and no reuse. Call it
 // after the server listens: a listener on port 0 would take one of the 10.
+// tcp_rfc1337=1: by default an RST ends a TIME_WAIT at once, and on
+// loopback one comes when the server's retransmitted FIN crosses the
+// client's last ACK; its port would then be free for an 11th connection
+// (seen on 6.12 in a VM).
 func exhaust(t *testing.T, ns *testnet.Netns) {
 	ns.Sysctl(t, "ipv4/ip_local_port_range", "40000 40009")
 	ns.Sysctl(t, "ipv4/tcp_tw_reuse", "0")
+	ns.Sysctl(t, "ipv4/tcp_rfc1337", "1")
 }
 
 func checkConnectErrors(t *testing.T, evs []event.Event, cl *testnet.ClientResult, dst netip.AddrPort) {
@@ -416,6 +421,70 @@ func TestExhaustionConnectErrors(t *testing.T) {
 		t.Errorf("timewait source ports %v, want %v", got, want)
 	}
 	checkConnectErrors(t, errs, cl, srv.Addr)
+}
+
+// Scenario 5b: the same exhaustion with every connect submitted through
+// io_uring (IORING_OP_CONNECT) instead of connect(2): the failures are
+// issued inline in io_uring_enter, by the client's own thread, and each is
+// reported once, in either tier.
+func TestIOUringExhaustion(t *testing.T) {
+	ns := testnet.New(t)
+	c := traceNetns(t, ns)
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
+	exhaust(t, ns)
+	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: 13, IOUring: true})
+	if len(cl.Ports)+cl.Failures != 13 || len(cl.Ports) > 10 || cl.Failures < 3 {
+		t.Fatalf("client: %d connections, %d failures; want 10 (at most) and 3 (at least)", len(cl.Ports), cl.Failures)
+	}
+	tws := c.settle(event.KindTimewait, len(cl.Ports))
+	errs := c.settle(event.KindConnectError, cl.Failures)
+	if len(tws) != len(cl.Ports) || len(errs) != cl.Failures {
+		t.Fatalf("got %d timewait and %d connect_error events, want %d and %d", len(tws), len(errs), len(cl.Ports), cl.Failures)
+	}
+	checkTimewaits(t, tws, cl.PID, testnet.ClientComm, event.RoleClient, srv.Addr, false)
+	if got, want := ports(tws), sorted(cl.Ports); !slices.Equal(got, want) {
+		t.Errorf("timewait source ports %v, want %v", got, want)
+	}
+	checkConnectErrors(t, errs, cl, srv.Addr)
+}
+
+// Scenario 5c: the same with IOSQE_ASYNC: every connect runs in an io-wq
+// worker, a thread of the client named "iou-wrk-<tid>". Its records name
+// the client: its pid, the worker's tid, and the process's comm, not the
+// worker's. Each connection's opener is the client too, though a worker
+// made it.
+func TestIOUringWorkerConnects(t *testing.T) {
+	ns := testnet.New(t)
+	c := traceNetns(t, ns)
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
+	exhaust(t, ns)
+	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: 13, IOUring: true, IOUringAsync: true})
+	if len(cl.Ports)+cl.Failures != 13 || len(cl.Ports) > 10 || cl.Failures < 3 {
+		t.Fatalf("client: %d connections, %d failures; want 10 (at most) and 3 (at least)", len(cl.Ports), cl.Failures)
+	}
+	if len(cl.Workers) == 0 {
+		t.Fatalf("the client has no iou-wrk thread: this kernel runs io-wq workers as kernel threads")
+	}
+	tws := c.settle(event.KindTimewait, len(cl.Ports))
+	errs := c.settle(event.KindConnectError, cl.Failures)
+	if len(tws) != len(cl.Ports) || len(errs) != cl.Failures {
+		t.Fatalf("got %d timewait and %d connect_error events, want %d and %d", len(tws), len(errs), len(cl.Ports), cl.Failures)
+	}
+	checkTimewaits(t, tws, cl.PID, testnet.ClientComm, event.RoleClient, srv.Addr, false)
+	for _, e := range tws {
+		if int(e.OpenerPID) != cl.PID || event.CommString(&e.OpenerComm) != testnet.ClientComm {
+			t.Errorf("timewait opener pid %d comm %q, want %d %q", e.OpenerPID, event.CommString(&e.OpenerComm), cl.PID, testnet.ClientComm)
+		}
+	}
+	for _, e := range errs {
+		if int(e.PID) != cl.PID || !slices.Contains(cl.Workers, int(e.TID)) || event.CommString(&e.Comm) != testnet.ClientComm {
+			t.Errorf("connect_error pid %d tid %d comm %q, want the client %d, one of its workers %v, %q",
+				e.PID, e.TID, event.CommString(&e.Comm), cl.PID, cl.Workers, testnet.ClientComm)
+		}
+		if e.Errno != syscall.EADDRNOTAVAIL || e.Daddr != srv.Addr.Addr() || e.Dport != srv.Addr.Port() {
+			t.Errorf("connect_error errno %v to %s:%d, want EADDRNOTAVAIL to %s", e.Errno, e.Daddr, e.Dport, srv.Addr)
+		}
+	}
 }
 
 // A connect() refused by the peer also goes SYN_SENT->CLOSE inside the
