@@ -302,14 +302,46 @@ type Server struct {
 	wg      sync.WaitGroup
 }
 
-// StartServer listens inside ns on ip ("127.0.0.1", "::1", ...), port 0.
+// Tests narrow connect()'s port range to ports inside these, after their
+// servers listen; a server's listener there would take one of them (seen:
+// 93 usable ports of 94).
+const testRangeLo, testRangeHi = 40000, 41999
+
+// StartServer listens inside ns on ip ("127.0.0.1", "::1", ...), on a port
+// the kernel picks: outside testRangeLo-testRangeHi unless the namespace's
+// range is already inside it (then the test wants a port from its range).
 func StartServer(t *testing.T, ns *Netns, ip string, mode ServerMode) *Server {
 	t.Helper()
 	s := &Server{release: make(chan struct{})}
 	ns.Do(t, func() error {
-		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-		s.ln = ln
-		return err
+		var lo, hi int
+		raw, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Sscan(string(raw), &lo, &hi); err != nil {
+			return fmt.Errorf("ip_local_port_range %q: %w", raw, err)
+		}
+		narrowed := lo >= testRangeLo && hi <= testRangeHi
+		// Listeners on rejected ports stay open until one fits, so the
+		// kernel does not hand the same port out again.
+		var rejected []net.Listener
+		defer func() {
+			for _, l := range rejected {
+				l.Close()
+			}
+		}()
+		for {
+			ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+			if err != nil {
+				return err
+			}
+			if p := ln.Addr().(*net.TCPAddr).Port; narrowed || p < testRangeLo || p > testRangeHi {
+				s.ln = ln
+				return nil
+			}
+			rejected = append(rejected, ln)
+		}
 	})
 	s.Addr = s.ln.Addr().(*net.TCPAddr).AddrPort()
 	go func() {
