@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"reflect"
@@ -343,27 +344,27 @@ func TestNamespacesThreadsAndBindMounts(t *testing.T) {
 	checkScan := func(ref NamespaceRef) {
 		t.Helper()
 		inv := scan(t, s, ref)
-		if inv.Sysctls.PortRange != (PortSpan{41000, 41999}) || inv.NamespaceRef != ref {
+		if inv.Sysctls.PortRange != (PortSpan{41000, 41999}) || !reflect.DeepEqual(inv.NamespaceRef, ref) {
 			t.Errorf("scan through %s: %+v with port range %+v", ref.Path, inv.NamespaceRef, inv.Sysctls.PortRange)
 		}
 	}
 
 	want := NamespaceRef{Inode: ns.Inode, Path: p.ref.Path, PID: os.Getpid(), Comm: comm}
-	if got := find(); got != want {
+	if got := find(); !sameRef(got, want) {
 		t.Errorf("through a thread: %+v, want %+v", got, want)
 	}
 	checkScan(want)
 
 	mount := bindMount(t, p.ref.Path)
 	want.Path, want.Name = mount, "twtrace-inv-test"
-	if got := find(); got != want {
+	if got := find(); !sameRef(got, want) {
 		t.Errorf("with a bind mount: %+v, want %+v", got, want)
 	}
 	checkScan(want)
 
 	p.leave()
 	want.PID, want.Comm = 0, ""
-	if got := find(); got != want {
+	if got := find(); !sameRef(got, want) {
 		t.Errorf("through the bind mount alone: %+v, want %+v", got, want)
 	}
 	checkScan(want)
@@ -432,7 +433,31 @@ func TestScanAll(t *testing.T) {
 		}
 	}
 	if !slices.ContainsFunc(all, func(n *Namespace) bool { return n.Inode == ns.Inode }) {
-		t.Errorf("ScanAll did not scan namespace %d", ns.Inode)
+		refs, _ := Namespaces()
+		t.Errorf("ScanAll did not scan namespace %d; errs %v; refs now %+v", ns.Inode, errs, refs)
+	}
+}
+
+// A ref whose Path is gone (its thread exited; a new namespace may even
+// have taken the old one's inode number) is scanned through another task
+// in the namespace; with none left it is ErrNamespaceGone.
+func TestScanFallsBackToAnotherTask(t *testing.T) {
+	s := openScanner(t)
+	ns := newNetns(t)
+	ns.Sysctl(t, "ipv4/ip_local_port_range", "41000 41999")
+	p := park(t, ns)
+	gone := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), 1<<30)
+	ref := NamespaceRef{Inode: ns.Inode, Path: gone, PID: os.Getpid(), alts: []string{"/proc/self/ns/net", p.ref.Path}}
+	inv, err := s.Scan(ref)
+	if err != nil {
+		t.Fatalf("scan with a gone path and a live alternative: %v", err)
+	}
+	if inv.Inode != ns.Inode || inv.Sysctls.PortRange != (PortSpan{41000, 41999}) {
+		t.Errorf("scanned namespace %d with range %+v, want %d with 41000-41999", inv.Inode, inv.Sysctls.PortRange, ns.Inode)
+	}
+	ref.alts = []string{"/proc/self/ns/net"} // another namespace: not a match
+	if _, err := s.Scan(ref); !errors.Is(err, ErrNamespaceGone) {
+		t.Errorf("scan with no live path: %v, want ErrNamespaceGone", err)
 	}
 }
 
@@ -513,4 +538,9 @@ func TestCountersShortFinTimeout(t *testing.T) {
 	if want := (Counters{TWKilled: 1}); inv.Counters != want {
 		t.Errorf("counters %+v after the timer ended the socket, want %+v (%s)", inv.Counters, want, counting)
 	}
+}
+
+// sameRef compares what a NamespaceRef tells, not its fallback paths.
+func sameRef(a, b NamespaceRef) bool {
+	return a.Inode == b.Inode && a.Path == b.Path && a.PID == b.PID && a.Comm == b.Comm && a.Name == b.Name
 }

@@ -76,8 +76,12 @@ func walkProcesses(refs map[uint32]*NamespaceRef) error {
 	}
 	slices.Sort(pids) // the first PID seen in a namespace is its lowest
 	add := func(ino uint32, path string, pid int) {
-		if _, ok := refs[ino]; !ok {
+		ref, ok := refs[ino]
+		switch {
+		case !ok:
 			refs[ino] = &NamespaceRef{Inode: ino, Path: path, PID: pid}
+		case len(ref.alts) < maxAlts:
+			ref.alts = append(ref.alts, path)
 		}
 	}
 	for _, pid := range pids {

@@ -180,16 +180,9 @@ func (s *Scanner) scanOnThread(ref NamespaceRef, ns *Namespace) (home bool, err 
 		if ref.Path == "" {
 			return true, errors.New("no path to open the namespace by")
 		}
-		fd, ino, err := openNetns(ref.Path)
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
-			return true, fmt.Errorf("%w: %v", ErrNamespaceGone, err)
-		}
+		fd, ino, err := openRef(&ref)
 		if err != nil {
 			return true, err
-		}
-		if ref.Inode != 0 && ino != ref.Inode {
-			unix.Close(fd)
-			return true, fmt.Errorf("%w: %s is now namespace %d", ErrNamespaceGone, ref.Path, ino)
 		}
 		ns.Inode = ino
 		err = unix.Setns(fd, unix.CLONE_NEWNET)
@@ -266,6 +259,28 @@ func openNetns(path string) (int, uint32, error) {
 		return -1, 0, &os.PathError{Op: "fstat", Path: path, Err: err}
 	}
 	return fd, uint32(st.Ino), nil
+}
+
+// openRef opens ref's namespace by its Path or, when that is gone, by
+// one of its alternatives; ErrNamespaceGone when none leads to it.
+func openRef(ref *NamespaceRef) (fd int, ino uint32, err error) {
+	for _, path := range append([]string{ref.Path}, ref.alts...) {
+		fd, ino, err = openNetns(path)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
+			err = fmt.Errorf("%w: %v", ErrNamespaceGone, err)
+			continue
+		}
+		if err != nil {
+			return -1, 0, err
+		}
+		if ref.Inode != 0 && ino != ref.Inode {
+			unix.Close(fd)
+			err = fmt.Errorf("%w: %s is now namespace %d", ErrNamespaceGone, path, ino)
+			continue
+		}
+		return fd, ino, nil
+	}
+	return -1, 0, err
 }
 
 // ScanAll scans every namespace Namespaces finds. A namespace that cannot

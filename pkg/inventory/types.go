@@ -116,7 +116,15 @@ type NamespaceRef struct {
 	Comm string
 	// Name is the bind mount's name under /run/netns, if any.
 	Name string
+	// alts are other tasks' paths to the same namespace (up to maxAlts),
+	// tried when Path is gone by the time of the scan: the thread it
+	// names exited, or its namespace died and a new one took its inode
+	// number.
+	alts []string
 }
+
+// maxAlts bounds NamespaceRef.alts.
+const maxAlts = 3
 
 // Namespace is the inventory of one network namespace.
 type Namespace struct {
