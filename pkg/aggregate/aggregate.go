@@ -22,6 +22,13 @@
 //     port is an ephemeral port, a new one for nearly every connection, and
 //     would give each connection a row of its own.
 //   - bind_error: none; the zero address and port 0.
+//   - timewait_overflow (precise tier): as timewait; the connection closed
+//     first but the kernel made no timewait socket (tcp_max_tw_buckets).
+//   - timewait_reuse (precise tier): as connect_error; the connecting
+//     process took over a timewait socket's 4-tuple (tcp_tw_reuse).
+//
+// timewait_end events are not counted: the timewait sockets held now are
+// read from the kernel's socket table (see package inventory).
 //
 // # Bounded memory
 //
@@ -88,7 +95,7 @@ func KeyOf(e *event.Event) Key {
 		}
 	}
 	switch e.Kind {
-	case event.KindTimewait:
+	case event.KindTimewait, event.KindOverflow:
 		k.Daddr = e.Daddr
 		if e.Role == event.RoleServer {
 			k.Server = true
@@ -96,7 +103,7 @@ func KeyOf(e *event.Event) Key {
 		} else {
 			k.Port = e.Dport
 		}
-	case event.KindConnectError:
+	case event.KindConnectError, event.KindReuse:
 		k.Daddr, k.Port = e.Daddr, e.Dport
 	}
 	return k
@@ -110,6 +117,12 @@ type Counts struct {
 	Timewait      uint64
 	ConnectErrors uint64
 	BindErrors    uint64
+	// Overflow counts connections closed first with no timewait socket:
+	// the kernel's table was full (timewait_overflow, precise tier).
+	Overflow uint64
+	// Reused counts connects that took over a timewait socket
+	// (timewait_reuse, precise tier).
+	Reused uint64
 	// Roles counts timewaits by the closing process's role, indexed by
 	// event.RoleUnknown, event.RoleClient and event.RoleServer.
 	Roles [3]uint64
@@ -119,13 +132,17 @@ type Counts struct {
 }
 
 // Events is the number of events of all kinds.
-func (c *Counts) Events() uint64 { return c.Timewait + c.ConnectErrors + c.BindErrors }
+func (c *Counts) Events() uint64 {
+	return c.Timewait + c.ConnectErrors + c.BindErrors + c.Overflow + c.Reused
+}
 
 func (c *Counts) add(o *Counts) {
 	c.Connects += o.Connects
 	c.Timewait += o.Timewait
 	c.ConnectErrors += o.ConnectErrors
 	c.BindErrors += o.BindErrors
+	c.Overflow += o.Overflow
+	c.Reused += o.Reused
 	for i := range c.Roles {
 		c.Roles[i] += o.Roles[i]
 	}
@@ -138,6 +155,8 @@ func (c *Counts) sub(o *Counts) {
 	c.Timewait -= o.Timewait
 	c.ConnectErrors -= o.ConnectErrors
 	c.BindErrors -= o.BindErrors
+	c.Overflow -= o.Overflow
+	c.Reused -= o.Reused
 	for i := range c.Roles {
 		c.Roles[i] -= o.Roles[i]
 	}
@@ -148,7 +167,8 @@ func (c *Counts) sub(o *Counts) {
 // covers reports whether every counter of c is at least o's.
 func (c *Counts) covers(o *Counts) bool {
 	return c.Connects >= o.Connects && c.Timewait >= o.Timewait && c.ConnectErrors >= o.ConnectErrors &&
-		c.BindErrors >= o.BindErrors && c.Roles[0] >= o.Roles[0] &&
+		c.BindErrors >= o.BindErrors && c.Overflow >= o.Overflow && c.Reused >= o.Reused &&
+		c.Roles[0] >= o.Roles[0] &&
 		c.Roles[1] >= o.Roles[1] && c.Roles[2] >= o.Roles[2] &&
 		c.BytesSent >= o.BytesSent && c.BytesRecv >= o.BytesRecv
 }
@@ -207,6 +227,10 @@ func (r *Row) add(e *event.Event) {
 		r.ConnectErrors++
 	case event.KindBindError:
 		r.BindErrors++
+	case event.KindOverflow:
+		r.Overflow++
+	case event.KindReuse:
+		r.Reused++
 	}
 	switch {
 	case first:
@@ -269,10 +293,13 @@ func New(maxKeys int) *Table {
 	}
 }
 
-// Add counts e. Events of an unknown kind are ignored. Add does not
-// allocate unless e is the first event of its key.
+// Add counts e. Events of other kinds (timewait_end, unknown) are
+// ignored. Add does not allocate unless e is the first event of its key.
 func (t *Table) Add(e *event.Event) {
-	if e.Kind < event.KindTimewait || e.Kind > event.KindBindError {
+	switch e.Kind {
+	case event.KindTimewait, event.KindConnectError, event.KindBindError,
+		event.KindOverflow, event.KindReuse:
+	default:
 		return
 	}
 	k := KeyOf(e)

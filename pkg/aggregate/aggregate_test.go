@@ -172,6 +172,42 @@ func TestCountsPerKey(t *testing.T) {
 	}
 }
 
+// The precise tier's kinds: an overflow is keyed as a timewait (a server's
+// by its local port), a reuse as a connect by the connecting process;
+// timewait_end is not counted.
+func TestPreciseKinds(t *testing.T) {
+	tb := New(100)
+	ovf := timewait(1, "curl", "10.1.2.3:8080", event.RoleClient, time.Second)
+	ovf.Kind = event.KindOverflow
+	srvOvf := timewait(2, "nginx", "10.1.2.3:51234", event.RoleServer, 2*time.Second)
+	srvOvf.Kind, srvOvf.Sport = event.KindOverflow, 80
+	reuse := timewait(3, "java", "10.1.2.3:8080", event.RoleClient, 3*time.Second)
+	reuse.Kind, reuse.OpenerPID = event.KindReuse, 1
+	end := timewait(1, "curl", "10.1.2.3:8080", event.RoleClient, 4*time.Second)
+	end.Kind = event.KindTimewaitEnd
+	for _, e := range []*event.Event{&ovf, &ovf, &srvOvf, &reuse, &end} {
+		tb.Add(e)
+	}
+	s := tb.Snapshot()
+	if len(s.Rows) != 3 {
+		t.Fatalf("%d rows, want 3: %+v", len(s.Rows), s.Rows)
+	}
+	if r := find(t, s.Rows, key(1, "curl", "10.1.2.3:8080")); r.Counts != (Counts{Overflow: 2}) {
+		t.Errorf("client overflow row: %+v", r.Counts)
+	}
+	sk := key(2, "nginx", "10.1.2.3:80")
+	sk.Server = true
+	if r := find(t, s.Rows, sk); r.Counts != (Counts{Overflow: 1}) {
+		t.Errorf("server overflow row: %+v", r.Counts)
+	}
+	if r := find(t, s.Rows, key(3, "java", "10.1.2.3:8080")); r.Counts != (Counts{Reused: 1}) || !r.First.Equal(t0.Add(3*time.Second)) {
+		t.Errorf("reuse row: %+v first %v", r.Counts, r.First)
+	}
+	if tot := s.Total(); tot.Events() != 4 {
+		t.Errorf("total %d events, want 4", tot.Events())
+	}
+}
+
 func TestFoldIntoOther(t *testing.T) {
 	tb := New(2)
 	a := timewait(1, "a", "10.0.0.2:80", event.RoleClient, 0)

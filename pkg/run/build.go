@@ -43,7 +43,8 @@ func Build(argv []string, code int, signal string, start time.Time, d time.Durat
 	procs := map[uint32]*Process{}
 	var procOrder []uint32
 	for _, row := range last.Rows {
-		if row.Connects == 0 && row.Timewait == 0 && row.ConnectErrors == 0 && row.BindErrors == 0 {
+		if row.Connects == 0 && row.Timewait == 0 && row.ConnectErrors == 0 && row.BindErrors == 0 &&
+			row.TimewaitOverflow == 0 && row.TimewaitReused == 0 {
 			continue
 		}
 		r.Rows = append(r.Rows, row)
@@ -52,6 +53,8 @@ func Build(argv []string, code int, signal string, start time.Time, d time.Durat
 		t.Timewait += row.Timewait
 		t.ConnectErrors += row.ConnectErrors
 		t.BindErrors += row.BindErrors
+		t.TimewaitOverflow += row.TimewaitOverflow
+		t.TimewaitReused += row.TimewaitReused
 		if row.Role == "server" {
 			t.TimewaitServer += row.Timewait
 		} else {
@@ -68,6 +71,8 @@ func Build(argv []string, code int, signal string, start time.Time, d time.Durat
 			p.Timewait += row.Timewait
 			p.ConnectErrors += row.ConnectErrors
 			p.BindErrors += row.BindErrors
+			p.TimewaitOverflow += row.TimewaitOverflow
+			p.TimewaitReused += row.TimewaitReused
 			if row.Verdict == "per-request" {
 				p.Verdict = row.Verdict
 			}

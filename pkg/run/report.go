@@ -49,6 +49,12 @@ type Totals struct {
 	TimewaitServer uint64 `json:"timewait_server"`
 	ConnectErrors  uint64 `json:"connect_errors"`
 	BindErrors     uint64 `json:"bind_errors"`
+	// TimewaitOverflow counts connections closed first for which the
+	// kernel made no timewait socket (tcp_max_tw_buckets reached), and
+	// TimewaitReused connects that took over a timewait socket: the
+	// precise tier's, 0 in the tracepoint tier.
+	TimewaitOverflow uint64 `json:"timewait_overflow"`
+	TimewaitReused   uint64 `json:"timewait_reused"`
 	// Lost sums what could not be counted: records the ring buffer had no
 	// room for, sockets the owner table had no room for, transitions the
 	// kernel skipped, connect attempts the count table had no room for,
@@ -96,6 +102,9 @@ type Process struct {
 	Timewait      uint64 `json:"timewait"`
 	ConnectErrors uint64 `json:"connect_errors"`
 	BindErrors    uint64 `json:"bind_errors"`
+	// TimewaitOverflow and TimewaitReused: as in Totals.
+	TimewaitOverflow uint64 `json:"timewait_overflow"`
+	TimewaitReused   uint64 `json:"timewait_reused"`
 	// Verdict is "per-request" when any of its rows is.
 	Verdict string `json:"verdict"`
 }

@@ -25,6 +25,10 @@ func WriteText(w io.Writer, r *Report) error {
 	if r.Tier != "" {
 		fmt.Fprintf(&b, "  tier: %s\n", r.Tier)
 	}
+	if t.TimewaitOverflow > 0 || t.TimewaitReused > 0 {
+		fmt.Fprintf(&b, "  %d connections closed first with no timewait socket (tcp_max_tw_buckets full), %d connects reused a timewait socket\n",
+			t.TimewaitOverflow, t.TimewaitReused)
+	}
 	if r.Losses.StillClosing > 0 {
 		fmt.Fprintf(&b, "  %d sockets closed first had not ended when the drain time ran out (their timewait entries, if any, are not counted)\n", r.Losses.StillClosing)
 	}

@@ -132,6 +132,10 @@ func Render(f *Frame, width, height int) []string {
 			add("  %7d %-14s %6s %6s %6d %5d %6s %6s  %s", r.PID, padComm(event.EscapeComm(&c), 14),
 				rate(r.ConnectsPerS), rate(r.TimewaitPerS), r.TimewaitNow, r.ConnectErrors,
 				lifetime(r.LifetimeP50Ms), size(r.BytesP50), strings.ToUpper(r.Verdict))
+			if n := preciseNote(r); n != "" && left > 1 {
+				add("      %s", cut(n, width-6))
+				left--
+			}
 			// Advice: the most pressing first, at most maxAdvice items a
 			// row, wrapped (all of it is in -o json).
 			for i, a := range r.Advice {
@@ -275,4 +279,20 @@ func plural(n int, one, many string) string {
 		return one
 	}
 	return many
+}
+
+// preciseNote is what the precise tier adds to a row: connections closed
+// with no timewait socket and connects that took one over; "" when none.
+func preciseNote(r *Row) string {
+	var parts []string
+	if r.TimewaitOverflow > 0 {
+		parts = append(parts, fmt.Sprintf("%d closed with no timewait socket (tcp_max_tw_buckets full)", r.TimewaitOverflow))
+	}
+	if r.TimewaitReused > 0 {
+		parts = append(parts, fmt.Sprintf("%d connects reused a timewait socket (tcp_tw_reuse)", r.TimewaitReused))
+	}
+	if parts == nil {
+		return ""
+	}
+	return "! " + strings.Join(parts, "; ")
 }

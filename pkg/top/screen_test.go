@@ -25,7 +25,7 @@ func testFrame() *Frame {
 		ConnectsPerS: 1, Advice: []string{}}
 	copy(evil.commRaw[:], evil.Comm)
 	server := Row{PID: 9, Comm: "nginx", Netns: 7, Daddr: netip.MustParseAddr("10.0.0.9"), Dport: 8080, Role: "server",
-		TimewaitPerS: 5, Timewait: 50, Advice: []string{"harmless"}}
+		TimewaitPerS: 5, Timewait: 50, Advice: []string{"harmless"}, TimewaitOverflow: 7, TimewaitReused: 2}
 	copy(server.commRaw[:], server.Comm)
 	return &Frame{
 		Time: time.Date(2026, 11, 24, 14, 2, 11, 0, time.UTC), IntervalS: 1, Sort: "timewait",
@@ -52,7 +52,7 @@ func TestRenderEighty(t *testing.T) {
 	for _, want := range []string{
 		"→ 10.0.0.2:80", "ports free 542/28232 (2%)", "EXHAUSTED IN 3s", "211 unattributed",
 		"checkout-svc", "PER-REQUEST", "- one", "- two", "… 3 more",
-		"accepted on port 8080", `\x1b[2Jevil`, "→ [2001:db8::1]:443", "4 more destinations/processes",
+		"accepted on port 8080", "! 7 closed with no timewait socket (tcp_max_tw_buckets full); 2 connects", `\x1b[2Jevil`, "→ [2001:db8::1]:443", "4 more destinations/processes",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("screen lacks %q:\n%s", want, text)

@@ -107,17 +107,23 @@ type Row struct {
 	// Dport is the destination's port; for role "server" rows (timewaits
 	// of connections the process accepted and closed first) it is the
 	// local port they were accepted on.
-	Dport         uint16   `json:"dport"`
-	Role          string   `json:"role"` // client or server
-	ConnectsPerS  float64  `json:"connects_per_s"`
-	TimewaitPerS  float64  `json:"timewait_per_s"`
-	TimewaitNow   int      `json:"timewait_now"`
-	ConnectErrors uint64   `json:"connect_errors"`
-	BindErrors    uint64   `json:"bind_errors"`
-	Connects      uint64   `json:"connects"`
-	Timewait      uint64   `json:"timewait"`
-	LifetimeP50Ms *float64 `json:"lifetime_p50_ms"`
-	BytesP50      *uint64  `json:"bytes_p50"`
+	Dport         uint16  `json:"dport"`
+	Role          string  `json:"role"` // client or server
+	ConnectsPerS  float64 `json:"connects_per_s"`
+	TimewaitPerS  float64 `json:"timewait_per_s"`
+	TimewaitNow   int     `json:"timewait_now"`
+	ConnectErrors uint64  `json:"connect_errors"`
+	BindErrors    uint64  `json:"bind_errors"`
+	Connects      uint64  `json:"connects"`
+	Timewait      uint64  `json:"timewait"`
+	// TimewaitOverflow counts connections it closed first for which the
+	// kernel made no timewait socket (tcp_max_tw_buckets reached), and
+	// TimewaitReused connects that took over a timewait socket
+	// (tcp_tw_reuse): the precise tier's, 0 in the tracepoint tier.
+	TimewaitOverflow uint64   `json:"timewait_overflow"`
+	TimewaitReused   uint64   `json:"timewait_reused"`
+	LifetimeP50Ms    *float64 `json:"lifetime_p50_ms"`
+	BytesP50         *uint64  `json:"bytes_p50"`
 	// HeadroomPct and ExhaustionInS are the destination's (the least of
 	// its source addresses).
 	HeadroomPct   *float64 `json:"headroom_pct"`
@@ -597,6 +603,9 @@ func (s *session) frame() (*Frame, error) {
 			Connects:      r.Connects,
 			Timewait:      r.Timewait,
 			Advice:        []string{},
+
+			TimewaitOverflow: r.Overflow,
+			TimewaitReused:   r.Reused,
 		}
 		if r.Key.Server {
 			row.Role = "server"
@@ -605,6 +614,13 @@ func (s *session) frame() (*Frame, error) {
 			Window: window(r, now, uptime), Connects: r.Connects,
 			ClientTimewait: r.Roles[event.RoleClient], ServerTimewait: r.Roles[event.RoleServer],
 			ConnectErrors: r.ConnectErrors, BindErrors: r.BindErrors,
+		}
+		// A connection closed first with no timewait socket (the table was
+		// full) is evidence like one that got one.
+		if r.Key.Server {
+			ev.ServerTimewait += r.Overflow
+		} else {
+			ev.ClientTimewait += r.Overflow
 		}
 		if d, ok := r.LifetimeQuantile(0.5); ok {
 			ms := round3(float64(d) / 1e6)
@@ -780,6 +796,8 @@ func rank(rows []Row, by Sort, k int, snap aggregate.Snapshot) []Row {
 		other.BindErrors += r.BindErrors
 		other.Connects += r.Connects
 		other.Timewait += r.Timewait
+		other.TimewaitOverflow += r.TimewaitOverflow
+		other.TimewaitReused += r.TimewaitReused
 		other.Folded++
 	}
 	if len(rows) > k {
@@ -791,7 +809,8 @@ func rank(rows []Row, by Sort, k int, snap aggregate.Snapshot) []Row {
 	for i := range snap.Rows {
 		if r := &snap.Rows[i]; r.Other {
 			fold(&Row{ConnectsPerS: snap.PerSecond(r.Recent.Connects), TimewaitPerS: snap.PerSecond(r.Recent.Timewait),
-				ConnectErrors: r.ConnectErrors, BindErrors: r.BindErrors, Connects: r.Connects, Timewait: r.Timewait})
+				ConnectErrors: r.ConnectErrors, BindErrors: r.BindErrors, Connects: r.Connects, Timewait: r.Timewait,
+				TimewaitOverflow: r.Overflow, TimewaitReused: r.Reused})
 			other.Folded--
 		}
 	}

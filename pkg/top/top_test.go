@@ -300,3 +300,38 @@ func TestDefaultRingSize(t *testing.T) {
 		t.Errorf("DefaultRingSize() = %d MiB for %d CPUs: half of it would do", got>>20, runtime.NumCPU())
 	}
 }
+
+// With tcp_max_tw_buckets at 4, 10 connections closed first: in the
+// precise tier the client's row has 4 timewait and 6 overflow (closed
+// with no timewait socket); the tracepoint tier cannot tell and counts
+// 10 timewait. The frame says which tier ran.
+func TestTopCountsOverflow(t *testing.T) {
+	requireBPF(t)
+	ns, s := testnet.NewSmallRange(t, 1)
+	ns.Sysctl(t, "ipv4/tcp_max_tw_buckets", "4")
+	run := startTop(t, ns)
+	const n = 10
+	c := testnet.StartClient(t, ns, testnet.ClientSpec{Dest: s[0].Dest(false), N: n})
+	if len(c.Ports) != n {
+		t.Fatalf("client made %d connections, want %d", len(c.Ports), n)
+	}
+	f := run.frameWhere(t, func(fr *Frame) bool {
+		var sum uint64
+		for _, r := range fr.Rows {
+			sum += r.Timewait + r.TimewaitOverflow
+		}
+		return sum >= n
+	})
+	if len(f.Rows) != 1 || f.Rows[0].PID != uint32(c.PID) {
+		t.Fatalf("rows %+v, want the client's (pid %d) only", f.Rows, c.PID)
+	}
+	r := f.Rows[0]
+	want := [2]uint64{n, 0}
+	if f.Tier == tracer.TierPrecise.String() {
+		want = [2]uint64{4, n - 4}
+	}
+	if got := [2]uint64{r.Timewait, r.TimewaitOverflow}; got != want || r.TimewaitReused != 0 || r.Connects != n {
+		t.Errorf("tier %s: %d connects, %d timewait, %d overflow, %d reused; want %d, %d, %d, 0",
+			f.Tier, r.Connects, r.Timewait, r.TimewaitOverflow, r.TimewaitReused, n, want[0], want[1])
+	}
+}
