@@ -540,7 +540,10 @@ func TestCountersShortFinTimeout(t *testing.T) {
 	}
 }
 
-// sameRef compares what a NamespaceRef tells, not its fallback paths.
-func sameRef(a, b NamespaceRef) bool {
-	return a.Inode == b.Inode && a.Path == b.Path && a.PID == b.PID && a.Comm == b.Comm && a.Name == b.Name
+// sameRef compares what a NamespaceRef tells; want's path may be one of
+// got's fallbacks: a thread that ns.Do left in the namespace can still be
+// listed, with a lower tid, while it exits.
+func sameRef(got, want NamespaceRef) bool {
+	return got.Inode == want.Inode && (got.Path == want.Path || slices.Contains(got.alts, want.Path)) &&
+		got.PID == want.PID && got.Comm == want.Comm && got.Name == want.Name
 }
