@@ -53,6 +53,7 @@ test:
 
 # The test suite inside QEMU VMs booted with Debian's cloud kernels, in
 # software emulation (see docs/vmtest.md). KERNELS="6.1" for a subset;
+# KERNELS=arm64-6.12 boots Debian's arm64 kernel in qemu-system-aarch64;
 # VMTEST_PKGS, VMTEST_FLAGS narrow the run; VMTEST_NONFATAL="5.10" reports a
 # kernel's failures without failing. Installs qemu when missing (root
 # and apt-get); without qemu or a kernel it skips, except under CI=true.

@@ -3,7 +3,9 @@
 # kernels, one VM per package and kernel (test/vm/vmexec is the go test
 # -exec wrapper). See docs/vmtest.md.
 #
-#   KERNELS="5.10 6.1 6.12"   the kernels (series fetched by test/vm/fetch.sh)
+#   KERNELS="5.10 6.1 6.12"   the kernels (series fetched by test/vm/fetch.sh);
+#                             arm64-6.12 boots Debian's arm64 kernel in
+#                             qemu-system-aarch64, with GOARCH=arm64 tests
 #   VMTEST_PKGS=./...         the packages
 #   VMTEST_FLAGS=             more go test flags, e.g. "-run TestIPv6"
 #   VMTEST_CACHE=.cache/vmtest
@@ -38,33 +40,91 @@ missing() {
 	exit 0
 }
 
-if ! command -v qemu-system-x86_64 >/dev/null; then
-	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-		echo "installing: qemu-system-x86"
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null
+# A kernel series' architecture (GOARCH): arm64-6.12 is arm64's 6.12.
+arch_of() {
+	case $1 in
+	arm64-*) echo arm64 ;;
+	*) echo amd64 ;;
+	esac
+}
+
+# qemu_of ARCH: the qemu binary, then the Debian package holding it.
+qemu_of() {
+	case $1 in
+	arm64) echo qemu-system-aarch64 qemu-system-arm ;;
+	*) echo qemu-system-x86_64 qemu-system-x86 ;;
+	esac
+}
+
+# busybox_of ARCH: where fetch.sh puts ARCH's static busybox.
+busybox_of() {
+	case $1 in
+	amd64) echo "$CACHE/busybox/busybox" ;;
+	*) echo "$CACHE/busybox/$1/busybox" ;;
+	esac
+}
+
+# twtrace_of ARCH: the twtrace binary doctor runs in ARCH's guests.
+twtrace_of() {
+	case $1 in
+	amd64) echo bin/twtrace ;;
+	*) echo "bin/linux_$1/twtrace" ;;
+	esac
+}
+
+arches=
+for k in $KERNELS; do
+	a=$(arch_of "$k")
+	case " $arches " in *" $a "*) ;; *) arches="$arches $a" ;; esac
+done
+# Without any qemu, nothing is fetched; without one architecture's, its
+# kernels are skipped below.
+noqemu= someqemu=false
+for a in $arches; do
+	read -r qemu pkg <<<"$(qemu_of "$a")"
+	if ! command -v "$qemu" >/dev/null; then
+		if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+			echo "installing: $pkg"
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
+		fi
 	fi
-	command -v qemu-system-x86_64 >/dev/null || missing "no qemu-system-x86_64 (apt-get install qemu-system-x86)"
-fi
+	if command -v "$qemu" >/dev/null; then
+		someqemu=true
+	else
+		noqemu="$noqemu, $qemu (apt-get install $pkg)"
+	fi
+done
+$someqemu || missing "no ${noqemu#, }"
 
 # shellcheck disable=SC2086
 test/vm/fetch.sh "$CACHE" $KERNELS
-[ -x "$CACHE/busybox/busybox" ] || missing "no static busybox in $CACHE/busybox (see the messages above)"
 have=
 for k in $KERNELS; do
-	if [ -s "$CACHE/kernels/$k/vmlinuz" ]; then
-		have="$have $k"
-	elif $ci; then
-		echo "vmtest: FAIL: kernel $k could not be fetched (CI=true)" >&2
-		exit 1
+	a=$(arch_of "$k")
+	read -r qemu pkg <<<"$(qemu_of "$a")"
+	if ! command -v "$qemu" >/dev/null; then
+		why="no $qemu (apt-get install $pkg)"
+	elif [ ! -x "$(busybox_of "$a")" ]; then
+		why="no static $a busybox in $(dirname "$(busybox_of "$a")") (see the messages above)"
+	elif [ ! -s "$CACHE/kernels/$k/vmlinuz" ]; then
+		why="kernel $k could not be fetched (see the messages above)"
 	else
-		echo "vmtest: SKIP: kernel $k could not be fetched (see the messages above)"
+		have="$have $k"
+		continue
 	fi
+	if $ci; then
+		echo "vmtest: FAIL: kernel $k: $why (CI=true)" >&2
+		exit 1
+	fi
+	echo "vmtest: SKIP: kernel $k: $why"
 done
-[ -n "$have" ] || missing "no kernel could be fetched"
+[ -n "$have" ] || missing "no kernel can boot here (see the messages above)"
 
 mkdir -p bin "$CACHE/logs"
 CGO_ENABLED=0 $GO build -o bin/vmexec ./test/vm/vmexec || exit 1
-CGO_ENABLED=0 $GO build -o bin/twtrace ./cmd/twtrace || exit 1
+for a in $arches; do
+	CGO_ENABLED=0 GOOS=linux GOARCH=$a $GO build -o "$(twtrace_of "$a")" ./cmd/twtrace || exit 1
+done
 vmexec=$PWD/bin/vmexec
 # shellcheck disable=SC2086
 pkgs=$($GO list $PKGS | grep -vxF -e "${EXCLUDE// / -e }") || exit 1
@@ -99,14 +159,15 @@ summarize() {
 status=0
 for k in $have; do
 	log=$CACHE/logs/$k.log
+	a=$(arch_of "$k")
 	echo "== kernel $k: $(cat "$CACHE/kernels/$k/VERSION")"
 	start=$(date +%s)
 	{
 		echo "== twtrace doctor"
-		"$vmexec" -kernel "$k" bin/twtrace doctor 2>&1
+		"$vmexec" -kernel "$k" "$(twtrace_of "$a")" doctor 2>&1
 		echo "== go test"
 		# shellcheck disable=SC2086
-		CGO_ENABLED=0 $GO test -p 1 -count=1 -v -timeout 60m -exec "$vmexec -kernel $k" $FLAGS $pkgs 2>&1
+		CGO_ENABLED=0 GOARCH=$a $GO test -p 1 -count=1 -v -timeout 60m -exec "$vmexec -kernel $k" $FLAGS $pkgs 2>&1
 	} >"$log"
 	rc=$?
 	note=

@@ -18,6 +18,7 @@ const guestDir = "vmexec"
 // image is what goes into the initramfs.
 type image struct {
 	busybox string   // static busybox binary on the host
+	outDev  string   // the guest's device of the second channel, e.g. /dev/ttyS1
 	kconfig string   // the kernel's build configuration, or ""
 	binary  string   // static test binary on the host
 	args    []string // the test binary's arguments
@@ -222,11 +223,12 @@ func shellQuote(s string) string {
 }
 
 // initScript is /init: it prepares a system like the host's as far as the
-// tests see it, runs the test binary with its output on the second serial
-// port (through a pipe: the test must not see a terminal), then reports
-// its exit status and the files it wrote, and powers off. The kernel's
-// console is the first serial port: its messages never mix with the
-// test's output. Every report line starts with the token.
+// tests see it, runs the test binary with its output on a second
+// channel (im.outDev: the second serial port on x86-64, a virtio console
+// on arm64; through a pipe: the test must not see a terminal), then
+// reports its exit status and the files it wrote, and powers off. The
+// kernel's console is the first serial port: its messages never mix with
+// the test's output. Every report line starts with the token.
 func (im *image) initScript(bin string) string {
 	var copyBack strings.Builder
 	for _, o := range im.outputs {
@@ -260,7 +262,7 @@ if [ -f /` + guestDir + `/kconfig ]; then
 fi
 
 # Held open on fd 3, so that what the host sends is not dropped.
-out=/dev/ttyS1
+out=` + shellQuote(im.outDev) + `
 exec 3<>$out
 stty -F $out raw -echo
 token=` + shellQuote(im.token) + `

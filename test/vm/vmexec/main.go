@@ -9,12 +9,18 @@
 // the kernel in software emulation (TCG), streams what the test binary
 // prints, copies back the files it was asked to write (profiles, coverage)
 // and exits with its exit status, so that go test prints its usual verdict.
+//
+// The test binary's ELF machine picks the guest: x86-64 binaries boot in
+// qemu-system-x86_64, aarch64 ones (GOARCH=arm64) in qemu-system-aarch64's
+// virt machine, with a kernel for the same architecture:
+//
+//	CGO_ENABLED=0 GOARCH=arm64 go test -exec "$PWD/bin/vmexec -kernel arm64-6.12" ./pkg/tracer
+//
 // See docs/vmtest.md.
 package main
 
 import (
 	"crypto/rand"
-	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -91,10 +97,10 @@ func run(argv []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "vmexec:", err)
 		return 2
 	}
-	fs.StringVar(&c.kernel, "kernel", os.Getenv(envKernel), "the guest kernel: a vmlinuz file, or a series fetched into the cache (5.10, 6.1, 6.12) ($"+envKernel+")")
+	fs.StringVar(&c.kernel, "kernel", os.Getenv(envKernel), "the guest kernel: a vmlinuz file, or a series fetched into the cache (5.10, 6.1, 6.12, arm64-6.12) ($"+envKernel+")")
 	fs.StringVar(&c.cache, "cache", os.Getenv(envCache), "the cache of kernels and busybox (default MODULE/.cache/vmtest) ($"+envCache+")")
-	fs.StringVar(&c.busybox, "busybox", os.Getenv(envBusybox), "a static busybox (default CACHE/busybox/busybox, then busybox in PATH) ($"+envBusybox+")")
-	fs.StringVar(&c.qemu, "qemu", envOr(envQemu, "qemu-system-x86_64"), "the qemu binary ($"+envQemu+")")
+	fs.StringVar(&c.busybox, "busybox", os.Getenv(envBusybox), "a static busybox for the test binary's architecture (default CACHE/busybox/busybox for x86-64, CACHE/busybox/arm64/busybox for arm64, then busybox in PATH) ($"+envBusybox+")")
+	fs.StringVar(&c.qemu, "qemu", os.Getenv(envQemu), "the qemu binary (default qemu-system-x86_64 or qemu-system-aarch64, after the test binary's ELF machine) ($"+envQemu+")")
 	fs.StringVar(&c.accel, "accel", envOr(envAccel, "tcg,thread=single"), "qemu's -accel: multi-threaded TCG hangs these kernels here ($"+envAccel+")")
 	fs.DurationVar(&c.timeout, "timeout", timeout, "stop the VM after this long (default: -test.timeout + 2m if the test has one, else 20m) ($"+envTimeout+")")
 	fs.IntVar(&c.mem, "mem", mem, "guest memory in MiB ($"+envMem+")")
@@ -166,24 +172,33 @@ func (c *config) exec(binary string, args []string, stdout, stderr io.Writer) (i
 	if c.cache == "" && module != "" {
 		c.cache = filepath.Join(module, ".cache", "vmtest")
 	}
-	kernel, err := c.findKernel()
-	if err != nil {
-		return 2, err
-	}
-	busybox, err := c.findBusybox()
-	if err != nil {
-		return 2, err
-	}
-	qemu, err := exec.LookPath(c.qemu)
-	if err != nil {
-		return 2, fmt.Errorf("no qemu: %v (apt-get install qemu-system-x86)", err)
-	}
 	binary, err = filepath.Abs(binary)
 	if err != nil {
 		return 2, err
 	}
-	if err := checkStatic(binary); err != nil {
+	// The test binary's ELF machine picks the guest's architecture.
+	machine, err := staticELF(binary)
+	if err != nil {
 		return 2, fmt.Errorf("%v: build the tests with CGO_ENABLED=0", err)
+	}
+	arch, err := archOf(machine)
+	if err != nil {
+		return 2, err
+	}
+	kernel, err := c.findKernel()
+	if err != nil {
+		return 2, err
+	}
+	if err := checkKernelArch(kernel, arch, filepath.Base(binary)); err != nil {
+		return 2, err
+	}
+	busybox, err := c.findBusybox(arch)
+	if err != nil {
+		return 2, err
+	}
+	qemu, err := exec.LookPath(c.qemuFor(arch))
+	if err != nil {
+		return 2, fmt.Errorf("no qemu: %v (apt-get install %s)", err, arch.qemuPkg)
 	}
 	for _, a := range args {
 		if strings.ContainsAny(a, "\n") {
@@ -204,6 +219,7 @@ func (c *config) exec(binary string, args []string, stdout, stderr io.Writer) (i
 	rand.Read(token)
 	im := &image{
 		busybox: busybox,
+		outDev:  arch.outDev,
 		kconfig: kernelConfig(kernel),
 		binary:  binary,
 		args:    args,
@@ -223,11 +239,12 @@ func (c *config) exec(binary string, args []string, stdout, stderr io.Writer) (i
 		return 2, fmt.Errorf("writing the initramfs: %v", err)
 	}
 	v := &vm{
+		arch:    arch,
 		qemu:    qemu,
 		accel:   c.accel,
 		kernel:  kernel,
 		initrd:  initrd,
-		append:  strings.TrimSpace("console=ttyS0 panic=-1 quiet random.trust_cpu=on " + c.appendArgs),
+		append:  strings.TrimSpace("console=" + arch.console + " panic=-1 quiet random.trust_cpu=on " + c.appendArgs),
 		mem:     c.mem,
 		smp:     c.smp,
 		timeout: c.timeout,
@@ -317,7 +334,7 @@ func moduleRoot(dir string) string {
 func (c *config) findKernel() (string, error) {
 	k := c.kernel
 	if k == "" {
-		return "", fmt.Errorf("no kernel: set -kernel or $%s to a vmlinuz file or a series that make vmtest-kernels fetched (5.10, 6.1, 6.12)", envKernel)
+		return "", fmt.Errorf("no kernel: set -kernel or $%s to a vmlinuz file or a series that make vmtest-kernels fetched (5.10, 6.1, 6.12, arm64-6.12)", envKernel)
 	}
 	if strings.Contains(k, "/") {
 		if _, err := os.Stat(k); err != nil {
@@ -353,14 +370,36 @@ func kernelConfig(vmlinuz string) string {
 	return ""
 }
 
-func (c *config) findBusybox() (string, error) {
+// qemuFor is the qemu binary for a guest of architecture a: -qemu if set.
+func (c *config) qemuFor(a *guestArch) string {
+	if c.qemu != "" {
+		return c.qemu
+	}
+	return a.qemu
+}
+
+// checkKernelArch fails when the kernel's image is for another
+// architecture than the test binary (an unknown format passes: qemu will
+// say).
+func checkKernelArch(kernel string, a *guestArch, binary string) error {
+	k, err := kernelArch(kernel)
+	if err != nil {
+		return fmt.Errorf("kernel: %v", err)
+	}
+	if k != nil && k != a {
+		return fmt.Errorf("kernel %s is for %s but %s is for %s: build the tests with GOARCH=%s, or boot an %s kernel", kernel, k.name, binary, a.name, k.goarch, a.name)
+	}
+	return nil
+}
+
+func (c *config) findBusybox(a *guestArch) (string, error) {
 	var cands []string
 	switch {
 	case c.busybox != "":
 		cands = []string{c.busybox}
 	default:
 		if c.cache != "" {
-			cands = append(cands, filepath.Join(c.cache, "busybox", "busybox"))
+			cands = append(cands, filepath.Join(c.cache, a.busybox))
 		}
 		if p, err := exec.LookPath("busybox"); err == nil {
 			cands = append(cands, p)
@@ -372,7 +411,7 @@ func (c *config) findBusybox() (string, error) {
 			errs = append(errs, err)
 			continue
 		}
-		if err := checkStatic(p); err != nil {
+		if err := checkStatic(p, a); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -381,26 +420,10 @@ func (c *config) findBusybox() (string, error) {
 	if c.busybox != "" {
 		return "", fmt.Errorf("busybox: %v", errors.Join(errs...))
 	}
+	if a != archAMD64 {
+		return "", fmt.Errorf("no static %s busybox: run make vmtest-kernels KERNELS=%s-6.12", a.name, a.name)
+	}
 	return "", errors.New("no static busybox: run make vmtest-kernels, or apt-get install busybox-static")
-}
-
-// checkStatic fails unless file is an x86-64 ELF executable without an
-// interpreter: the guest has no C library.
-func checkStatic(file string) error {
-	f, err := elf.Open(file)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if f.Machine != elf.EM_X86_64 {
-		return fmt.Errorf("%s is for %v, not x86-64", file, f.Machine)
-	}
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("%s is dynamically linked", file)
-		}
-	}
-	return nil
 }
 
 // guestEnv is the part of env the guest gets: CI, TWTRACE_* (but not the

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -56,6 +55,7 @@ func (t *tail) lines(n int) []string {
 
 // vm is one boot of the guest.
 type vm struct {
+	arch    *guestArch
 	qemu    string
 	accel   string
 	kernel  string
@@ -73,18 +73,6 @@ type outcome struct {
 	signal   os.Signal
 	qemuErr  error  // qemu's own exit
 	qemuOut  string // what qemu printed
-}
-
-func (v *vm) args(conSock, outSock string) []string {
-	return []string{
-		"-accel", v.accel, "-cpu", "max",
-		"-smp", fmt.Sprint(v.smp), "-m", fmt.Sprint(v.mem),
-		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-		"-kernel", v.kernel, "-initrd", v.initrd, "-append", v.append,
-		// ttyS0: the kernel's console; ttyS1: the test's output and reports.
-		"-chardev", "socket,id=con,path=" + conSock, "-serial", "chardev:con",
-		"-chardev", "socket,id=out,path=" + outSock, "-serial", "chardev:out",
-	}
 }
 
 // run boots the guest and copies the second serial port to rep and the

@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
+	"debug/elf"
 	"encoding/base64"
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -97,7 +101,7 @@ func TestImage(t *testing.T) {
 	os.WriteFile(bb, []byte("BB"), 0o755)
 	os.WriteFile(bin, []byte("TEST"), 0o755)
 	im := &image{
-		busybox: bb, binary: bin,
+		busybox: bb, binary: bin, outDev: "/dev/hvc0",
 		args:    []string{"-test.run=^TestA$", "a b"},
 		env:     []string{"CI=true"},
 		workdir: filepath.Join(tree, "pkg/x"),
@@ -149,8 +153,8 @@ func TestImage(t *testing.T) {
 			t.Errorf("%s is missing", name)
 		}
 	}
-	if init := seen["init"].data; !strings.Contains(init, "token='@@tok@@'") || !strings.Contains(init, "cd '"+im.workdir+"'") {
-		t.Errorf("/init does not use the token or the working folder:\n%s", init)
+	if init := seen["init"].data; !strings.Contains(init, "token='@@tok@@'") || !strings.Contains(init, "cd '"+im.workdir+"'") || !strings.Contains(init, "out='/dev/hvc0'\n") {
+		t.Errorf("/init does not use the token, the working folder or the output device:\n%s", init)
 	}
 }
 
@@ -242,18 +246,208 @@ func TestCheckStatic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	host := map[string]*guestArch{"amd64": archAMD64, "arm64": archARM64}[runtime.GOARCH]
 	// This test binary is static when built with CGO_ENABLED=0, as make
 	// vmtest builds it; /bin/sh is dynamically linked on Debian.
-	if os.Getenv("CGO_ENABLED") == "0" {
-		if err := checkStatic(self); err != nil {
+	if os.Getenv("CGO_ENABLED") == "0" && host != nil {
+		if err := checkStatic(self, host); err != nil {
 			t.Errorf("%s: %v", self, err)
 		}
 	}
-	if err := checkStatic("/bin/sh"); err != nil && !strings.Contains(err.Error(), "dynamically linked") {
+	if err := checkStatic("/bin/sh", archAMD64); err != nil && !strings.Contains(err.Error(), "dynamically linked") && !strings.Contains(err.Error(), "not EM_X86_64") {
 		t.Errorf("/bin/sh: %v", err)
 	}
-	if err := checkStatic(filepath.Join(t.TempDir(), "none")); err == nil {
+	if err := checkStatic(filepath.Join(t.TempDir(), "none"), archAMD64); err == nil {
 		t.Error("a missing file passed")
+	}
+	dir := t.TempDir()
+	arm, armDyn := filepath.Join(dir, "arm"), filepath.Join(dir, "arm-dyn")
+	writeELF(t, arm, elf.EM_AARCH64, false)
+	writeELF(t, armDyn, elf.EM_AARCH64, true)
+	if err := checkStatic(arm, archARM64); err != nil {
+		t.Errorf("a static aarch64 binary for arm64: %v", err)
+	}
+	if err := checkStatic(arm, archAMD64); err == nil || !strings.Contains(err.Error(), "is for EM_AARCH64, not EM_X86_64") {
+		t.Errorf("a static aarch64 binary for amd64: %v", err)
+	}
+	if err := checkStatic(armDyn, archARM64); err == nil || !strings.Contains(err.Error(), "dynamically linked") {
+		t.Errorf("a dynamic aarch64 binary: %v", err)
+	}
+}
+
+// writeELF writes a minimal ELF64 executable for machine, with a PT_INTERP
+// program header if dynamic.
+func writeELF(t *testing.T, file string, machine elf.Machine, dynamic bool) {
+	t.Helper()
+	le := binary.LittleEndian
+	h := make([]byte, 64)
+	copy(h, elf.ELFMAG)
+	h[elf.EI_CLASS], h[elf.EI_DATA], h[elf.EI_VERSION] = byte(elf.ELFCLASS64), byte(elf.ELFDATA2LSB), byte(elf.EV_CURRENT)
+	le.PutUint16(h[16:], uint16(elf.ET_EXEC))
+	le.PutUint16(h[18:], uint16(machine))
+	le.PutUint32(h[20:], uint32(elf.EV_CURRENT))
+	le.PutUint16(h[52:], 64) // e_ehsize
+	le.PutUint16(h[54:], 56) // e_phentsize
+	if dynamic {
+		le.PutUint64(h[32:], 64) // e_phoff
+		le.PutUint16(h[56:], 1)  // e_phnum
+		ph := make([]byte, 56)
+		le.PutUint32(ph[0:], uint32(elf.PT_INTERP))
+		le.PutUint64(ph[8:], 120) // p_offset: the path below
+		le.PutUint64(ph[32:], 8)  // p_filesz
+		le.PutUint64(ph[40:], 8)  // p_memsz
+		h = append(append(h, ph...), "/ld.so\x00\x00"...)
+	}
+	if err := os.WriteFile(file, h, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestArchOf(t *testing.T) {
+	for m, want := range map[elf.Machine]*guestArch{elf.EM_X86_64: archAMD64, elf.EM_AARCH64: archARM64} {
+		if got, err := archOf(m); got != want || err != nil {
+			t.Errorf("%v: %v, %v; want %s", m, got, err, want.name)
+		}
+	}
+	if got, err := archOf(elf.EM_RISCV); err == nil || !strings.Contains(err.Error(), "no guest for EM_RISCV binaries") {
+		t.Errorf("EM_RISCV: %v, %v", got, err)
+	}
+}
+
+// Kernel images are told apart by their headers, gzip'd or not.
+func TestKernelArch(t *testing.T) {
+	dir := t.TempDir()
+	bz := make([]byte, 0x400)
+	copy(bz[0x202:], "HdrS")
+	img := make([]byte, 0x400)
+	copy(img[56:], "ARM\x64")
+	gz := func(b []byte) []byte {
+		var buf bytes.Buffer
+		w := gzip.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+		return buf.Bytes()
+	}
+	for _, c := range []struct {
+		name string
+		data []byte
+		want *guestArch
+	}{
+		{"bzImage", bz, archAMD64},
+		{"Image", img, archARM64},
+		{"Image.gz", gz(img), archARM64},
+		{"bzImage.gz", gz(bz), archAMD64},
+		{"short", []byte("ARM"), nil},
+		{"other", make([]byte, 0x400), nil},
+		{"bad.gz", []byte{0x1f, 0x8b, 0, 0}, nil},
+	} {
+		p := filepath.Join(dir, c.name)
+		os.WriteFile(p, c.data, 0o644)
+		if got, err := kernelArch(p); got != c.want || err != nil {
+			t.Errorf("%s: %v, %v; want %v", c.name, got, err, c.want)
+		}
+	}
+	if _, err := kernelArch(filepath.Join(dir, "none")); err == nil {
+		t.Error("a missing file passed")
+	}
+	// The kernels the cache holds, if any.
+	wd, _ := os.Getwd()
+	cache := filepath.Join(moduleRoot(wd), ".cache", "vmtest", "kernels")
+	for series, want := range map[string]*guestArch{"5.10": archAMD64, "6.1": archAMD64, "6.12": archAMD64, "arm64-6.12": archARM64} {
+		p := filepath.Join(cache, series, "vmlinuz")
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		t.Logf("%s: %s", series, p)
+		if got, err := kernelArch(p); got != want || err != nil {
+			t.Errorf("%s: %v, %v; want %s", p, got, err, want.name)
+		}
+	}
+}
+
+func TestCheckKernelArch(t *testing.T) {
+	dir := t.TempDir()
+	img := make([]byte, 0x400)
+	copy(img[56:], "ARM\x64")
+	p := filepath.Join(dir, "vmlinuz")
+	os.WriteFile(p, img, 0o644)
+	if err := checkKernelArch(p, archARM64, "x.test"); err != nil {
+		t.Errorf("arm64 kernel, arm64 binary: %v", err)
+	}
+	err := checkKernelArch(p, archAMD64, "x.test")
+	if want := "kernel " + p + " is for arm64 but x.test is for amd64: build the tests with GOARCH=arm64, or boot an amd64 kernel"; err == nil || err.Error() != want {
+		t.Errorf("arm64 kernel, amd64 binary: %v\nwant %s", err, want)
+	}
+	os.WriteFile(p, []byte("unknown"), 0o644)
+	if err := checkKernelArch(p, archAMD64, "x.test"); err != nil {
+		t.Errorf("a kernel of unknown format: %v", err)
+	}
+}
+
+// The qemu arguments: those of x86-64 are what they were before arm64
+// came; arm64 boots virt with its console on the PL011 and the second
+// channel on a virtio console.
+func TestQemuArgs(t *testing.T) {
+	v := &vm{arch: archAMD64, accel: "tcg,thread=single", kernel: "/k", initrd: "/i", append: "console=ttyS0", mem: 2048, smp: 2}
+	want := []string{
+		"-accel", "tcg,thread=single", "-cpu", "max",
+		"-smp", "2", "-m", "2048",
+		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+		"-kernel", "/k", "-initrd", "/i", "-append", "console=ttyS0",
+		"-chardev", "socket,id=con,path=/c", "-serial", "chardev:con",
+		"-chardev", "socket,id=out,path=/o", "-serial", "chardev:out",
+	}
+	if got := v.args("/c", "/o"); !reflect.DeepEqual(got, want) {
+		t.Errorf("amd64:\n got %q\nwant %q", got, want)
+	}
+	v.arch = archARM64
+	want = []string{
+		"-accel", "tcg,thread=single", "-machine", "virt", "-cpu", "max,pauth-impdef=on",
+		"-smp", "2", "-m", "2048",
+		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+		"-kernel", "/k", "-initrd", "/i", "-append", "console=ttyS0",
+		"-chardev", "socket,id=con,path=/c", "-serial", "chardev:con",
+		"-chardev", "socket,id=out,path=/o",
+		"-device", "virtio-serial-pci,id=vser", "-device", "virtconsole,bus=vser.0,chardev=out",
+	}
+	if got := v.args("/c", "/o"); !reflect.DeepEqual(got, want) {
+		t.Errorf("arm64:\n got %q\nwant %q", got, want)
+	}
+	// The arguments must not share a backing array between two calls.
+	if a := v.args("/c", "/o"); &a[0] == &archARM64.machineArgs[0] {
+		t.Error("args aliases the architecture's arguments")
+	}
+}
+
+// The default busybox is the cache's for the architecture; -qemu, when
+// set, wins over the architecture's qemu.
+func TestFindBusyboxAndQemu(t *testing.T) {
+	cache := t.TempDir()
+	os.MkdirAll(filepath.Join(cache, "busybox", "arm64"), 0o755)
+	writeELF(t, filepath.Join(cache, "busybox", "busybox"), elf.EM_X86_64, false)
+	writeELF(t, filepath.Join(cache, "busybox", "arm64", "busybox"), elf.EM_AARCH64, false)
+	t.Setenv("PATH", t.TempDir()) // no busybox in PATH
+	c := &config{cache: cache}
+	for _, a := range guestArches {
+		got, err := c.findBusybox(a)
+		if want := filepath.Join(cache, a.busybox); got != want || err != nil {
+			t.Errorf("%s: %q, %v; want %q", a.name, got, err, want)
+		}
+		if got := c.qemuFor(a); got != a.qemu {
+			t.Errorf("%s: qemu %q", a.name, got)
+		}
+	}
+	os.Remove(filepath.Join(cache, "busybox", "arm64", "busybox"))
+	if _, err := c.findBusybox(archARM64); err == nil || !strings.Contains(err.Error(), "make vmtest-kernels KERNELS=arm64-6.12") {
+		t.Errorf("no arm64 busybox: %v", err)
+	}
+	c.busybox = filepath.Join(cache, "busybox", "busybox")
+	if _, err := c.findBusybox(archARM64); err == nil || !strings.Contains(err.Error(), "not EM_AARCH64") {
+		t.Errorf("-busybox for x86-64 with an arm64 test: %v", err)
+	}
+	c.qemu = "/opt/qemu"
+	if got := c.qemuFor(archARM64); got != "/opt/qemu" {
+		t.Errorf("-qemu: %q", got)
 	}
 }
 
