@@ -270,7 +270,9 @@ report() { printf '%s %s\n' "$token" "$*" >&3; }
 # Power off only once the host has read everything: it answers DONE with
 # "ok". A signal (SIGCHLD) ends read early: read again, 30 s at most.
 finish() {
-	report DONE
+	# The status again: DONE is what the host waits for, so a lost EXIT
+	# line still leaves it the status.
+	report DONE ${status:-}
 	i=0
 	while [ $i -lt 30 ]; do
 		if read -t 1 ack <&3 && [ "$ack" = ok ]; then
@@ -290,7 +292,7 @@ sendfile() {
 while IFS= read -r kv; do export "$kv"; done </` + guestDir + `/env
 set --
 while IFS= read -r a; do set -- "$@" "$a"; done </` + guestDir + `/args
-cd ` + shellQuote(im.workdir) + ` || { echo "vmexec: cannot cd to ` + im.workdir + ` in the guest" >&3; report EXIT 126; finish; }
+cd ` + shellQuote(im.workdir) + ` || { echo "vmexec: cannot cd to ` + im.workdir + ` in the guest" >&3; status=126; report EXIT 126; finish; }
 report START "$(uname -r)"
 
 mkdir -p /run/vmexec

@@ -6,6 +6,7 @@ import (
 	"debug/elf"
 	"encoding/base64"
 	"encoding/binary"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -186,6 +187,34 @@ func TestReportsAnySplit(t *testing.T) {
 		if got, err := os.ReadFile(file); err != nil || !bytes.Equal(got, content) {
 			t.Fatalf("cut %d: copied file %q, %v", cut, got, err)
 		}
+	}
+}
+
+// DONE repeats the exit status: when the EXIT line was lost on the serial
+// port the status still arrives, and the output says it was recovered;
+// with EXIT present, DONE's copy changes nothing.
+func TestReportsStatusFromDone(t *testing.T) {
+	const tok = "@@tok@@"
+	for _, c := range []struct {
+		stream, out string
+		status      int
+	}{
+		{"PASS\n" + tok + " DONE 3\n", "PASS\nvmexec: the guest's EXIT report was lost; its DONE report carried the status\n", 3},
+		{"PASS\n" + tok + " EXIT 0\n" + tok + " DONE 0\n", "PASS\n", 0},
+	} {
+		var out bytes.Buffer
+		r := newReports(tok, &out, nil)
+		r.Write([]byte(c.stream))
+		r.Flush()
+		if !r.exited || r.status != c.status || !r.done || out.String() != c.out {
+			t.Errorf("%q: exited %v status %d done %v output %q; want status %d, output %q", c.stream, r.exited, r.status, r.done, out.String(), c.status, c.out)
+		}
+	}
+	// DONE without a status (the guest never ran the test) is no status.
+	r := newReports(tok, io.Discard, nil)
+	r.Write([]byte(tok + " DONE\n"))
+	if r.exited || !r.done {
+		t.Errorf("bare DONE: exited %v done %v", r.exited, r.done)
 	}
 }
 
