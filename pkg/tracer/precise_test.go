@@ -376,13 +376,7 @@ func TestConnectErrnoFromExit(t *testing.T) {
 		return nil
 	})
 	if !precise {
-		// A marker connection proves the tracer saw everything before it.
-		srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
-		testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: 1})
-		c.settle(event.KindTimewait, 1)
-		if n := len(c.ofKind(event.KindConnectError)); n != 0 {
-			t.Fatalf("tracepoint tier: %d connect_error events, want 0", n)
-		}
+		noConnectErrors(t, c, ns)
 		return
 	}
 	errs := c.settle(event.KindConnectError, 2)
@@ -418,13 +412,7 @@ func TestIOUringConnectErrno(t *testing.T) {
 		pids = append(pids, cl.PID)
 	}
 	if !precise {
-		// A marker connection proves the tracer saw everything before it.
-		srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
-		testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: 1})
-		c.settle(event.KindTimewait, 1)
-		if n := len(c.ofKind(event.KindConnectError)); n != 0 {
-			t.Fatalf("tracepoint tier: %d connect_error events, want 0", n)
-		}
+		noConnectErrors(t, c, ns)
 		return
 	}
 	errs := c.settle(event.KindConnectError, 2)
@@ -440,5 +428,17 @@ func TestIOUringConnectErrno(t *testing.T) {
 		if netip.AddrPortFrom(e.Daddr, e.Dport) != dsts[i] || e.IPv6 != dsts[i].Addr().Is6() {
 			t.Errorf("connect_error to %s:%d (ipv6 %v), want %s", e.Daddr, e.Dport, e.IPv6, dsts[i])
 		}
+	}
+}
+
+// noConnectErrors asserts that the tracepoint tier reported no connect
+// error: a marker connection proves the tracer saw everything before it.
+func noConnectErrors(t *testing.T, c *collector, ns *testnet.Netns) {
+	t.Helper()
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
+	testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: 1})
+	c.settle(event.KindTimewait, 1)
+	if n := len(c.ofKind(event.KindConnectError)); n != 0 {
+		t.Fatalf("tracepoint tier: %d connect_error events, want 0", n)
 	}
 }
