@@ -689,10 +689,9 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 		if (!o)
 			return 0;
 		if (o->closed) {
-			/* Either this very transition, handled a second time (by
-			 * the twin, when more nested transitions came between it
-			 * and the primary than the primary's ring remembers), or a
-			 * record left by an earlier socket at this address (see
+			/* Either this very transition, handled a second time (a
+			 * safety net: the pending table keeps the twin from
+			 * handling what its primary did), or a record left by an earlier socket at this address (see
 			 * above). The connection and the time tell them apart: a
 			 * 4-tuple is reused only after its timewait socket is at
 			 * least a second old (tcp_tw_reuse), a repeat comes within
@@ -776,23 +775,39 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
  * state of another socket. A skipped run can be a lost timewait entry, so
  * each hook has two programs, attached in this order:
  *   - the primary marks its CPU busy, handles the transition, notes it as
- *     handled (a per-CPU ring of the last four), and clears busy;
+ *     handled and awaiting its twin (a per-CPU table of pending entries),
+ *     and clears busy;
  *   - the twin, run right after, handles the transition only if the
  *     primary did not: the CPU is marked busy (the primary is running
  *     underneath, interrupted, so the kernel skipped it for this one), or
- *     the transition is not among the last handled (the primary was
- *     interrupted in the few instructions around its own code).
+ *     the transition is not pending (the primary was interrupted in the
+ *     few instructions around its own code). If it is pending, the twin
+ *     takes it off the table.
  * Each transition is handled once; the twin costs a few loads and compares
  * when there is nothing to do. Userspace compares the kernel's count of
  * skipped primary runs with the twin's count of rescues, so a transition
  * neither handled is still reported.
+ *
+ * Why a table of pending entries and not a ring of the last few handled:
+ * a softirq can run in the gap between the primary and the twin of a
+ * process-context transition, and handle any number of transitions there.
+ * Each of those is taken off the table by its own twin before the gap
+ * ends, so the outer entry is never pushed out; with a ring of four, five
+ * nested transitions pushed it out and its twin handled it a second time
+ * (a connect() counted twice, seen once in a few hundred runs). An entry
+ * stays behind only when its twin was skipped (the transition came in a
+ * softirq that interrupted a twin): a new entry takes a free slot, or the
+ * oldest one, which is never the outer entry of a gap.
  */
+
+#define PENDING 8
 
 struct guard {
 	u64 busy;
-	u64 pos;
-	u64 seen_sk[4];   /* socket of each of the last four handled */
-	u32 seen_edge[4];  /* and its (oldstate, newstate) */
+	u64 seq;
+	u64 pend_sk[PENDING];   /* socket of a handled transition; 0: free */
+	u64 pend_seq[PENDING];  /* when it was handled (seq), to find the oldest */
+	u32 pend_edge[PENDING]; /* and its (oldstate, newstate) */
 	u64 rescued;
 };
 
@@ -811,12 +826,43 @@ static __always_inline struct guard *guard_of(u32 slot)
 	return bpf_map_lookup_elem(&guards, &slot);
 }
 
-static __always_inline bool handled(const struct guard *g, u64 sk, u32 edge)
+/* Note a handled transition as pending: a free slot, else the oldest. */
+static __always_inline void pend(struct guard *g, u64 sk, u32 edge)
 {
-	for (int i = 0; i < 4; i++)
-		if (g->seen_sk[i] == sk && g->seen_edge[i] == edge)
-			return true;
-	return false;
+	u32 slot = 0;
+	u64 oldest = ~0ULL;
+	for (u32 i = 0; i < PENDING; i++) {
+		if (g->pend_sk[i] == 0) {
+			slot = i;
+			break;
+		}
+		if (g->pend_seq[i] < oldest) {
+			oldest = g->pend_seq[i];
+			slot = i;
+		}
+	}
+	slot &= PENDING - 1;
+	g->pend_sk[slot] = sk;
+	g->pend_edge[slot] = edge;
+	g->pend_seq[slot] = ++g->seq;
+}
+
+/* Take a pending transition off the table (the newest match, should a
+ * left-behind entry share it); false if it is not there. */
+static __always_inline bool unpend(struct guard *g, u64 sk, u32 edge)
+{
+	int found = -1;
+	u64 newest = 0;
+	for (int i = 0; i < PENDING; i++) {
+		if (g->pend_sk[i] == sk && g->pend_edge[i] == edge && g->pend_seq[i] >= newest) {
+			newest = g->pend_seq[i];
+			found = i;
+		}
+	}
+	if (found < 0)
+		return false;
+	g->pend_sk[found & (PENDING - 1)] = 0;
+	return true;
 }
 
 #define PRIMARY(slot, sk, edge, call)                        \
@@ -826,23 +872,20 @@ static __always_inline bool handled(const struct guard *g, u64 sk, u32 edge)
 			g->busy = 1;                         \
 		call;                                        \
 		if (g) {                                     \
-			u32 i = g->pos & 3;                  \
-			g->seen_sk[i] = (u64)(sk);           \
-			g->seen_edge[i] = (edge);            \
-			g->pos++;                            \
+			pend(g, (u64)(sk), (edge));          \
 			g->busy = 0;                         \
 		}                                            \
 		0;                                           \
 	})
 
-#define NESTED(slot, sk, edge, call)                                   \
-	({                                                             \
-		struct guard *g = guard_of(slot);                      \
-		if (g && (g->busy || !handled(g, (u64)(sk), (edge)))) { \
-			call;                                          \
-			g->rescued++;                                  \
-		}                                                      \
-		0;                                                     \
+#define NESTED(slot, sk, edge, call)                                  \
+	({                                                            \
+		struct guard *g = guard_of(slot);                     \
+		if (g && (g->busy || !unpend(g, (u64)(sk), (edge)))) { \
+			call;                                         \
+			g->rescued++;                                 \
+		}                                                     \
+		0;                                                    \
 	})
 
 #define EDGE(o, n) ((u32)(o) << 8 | (u32)(n))

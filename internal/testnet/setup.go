@@ -1,10 +1,26 @@
 package testnet
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
+
+// KernelAtLeast reports whether the running kernel is major.minor or newer.
+func KernelAtLeast(major, minor int) bool {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return false
+	}
+	var ma, mi int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(uts.Release[:]), "%d.%d", &ma, &mi); err != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
+}
 
 // RequireBPF skips a privileged test when preflight fails, except under
 // CI=true, where a test that cannot load BPF must fail, never pass

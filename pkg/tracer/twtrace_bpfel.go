@@ -62,9 +62,10 @@ type twtraceEvent struct {
 type twtraceGuard struct {
 	_        structs.HostLayout
 	Busy     uint64
-	Pos      uint64
-	SeenSk   [4]uint64
-	SeenEdge [4]uint32
+	Seq      uint64
+	PendSk   [8]uint64
+	PendSeq  [8]uint64
+	PendEdge [8]uint32
 	Rescued  uint64
 }
 
