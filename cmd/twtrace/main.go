@@ -159,7 +159,7 @@ func runWatch(cmd *cobra.Command, f *watchFlags) error {
 		fmt.Fprintf(stderr, "twtrace: %d sockets closed without their end being seen (still closing, or missed by the kernel): up to that many timewait entries are missing\n", loss.Unfinished)
 	}
 	if loss.Missed > 0 {
-		fmt.Fprintf(stderr, "twtrace: the kernel skipped %d tracepoint runs (another BPF program was running on that CPU): up to that many events are missing\n", loss.Missed)
+		fmt.Fprintf(stderr, "twtrace: the kernel skipped %d runs of twtrace's programs (a BPF program was already running on that CPU): up to that many events are missing or misreported\n", loss.Missed)
 	}
 	if errors.Is(err, syscall.EPIPE) {
 		return nil // the reader went away (| head): not our failure

@@ -302,9 +302,11 @@ func TestDefaultRingSize(t *testing.T) {
 }
 
 // With tcp_max_tw_buckets at 4, 10 connections closed first: in the
-// precise tier the client's row has 4 timewait and 6 overflow (closed
-// with no timewait socket); the tracepoint tier cannot tell and counts
-// 10 timewait. The frame says which tier ran.
+// precise tier the client's row has the kernel's split, 4 timewait and 6
+// overflow (closed with no timewait socket), or rarely more timewait (CPUs
+// can pass the limit's check at once; TestOverflow in pkg/tracer); the
+// tracepoint tier cannot tell and counts 10 timewait. The frame says
+// which tier ran.
 func TestTopCountsOverflow(t *testing.T) {
 	requireBPF(t)
 	ns, s := testnet.NewSmallRange(t, 1)
@@ -328,7 +330,15 @@ func TestTopCountsOverflow(t *testing.T) {
 	r := f.Rows[0]
 	want := [2]uint64{n, 0}
 	if f.Tier == tracer.TierPrecise.String() {
-		want = [2]uint64{4, n - 4}
+		var k inventory.Counters
+		ns.Do(t, func() (err error) {
+			k, err = inventory.ReadCounters()
+			return err
+		})
+		if k.TCPTimeWaitOverflow == 0 || k.TCPTimeWaitOverflow > n-4 {
+			t.Fatalf("the kernel counted %d TCPTimeWaitOverflow, want 1 to %d", k.TCPTimeWaitOverflow, n-4)
+		}
+		want = [2]uint64{n - k.TCPTimeWaitOverflow, k.TCPTimeWaitOverflow}
 	}
 	if got := [2]uint64{r.Timewait, r.TimewaitOverflow}; got != want || r.TimewaitReused != 0 || r.Connects != n {
 		t.Errorf("tier %s: %d connects, %d timewait, %d overflow, %d reused; want %d, %d, %d, 0",

@@ -141,9 +141,10 @@ func TestTimewaitConfirmed(t *testing.T) {
 }
 
 // With tcp_max_tw_buckets at 4 in the namespace, 10 connections closed
-// first get 4 timewait sockets; the other 6 close with none (the kernel
-// counts TCPTimeWaitOverflow). The precise tier reports exactly that;
-// the tracepoint tier sees 10 moves to CLOSE alike and reports 10.
+// first get 4 timewait sockets (rarely 5, see below); the others close
+// with none, and the kernel counts them in TCPTimeWaitOverflow. The
+// precise tier reports exactly the kernel's split; the tracepoint tier
+// sees 10 moves to CLOSE alike and reports 10.
 func TestOverflow(t *testing.T) {
 	ns := testnet.New(t)
 	c, _, precise := tiered(t, ns)
@@ -154,11 +155,18 @@ func TestOverflow(t *testing.T) {
 	if len(cl.Ports) != n {
 		t.Fatalf("client made %d connections, want %d", len(cl.Ports), n)
 	}
-	overflowed := func() {
+	// The kernel's own count is the truth. It can be below n-4: the limit
+	// is checked when a timewait socket is allocated and the socket is
+	// counted when it is scheduled, so CPUs closing at once can all pass
+	// the check (on 6.1 in a VM: in one run of 40, 8 timewait sockets
+	// under a limit of 4; in CI once, 5).
+	overflowed := func() uint64 {
 		t.Helper()
-		if k := counters(t, ns); k.TCPTimeWaitOverflow != n-4 {
-			t.Fatalf("the kernel counted %d TCPTimeWaitOverflow, want %d", k.TCPTimeWaitOverflow, n-4)
+		k := counters(t, ns).TCPTimeWaitOverflow
+		if k == 0 || k > n-4 {
+			t.Fatalf("the kernel counted %d TCPTimeWaitOverflow, want 1 to %d", k, n-4)
 		}
+		return k
 	}
 	if !precise {
 		tws := c.settle(event.KindTimewait, n)
@@ -168,11 +176,16 @@ func TestOverflow(t *testing.T) {
 		}
 		return
 	}
-	over := c.settle(event.KindOverflow, n-4)
-	tws := c.ofKind(event.KindTimewait)
-	overflowed()
-	if len(tws) != 4 || len(over) != n-4 {
-		t.Fatalf("got %d timewait and %d overflow events, want 4 and %d", len(tws), len(over), n-4)
+	// Each connection ends as one or the other.
+	testnet.WaitFor(10*time.Second, func() bool {
+		return len(c.ofKind(event.KindTimewait))+len(c.ofKind(event.KindOverflow)) >= n
+	})
+	time.Sleep(300 * time.Millisecond)
+	k := overflowed()
+	over, tws := c.ofKind(event.KindOverflow), c.ofKind(event.KindTimewait)
+	t.Logf("the kernel counted %d overflows", k)
+	if len(tws) != n-int(k) || len(over) != int(k) {
+		t.Fatalf("got %d timewait and %d overflow events, want %d and %d (the kernel's count)", len(tws), len(over), n-int(k), k)
 	}
 	checkTimewaits(t, tws, cl.PID, testnet.ClientComm, event.RoleClient, srv.Addr, false)
 	checkTimewaits(t, over, cl.PID, testnet.ClientComm, event.RoleClient, srv.Addr, false)

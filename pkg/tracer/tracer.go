@@ -462,7 +462,10 @@ func (t *Tracer) lostCount(slot uint32) (uint64, error) {
 // tracepoints, any BPF program) was already running on the CPU
 // (recursion_misses, Linux 5.12+; 0 before). The state hooks have nested
 // twins that handle what their primary misses (see the BPF source), so
-// their misses count only when the twin did not make up for them.
+// their misses count only when the twin did not make up for them. The
+// precise tier's fentry/fexit programs count too: a skipped run of one is
+// an overflow reported as a timewait entry, or a timewait_end, reuse or
+// connect error missing.
 func (t *Tracer) Missed() (uint64, error) {
 	misses := func(p *ebpf.Program) (uint64, error) {
 		st, err := p.Stats()
@@ -472,7 +475,13 @@ func (t *Tracer) Missed() (uint64, error) {
 		return st.RecursionMisses, nil
 	}
 	var sum, primaries uint64
-	for _, p := range []*ebpf.Program{t.objs.TwEnterBind, t.objs.TwExitBind} {
+	progs := []*ebpf.Program{t.objs.TwEnterBind, t.objs.TwExitBind}
+	if t.precise != nil {
+		for _, p := range t.precise.progs {
+			progs = append(progs, p)
+		}
+	}
+	for _, p := range progs {
 		n, err := misses(p)
 		if err != nil {
 			return 0, err
