@@ -2,6 +2,7 @@ package top
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/netip"
 	"os"
@@ -256,7 +257,14 @@ func (r *topRun) frameWhere(t *testing.T, cond func(*Frame) bool) *Frame {
 		t.Fatal(err)
 	}
 	if f == nil {
-		t.Fatal("no frame showed what the test waits for")
+		// The last frame, whole (losses included), says what went wrong.
+		last := []byte("none")
+		r.mu.Lock()
+		if n := len(r.frames); n > 0 {
+			last, _ = json.Marshal(r.frames[n-1])
+		}
+		r.mu.Unlock()
+		t.Fatalf("no frame showed what the test waits for; the last one: %s", last)
 	}
 	return f
 }
