@@ -1181,6 +1181,10 @@ static __always_inline void tw_end(u64 key, u8 reason, u8 substate)
 	struct tw_info *ti = bpf_map_lookup_elem(&tw_socks, &key);
 	if (!ti)
 		return; /* made before we attached, or not one of ours */
+	/* The entry may be here for timewait_reuse alone: then the end is
+	 * only forgotten, not reported. */
+	if (!wanted(EVENT_TIMEWAIT_END))
+		goto out;
 	if (reason == END_KILLED) {
 		if (ti->why == END_REUSED)
 			reason = END_REUSED;

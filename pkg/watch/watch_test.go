@@ -178,12 +178,12 @@ func TestWatchEscapesHostileComm(t *testing.T) {
 		} else if err != nil {
 			t.Fatalf("invalid JSON %q: %v", js, err)
 		}
-		if m["comm"] != evil {
-			t.Errorf("comm %q, want %q", m["comm"], evil)
+		if m["comm"] != evil || m["event"] != "timewait" {
+			t.Errorf("%s event, comm %q: want timewait, %q", m["event"], m["comm"], evil)
 		}
 		n++
 	}
 	if n != 3 {
-		t.Fatalf("%d JSON events, want 3", n)
+		t.Fatalf("%d JSON events, want 3:\n%s", n, js)
 	}
 }
