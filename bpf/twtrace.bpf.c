@@ -788,16 +788,30 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
  * skipped primary runs with the twin's count of rescues, so a transition
  * neither handled is still reported.
  *
- * Why a table of pending entries and not a ring of the last few handled:
- * a softirq can run in the gap between the primary and the twin of a
- * process-context transition, and handle any number of transitions there.
- * Each of those is taken off the table by its own twin before the gap
- * ends, so the outer entry is never pushed out; with a ring of four, five
- * nested transitions pushed it out and its twin handled it a second time
- * (a connect() counted twice, seen once in a few hundred runs). An entry
- * stays behind only when its twin was skipped (the transition came in a
- * softirq that interrupted a twin): a new entry takes a free slot, or the
- * oldest one, which is never the outer entry of a gap.
+ * Which entry is whose: the address of ctx. The kernel calls each program
+ * of a tracepoint from the same frame, with the arguments copied to the
+ * same place on the stack, so a primary and its twin see the same ctx,
+ * while a transition nested in a softirq (another stack, or deeper on
+ * this one) sees another. The twin looks only at the entry of its own
+ * invocation, and a primary replaces the entry at its address, if any.
+ *
+ * Why: a softirq in the gap between a primary and its twin handles its
+ * own transitions there, and each of those is taken off the table by its
+ * own twin. But a softirq that interrupts a twin runs primaries whose
+ * twins the kernel skips (the twin is the program already running), and
+ * their entries stay behind. Two earlier designs lost the entry a twin
+ * was about to look for, and it handled its transition a second time (a
+ * connect() counted twice):
+ *   - a ring of the last four handled: four transitions of a softirq in
+ *     the gap pushed it out (6 runs in 40 of the 8,000-connection churn
+ *     test);
+ *   - a table keyed by socket and edge whose oldest entry made room:
+ *     left-behind entries piled up until every new entry evicted one,
+ *     and a softirq with enough transitions inside a twin evicted the
+ *     live one (once in CI with 8 slots; with 2 slots, 3 runs in 80).
+ * Keyed by address, what is left behind takes one slot per call site
+ * (replaced at each new transition there), not one per skipped twin: in
+ * the same churn test, with a table of 8, no entry was ever evicted.
  */
 
 #define PENDING 8
@@ -805,8 +819,9 @@ static __always_inline int set_state(const struct sock *sk, int oldstate, int ne
 struct guard {
 	u64 busy;
 	u64 seq;
-	u64 pend_sk[PENDING];   /* socket of a handled transition; 0: free */
-	u64 pend_seq[PENDING];  /* when it was handled (seq), to find the oldest */
+	u64 pend_ctx[PENDING];  /* the invocation (its ctx address); 0: free */
+	u64 pend_sk[PENDING];   /* the socket of the transition it handled */
+	u64 pend_seq[PENDING];  /* when (seq), to find the oldest */
 	u32 pend_edge[PENDING]; /* and its (oldstate, newstate) */
 	u64 rescued;
 };
@@ -826,66 +841,72 @@ static __always_inline struct guard *guard_of(u32 slot)
 	return bpf_map_lookup_elem(&guards, &slot);
 }
 
-/* Note a handled transition as pending: a free slot, else the oldest. */
-static __always_inline void pend(struct guard *g, u64 sk, u32 edge)
+/* Note a handled transition as pending for the twin of the same
+ * invocation: its slot if it has one (left behind by an earlier
+ * invocation at that address whose twin was skipped), else a free slot,
+ * else the oldest. */
+static __always_inline void pend(struct guard *g, u64 ctx, u64 sk, u32 edge)
 {
-	u32 slot = 0;
+	u32 slot = PENDING, free = PENDING, old = 0;
 	u64 oldest = ~0ULL;
 	for (u32 i = 0; i < PENDING; i++) {
-		if (g->pend_sk[i] == 0) {
+		u64 c = g->pend_ctx[i];
+		if (c == ctx) {
 			slot = i;
 			break;
 		}
-		if (g->pend_seq[i] < oldest) {
+		if (c == 0)
+			free = i;
+		else if (g->pend_seq[i] < oldest) {
 			oldest = g->pend_seq[i];
-			slot = i;
+			old = i;
 		}
 	}
+	if (slot == PENDING)
+		slot = free < PENDING ? free : old;
 	slot &= PENDING - 1;
+	g->pend_ctx[slot] = ctx;
 	g->pend_sk[slot] = sk;
 	g->pend_edge[slot] = edge;
 	g->pend_seq[slot] = ++g->seq;
 }
 
-/* Take a pending transition off the table (the newest match, should a
- * left-behind entry share it); false if it is not there. */
-static __always_inline bool unpend(struct guard *g, u64 sk, u32 edge)
+/* The twin's question: did the primary of this invocation handle this
+ * transition? If so, take it off the table. */
+static __always_inline bool unpend(struct guard *g, u64 ctx, u64 sk, u32 edge)
 {
-	int found = -1;
-	u64 newest = 0;
-	for (int i = 0; i < PENDING; i++) {
-		if (g->pend_sk[i] == sk && g->pend_edge[i] == edge && g->pend_seq[i] >= newest) {
-			newest = g->pend_seq[i];
-			found = i;
-		}
+	for (u32 i = 0; i < PENDING; i++) {
+		if (g->pend_ctx[i] != ctx)
+			continue;
+		if (g->pend_sk[i] != sk || g->pend_edge[i] != edge)
+			return false;
+		g->pend_ctx[i] = 0;
+		return true;
 	}
-	if (found < 0)
-		return false;
-	g->pend_sk[found & (PENDING - 1)] = 0;
-	return true;
+	return false;
 }
 
-#define PRIMARY(slot, sk, edge, call)                        \
-	({                                                   \
-		struct guard *g = guard_of(slot);            \
-		if (g)                                       \
-			g->busy = 1;                         \
-		call;                                        \
-		if (g) {                                     \
-			pend(g, (u64)(sk), (edge));          \
-			g->busy = 0;                         \
-		}                                            \
-		0;                                           \
+#define PRIMARY(slot, sk, edge, call)                                \
+	({                                                           \
+		struct guard *g = guard_of(slot);                    \
+		if (g)                                               \
+			g->busy = 1;                                 \
+		call;                                                \
+		if (g) {                                             \
+			pend(g, (u64)ctx, (u64)(sk), (edge));        \
+			g->busy = 0;                                 \
+		}                                                    \
+		0;                                                   \
 	})
 
-#define NESTED(slot, sk, edge, call)                                  \
-	({                                                            \
-		struct guard *g = guard_of(slot);                     \
-		if (g && (g->busy || !unpend(g, (u64)(sk), (edge)))) { \
-			call;                                         \
-			g->rescued++;                                 \
-		}                                                     \
-		0;                                                    \
+#define NESTED(slot, sk, edge, call)                                             \
+	({                                                                       \
+		struct guard *g = guard_of(slot);                                \
+		if (g && (g->busy || !unpend(g, (u64)ctx, (u64)(sk), (edge)))) { \
+			call;                                                    \
+			g->rescued++;                                            \
+		}                                                                \
+		0;                                                               \
 	})
 
 #define EDGE(o, n) ((u32)(o) << 8 | (u32)(n))

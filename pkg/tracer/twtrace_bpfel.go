@@ -63,6 +63,7 @@ type twtraceGuard struct {
 	_        structs.HostLayout
 	Busy     uint64
 	Seq      uint64
+	PendCtx  [8]uint64
 	PendSk   [8]uint64
 	PendSeq  [8]uint64
 	PendEdge [8]uint32
