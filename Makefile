@@ -52,12 +52,13 @@ test:
 	$(GO) test -p 1 -count=1 ./...
 
 # The test suite inside QEMU VMs booted with Debian's cloud kernels, in
-# software emulation (see docs/vmtest.md). KERNELS="6.1" for a subset;
-# KERNELS=arm64-6.12 boots Debian's arm64 kernel in qemu-system-aarch64;
+# software emulation (see docs/vmtest.md); arm64-6.12 in qemu-system-aarch64
+# with GOARCH=arm64 tests. KERNELS="6.1" for a subset;
+#
 # VMTEST_PKGS, VMTEST_FLAGS narrow the run; VMTEST_NONFATAL="5.10" reports a
 # kernel's failures without failing. Installs qemu when missing (root
 # and apt-get); without qemu or a kernel it skips, except under CI=true.
-KERNELS ?= 5.10 6.1 6.12
+KERNELS ?= 5.10 6.1 6.12 arm64-6.12
 vmtest:
 	KERNELS="$(KERNELS)" GO="$(GO)" test/vm/vmtest.sh
 

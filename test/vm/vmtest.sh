@@ -3,7 +3,7 @@
 # kernels, one VM per package and kernel (test/vm/vmexec is the go test
 # -exec wrapper). See docs/vmtest.md.
 #
-#   KERNELS="5.10 6.1 6.12"   the kernels (series fetched by test/vm/fetch.sh);
+#   KERNELS="5.10 6.1 6.12 arm64-6.12"   the kernels (series fetched by test/vm/fetch.sh);
 #                             arm64-6.12 boots Debian's arm64 kernel in
 #                             qemu-system-aarch64, with GOARCH=arm64 tests
 #   VMTEST_PKGS=./...         the packages
@@ -19,7 +19,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 
 GO=${GO:-go}
-KERNELS=${KERNELS:-5.10 6.1 6.12}
+KERNELS=${KERNELS:-5.10 6.1 6.12 arm64-6.12}
 PKGS=${VMTEST_PKGS:-./...}
 FLAGS=${VMTEST_FLAGS:-}
 CACHE=${VMTEST_CACHE:-.cache/vmtest}
