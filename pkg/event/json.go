@@ -61,7 +61,20 @@ func AppendJSON(dst []byte, e *Event) []byte {
 	dst = appendJSONAddr(dst, e.Daddr)
 	dst = append(dst, `,"dport":`...)
 	dst = strconv.AppendUint(dst, uint64(e.Dport), 10)
+	dst = appendJSONDetail(dst, e)
+	if s := e.Substate.String(); s != "" {
+		dst = append(dst, `,"substate":"`...)
+		dst = append(dst, s...)
+		dst = append(dst, '"')
+	}
+	if e.Confirmed {
+		dst = append(dst, `,"confirmed":true`...)
+	}
+	return append(dst, "}\n"...)
+}
 
+// appendJSONDetail appends the fields of e's kind.
+func appendJSONDetail(dst []byte, e *Event) []byte {
 	switch e.Kind {
 	case KindTimewait, KindOverflow, KindTimewaitEnd:
 		dst = append(dst, `,"role":"`...)
@@ -102,15 +115,7 @@ func AppendJSON(dst []byte, e *Event) []byte {
 		dst = append(dst, `","tid":`...)
 		dst = strconv.AppendUint(dst, uint64(e.TID), 10)
 	}
-	if s := e.Substate.String(); s != "" {
-		dst = append(dst, `,"substate":"`...)
-		dst = append(dst, s...)
-		dst = append(dst, '"')
-	}
-	if e.Confirmed {
-		dst = append(dst, `,"confirmed":true`...)
-	}
-	return append(dst, "}\n"...)
+	return dst
 }
 
 // appendMillis appends d in milliseconds, or null when it is not known.
@@ -158,16 +163,20 @@ func appendJSONComm(dst []byte, c *[16]byte) []byte {
 // appendJSONAddr appends a as a JSON string, "" when a is the zero Addr.
 func appendJSONAddr(dst []byte, a netip.Addr) []byte {
 	dst = append(dst, '"')
-	if zone := a.Zone(); zone != "" {
-		// Decode never sets a zone, but an Event built elsewhere may carry
-		// any string there; escape it rather than trust it.
-		dst = a.WithZone("").AppendTo(dst)
-		dst = append(dst, '%')
-		dst = appendJSONChars(dst, []byte(zone))
-	} else {
-		dst = a.AppendTo(dst)
-	}
+	dst = appendAddr(dst, a, appendJSONChars)
 	return append(dst, '"')
+}
+
+// appendAddr appends a, its zone (if any) escaped by esc: Decode never
+// sets a zone, but an Event built elsewhere may carry any string there.
+func appendAddr(dst []byte, a netip.Addr, esc func(dst, s []byte) []byte) []byte {
+	zone := a.Zone()
+	if zone == "" {
+		return a.AppendTo(dst)
+	}
+	dst = a.WithZone("").AppendTo(dst)
+	dst = append(dst, '%')
+	return esc(dst, []byte(zone))
 }
 
 const hexDigits = "0123456789abcdef"

@@ -81,48 +81,48 @@ func (t *TableWriter) Write(e *Event) error {
 	b = pad(b, start, widthNetns)
 
 	start = len(b)
-	if e.Kind == KindConnectError && e.Saddr.IsUnspecified() {
-		// Not bound before connect(): no source was ever chosen.
-		if e.Sport == 0 {
-			b = append(b, '-')
-		} else {
-			b = append(b, "*:"...)
-			b = strconv.AppendUint(b, uint64(e.Sport), 10)
-		}
-	} else {
-		b = appendEndpoint(b, e.Saddr, e.Sport)
-	}
+	b = appendSource(b, e)
 	b = pad(b, start, widthAddr)
 
 	start = len(b)
 	b = appendEndpoint(b, e.Daddr, e.Dport)
 	b = pad(b, start, widthAddr)
 
+	b = appendDetail(b, e)
+	// An unknown kind has no DETAIL: leave no trailing blanks behind.
+	for len(b) > 0 && b[len(b)-1] == ' ' {
+		b = b[:len(b)-1]
+	}
+	return t.flush(append(b, '\n'))
+}
+
+// appendSource is the SADDR cell: a connect() that failed before any
+// bind has no source address, and maybe no port either.
+func appendSource(b []byte, e *Event) []byte {
+	if e.Kind != KindConnectError || !e.Saddr.IsUnspecified() {
+		return appendEndpoint(b, e.Saddr, e.Sport)
+	}
+	if e.Sport == 0 {
+		return append(b, '-')
+	}
+	b = append(b, "*:"...)
+	return strconv.AppendUint(b, uint64(e.Sport), 10)
+}
+
+// appendDetail is the DETAIL cell, by kind.
+func appendDetail(b []byte, e *Event) []byte {
 	switch e.Kind {
 	case KindTimewait, KindOverflow, KindTimewaitEnd:
 		b = append(b, "role="...)
 		b = append(b, e.Role.String()...)
-		b = append(b, " opener="...)
-		if e.OpenerPID == 0 {
-			b = append(b, '?')
-		} else {
-			b = strconv.AppendUint(b, uint64(e.OpenerPID), 10)
-			b = append(b, '/')
-			b = appendEscapedComm(b, &e.OpenerComm)
-		}
+		b = appendOpener(b, " opener=", e)
 		if e.Kind == KindTimewaitEnd {
 			b = append(b, " reason="...)
 			b = append(b, e.Reason.String()...)
 		}
-		b = append(b, " life="...)
-		if e.Lifetime <= 0 {
-			b = append(b, '?')
-		} else {
-			b = appendLifetime(b, e.Lifetime)
-		}
+		b = appendAge(b, " life=", e.Lifetime)
 		if e.Kind == KindTimewaitEnd {
-			b = appendSubstate(b, e.Substate)
-			break
+			return appendSubstate(b, e.Substate)
 		}
 		b = append(b, " tx="...)
 		b = strconv.AppendUint(b, e.BytesSent, 10)
@@ -131,30 +131,35 @@ func (t *TableWriter) Write(e *Event) error {
 		if e.Recovered {
 			b = append(b, " recovered"...)
 		}
-		b = appendSubstate(b, e.Substate)
+		return appendSubstate(b, e.Substate)
 	case KindReuse:
-		b = append(b, "previous="...)
-		if e.OpenerPID == 0 {
-			b = append(b, '?')
-		} else {
-			b = strconv.AppendUint(b, uint64(e.OpenerPID), 10)
-			b = append(b, '/')
-			b = appendEscapedComm(b, &e.OpenerComm)
-		}
-		b = append(b, " age="...)
-		if e.Lifetime <= 0 {
-			b = append(b, '?')
-		} else {
-			b = appendLifetime(b, e.Lifetime)
-		}
+		b = appendOpener(b, "previous=", e)
+		return appendAge(b, " age=", e.Lifetime)
 	case KindConnectError, KindBindError:
-		b = appendErrno(b, e.Errno)
+		return appendErrno(b, e.Errno)
 	}
-	// An unknown kind has no DETAIL: leave no trailing blanks behind.
-	for len(b) > 0 && b[len(b)-1] == ' ' {
-		b = b[:len(b)-1]
+	return b
+}
+
+// appendOpener appends label and pid/comm of the process that opened the
+// connection, "?" when it is not known.
+func appendOpener(b []byte, label string, e *Event) []byte {
+	b = append(b, label...)
+	if e.OpenerPID == 0 {
+		return append(b, '?')
 	}
-	return t.flush(append(b, '\n'))
+	b = strconv.AppendUint(b, uint64(e.OpenerPID), 10)
+	b = append(b, '/')
+	return appendEscapedComm(b, &e.OpenerComm)
+}
+
+// appendAge appends label and a lifetime, "?" when it is not known.
+func appendAge(b []byte, label string, d time.Duration) []byte {
+	b = append(b, label...)
+	if d <= 0 {
+		return append(b, '?')
+	}
+	return appendLifetime(b, d)
 }
 
 // appendSubstate notes a timewait socket that stands for FIN_WAIT2 (an
@@ -196,14 +201,7 @@ func appendEndpoint(b []byte, a netip.Addr, port uint16) []byte {
 	if a.Is6() {
 		b = append(b, '[')
 	}
-	if zone := a.Zone(); zone != "" {
-		// Never set by Decode; whoever set it may have put anything there.
-		b = a.WithZone("").AppendTo(b)
-		b = append(b, '%')
-		b = appendEscaped(b, []byte(zone))
-	} else {
-		b = a.AppendTo(b)
-	}
+	b = appendAddr(b, a, appendEscaped)
 	if a.Is6() {
 		b = append(b, ']')
 	}
