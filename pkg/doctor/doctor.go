@@ -329,17 +329,25 @@ func checkBTF(err error) Check {
 	return c
 }
 
-func checkRingBuf(p Probe) Check {
-	c := Check{Name: CheckRingBuf, Required: true}
+// checkProbe is a required check made of one probe: skipped, ok with
+// okDetail, or failed with failPrefix and the error.
+func checkProbe(name string, p Probe, okDetail, failPrefix string) Check {
+	c := Check{Name: name, Required: true}
 	switch {
 	case p.Skipped != "":
 		c.Status, c.Detail = StatusSkipped, "not probed: "+p.Skipped
 	case p.Err == nil:
-		c.Status, c.Detail = StatusOK, "the kernel has BPF ring buffers (Linux 5.8+)"
-	case errors.Is(p.Err, ebpf.ErrNotSupported):
-		c.Status, c.Detail = StatusFail, "the kernel has no BPF ring buffer: it is older than 5.8, and twtrace needs 5.9"
+		c.Status, c.Detail = StatusOK, okDetail
 	default:
-		c.Status, c.Detail = StatusFail, "probing failed: "+oneLine(p.Err)
+		c.Status, c.Detail = StatusFail, failPrefix+oneLine(p.Err)
+	}
+	return c
+}
+
+func checkRingBuf(p Probe) Check {
+	c := checkProbe(CheckRingBuf, p, "the kernel has BPF ring buffers (Linux 5.8+)", "probing failed: ")
+	if p.Skipped == "" && errors.Is(p.Err, ebpf.ErrNotSupported) {
+		c.Detail = "the kernel has no BPF ring buffer: it is older than 5.8, and twtrace needs 5.9"
 	}
 	return c
 }
@@ -365,30 +373,15 @@ func checkTracefs(t Tracefs) Check {
 }
 
 func checkTracepoints(p Probe) Check {
-	c := Check{Name: CheckTracepoints, Required: true}
-	switch {
-	case p.Skipped != "":
-		c.Status, c.Detail = StatusSkipped, "not probed: "+p.Skipped
-	case p.Err == nil:
-		c.Status = StatusOK
-		c.Detail = "twtrace's tracer loads and attaches: tp_btf sock:inet_sock_set_state and tcp:tcp_receive_reset (watch, top), syscalls sys_enter_bind and sys_exit_bind (--events bind_error)"
-	default:
-		c.Status, c.Detail = StatusFail, "refused: "+oneLine(p.Err)
-	}
-	return c
+	return checkProbe(CheckTracepoints, p,
+		"twtrace's tracer loads and attaches: tp_btf sock:inet_sock_set_state and tcp:tcp_receive_reset (watch, top), syscalls sys_enter_bind and sys_exit_bind (--events bind_error)",
+		"refused: ")
 }
 
 func checkIterator(p Probe) Check {
-	c := Check{Name: CheckIterator, Required: true}
-	switch {
-	case p.Skipped != "":
-		c.Status, c.Detail = StatusSkipped, "not probed: "+p.Skipped
-	case p.Err == nil:
-		c.Status, c.Detail = StatusOK, "the iter/tcp socket iterator loads and attaches: snapshot and top can read every namespace's sockets"
-	default:
-		c.Status, c.Detail = StatusFail, "refused: "+oneLine(p.Err)
-	}
-	return c
+	return checkProbe(CheckIterator, p,
+		"the iter/tcp socket iterator loads and attaches: snapshot and top can read every namespace's sockets",
+		"refused: ")
 }
 
 // refusal is "EPERM at load" or the error itself when it carries no errno.
