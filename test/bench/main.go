@@ -675,32 +675,12 @@ func report(w io.Writer, cfg config, tracers []string, samples map[string][]samp
 			m := medianOf(ss, func(s sample) float64 { return s.connsPerSec })
 			row := []string{mode, name, fmt.Sprintf("%.0f", m)}
 			r, ok := ratio(ss, base)
-			if name == "none" || !ok {
-				row = append(row, "–", "–")
-			} else {
-				d := (r - 1) * 100
-				row = append(row, fmt.Sprintf("%+.1f %%", d))
-				if haveFloor && name != "counter" {
-					row = append(row, fmt.Sprintf("%+.1f pp", d-(floor-1)*100))
-				} else {
-					row = append(row, "–")
-				}
-			}
+			row = append(row, changeCells(name, r, ok, floor, haveFloor)...)
 			cpu := medianOf(ss, func(s sample) float64 { return float64(s.cpuPerConn.Nanoseconds()) })
 			row = append(row, fmt.Sprintf("%.1f µs", cpu/1000))
 			cr, ok := ratioOf(ss, base, func(s sample) float64 { return float64(s.cpuPerConn) })
 			cfloor, haveCFloor := ratioOf(samples[mode+"/counter"], base, func(s sample) float64 { return float64(s.cpuPerConn) })
-			if name == "none" || !ok {
-				row = append(row, "–", "–")
-			} else {
-				d := (cr - 1) * 100
-				row = append(row, fmt.Sprintf("%+.1f %%", d))
-				if haveCFloor && name != "counter" {
-					row = append(row, fmt.Sprintf("%+.1f pp", d-(cfloor-1)*100))
-				} else {
-					row = append(row, "–")
-				}
-			}
+			row = append(row, changeCells(name, cr, ok, cfloor, haveCFloor)...)
 			if pt, _ := perTransition(costs[mode+"/"+name]); pt > 0 {
 				row = append(row, strconv.FormatInt(pt.Nanoseconds(), 10))
 			} else {
@@ -726,6 +706,20 @@ func report(w io.Writer, cfg config, tracers []string, samples map[string][]samp
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "Latency, timewait entry to its watch line (%d entries at 20/s): median %s, worst %s\n",
 		lat.n, lat.median.Round(time.Millisecond), lat.worst.Round(time.Millisecond))
+}
+
+// changeCells are a tracer's change against no tracer (ratio r) and, past
+// the bare counter's change (floor), what the tracer adds on top of it.
+func changeCells(name string, r float64, ok bool, floor float64, haveFloor bool) []string {
+	if name == "none" || !ok {
+		return []string{"–", "–"}
+	}
+	d := (r - 1) * 100
+	cells := []string{fmt.Sprintf("%+.1f %%", d), "–"}
+	if haveFloor && name != "counter" {
+		cells[1] = fmt.Sprintf("%+.1f pp", d-(floor-1)*100)
+	}
+	return cells
 }
 
 // ratio is the median over rounds of ss's throughput over base's in the
