@@ -254,20 +254,60 @@ func Compute(ns *inventory.Namespace) Report {
 	var listening portSet
 	budget(ns, &n, &t.usable, &listening)
 
-	socks := ns.Sockets
+	g := grouping{ns: ns}
+	g.classify(&n, &listening)
+	end := make([]int, len(g.dests))
+	order := g.order(end)
+	t.expiries = make([]time.Duration, 0, len(order))
+	for j := range g.dests {
+		d := &g.dests[j]
+		if d.Reuse && t.takeable == nil {
+			t.takeable = make([]time.Duration, 0, len(order))
+		}
+		t.ports(d, order[end[j]-d.Total():end[j]])
+	}
+
+	slices.SortFunc(g.dests, func(a, b Destination) int {
+		if c := cmp.Compare(a.PortsAvailable, b.PortsAvailable); c != 0 {
+			return c
+		}
+		return compareKeys(&a.Key, &b.Key)
+	})
+	slices.SortFunc(g.servers, func(a, b Server) int {
+		if c := a.Addr.Compare(b.Addr); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Port, b.Port)
+	})
+	return Report{Namespace: n, Destinations: g.dests, Servers: g.servers}
+}
+
+// grouping sorts a namespace's sockets into destinations (connections it
+// opened) and servers (connections accepted on a listening port).
+type grouping struct {
+	ns *inventory.Namespace
+
+	dests []Destination
 	// destOf[i] is the index in dests of socket i's destination, -1 when
-	// it has none; order is filled below.
-	scratch := make([]int32, 2*len(socks))
-	destOf, order := scratch[:len(socks)], scratch[len(socks):]
-	var dests []Destination
+	// it has none.
+	destOf  []int32
+	scratch []int32
+	servers []Server
+}
+
+// classify counts the namespace's timewait sockets and finds each
+// socket's destination or server.
+func (g *grouping) classify(n *Namespace, listening *portSet) {
+	socks := g.ns.Sockets
+	g.scratch = make([]int32, 2*len(socks))
+	g.destOf = g.scratch[:len(socks)]
 	index := make(map[Key]int32)
-	var servers []Server
 	var serverIndex map[netip.AddrPort]int
 	var last Key
 	lastIdx := int32(-1)
 	for i := range socks {
 		s := &socks[i]
-		destOf[i] = -1
+		g.destOf[i] = -1
 		if s.State == inventory.TimeWait {
 			if s.Substate == inventory.FinWait2 {
 				n.FinWait2++
@@ -285,73 +325,52 @@ func Compute(ns *inventory.Namespace) Report {
 			ap := netip.AddrPortFrom(s.Saddr, s.Sport)
 			j, ok := serverIndex[ap]
 			if !ok {
-				j = len(servers)
+				j = len(g.servers)
 				serverIndex[ap] = j
-				servers = append(servers, Server{Addr: s.Saddr, Port: s.Sport})
+				g.servers = append(g.servers, Server{Addr: s.Saddr, Port: s.Sport})
 			}
-			servers[j].add(s)
+			g.servers[j].add(s)
 			continue
 		}
-		k := Key{Netns: ns.Inode, Saddr: s.Saddr, Daddr: s.Daddr, Dport: s.Dport}
+		k := Key{Netns: g.ns.Inode, Saddr: s.Saddr, Daddr: s.Daddr, Dport: s.Dport}
 		// Sockets toward one destination tend to come in runs.
 		if lastIdx < 0 || k != last {
 			j, ok := index[k]
 			if !ok {
-				j = int32(len(dests))
+				j = int32(len(g.dests))
 				index[k] = j
-				dests = append(dests, Destination{Key: k, Usable: n.Usable, Reuse: reuseApplies(sc, &k)})
+				g.dests = append(g.dests, Destination{Key: k, Usable: n.Usable, Reuse: reuseApplies(&g.ns.Sysctls, &k)})
 			}
 			last, lastIdx = k, j
 		}
-		dests[lastIdx].add(s)
-		destOf[i] = lastIdx
+		g.dests[lastIdx].add(s)
+		g.destOf[i] = lastIdx
 	}
-	for i := range servers {
-		n.AcceptedTimewait += servers[i].Timewait
-		n.AcceptedFinWait2 += servers[i].FinWait2
+	for i := range g.servers {
+		n.AcceptedTimewait += g.servers[i].Timewait
+		n.AcceptedFinWait2 += g.servers[i].FinWait2
 	}
+}
 
-	// Group the sockets by destination (a counting sort of their
-	// indices), so that one bitset, reused destination after destination,
-	// finds the ports a destination's sockets share. end[j] starts where
-	// group j starts in order and, once every socket is placed, is where
-	// it ends.
-	end := make([]int, len(dests))
+// order groups the sockets by destination (a counting sort of their
+// indices), so that one bitset, reused destination after destination,
+// finds the ports a destination's sockets share. end[j] starts where
+// group j starts in the order and, once every socket is placed, is where
+// it ends.
+func (g *grouping) order(end []int) []int32 {
 	total := 0
-	for j := range dests {
-		total += dests[j].Total()
-		end[j] = total - dests[j].Total()
+	for j := range g.dests {
+		total += g.dests[j].Total()
+		end[j] = total - g.dests[j].Total()
 	}
-	order = order[:total]
-	for i, j := range destOf {
+	order := g.scratch[len(g.destOf):][:total]
+	for i, j := range g.destOf {
 		if j >= 0 {
 			order[end[j]] = int32(i)
 			end[j]++
 		}
 	}
-
-	t.expiries = make([]time.Duration, 0, total)
-	for j := range dests {
-		d := &dests[j]
-		if d.Reuse && t.takeable == nil {
-			t.takeable = make([]time.Duration, 0, total)
-		}
-		t.ports(d, order[end[j]-d.Total():end[j]])
-	}
-
-	slices.SortFunc(dests, func(a, b Destination) int {
-		if c := cmp.Compare(a.PortsAvailable, b.PortsAvailable); c != 0 {
-			return c
-		}
-		return compareKeys(&a.Key, &b.Key)
-	})
-	slices.SortFunc(servers, func(a, b Server) int {
-		if c := a.Addr.Compare(b.Addr); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Port, b.Port)
-	})
-	return Report{Namespace: n, Destinations: dests, Servers: servers}
+	return order
 }
 
 // tally counts the ports of the sockets toward each destination in turn.
