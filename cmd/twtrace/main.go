@@ -59,7 +59,7 @@ func addWatchFlags(cmd *cobra.Command, f *watchFlags) {
 	fl.BoolVarP(&f.ipv4, "ipv4", "4", false, "only IPv4")
 	fl.BoolVarP(&f.ipv6, "ipv6", "6", false, "only IPv6")
 	fl.StringSliceVar(&f.netns, "netns", nil, "only these network namespaces (inode numbers, as in /proc/PID/ns/net)")
-	fl.StringVar(&f.events, "events", "", "event kinds: timewait,connect_error,bind_error or all (default timewait,connect_error: bind_error needs syscall tracepoints, which slow every syscall on the host while attached)")
+	fl.StringVar(&f.events, "events", "", "event kinds, comma-separated: timewait, connect_error, bind_error, timewait_end, timewait_overflow, timewait_reuse, or all (default timewait,connect_error,timewait_overflow,timewait_reuse: bind_error needs syscall tracepoints, which slow every syscall on the host while attached, and timewait_end doubles the output; the last three come from the precise tier only)")
 	fl.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 30s); default: until Ctrl-C")
 	fl.IntVar(&f.ringSize, "ring-buffer-size", 0, "ring buffer size in bytes, a power of two (default 4 MiB)")
 	fl.IntVar(&f.maxSockets, "max-sockets", 0, fmt.Sprintf("sockets tracked at once, from connect() to their end (default %d)", tracer.DefaultMaxSockets))

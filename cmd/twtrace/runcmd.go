@@ -69,7 +69,7 @@ run; 2 for bad flags.`,
 	cmd.Flags().SetInterspersed(false) // everything after COMMAND is its own
 	addFilterFlags(cmd, &f.watchFlags)
 	fl := cmd.Flags()
-	fl.Lookup("events").Usage = "event kinds: timewait,connect_error,bind_error or all (default all: bind_error attaches syscall tracepoints, which slow every syscall on the host while the command runs)"
+	fl.Lookup("events").Usage = "event kinds, comma-separated (see twtrace watch --help), or all (default all: bind_error attaches syscall tracepoints, which slow every syscall on the host while the command runs)"
 	fl.StringVar(&f.user, "user", "", "run COMMAND as this user (name or uid), with its groups")
 	fl.StringVar(&f.report, "report", "", "write the report as JSON to this file")
 	fl.StringVar(&f.html, "html", "", "write the report as a self-contained HTML page to this file")
