@@ -127,6 +127,11 @@ func clientRun(spec ClientSpec) (*ClientResult, error) {
 	sa, family := sockaddrOf(dest)
 	res := &ClientResult{Ports: []int{}}
 	var keep []int // bind mode and Hold keep their sockets until the end
+	defer func() {
+		for _, fd := range keep {
+			unix.Close(fd)
+		}
+	}()
 	connect := func(fd int) error { return unix.Connect(fd, sa) }
 	if spec.IOUring {
 		ring, err := newUring()
@@ -147,77 +152,24 @@ func clientRun(spec ClientSpec) (*ClientResult, error) {
 			return nil, fmt.Errorf("socket: %w", err)
 		}
 		if spec.Mode == "bind" {
-			var bsa unix.Sockaddr = &unix.SockaddrInet4{Addr: dest.Addr().As4()}
-			if family == unix.AF_INET6 {
-				bsa = &unix.SockaddrInet6{Addr: dest.Addr().As16()}
+			ok, err := clientBind(fd, dest.Addr(), family, res)
+			if err != nil {
+				return nil, err
 			}
-			if err := unix.Bind(fd, bsa); err != nil {
-				unix.Close(fd)
-				if errors.Is(err, unix.EADDRINUSE) {
-					res.Failures++
-					continue
-				}
-				return nil, fmt.Errorf("bind: %w", err)
+			if ok {
+				keep = append(keep, fd)
 			}
-			keep = append(keep, fd)
 			continue
 		}
 		if err := connect(fd); err != nil {
 			unix.Close(fd)
-			if errors.Is(err, unix.EADDRNOTAVAIL) {
-				res.Failures++
-				continue
-			}
-			if errors.Is(err, unix.ECONNREFUSED) {
-				res.Refused++
-				continue
-			}
-			if errors.Is(err, unix.ENETUNREACH) {
-				res.Unreachable++
+			if countConnectError(err, res) {
 				continue
 			}
 			return nil, fmt.Errorf("connect: %w", err)
 		}
-		local, err := unix.Getsockname(fd)
-		if err != nil {
+		if err := clientConnected(fd, spec, res); err != nil {
 			return nil, err
-		}
-		switch l := local.(type) {
-		case *unix.SockaddrInet4:
-			res.Ports = append(res.Ports, l.Port)
-		case *unix.SockaddrInet6:
-			res.Ports = append(res.Ports, l.Port)
-		}
-		for r := 0; r < spec.Requests; r++ {
-			if r > 0 {
-				time.Sleep(time.Duration(spec.PauseMs) * time.Millisecond)
-			}
-			if _, err := unix.Write(fd, make([]byte, 100)); err != nil {
-				return nil, fmt.Errorf("write: %w", err)
-			}
-		}
-		switch {
-		case spec.Linger0:
-			if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {
-				return nil, err
-			}
-		case spec.Shutdown:
-			if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
-				return nil, err
-			}
-			readToEOF(fd)
-		case spec.ReadFirst:
-			readToEOF(fd)
-		case spec.FillAndExit:
-			if err := unix.SetNonblock(fd, true); err != nil {
-				return nil, err
-			}
-			buf := make([]byte, 64<<10)
-			for {
-				if _, err := unix.Write(fd, buf); err != nil {
-					break
-				}
-			}
 		}
 		if spec.Hold {
 			keep = append(keep, fd)
@@ -225,10 +177,86 @@ func clientRun(spec ClientSpec) (*ClientResult, error) {
 		}
 		unix.Close(fd)
 	}
-	for _, fd := range keep {
-		unix.Close(fd)
-	}
 	return res, nil
+}
+
+// clientBind binds fd to port 0 of addr: ok when it got a port, a
+// failure counted (and fd closed) when the range is exhausted.
+func clientBind(fd int, addr netip.Addr, family int, res *ClientResult) (ok bool, err error) {
+	var bsa unix.Sockaddr = &unix.SockaddrInet4{Addr: addr.As4()}
+	if family == unix.AF_INET6 {
+		bsa = &unix.SockaddrInet6{Addr: addr.As16()}
+	}
+	if err := unix.Bind(fd, bsa); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EADDRINUSE) {
+			res.Failures++
+			return false, nil
+		}
+		return false, fmt.Errorf("bind: %w", err)
+	}
+	return true, nil
+}
+
+// countConnectError counts the connect() failures a test provokes on
+// purpose; any other is the client's failure.
+func countConnectError(err error, res *ClientResult) bool {
+	switch {
+	case errors.Is(err, unix.EADDRNOTAVAIL):
+		res.Failures++
+	case errors.Is(err, unix.ECONNREFUSED):
+		res.Refused++
+	case errors.Is(err, unix.ENETUNREACH):
+		res.Unreachable++
+	default:
+		return false
+	}
+	return true
+}
+
+// clientConnected records fd's source port, sends the requests, and
+// closes the way spec says (the caller closes fd, or keeps it).
+func clientConnected(fd int, spec ClientSpec, res *ClientResult) error {
+	local, err := unix.Getsockname(fd)
+	if err != nil {
+		return err
+	}
+	switch l := local.(type) {
+	case *unix.SockaddrInet4:
+		res.Ports = append(res.Ports, l.Port)
+	case *unix.SockaddrInet6:
+		res.Ports = append(res.Ports, l.Port)
+	}
+	for r := 0; r < spec.Requests; r++ {
+		if r > 0 {
+			time.Sleep(time.Duration(spec.PauseMs) * time.Millisecond)
+		}
+		if _, err := unix.Write(fd, make([]byte, 100)); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+	}
+	switch {
+	case spec.Linger0:
+		return unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	case spec.Shutdown:
+		if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
+			return err
+		}
+		readToEOF(fd)
+	case spec.ReadFirst:
+		readToEOF(fd)
+	case spec.FillAndExit:
+		if err := unix.SetNonblock(fd, true); err != nil {
+			return err
+		}
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := unix.Write(fd, buf); err != nil {
+				break
+			}
+		}
+	}
+	return nil
 }
 
 func readToEOF(fd int) {
