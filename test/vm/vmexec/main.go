@@ -172,37 +172,57 @@ func (c *config) exec(binary string, args []string, stdout, stderr io.Writer) (i
 	if c.cache == "" && module != "" {
 		c.cache = filepath.Join(module, ".cache", "vmtest")
 	}
-	binary, err = filepath.Abs(binary)
+	v, im, err := c.prepare(binary, args, wd, module)
 	if err != nil {
 		return 2, err
+	}
+	dir, err := os.MkdirTemp("", "vmexec-")
+	if err != nil {
+		return 2, err
+	}
+	defer os.RemoveAll(dir)
+	v.dir = dir
+	v.initrd = filepath.Join(dir, "initrd.cpio")
+	if err := writeImage(v.initrd, im); err != nil {
+		return 2, fmt.Errorf("writing the initramfs: %v", err)
+	}
+	return c.boot(v, im, stdout, stderr)
+}
+
+// prepare finds what the VM needs (kernel, busybox and qemu for the test
+// binary's architecture) and describes its initramfs.
+func (c *config) prepare(binary string, args []string, wd, module string) (*vm, *image, error) {
+	binary, err := filepath.Abs(binary)
+	if err != nil {
+		return nil, nil, err
 	}
 	// The test binary's ELF machine picks the guest's architecture.
 	machine, err := staticELF(binary)
 	if err != nil {
-		return 2, fmt.Errorf("%v: build the tests with CGO_ENABLED=0", err)
+		return nil, nil, fmt.Errorf("%v: build the tests with CGO_ENABLED=0", err)
 	}
 	arch, err := archOf(machine)
 	if err != nil {
-		return 2, err
+		return nil, nil, err
 	}
 	kernel, err := c.findKernel()
 	if err != nil {
-		return 2, err
+		return nil, nil, err
 	}
 	if err := checkKernelArch(kernel, arch, filepath.Base(binary)); err != nil {
-		return 2, err
+		return nil, nil, err
 	}
 	busybox, err := c.findBusybox(arch)
 	if err != nil {
-		return 2, err
+		return nil, nil, err
 	}
 	qemu, err := exec.LookPath(c.qemuFor(arch))
 	if err != nil {
-		return 2, fmt.Errorf("no qemu: %v (apt-get install %s)", err, arch.qemuPkg)
+		return nil, nil, fmt.Errorf("no qemu: %v (apt-get install %s)", err, arch.qemuPkg)
 	}
 	for _, a := range args {
 		if strings.ContainsAny(a, "\n") {
-			return 2, fmt.Errorf("argument %q holds a newline, which cannot reach the guest", a)
+			return nil, nil, fmt.Errorf("argument %q holds a newline, which cannot reach the guest", a)
 		}
 	}
 	tree := module
@@ -212,7 +232,7 @@ func (c *config) exec(binary string, args []string, stdout, stderr io.Writer) (i
 	case "":
 	default:
 		if tree, err = filepath.Abs(c.tree); err != nil {
-			return 2, err
+			return nil, nil, err
 		}
 	}
 	token := make([]byte, 12)
@@ -229,27 +249,21 @@ func (c *config) exec(binary string, args []string, stdout, stderr io.Writer) (i
 		outputs: outputs(args, wd),
 		token:   "@@vmexec-" + hex.EncodeToString(token) + "@@",
 	}
-	dir, err := os.MkdirTemp("", "vmexec-")
-	if err != nil {
-		return 2, err
-	}
-	defer os.RemoveAll(dir)
-	initrd := filepath.Join(dir, "initrd.cpio")
-	if err := writeImage(initrd, im); err != nil {
-		return 2, fmt.Errorf("writing the initramfs: %v", err)
-	}
 	v := &vm{
 		arch:    arch,
 		qemu:    qemu,
 		accel:   c.accel,
 		kernel:  kernel,
-		initrd:  initrd,
 		append:  strings.TrimSpace("console=" + arch.console + " panic=-1 quiet random.trust_cpu=on " + c.appendArgs),
 		mem:     c.mem,
 		smp:     c.smp,
 		timeout: c.timeout,
-		dir:     dir,
 	}
+	return v, im, nil
+}
+
+// boot runs the VM and relays the test's output and exit status.
+func (c *config) boot(v *vm, im *image, stdout, stderr io.Writer) (int, error) {
 	console := &tail{max: 256 << 10}
 	if c.console {
 		console.tee = stderr
@@ -288,7 +302,7 @@ func (c *config) exec(binary string, args []string, stdout, stderr io.Writer) (i
 	if out.qemuOut != "" && out.qemuErr != nil {
 		fmt.Fprintln(stderr, "vmexec: qemu:", strings.TrimSpace(out.qemuOut))
 	}
-	return exitVM, fmt.Errorf("%s (kernel %s)", why, kernel)
+	return exitVM, fmt.Errorf("%s (kernel %s)", why, v.kernel)
 }
 
 // describe says in one line why the VM reported no exit status.
