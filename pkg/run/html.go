@@ -1,6 +1,7 @@
 package run
 
 import (
+	_ "embed"
 	"fmt"
 	"html/template"
 	"io"
@@ -31,6 +32,15 @@ import (
 func WriteHTML(w io.Writer, r *Report) error {
 	return pageTemplate.Execute(w, newPage(r))
 }
+
+// pageSource is the page: markup, style and the SVG of a chart, filled
+// from a page value. It is parsed once, when the program starts, so a
+// mistake in it stops every test rather than one run's report.
+//
+//go:embed page.html.tmpl
+var pageSource string
+
+var pageTemplate = template.Must(template.New("page").Parse(pageSource))
 
 // Chart geometry, in SVG user units (the viewBox): the plot is the inner
 // rectangle, the margins hold the title, tick labels and axis names.
@@ -755,184 +765,3 @@ func shellQuote(s string) string {
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
-
-var pageTemplate = template.Must(template.New("page").Parse(pageHTML))
-
-const pageHTML = `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{.Title}}</title>
-<style>
-:root { color-scheme: light; }
-body { margin: 0; background: #f6f7f9; color: #1f2328; line-height: 1.45;
-  font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 1120px; margin: 0 auto; padding: 20px 24px 48px; }
-h1 { font-size: 1.15em; margin: 0 0 10px; font-weight: 600; color: #59636e; }
-h2 { font-size: 1.1em; margin: 32px 0 10px; }
-header { background: #fff; border: 1px solid #d8dee4; border-radius: 10px; padding: 16px 20px; }
-.headline { display: flex; align-items: center; gap: 14px; flex-wrap: wrap; }
-.badge { display: inline-block; padding: 4px 14px; border-radius: 999px; font-weight: 700;
-  letter-spacing: .06em; color: #fff; font-size: 1.05em; }
-.badge.pass { background: #1a7f37; }
-.badge.fail { background: #cf222e; }
-code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: .92em; }
-code.cmd { font-size: 1.05em; background: #eef1f4; padding: 3px 8px; border-radius: 5px;
-  word-break: break-all; white-space: pre-wrap; }
-.meta { margin-top: 10px; color: #59636e; display: flex; gap: 22px; flex-wrap: wrap; }
-.meta b { color: #1f2328; font-weight: 600; }
-.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(160px, 1fr)); gap: 12px; margin-top: 16px; }
-.card { background: #fff; border: 1px solid #d8dee4; border-radius: 10px; padding: 12px 16px; }
-.card .v { font-size: 1.7em; font-weight: 600; font-variant-numeric: tabular-nums; }
-.card .k { color: #59636e; font-size: .85em; text-transform: uppercase; letter-spacing: .04em; }
-.card .d { color: #59636e; font-size: .85em; }
-.card.bad .v { color: #cf222e; }
-.note { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 8px; padding: 8px 14px; margin-top: 12px; }
-.charts { display: grid; grid-template-columns: 1fr; gap: 16px; }
-figure { margin: 0; background: #fff; border: 1px solid #d8dee4; border-radius: 10px; padding: 8px 12px 10px; }
-figcaption { color: #59636e; font-size: .88em; padding: 0 4px; }
-figcaption .bad { display: block; }
-svg.chart { display: block; width: 100%; max-width: 900px; height: auto; }
-svg.chart text { font-size: 11px; fill: #59636e; }
-svg.chart text.title { font-size: 14px; font-weight: 600; fill: #1f2328; }
-svg.chart .grid { stroke: #eaeef2; stroke-width: 1; }
-svg.chart .axis { stroke: #8c959f; stroke-width: 1; }
-svg.chart .held { fill: none; stroke: #0969da; stroke-width: 1.6; stroke-linejoin: round; }
-svg.chart .dot { fill: #0969da; }
-svg.chart .ceiling { stroke: #cf222e; stroke-width: 1.4; stroke-dasharray: 6 4; }
-svg.chart text.ceiling-label { fill: #cf222e; font-weight: 600; }
-svg.chart text.ceiling-label.unknown { fill: #59636e; font-weight: 400; }
-svg.chart text.empty { font-size: 13px; }
-table { border-collapse: separate; border-spacing: 0; width: 100%; background: #fff;
-  border: 1px solid #d8dee4; border-radius: 10px; overflow: hidden; font-size: .9em; }
-th, td { padding: 6px 10px; border-bottom: 1px solid #eaeef2; text-align: left; vertical-align: top; }
-tbody tr:last-child td { border-bottom: 0; }
-th { background: #f6f8fa; font-weight: 600; color: #3d444d; white-space: nowrap; }
-td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tbody tr:nth-child(even) { background: #fbfcfd; }
-.bad { color: #cf222e; font-weight: 600; }
-.good { color: #1a7f37; font-weight: 600; }
-.tag { display: inline-block; padding: 0 8px; border-radius: 999px; font-size: .85em; font-weight: 600; white-space: nowrap; }
-.tag.bad { background: #ffebe9; color: #cf222e; }
-.tag.good { background: #dafbe1; color: #1a7f37; }
-td ul { margin: 0; padding-left: 18px; }
-.muted { color: #59636e; }
-footer { margin-top: 40px; color: #8c959f; font-size: .85em; }
-</style>
-</head>
-<body>
-<main>
-<header>
-<h1>twtrace run</h1>
-<div class="headline">
-{{if .Passed}}<span class="badge pass" id="verdict">PASSED</span>{{else}}<span class="badge fail" id="verdict">FAILED</span>{{end}}
-<code class="cmd" id="command">{{.Command}}</code>
-</div>
-<div class="meta">
-<span><b{{if .ExitBad}} class="bad"{{end}}>{{.Exit}}</b></span>
-<span>duration <b>{{.Duration}}</b></span>
-{{if .Start}}<span>started <b>{{.Start}}</b></span>
-{{end}}<span>{{.Thresholds}}</span>
-</div>
-</header>
-
-<section id="totals">
-<div class="cards">
-{{range .Totals}}<div class="card{{if .Bad}} bad{{end}}"><div class="k">{{.Name}}</div><div class="v">{{.Value}}</div>{{if .Detail}}<div class="d">{{.Detail}}</div>{{end}}</div>
-{{end}}</div>
-{{range .Notes}}<p class="note">{{.}}</p>
-{{end}}</section>
-
-{{if .Threshold}}<section>
-<h2>Thresholds</h2>
-<table id="thresholds">
-<thead><tr><th>threshold</th><th class="n">limit</th><th class="n">value</th><th>destination</th><th>result</th></tr></thead>
-<tbody>
-{{range .Threshold}}<tr><td class="mono">{{.Name}}</td><td class="n">{{.Limit}}</td><td class="n">{{.Value}}</td><td class="mono">{{.Dest}}</td><td>{{if .Failed}}<span class="tag bad">{{.Result}}</span>{{else}}<span class="tag good">{{.Result}}</span>{{end}}</td></tr>
-{{end}}</tbody>
-</table>
-</section>
-{{end}}
-<section>
-<h2>Timewait sockets held, per destination</h2>
-{{if .Charts}}<div class="charts">
-{{range .Charts}}<figure>
-<svg class="chart" data-destination="{{.Dest}}" data-netns="{{.Netns}}" viewBox="0 0 {{.W}} {{.H}}" role="img" aria-labelledby="{{.ID}}-title">
-<title id="{{.ID}}-title">{{.Title}}</title>
-<text class="title" x="{{.X}}" y="22">{{.Title}}</text>
-<rect class="plot" x="{{.X}}" y="{{.Y}}" width="{{.PW}}" height="{{.PH}}" fill="none" stroke="none"></rect>
-{{$c := .}}{{range .YTicks}}<line class="grid" x1="{{$c.X}}" x2="{{$c.Right}}" y1="{{.Pos}}" y2="{{.Pos}}" stroke="#eaeef2"></line><text class="ytick" x="{{$c.X}}" dx="-6" y="{{.Pos}}" dy="4" text-anchor="end">{{.Label}}</text>
-{{end}}{{range .XTicks}}<line class="grid" x1="{{.Pos}}" x2="{{.Pos}}" y1="{{$c.Y}}" y2="{{$c.Bottom}}" stroke="#eaeef2"></line><line class="axis" x1="{{.Pos}}" x2="{{.Pos}}" y1="{{$c.Bottom}}" y2="{{$c.TickEnd}}" stroke="#8c959f"></line><text class="xtick" x="{{.Pos}}" y="{{$c.Bottom}}" dy="18" text-anchor="middle">{{.Label}}</text>
-{{end}}<line class="axis" x1="{{.X}}" x2="{{.Right}}" y1="{{.Bottom}}" y2="{{.Bottom}}" stroke="#8c959f"></line>
-<line class="axis" x1="{{.X}}" x2="{{.X}}" y1="{{.Y}}" y2="{{.Bottom}}" stroke="#8c959f"></line>
-<text x="{{.XLabelX}}" y="{{.XLabelY}}" text-anchor="middle">seconds since the command started</text>
-<text transform="rotate(-90)" x="{{.YLabelX}}" y="16" text-anchor="middle">timewait sockets held</text>
-{{if .HasCeiling}}<line class="ceiling" x1="{{.X}}" x2="{{.Right}}" y1="{{.CeilingY}}" y2="{{.CeilingY}}" stroke="#cf222e" stroke-dasharray="6 4"></line>
-<text class="ceiling-label" x="{{.Right}}" y="{{.CeilingTextY}}" text-anchor="end">{{.CeilingLabel}}</text>
-{{else}}<text class="ceiling-label unknown" x="{{.Right}}" y="{{.Y}}" dy="-6" text-anchor="end">ceiling unknown</text>
-{{end}}<polyline class="held" data-samples="{{.Samples}}" points="{{.Points}}" fill="none" stroke="#0969da"></polyline>
-{{if .Dot}}<circle class="dot" cx="{{.DotX}}" cy="{{.DotY}}" r="3.5" fill="#0969da"></circle>
-{{end}}{{if .NoSamples}}<text class="empty" x="{{.XLabelX}}" y="{{.MidY}}" text-anchor="middle">no samples</text>
-{{end}}</svg>
-<figcaption>{{.Caption}}{{if .Warning}}<span class="bad">{{.Warning}}</span>{{end}}</figcaption>
-</figure>
-{{end}}</div>
-{{else}}<p class="muted">The command connected to no destination.</p>
-{{end}}</section>
-
-<section>
-<h2>Processes</h2>
-{{if .Processes}}<table id="processes">
-<thead><tr><th class="n">pid</th><th>comm</th><th class="n">connects</th><th class="n">timewait</th><th class="n">connect errors</th><th class="n">bind errors</th><th>verdict</th></tr></thead>
-<tbody>
-{{range .Processes}}<tr><td class="n">{{.PID}}</td><td class="mono">{{.Comm}}</td><td class="n">{{.Connects}}</td><td class="n">{{.Timewait}}</td><td class="n{{if .Errors}} bad{{end}}">{{.ConnectErrors}}</td><td class="n{{if .Errors}} bad{{end}}">{{.BindErrors}}</td><td>{{if .PerRequest}}<span class="tag bad">{{.Verdict}}</span>{{else}}{{.Verdict}}{{end}}</td></tr>
-{{end}}</tbody>
-</table>
-{{else}}<p class="muted">No process of the command made or held a connection.</p>
-{{end}}</section>
-
-<section>
-<h2>Verdicts and advice</h2>
-{{if .Rows}}<table id="rows">
-<thead><tr><th class="n">pid</th><th>comm</th><th>role</th><th>destination</th><th class="n">connects</th><th class="n">timewait</th><th class="n">connect errors</th><th class="n">lifetime p50</th><th class="n">bytes p50</th><th>verdict</th><th>reason and advice</th></tr></thead>
-<tbody>
-{{range .Rows}}<tr><td class="n">{{.PID}}</td><td class="mono">{{.Comm}}</td><td>{{.Role}}</td><td class="mono">{{.Dest}}</td><td class="n">{{.Connects}}</td><td class="n">{{.Timewait}}</td><td class="n{{if .Errors}} bad{{end}}">{{.ConnectErrors}}</td><td class="n">{{.Lifetime}}</td><td class="n">{{.Bytes}}</td><td>{{if .PerRequest}}<span class="tag bad">{{.Verdict}}</span>{{else}}{{.Verdict}}{{end}}</td><td>{{if .Reason}}<div class="muted">{{.Reason}}</div>{{end}}{{if .Advice}}<ul>{{range .Advice}}<li>{{.}}</li>{{end}}</ul>{{end}}</td></tr>
-{{end}}</tbody>
-</table>
-{{else}}<p class="muted">No rows.</p>
-{{end}}</section>
-
-<section>
-<h2>Destinations</h2>
-{{if .Dests}}<table id="destinations">
-<thead><tr><th>destination</th><th class="n">netns</th><th class="n">connects</th><th class="n">connects/s</th><th class="n">timewait</th><th class="n">peak held</th><th class="n">usable ports</th><th class="n">ceiling/s</th><th class="n">connect errors</th></tr></thead>
-<tbody>
-{{range .Dests}}<tr><td class="mono">{{.Dest}}</td><td class="n">{{.Netns}}</td><td class="n">{{.Connects}}</td><td class="n{{if .OverCeiling}} bad{{end}}">{{.ConnectsPerS}}</td><td class="n">{{.Timewait}}</td><td class="n">{{.Peak}}</td><td class="n">{{.Ports}}</td><td class="n">{{.CeilingPerS}}</td><td class="n{{if .Errors}} bad{{end}}">{{.ConnectErrors}}</td></tr>
-{{end}}</tbody>
-</table>
-{{else}}<p class="muted">No destinations.</p>
-{{end}}</section>
-
-<section>
-<h2>Losses</h2>
-<table id="losses">
-<thead><tr><th>loss</th><th class="n">count</th><th>what</th></tr></thead>
-<tbody>
-{{range .Losses}}<tr><td>{{.Name}}</td><td class="n{{if .Bad}} bad{{end}}">{{.Value}}</td><td class="muted">{{.What}}</td></tr>
-{{end}}</tbody>
-</table>
-</section>
-
-{{if .Errors}}<section>
-<h2>Errors</h2>
-<ul id="errors">
-{{range .Errors}}<li class="bad">{{.}}</li>
-{{end}}</ul>
-</section>
-{{end}}
-<footer>Made by twtrace run. This page is self-contained: it loads nothing.</footer>
-</main>
-</body>
-</html>
-`
