@@ -735,33 +735,12 @@ func bidi(r rune) bool {
 		r == 0x200e || r == 0x200f || r == 0x061c
 }
 
-// commandLine shows argv as a shell would take it: arguments that need it
-// in single quotes.
+// commandLine is the command as the page shows it: each argument
+// cleaned, then quoted as the text report quotes it.
 func commandLine(argv []string) string {
-	var b strings.Builder
+	shown := make([]string, len(argv))
 	for i, a := range argv {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(shellQuote(clean(a)))
+		shown[i] = clean(a)
 	}
-	return b.String()
-}
-
-func shellQuote(s string) string {
-	if s == "" {
-		return "''"
-	}
-	plain := true
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
-			strings.ContainsRune("@%+=:,./-_", r)) {
-			plain = false
-			break
-		}
-	}
-	if plain {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	return quoteArgv(shown)
 }

@@ -702,6 +702,7 @@ func TestFormat(t *testing.T) {
 		{shellQuote("it's"), `'it'\''s'`},
 		{shellQuote("a/b-c.d"), "a/b-c.d"},
 		{shellQuote(""), "''"},
+		{quoteArgv([]string{"sh", "-c", "echo $HOME; ls *", "a!b", "naïve", ""}), `sh -c 'echo $HOME; ls *' 'a!b' 'naïve' ''`},
 	} {
 		if c.got != c.want {
 			t.Errorf("got %q, want %q", c.got, c.want)
