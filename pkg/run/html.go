@@ -1,6 +1,7 @@
 package run
 
 import (
+	_ "embed"
 	"fmt"
 	"html/template"
 	"io"
@@ -11,8 +12,6 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
-
-	"github.com/twtrace/twtrace/pkg/top"
 )
 
 // WriteHTML writes r as one self-contained HTML5 page: no script, and no
@@ -32,6 +31,15 @@ func WriteHTML(w io.Writer, r *Report) error {
 	return pageTemplate.Execute(w, newPage(r))
 }
 
+// pageSource is the page: markup, style and the SVG of a chart, filled
+// from a page value. It is parsed once, when the program starts, so a
+// mistake in it stops every test rather than one run's report.
+//
+//go:embed page.html.tmpl
+var pageSource string
+
+var pageTemplate = template.Must(template.New("page").Parse(pageSource))
+
 // Chart geometry, in SVG user units (the viewBox): the plot is the inner
 // rectangle, the margins hold the title, tick labels and axis names.
 const (
@@ -50,6 +58,9 @@ const (
 	yHeadroom = 1.05
 )
 
+// page is what the template shows: every value already cleaned and
+// formatted, so the template only places values and html/template
+// escapes each for where it lands (text, attribute, SVG).
 type page struct {
 	Title      string
 	Command    string
@@ -134,14 +145,10 @@ type lossRow struct {
 func newPage(r *Report) *page {
 	p := &page{
 		Command:  commandLine(r.Command),
+		Exit:     exitString(r),
+		ExitBad:  r.ExitCode != 0 || r.Signal != "",
 		Duration: fmtDuration(r.DurationS),
 		Passed:   r.Passed,
-		ExitBad:  r.ExitCode != 0 || r.Signal != "",
-	}
-	if r.Signal != "" {
-		p.Exit = fmt.Sprintf("killed by %s (exit %d)", clean(r.Signal), r.ExitCode)
-	} else {
-		p.Exit = fmt.Sprintf("exit %d", r.ExitCode)
 	}
 	if !r.Start.IsZero() {
 		p.Start = r.Start.Format("2006-01-02 15:04:05 MST")
@@ -151,13 +158,45 @@ func newPage(r *Report) *page {
 		verdict = "FAILED"
 	}
 	p.Title = "twtrace run: " + verdict + " — " + truncate(p.Command, 80)
+	p.Threshold, p.Thresholds = thresholdRows(r.Thresholds)
+	p.Totals = totalCards(&r.Totals)
+	p.Notes = notes(r)
 
+	// Every chart shares the x axis: the run.
+	xmax := runSpan(r)
+	for i := range r.Destinations {
+		d := &r.Destinations[i]
+		p.Charts = append(p.Charts, newChart(i, d, xmax))
+		p.Dests = append(p.Dests, newDestRow(d))
+	}
+	for i := range r.Processes {
+		p.Processes = append(p.Processes, newProcessRow(&r.Processes[i]))
+	}
+	p.Rows = verdictRows(r)
+	p.Losses = losses(r)
+	for _, e := range r.Errors {
+		p.Errors = append(p.Errors, clean(e))
+	}
+	return p
+}
+
+func exitString(r *Report) string {
+	if r.Signal != "" {
+		return fmt.Sprintf("killed by %s (exit %d)", clean(r.Signal), r.ExitCode)
+	}
+	return fmt.Sprintf("exit %d", r.ExitCode)
+}
+
+// thresholdRows returns a row per threshold and a line saying how many
+// failed.
+func thresholdRows(ths []Threshold) ([]thresholdRow, string) {
+	var rows []thresholdRow
 	failed := 0
-	for _, t := range r.Thresholds {
+	for _, t := range ths {
 		if t.Result != "pass" {
 			failed++
 		}
-		p.Threshold = append(p.Threshold, thresholdRow{
+		rows = append(rows, thresholdRow{
 			Name:   clean(t.Name),
 			Limit:  fmtNum(t.Limit),
 			Value:  fmtNum(t.Value),
@@ -166,17 +205,18 @@ func newPage(r *Report) *page {
 			Failed: t.Result != "pass",
 		})
 	}
+	n := plural(len(ths), "threshold", "thresholds")
 	switch {
-	case len(r.Thresholds) == 0:
-		p.Thresholds = "no thresholds set"
+	case len(ths) == 0:
+		return rows, "no thresholds set"
 	case failed == 0:
-		p.Thresholds = plural(len(r.Thresholds), "threshold", "thresholds") + ", all passed"
-	default:
-		p.Thresholds = fmt.Sprintf("%d of %s failed", failed, plural(len(r.Thresholds), "threshold", "thresholds"))
+		return rows, n + ", all passed"
 	}
+	return rows, fmt.Sprintf("%d of %s failed", failed, n)
+}
 
-	t := &r.Totals
-	p.Totals = []stat{
+func totalCards(t *Totals) []stat {
+	return []stat{
 		{Name: "connects", Value: fmtUint(t.Connects)},
 		{Name: "timewait", Value: fmtUint(t.Timewait),
 			Detail: fmtUint(t.TimewaitClient) + " client · " + fmtUint(t.TimewaitServer) + " server"},
@@ -184,15 +224,26 @@ func newPage(r *Report) *page {
 		{Name: "bind errors", Value: fmtUint(t.BindErrors), Bad: t.BindErrors > 0},
 		{Name: "lost", Value: fmtUint(t.Lost), Detail: "not counted", Bad: t.Lost > 0},
 	}
-	if t.Lost > 0 {
-		p.Notes = append(p.Notes, fmtUint(t.Lost)+" events could not be counted: the counts above are lower bounds (see Losses).")
-	}
-	if n := stillClosing(&r.Losses); n > 0 {
-		p.Notes = append(p.Notes, fmtUint(n)+" of the command's connections were still closing when it exited: the timewait they enter afterwards is not in these counts.")
-	}
+}
 
-	// Every chart shares the x axis: the run, from the start of the
-	// command to its exit (or the last sample, if later).
+// notes say when the totals fall short of what happened.
+func notes(r *Report) []string {
+	var ns []string
+	if n := r.Totals.Lost; n > 0 {
+		ns = append(ns, fmtUint(n)+" events could not be counted: the counts above are lower bounds (see Losses).")
+	}
+	// Sockets closed first whose end (timewait entry or reset) was not
+	// seen within the drain time.
+	if n := r.Losses.StillClosing; n > 0 {
+		ns = append(ns, fmtUint(n)+" of the command's connections were still closing when it exited: the timewait they enter afterwards is not in these counts.")
+	}
+	return ns
+}
+
+// runSpan is the charts' x axis, in seconds: from the start of the
+// command to its exit, or to the last sample if later; 1 when neither
+// gives a positive span.
+func runSpan(r *Report) float64 {
 	xmax := finiteOr(r.DurationS, 0)
 	for i := range r.Destinations {
 		for _, s := range r.Destinations[i].Series {
@@ -202,84 +253,81 @@ func newPage(r *Report) *page {
 		}
 	}
 	if !(xmax > 0) {
-		xmax = 1
+		return 1
 	}
-	for i := range r.Destinations {
-		d := &r.Destinations[i]
-		p.Charts = append(p.Charts, newChart(i, d, xmax))
-		p.Dests = append(p.Dests, destRow{
-			Dest:          destString(d.Daddr, d.Dport),
-			Netns:         strconv.FormatUint(uint64(d.Netns), 10),
-			Connects:      fmtUint(d.Connects),
-			ConnectsPerS:  fmtRate(d.ConnectsPerS),
-			Timewait:      fmtUint(d.Timewait),
-			Peak:          fmtInt(d.TimewaitPeak),
-			Ports:         portsString(d.PortsUsable),
-			CeilingPerS:   ceilingRate(d),
-			ConnectErrors: fmtUint(d.ConnectErrors),
-			OverCeiling:   overCeiling(d),
-			Errors:        d.ConnectErrors > 0,
-		})
-	}
-
-	for _, pr := range r.Processes {
-		p.Processes = append(p.Processes, processRow{
-			PID:           strconv.FormatUint(uint64(pr.PID), 10),
-			Comm:          clean(pr.Comm),
-			Connects:      fmtUint(pr.Connects),
-			Timewait:      fmtUint(pr.Timewait),
-			ConnectErrors: fmtUint(pr.ConnectErrors),
-			BindErrors:    fmtUint(pr.BindErrors),
-			Verdict:       orDash(clean(pr.Verdict)),
-			PerRequest:    pr.Verdict == "per-request",
-			Errors:        pr.ConnectErrors > 0 || pr.BindErrors > 0,
-		})
-	}
-
-	for i := range r.Rows {
-		p.Rows = append(p.Rows, newVerdictRow(&r.Rows[i]))
-	}
-
-	p.Losses = losses(&r.Losses)
-	for _, e := range r.Errors {
-		p.Errors = append(p.Errors, clean(e))
-	}
-	return p
+	return xmax
 }
 
-func newVerdictRow(row *top.Row) verdictRow {
-	v := verdictRow{
-		PID:           strconv.FormatUint(uint64(row.PID), 10),
-		Comm:          clean(row.Comm),
-		Role:          orDash(clean(row.Role)),
-		Dest:          destString(row.Daddr, row.Dport),
-		Connects:      fmtUint(row.Connects),
-		Timewait:      fmtUint(row.Timewait),
-		ConnectErrors: fmtUint(row.ConnectErrors),
-		Lifetime:      "—",
-		Bytes:         "—",
-		Verdict:       orDash(clean(row.Verdict)),
-		Reason:        clean(row.Reason),
-		PerRequest:    row.Verdict == "per-request",
-		Errors:        row.ConnectErrors > 0,
+func newDestRow(d *Destination) destRow {
+	return destRow{
+		Dest:          destString(d.Daddr, d.Dport),
+		Netns:         strconv.FormatUint(uint64(d.Netns), 10),
+		Connects:      fmtUint(d.Connects),
+		ConnectsPerS:  fmtRate(d.ConnectsPerS),
+		Timewait:      fmtUint(d.Timewait),
+		Peak:          fmtInt(d.TimewaitPeak),
+		Ports:         portsString(d.PortsUsable),
+		CeilingPerS:   ceilingRate(d),
+		ConnectErrors: fmtUint(d.ConnectErrors),
+		OverCeiling:   overCeiling(d),
+		Errors:        d.ConnectErrors > 0,
 	}
-	if row.Other {
-		v.PID = "—"
-		v.Comm = "other (" + plural(row.Folded, "row", "rows") + ")"
-		if !row.Daddr.IsValid() {
-			v.Dest = "—"
+}
+
+func newProcessRow(pr *Process) processRow {
+	return processRow{
+		PID:           strconv.FormatUint(uint64(pr.PID), 10),
+		Comm:          clean(pr.Comm),
+		Connects:      fmtUint(pr.Connects),
+		Timewait:      fmtUint(pr.Timewait),
+		ConnectErrors: fmtUint(pr.ConnectErrors),
+		BindErrors:    fmtUint(pr.BindErrors),
+		Verdict:       orDash(clean(pr.Verdict)),
+		PerRequest:    pr.Verdict == "per-request",
+		Errors:        pr.ConnectErrors > 0 || pr.BindErrors > 0,
+	}
+}
+
+// verdictRows shows r.Rows. It reaches the rows through r, not by their
+// type, which belongs to the engine that makes them.
+func verdictRows(r *Report) []verdictRow {
+	var vs []verdictRow
+	for i := range r.Rows {
+		row := &r.Rows[i]
+		v := verdictRow{
+			PID:           strconv.FormatUint(uint64(row.PID), 10),
+			Comm:          clean(row.Comm),
+			Role:          orDash(clean(row.Role)),
+			Dest:          destString(row.Daddr, row.Dport),
+			Connects:      fmtUint(row.Connects),
+			Timewait:      fmtUint(row.Timewait),
+			ConnectErrors: fmtUint(row.ConnectErrors),
+			Lifetime:      "—",
+			Bytes:         "—",
+			Verdict:       orDash(clean(row.Verdict)),
+			Reason:        clean(row.Reason),
+			PerRequest:    row.Verdict == "per-request",
+			Errors:        row.ConnectErrors > 0,
 		}
+		if row.Other {
+			v.PID = "—"
+			v.Comm = "other (" + plural(row.Folded, "row", "rows") + ")"
+			if !row.Daddr.IsValid() {
+				v.Dest = "—"
+			}
+		}
+		if row.LifetimeP50Ms != nil {
+			v.Lifetime = fmtMs(*row.LifetimeP50Ms)
+		}
+		if row.BytesP50 != nil {
+			v.Bytes = fmtUint(*row.BytesP50) + " B"
+		}
+		for _, a := range row.Advice {
+			v.Advice = append(v.Advice, clean(a))
+		}
+		vs = append(vs, v)
 	}
-	if row.LifetimeP50Ms != nil {
-		v.Lifetime = fmtMs(*row.LifetimeP50Ms)
-	}
-	if row.BytesP50 != nil {
-		v.Bytes = fmtUint(*row.BytesP50) + " B"
-	}
-	for _, a := range row.Advice {
-		v.Advice = append(v.Advice, clean(a))
-	}
-	return v
+	return vs
 }
 
 // newChart lays out destination d's series: x from 0 to xmax seconds, y
@@ -290,11 +338,42 @@ func newVerdictRow(row *top.Row) verdictRow {
 // so in the plot.
 func newChart(i int, d *Destination, xmax float64) chart {
 	dest := destString(d.Daddr, d.Dport)
-	c := chart{
-		ID:      "chart-" + strconv.Itoa(i),
-		Dest:    dest,
-		Title:   dest + " — timewait sockets held",
-		Netns:   d.Netns,
+	c := chartFrame()
+	c.ID = "chart-" + strconv.Itoa(i)
+	c.Dest = dest
+	c.Title = dest + " — timewait sockets held"
+	c.Netns = d.Netns
+	c.Samples = len(d.Series)
+
+	sc := newScale(d, xmax)
+	c.YTicks = axisTicks(sc.ylo, sc.ystep, sc.yhi+sc.ystep*1e-9, sc.y)
+	xstep := niceStep(xmax, xTickTarget)
+	c.XTicks = axisTicks(0, xstep, xmax*(1+1e-9), sc.x)
+	c.Points = polyline(d.Series, sc)
+	switch len(d.Series) {
+	case 0:
+		c.NoSamples = true
+	case 1:
+		c.Dot = true
+		c.DotX = coord(sc.x(d.Series[0].T))
+		c.DotY = coord(sc.y(float64(d.Series[0].Held)))
+	}
+	if d.PortsUsable > 0 {
+		c.HasCeiling = true
+		c.CeilingY, c.CeilingTextY = ceilingAt(sc.y(float64(d.PortsUsable)))
+		c.CeilingLabel = "ceiling: " + fmtInt(d.PortsUsable) + " usable ports (" + fmtRate(d.CeilingPerS) + "/s)"
+	}
+	c.Caption = caption(d)
+	if overCeiling(d) {
+		c.Warning = "connects/s above the sustainable rate: a longer run runs out of ports"
+	}
+	return c
+}
+
+// chartFrame is what every chart shares: its size, the plot rectangle and
+// where the axis names go.
+func chartFrame() chart {
+	return chart{
 		W:       chartW,
 		H:       chartH,
 		X:       plotLeft,
@@ -308,18 +387,20 @@ func newChart(i int, d *Destination, xmax float64) chart {
 		XLabelX: (plotLeft + plotRight) / 2,
 		XLabelY: chartH - 10,
 		YLabelX: -(plotTop + plotBottom) / 2,
-		Samples: len(d.Series),
 	}
+}
 
+// scale maps seconds and sockets held into the plot: x from 0 to xmax,
+// y from ylo to yhi, with y ticks ystep apart.
+type scale struct {
+	xmax, ylo, yhi, ystep float64
+}
+
+func newScale(d *Destination, xmax float64) scale {
 	lo, hi := 0.0, 0.0
-	peak, peakT := math.Inf(-1), math.NaN()
 	for _, s := range d.Series {
-		h := float64(s.Held)
-		if h > peak {
-			peak, peakT = h, s.T
-		}
-		lo = math.Min(lo, h)
-		hi = math.Max(hi, h)
+		lo = math.Min(lo, float64(s.Held))
+		hi = math.Max(hi, float64(s.Held))
 	}
 	if d.PortsUsable > 0 {
 		hi = math.Max(hi, float64(d.PortsUsable))
@@ -331,70 +412,66 @@ func newChart(i int, d *Destination, xmax float64) chart {
 	if !(yhi > ylo) {
 		yhi = ylo + ystep
 	}
-	yOf := func(v float64) float64 {
-		return plotBottom - plotHeight*((v-ylo)/(yhi-ylo))
-	}
-	xOf := func(t float64) float64 {
-		switch {
-		case math.IsNaN(t) || t < 0:
-			t = 0
-		case t > xmax:
-			t = xmax
-		}
-		return plotLeft + plotWidth*(t/xmax)
-	}
+	return scale{xmax: xmax, ylo: ylo, yhi: yhi, ystep: ystep}
+}
 
+func (s scale) y(v float64) float64 {
+	return plotBottom - plotHeight*((v-s.ylo)/(s.yhi-s.ylo))
+}
+
+// x puts times outside the run (and NaN) at its edges.
+func (s scale) x(t float64) float64 {
+	switch {
+	case math.IsNaN(t) || t < 0:
+		t = 0
+	case t > s.xmax:
+		t = s.xmax
+	}
+	return plotLeft + plotWidth*(t/s.xmax)
+}
+
+// axisTicks labels first, first+step, … up to limit (at most 51 ticks),
+// each placed by pos.
+func axisTicks(first, step, limit float64, pos func(float64) float64) []tick {
+	var ts []tick
 	for k := 0; k <= 50; k++ {
-		v := ylo + float64(k)*ystep
-		if v > yhi+ystep*1e-9 {
+		v := first + float64(k)*step
+		if v > limit {
 			break
 		}
-		c.YTicks = append(c.YTicks, tick{Pos: coord(yOf(v)), Label: fmtTick(v, ystep)})
+		ts = append(ts, tick{Pos: coord(pos(v)), Label: fmtTick(v, step)})
 	}
-	xstep := niceStep(xmax, xTickTarget)
-	for k := 0; k <= 50; k++ {
-		v := float64(k) * xstep
-		if v > xmax*(1+1e-9) {
-			break
-		}
-		c.XTicks = append(c.XTicks, tick{Pos: coord(xOf(v)), Label: fmtTick(v, xstep)})
-	}
+	return ts
+}
 
-	buf := make([]byte, 0, len(d.Series)*12)
-	for k, s := range d.Series {
+// polyline is the points attribute of the series: "x,y" pairs apart by
+// spaces, one per sample. Appending numbers keeps a long series cheap.
+func polyline(series []Sample, sc scale) string {
+	buf := make([]byte, 0, len(series)*12)
+	for k, s := range series {
 		if k > 0 {
 			buf = append(buf, ' ')
 		}
-		buf = strconv.AppendFloat(buf, xOf(s.T), 'f', 1, 64)
+		buf = strconv.AppendFloat(buf, sc.x(s.T), 'f', 1, 64)
 		buf = append(buf, ',')
-		buf = strconv.AppendFloat(buf, yOf(float64(s.Held)), 'f', 1, 64)
+		buf = strconv.AppendFloat(buf, sc.y(float64(s.Held)), 'f', 1, 64)
 	}
-	c.Points = string(buf)
-	switch len(d.Series) {
-	case 0:
-		c.NoSamples = true
-	case 1:
-		c.Dot = true
-		c.DotX = coord(xOf(d.Series[0].T))
-		c.DotY = coord(yOf(float64(d.Series[0].Held)))
-	}
+	return string(buf)
+}
 
-	if d.PortsUsable > 0 {
-		y := yOf(float64(d.PortsUsable))
-		c.HasCeiling = true
-		c.CeilingY = coord(y)
-		c.CeilingLabel = "ceiling: " + fmtInt(d.PortsUsable) + " usable ports (" + fmtRate(d.CeilingPerS) + "/s)"
-		// Above the line, unless that would leave the plot.
-		if y-5 < plotTop+10 {
-			c.CeilingTextY = coord(y + 14)
-		} else {
-			c.CeilingTextY = coord(y - 5)
-		}
+// ceilingAt places the ceiling line at y and its label above the line,
+// unless that would leave the plot.
+func ceilingAt(y float64) (line, label string) {
+	if y-5 < plotTop+10 {
+		return coord(y), coord(y + 14)
 	}
+	return coord(y), coord(y - 5)
+}
 
-	// The caption: the peak (the report's, or the series' if higher),
-	// the rate, and how they compare with the ceiling.
-	var parts []string
+// caption: the peak (the report's, or the series' if higher), the rate,
+// and how they compare with the ceiling.
+func caption(d *Destination) string {
+	peak, peakT := seriesPeak(d.Series)
 	pk := float64(d.TimewaitPeak)
 	if len(d.Series) > 0 && peak > pk {
 		pk = peak
@@ -406,8 +483,7 @@ func newChart(i int, d *Destination, xmax float64) chart {
 	if len(d.Series) > 0 && peak == pk && !math.IsNaN(peakT) && !math.IsInf(peakT, 0) {
 		s += " at " + fmtDuration(peakT)
 	}
-	parts = append(parts, s)
-	parts = append(parts, fmtRate(d.ConnectsPerS)+" connects/s")
+	parts := []string{s, fmtRate(d.ConnectsPerS) + " connects/s"}
 	if d.PortsUsable > 0 {
 		parts = append(parts, "sustainable "+fmtRate(d.CeilingPerS)+"/s")
 	} else {
@@ -417,11 +493,19 @@ func newChart(i int, d *Destination, xmax float64) chart {
 	if d.ConnectErrors > 0 {
 		parts = append(parts, fmtUint(d.ConnectErrors)+" connect errors")
 	}
-	c.Caption = strings.Join(parts, " · ")
-	if overCeiling(d) {
-		c.Warning = "connects/s above the sustainable rate: a longer run runs out of ports"
+	return strings.Join(parts, " · ")
+}
+
+// seriesPeak is the most sockets held at one sample and the time of the
+// first sample that held them; -Inf and NaN for no sample.
+func seriesPeak(series []Sample) (peak, at float64) {
+	peak, at = math.Inf(-1), math.NaN()
+	for _, s := range series {
+		if h := float64(s.Held); h > peak {
+			peak, at = h, s.T
+		}
 	}
-	return c
+	return peak, at
 }
 
 // overCeiling: the destination was connected to faster than its ports
@@ -429,10 +513,6 @@ func newChart(i int, d *Destination, xmax float64) chart {
 func overCeiling(d *Destination) bool {
 	return d.PortsUsable > 0 && d.CeilingPerS > 0 && d.ConnectsPerS > d.CeilingPerS
 }
-
-// stillClosing: sockets closed first whose end (timewait entry or reset)
-// was not seen within the drain time.
-func stillClosing(l *top.Losses) uint64 { return l.StillClosing }
 
 // lossWhat explains the losses by their JSON names.
 var lossWhat = map[string]string{
@@ -446,10 +526,10 @@ var lossWhat = map[string]string{
 	"still_closing":      "sockets closed first whose end was not seen within the drain time",
 }
 
-// losses lists every counter of top.Losses by its JSON name, so that a
+// losses lists every counter of r.Losses by its JSON name, so that a
 // counter added there shows here.
-func losses(l *top.Losses) []lossRow {
-	v := reflect.ValueOf(l).Elem()
+func losses(r *Report) []lossRow {
+	v := reflect.ValueOf(&r.Losses).Elem()
 	t := v.Type()
 	var rows []lossRow
 	for i := 0; i < t.NumField(); i++ {
@@ -725,214 +805,12 @@ func bidi(r rune) bool {
 		r == 0x200e || r == 0x200f || r == 0x061c
 }
 
-// commandLine shows argv as a shell would take it: arguments that need it
-// in single quotes.
+// commandLine is the command as the page shows it: each argument
+// cleaned, then quoted as the text report quotes it.
 func commandLine(argv []string) string {
-	var b strings.Builder
+	shown := make([]string, len(argv))
 	for i, a := range argv {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(shellQuote(clean(a)))
+		shown[i] = clean(a)
 	}
-	return b.String()
+	return quoteArgv(shown)
 }
-
-func shellQuote(s string) string {
-	if s == "" {
-		return "''"
-	}
-	plain := true
-	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
-			strings.ContainsRune("@%+=:,./-_", r)) {
-			plain = false
-			break
-		}
-	}
-	if plain {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-var pageTemplate = template.Must(template.New("page").Parse(pageHTML))
-
-const pageHTML = `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{.Title}}</title>
-<style>
-:root { color-scheme: light; }
-body { margin: 0; background: #f6f7f9; color: #1f2328; line-height: 1.45;
-  font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
-main { max-width: 1120px; margin: 0 auto; padding: 20px 24px 48px; }
-h1 { font-size: 1.15em; margin: 0 0 10px; font-weight: 600; color: #59636e; }
-h2 { font-size: 1.1em; margin: 32px 0 10px; }
-header { background: #fff; border: 1px solid #d8dee4; border-radius: 10px; padding: 16px 20px; }
-.headline { display: flex; align-items: center; gap: 14px; flex-wrap: wrap; }
-.badge { display: inline-block; padding: 4px 14px; border-radius: 999px; font-weight: 700;
-  letter-spacing: .06em; color: #fff; font-size: 1.05em; }
-.badge.pass { background: #1a7f37; }
-.badge.fail { background: #cf222e; }
-code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: .92em; }
-code.cmd { font-size: 1.05em; background: #eef1f4; padding: 3px 8px; border-radius: 5px;
-  word-break: break-all; white-space: pre-wrap; }
-.meta { margin-top: 10px; color: #59636e; display: flex; gap: 22px; flex-wrap: wrap; }
-.meta b { color: #1f2328; font-weight: 600; }
-.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(160px, 1fr)); gap: 12px; margin-top: 16px; }
-.card { background: #fff; border: 1px solid #d8dee4; border-radius: 10px; padding: 12px 16px; }
-.card .v { font-size: 1.7em; font-weight: 600; font-variant-numeric: tabular-nums; }
-.card .k { color: #59636e; font-size: .85em; text-transform: uppercase; letter-spacing: .04em; }
-.card .d { color: #59636e; font-size: .85em; }
-.card.bad .v { color: #cf222e; }
-.note { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 8px; padding: 8px 14px; margin-top: 12px; }
-.charts { display: grid; grid-template-columns: 1fr; gap: 16px; }
-figure { margin: 0; background: #fff; border: 1px solid #d8dee4; border-radius: 10px; padding: 8px 12px 10px; }
-figcaption { color: #59636e; font-size: .88em; padding: 0 4px; }
-figcaption .bad { display: block; }
-svg.chart { display: block; width: 100%; max-width: 900px; height: auto; }
-svg.chart text { font-size: 11px; fill: #59636e; }
-svg.chart text.title { font-size: 14px; font-weight: 600; fill: #1f2328; }
-svg.chart .grid { stroke: #eaeef2; stroke-width: 1; }
-svg.chart .axis { stroke: #8c959f; stroke-width: 1; }
-svg.chart .held { fill: none; stroke: #0969da; stroke-width: 1.6; stroke-linejoin: round; }
-svg.chart .dot { fill: #0969da; }
-svg.chart .ceiling { stroke: #cf222e; stroke-width: 1.4; stroke-dasharray: 6 4; }
-svg.chart text.ceiling-label { fill: #cf222e; font-weight: 600; }
-svg.chart text.ceiling-label.unknown { fill: #59636e; font-weight: 400; }
-svg.chart text.empty { font-size: 13px; }
-table { border-collapse: separate; border-spacing: 0; width: 100%; background: #fff;
-  border: 1px solid #d8dee4; border-radius: 10px; overflow: hidden; font-size: .9em; }
-th, td { padding: 6px 10px; border-bottom: 1px solid #eaeef2; text-align: left; vertical-align: top; }
-tbody tr:last-child td { border-bottom: 0; }
-th { background: #f6f8fa; font-weight: 600; color: #3d444d; white-space: nowrap; }
-td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tbody tr:nth-child(even) { background: #fbfcfd; }
-.bad { color: #cf222e; font-weight: 600; }
-.good { color: #1a7f37; font-weight: 600; }
-.tag { display: inline-block; padding: 0 8px; border-radius: 999px; font-size: .85em; font-weight: 600; white-space: nowrap; }
-.tag.bad { background: #ffebe9; color: #cf222e; }
-.tag.good { background: #dafbe1; color: #1a7f37; }
-td ul { margin: 0; padding-left: 18px; }
-.muted { color: #59636e; }
-footer { margin-top: 40px; color: #8c959f; font-size: .85em; }
-</style>
-</head>
-<body>
-<main>
-<header>
-<h1>twtrace run</h1>
-<div class="headline">
-{{if .Passed}}<span class="badge pass" id="verdict">PASSED</span>{{else}}<span class="badge fail" id="verdict">FAILED</span>{{end}}
-<code class="cmd" id="command">{{.Command}}</code>
-</div>
-<div class="meta">
-<span><b{{if .ExitBad}} class="bad"{{end}}>{{.Exit}}</b></span>
-<span>duration <b>{{.Duration}}</b></span>
-{{if .Start}}<span>started <b>{{.Start}}</b></span>
-{{end}}<span>{{.Thresholds}}</span>
-</div>
-</header>
-
-<section id="totals">
-<div class="cards">
-{{range .Totals}}<div class="card{{if .Bad}} bad{{end}}"><div class="k">{{.Name}}</div><div class="v">{{.Value}}</div>{{if .Detail}}<div class="d">{{.Detail}}</div>{{end}}</div>
-{{end}}</div>
-{{range .Notes}}<p class="note">{{.}}</p>
-{{end}}</section>
-
-{{if .Threshold}}<section>
-<h2>Thresholds</h2>
-<table id="thresholds">
-<thead><tr><th>threshold</th><th class="n">limit</th><th class="n">value</th><th>destination</th><th>result</th></tr></thead>
-<tbody>
-{{range .Threshold}}<tr><td class="mono">{{.Name}}</td><td class="n">{{.Limit}}</td><td class="n">{{.Value}}</td><td class="mono">{{.Dest}}</td><td>{{if .Failed}}<span class="tag bad">{{.Result}}</span>{{else}}<span class="tag good">{{.Result}}</span>{{end}}</td></tr>
-{{end}}</tbody>
-</table>
-</section>
-{{end}}
-<section>
-<h2>Timewait sockets held, per destination</h2>
-{{if .Charts}}<div class="charts">
-{{range .Charts}}<figure>
-<svg class="chart" data-destination="{{.Dest}}" data-netns="{{.Netns}}" viewBox="0 0 {{.W}} {{.H}}" role="img" aria-labelledby="{{.ID}}-title">
-<title id="{{.ID}}-title">{{.Title}}</title>
-<text class="title" x="{{.X}}" y="22">{{.Title}}</text>
-<rect class="plot" x="{{.X}}" y="{{.Y}}" width="{{.PW}}" height="{{.PH}}" fill="none" stroke="none"></rect>
-{{$c := .}}{{range .YTicks}}<line class="grid" x1="{{$c.X}}" x2="{{$c.Right}}" y1="{{.Pos}}" y2="{{.Pos}}" stroke="#eaeef2"></line><text class="ytick" x="{{$c.X}}" dx="-6" y="{{.Pos}}" dy="4" text-anchor="end">{{.Label}}</text>
-{{end}}{{range .XTicks}}<line class="grid" x1="{{.Pos}}" x2="{{.Pos}}" y1="{{$c.Y}}" y2="{{$c.Bottom}}" stroke="#eaeef2"></line><line class="axis" x1="{{.Pos}}" x2="{{.Pos}}" y1="{{$c.Bottom}}" y2="{{$c.TickEnd}}" stroke="#8c959f"></line><text class="xtick" x="{{.Pos}}" y="{{$c.Bottom}}" dy="18" text-anchor="middle">{{.Label}}</text>
-{{end}}<line class="axis" x1="{{.X}}" x2="{{.Right}}" y1="{{.Bottom}}" y2="{{.Bottom}}" stroke="#8c959f"></line>
-<line class="axis" x1="{{.X}}" x2="{{.X}}" y1="{{.Y}}" y2="{{.Bottom}}" stroke="#8c959f"></line>
-<text x="{{.XLabelX}}" y="{{.XLabelY}}" text-anchor="middle">seconds since the command started</text>
-<text transform="rotate(-90)" x="{{.YLabelX}}" y="16" text-anchor="middle">timewait sockets held</text>
-{{if .HasCeiling}}<line class="ceiling" x1="{{.X}}" x2="{{.Right}}" y1="{{.CeilingY}}" y2="{{.CeilingY}}" stroke="#cf222e" stroke-dasharray="6 4"></line>
-<text class="ceiling-label" x="{{.Right}}" y="{{.CeilingTextY}}" text-anchor="end">{{.CeilingLabel}}</text>
-{{else}}<text class="ceiling-label unknown" x="{{.Right}}" y="{{.Y}}" dy="-6" text-anchor="end">ceiling unknown</text>
-{{end}}<polyline class="held" data-samples="{{.Samples}}" points="{{.Points}}" fill="none" stroke="#0969da"></polyline>
-{{if .Dot}}<circle class="dot" cx="{{.DotX}}" cy="{{.DotY}}" r="3.5" fill="#0969da"></circle>
-{{end}}{{if .NoSamples}}<text class="empty" x="{{.XLabelX}}" y="{{.MidY}}" text-anchor="middle">no samples</text>
-{{end}}</svg>
-<figcaption>{{.Caption}}{{if .Warning}}<span class="bad">{{.Warning}}</span>{{end}}</figcaption>
-</figure>
-{{end}}</div>
-{{else}}<p class="muted">The command connected to no destination.</p>
-{{end}}</section>
-
-<section>
-<h2>Processes</h2>
-{{if .Processes}}<table id="processes">
-<thead><tr><th class="n">pid</th><th>comm</th><th class="n">connects</th><th class="n">timewait</th><th class="n">connect errors</th><th class="n">bind errors</th><th>verdict</th></tr></thead>
-<tbody>
-{{range .Processes}}<tr><td class="n">{{.PID}}</td><td class="mono">{{.Comm}}</td><td class="n">{{.Connects}}</td><td class="n">{{.Timewait}}</td><td class="n{{if .Errors}} bad{{end}}">{{.ConnectErrors}}</td><td class="n{{if .Errors}} bad{{end}}">{{.BindErrors}}</td><td>{{if .PerRequest}}<span class="tag bad">{{.Verdict}}</span>{{else}}{{.Verdict}}{{end}}</td></tr>
-{{end}}</tbody>
-</table>
-{{else}}<p class="muted">No process of the command made or held a connection.</p>
-{{end}}</section>
-
-<section>
-<h2>Verdicts and advice</h2>
-{{if .Rows}}<table id="rows">
-<thead><tr><th class="n">pid</th><th>comm</th><th>role</th><th>destination</th><th class="n">connects</th><th class="n">timewait</th><th class="n">connect errors</th><th class="n">lifetime p50</th><th class="n">bytes p50</th><th>verdict</th><th>reason and advice</th></tr></thead>
-<tbody>
-{{range .Rows}}<tr><td class="n">{{.PID}}</td><td class="mono">{{.Comm}}</td><td>{{.Role}}</td><td class="mono">{{.Dest}}</td><td class="n">{{.Connects}}</td><td class="n">{{.Timewait}}</td><td class="n{{if .Errors}} bad{{end}}">{{.ConnectErrors}}</td><td class="n">{{.Lifetime}}</td><td class="n">{{.Bytes}}</td><td>{{if .PerRequest}}<span class="tag bad">{{.Verdict}}</span>{{else}}{{.Verdict}}{{end}}</td><td>{{if .Reason}}<div class="muted">{{.Reason}}</div>{{end}}{{if .Advice}}<ul>{{range .Advice}}<li>{{.}}</li>{{end}}</ul>{{end}}</td></tr>
-{{end}}</tbody>
-</table>
-{{else}}<p class="muted">No rows.</p>
-{{end}}</section>
-
-<section>
-<h2>Destinations</h2>
-{{if .Dests}}<table id="destinations">
-<thead><tr><th>destination</th><th class="n">netns</th><th class="n">connects</th><th class="n">connects/s</th><th class="n">timewait</th><th class="n">peak held</th><th class="n">usable ports</th><th class="n">ceiling/s</th><th class="n">connect errors</th></tr></thead>
-<tbody>
-{{range .Dests}}<tr><td class="mono">{{.Dest}}</td><td class="n">{{.Netns}}</td><td class="n">{{.Connects}}</td><td class="n{{if .OverCeiling}} bad{{end}}">{{.ConnectsPerS}}</td><td class="n">{{.Timewait}}</td><td class="n">{{.Peak}}</td><td class="n">{{.Ports}}</td><td class="n">{{.CeilingPerS}}</td><td class="n{{if .Errors}} bad{{end}}">{{.ConnectErrors}}</td></tr>
-{{end}}</tbody>
-</table>
-{{else}}<p class="muted">No destinations.</p>
-{{end}}</section>
-
-<section>
-<h2>Losses</h2>
-<table id="losses">
-<thead><tr><th>loss</th><th class="n">count</th><th>what</th></tr></thead>
-<tbody>
-{{range .Losses}}<tr><td>{{.Name}}</td><td class="n{{if .Bad}} bad{{end}}">{{.Value}}</td><td class="muted">{{.What}}</td></tr>
-{{end}}</tbody>
-</table>
-</section>
-
-{{if .Errors}}<section>
-<h2>Errors</h2>
-<ul id="errors">
-{{range .Errors}}<li class="bad">{{.}}</li>
-{{end}}</ul>
-</section>
-{{end}}
-<footer>Made by twtrace run. This page is self-contained: it loads nothing.</footer>
-</main>
-</body>
-</html>
-`

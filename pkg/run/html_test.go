@@ -587,6 +587,67 @@ func TestWriteHTMLPage(t *testing.T) {
 	})
 }
 
+// TestWriteHTMLHostile puts one hostile string (markup, quotes, the end
+// tags of the elements whose text the parser treats specially, an entity,
+// a control byte, a bidi override) in every string of the report a
+// process or the user chooses, and finds it everywhere as text: cleaned,
+// then shown character for character, never as markup.
+func TestWriteHTMLHostile(t *testing.T) {
+	const h = `<script>alert("x")</script>'</style></title></code>&amp;` + "\x01\u202e"
+	shown := clean(h)
+	r := &Report{
+		Command:    []string{h},
+		ExitCode:   1,
+		Signal:     h,
+		Processes:  []Process{{PID: 1, Comm: h, Verdict: h}},
+		Rows:       []top.Row{{PID: 1, Comm: h, Role: h, Verdict: h, Reason: h, Advice: []string{h}}},
+		Thresholds: []Threshold{{Name: h, Result: h, Destination: h}},
+		Errors:     []string{h},
+	}
+	b := render(t, r)
+	doc := checkDocument(t, b)
+	for _, raw := range []string{"\x01", "\u202e", "<script", "</title></code>"} {
+		if bytes.Contains(b, []byte(raw)) {
+			t.Errorf("page has %q unescaped", raw)
+		}
+	}
+	if n := bytes.Count(b, []byte("</style")); n != 1 {
+		t.Errorf("%d </style in the page, want the page's own one", n)
+	}
+
+	cmd := quoteArgv([]string{shown})
+	if got := text(byID(doc, "command")); got != cmd {
+		t.Errorf("command shown as %q, want %q", got, cmd)
+	}
+	titles := find(doc, func(n *html.Node) bool { return n.Data == "title" && n.Parent.Data == "head" })
+	if len(titles) != 1 || text(titles[0]) != "twtrace run: FAILED — "+cmd {
+		t.Errorf("title %q, want the command %q", text(titles[0]), cmd)
+	}
+	exit := "killed by " + shown + " (exit 1)"
+	if head := text(find(doc, elem("header", ""))[0]); !strings.Contains(head, exit) {
+		t.Errorf("header lacks %q: %q", exit, head)
+	}
+	for _, c := range []struct {
+		table string
+		want  []string
+	}{
+		{"thresholds", []string{shown, "0", "0", shown, strings.ToUpper(shown)}},
+		{"processes", []string{"1", shown, "0", "0", "0", "0", shown}},
+		{"rows", []string{"1", shown, shown, "?:0", "0", "0", "0", "—", "—", shown, shown + shown}},
+	} {
+		rows := tableRows(t, doc, c.table)
+		if got := cells(rows[0]); len(rows) != 1 || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("#%s row %q, want %q", c.table, got, c.want)
+		}
+	}
+	if got := text(byID(doc, "errors")); strings.TrimSpace(got) != shown {
+		t.Errorf("error shown as %q, want %q", got, shown)
+	}
+	if n := len(find(doc, elem("code", ""))); n != 1 {
+		t.Errorf("%d code elements, want the command's", n)
+	}
+}
+
 // TestWriteHTMLSeries draws one destination at a time, with and without a
 // ceiling, over the series lengths that need care.
 func TestWriteHTMLSeries(t *testing.T) {
@@ -702,6 +763,7 @@ func TestFormat(t *testing.T) {
 		{shellQuote("it's"), `'it'\''s'`},
 		{shellQuote("a/b-c.d"), "a/b-c.d"},
 		{shellQuote(""), "''"},
+		{quoteArgv([]string{"sh", "-c", "echo $HOME; ls *", "a!b", "naïve", ""}), `sh -c 'echo $HOME; ls *' 'a!b' 'naïve' ''`},
 	} {
 		if c.got != c.want {
 			t.Errorf("got %q, want %q", c.got, c.want)

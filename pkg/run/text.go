@@ -79,16 +79,35 @@ func WriteText(w io.Writer, r *Report) error {
 	return err
 }
 
-// quoteArgv shows the command as a shell would take it back.
+// quoteArgv shows argv as a shell would take it back. The text report
+// and the page (after clean) both show the command this way.
 func quoteArgv(argv []string) string {
 	q := make([]string, len(argv))
 	for i, a := range argv {
-		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`;&|<>*?()[]{}#~") {
-			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-		q[i] = a
+		q[i] = shellQuote(a)
 	}
 	return strings.Join(q, " ")
+}
+
+// shellQuote leaves a word of letters, digits and @%+=:,./-_ as it is and
+// puts anything else in single quotes: listing what is plain, rather than
+// what is special, cannot miss a character some shell treats specially.
+func shellQuote(s string) string {
+	if s == "" {
+		return "''"
+	}
+	plain := true
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+			strings.ContainsRune("@%+=:,./-_", r)) {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // esc shows a process name with control bytes escaped, as watch does.
