@@ -62,9 +62,6 @@ func (h *Histogram) Add(v uint64) {
 // Count is the number of values counted.
 func (h *Histogram) Count() uint64 { return h.n }
 
-// Bucket returns how many values bucket i holds.
-func (h *Histogram) Bucket(i int) uint64 { return h.counts[i] }
-
 // Merge adds o's counts to h.
 func (h *Histogram) Merge(o *Histogram) {
 	if o.n == 0 {

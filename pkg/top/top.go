@@ -604,8 +604,8 @@ func (s *session) frame() (*Frame, error) {
 			Timewait:      r.Timewait,
 			Advice:        []string{},
 
-			TimewaitOverflow: r.Overflow,
-			TimewaitReused:   r.Reused,
+			TimewaitOverflow: r.TimewaitOverflow,
+			TimewaitReused:   r.TimewaitReused,
 		}
 		if r.Key.Server {
 			row.Role = "server"
@@ -618,9 +618,9 @@ func (s *session) frame() (*Frame, error) {
 		// A connection closed first with no timewait socket (the table was
 		// full) is evidence like one that got one.
 		if r.Key.Server {
-			ev.ServerTimewait += r.Overflow
+			ev.ServerTimewait += r.TimewaitOverflow
 		} else {
-			ev.ClientTimewait += r.Overflow
+			ev.ClientTimewait += r.TimewaitOverflow
 		}
 		if d, ok := r.LifetimeQuantile(0.5); ok {
 			ms := round3(float64(d) / 1e6)
@@ -810,7 +810,7 @@ func rank(rows []Row, by Sort, k int, snap aggregate.Snapshot) []Row {
 		if r := &snap.Rows[i]; r.Other {
 			fold(&Row{ConnectsPerS: snap.PerSecond(r.Recent.Connects), TimewaitPerS: snap.PerSecond(r.Recent.Timewait),
 				ConnectErrors: r.ConnectErrors, BindErrors: r.BindErrors, Connects: r.Connects, Timewait: r.Timewait,
-				TimewaitOverflow: r.Overflow, TimewaitReused: r.Reused})
+				TimewaitOverflow: r.TimewaitOverflow, TimewaitReused: r.TimewaitReused})
 			other.Folded--
 		}
 	}
