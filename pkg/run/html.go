@@ -12,7 +12,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/twtrace/twtrace/pkg/top"
+	"github.com/twtrace/twtrace/pkg/report"
 )
 
 // WriteHTML writes r as one self-contained HTML5 page: no script, and no
@@ -247,7 +247,7 @@ func newPage(r *Report) *page {
 	return p
 }
 
-func newVerdictRow(row *top.Row) verdictRow {
+func newVerdictRow(row *report.Row) verdictRow {
 	v := verdictRow{
 		PID:           strconv.FormatUint(uint64(row.PID), 10),
 		Comm:          clean(row.Comm),
@@ -432,7 +432,7 @@ func overCeiling(d *Destination) bool {
 
 // stillClosing: sockets closed first whose end (timewait entry or reset)
 // was not seen within the drain time.
-func stillClosing(l *top.Losses) uint64 { return l.StillClosing }
+func stillClosing(l *report.Losses) uint64 { return l.StillClosing }
 
 // lossWhat explains the losses by their JSON names.
 var lossWhat = map[string]string{
@@ -446,9 +446,9 @@ var lossWhat = map[string]string{
 	"still_closing":      "sockets closed first whose end was not seen within the drain time",
 }
 
-// losses lists every counter of top.Losses by its JSON name, so that a
+// losses lists every counter of report.Losses by its JSON name, so that a
 // counter added there shows here.
-func losses(l *top.Losses) []lossRow {
+func losses(l *report.Losses) []lossRow {
 	v := reflect.ValueOf(l).Elem()
 	t := v.Type()
 	var rows []lossRow
