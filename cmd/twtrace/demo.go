@@ -19,6 +19,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/twtrace/twtrace/pkg/demo"
+	"github.com/twtrace/twtrace/pkg/live"
 	"github.com/twtrace/twtrace/pkg/top"
 )
 
@@ -62,23 +63,11 @@ with the demo even when it is SIGKILLed). Needs root.`,
 
 func runDemo(cmd *cobra.Command, f *demoFlags) error {
 	stdout := cmd.OutOrStdout()
-	fd, isFile := stdout.(*os.File)
-	tty := isFile && term.IsTerminal(int(fd.Fd())) && term.IsTerminal(int(os.Stdin.Fd()))
-	switch f.output {
-	case "":
-		if tty {
-			f.output = "table"
-		} else {
-			f.output = "json"
-		}
-	case "table":
-		if !tty {
-			return usageError{errors.New("--output table needs a terminal on stdin and stdout: use -o json")}
-		}
-	case "json":
-	default:
-		return usageError{fmt.Errorf("invalid --output %q: want table or json", f.output)}
+	output, fd, err := screenOutput(f.output, stdout)
+	if err != nil {
+		return err
 	}
+	f.output = output
 	const interval = time.Second
 	if f.duration < 0 || (f.duration > 0 && f.duration < interval) {
 		return usageError{fmt.Errorf("invalid --duration %s: want at least 1s, or 0 for no limit", f.duration)}
@@ -94,9 +83,10 @@ func runDemo(cmd *cobra.Command, f *demoFlags) error {
 	var sortNow atomic.Int32
 	var info atomic.Pointer[demo.Info]
 	var last *top.Frame
-	cfg := demo.Config{
-		Interval: interval, Count: count,
-		Sort: func() top.Sort { return top.Sort(sortNow.Load()) },
+	cfg := demo.Config{Interval: interval, Count: count}
+	// The demo's frames as top shows them, in the order the keys chose.
+	view := func(fr *live.Frame) *top.Frame {
+		return top.View(fr, top.Sort(sortNow.Load()), top.DefaultRows)
 	}
 	if f.output == "json" {
 		stderr := cmd.ErrOrStderr()
@@ -106,7 +96,8 @@ func runDemo(cmd *cobra.Command, f *demoFlags) error {
 			info.Store(in)
 			fmt.Fprintf(stderr, "twtrace: %s; one JSON object per second\n", demo.NarrationLine(in))
 		}
-		err := demo.Run(ctx, cfg, func(fr *top.Frame) error {
+		err := demo.Run(ctx, cfg, func(lf *live.Frame) error {
+			fr := view(lf)
 			last = fr
 			if err := enc.Encode(fr); err != nil {
 				return err
@@ -121,7 +112,7 @@ func runDemo(cmd *cobra.Command, f *demoFlags) error {
 		}
 		return err
 	}
-	err := runDemoScreen(ctx, stop, fd, cfg, &sortNow, &info, &last)
+	err = runDemoScreen(ctx, stop, fd, cfg, view, &sortNow, &info, &last)
 	if err == nil {
 		writeLines(stdout, demo.Summary(info.Load(), last))
 	}
@@ -138,8 +129,8 @@ func writeLines(w io.Writer, lines []string) {
 // alternate screen, the keyboard raw, the same keys), with the narration
 // above top's view. It stores what the demo set up in info, and its last
 // frame in last.
-func runDemoScreen(ctx context.Context, quit func(), out *os.File, cfg demo.Config, sortNow *atomic.Int32,
-	info *atomic.Pointer[demo.Info], last **top.Frame) error {
+func runDemoScreen(ctx context.Context, quit func(), out *os.File, cfg demo.Config, view func(*live.Frame) *top.Frame,
+	sortNow *atomic.Int32, info *atomic.Pointer[demo.Info], last **top.Frame) error {
 	in := int(os.Stdin.Fd())
 	old, err := term.MakeRaw(in)
 	if err != nil {
@@ -179,7 +170,8 @@ func runDemoScreen(ctx context.Context, quit func(), out *os.File, cfg demo.Conf
 		w, _ := size()
 		draw(append(demo.Narration(in), "", "server, pooled and churner started; twtrace refreshes every second"), w)
 	}
-	return demo.Run(ctx, cfg, func(fr *top.Frame) error {
+	return demo.Run(ctx, cfg, func(lf *live.Frame) error {
+		fr := view(lf)
 		*last = fr
 		if ctx.Err() != nil {
 			return nil

@@ -21,6 +21,7 @@ import (
 	"github.com/twtrace/twtrace/internal/testnet"
 	"github.com/twtrace/twtrace/pkg/demo"
 	"github.com/twtrace/twtrace/pkg/inventory"
+	"github.com/twtrace/twtrace/pkg/report"
 	"github.com/twtrace/twtrace/pkg/top"
 )
 
@@ -86,7 +87,7 @@ func (d *demoRun) next(t *testing.T) bool {
 
 // untilBothRows reads frames until one has the churner's and the pooled
 // client's rows.
-func (d *demoRun) untilBothRows(t *testing.T) (churner, pooled *top.Row) {
+func (d *demoRun) untilBothRows(t *testing.T) (churner, pooled *report.Row) {
 	t.Helper()
 	for d.next(t) {
 		f := &d.frames[len(d.frames)-1]
@@ -98,7 +99,7 @@ func (d *demoRun) untilBothRows(t *testing.T) (churner, pooled *top.Row) {
 	return nil, nil
 }
 
-func row(f *top.Frame, comm string) *top.Row {
+func row(f *top.Frame, comm string) *report.Row {
 	for i := range f.Rows {
 		if f.Rows[i].Comm == comm {
 			return &f.Rows[i]

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/twtrace/twtrace/internal/testnet"
+	"github.com/twtrace/twtrace/pkg/aggregate"
 	twrun "github.com/twtrace/twtrace/pkg/run"
 )
 
@@ -101,7 +102,7 @@ func TestRunChurnExact(t *testing.T) {
 	if len(c.Ports) != 20 {
 		t.Fatalf("client made %d connections, want 20", len(c.Ports))
 	}
-	want := twrun.Totals{Connects: 20, Timewait: 20, TimewaitClient: 20}
+	want := twrun.Totals{Counts: aggregate.Counts{Connects: 20, Timewait: 20}, TimewaitClient: 20}
 	if r.Totals != want {
 		t.Errorf("totals %+v, want %+v", r.Totals, want)
 	}
@@ -176,7 +177,7 @@ func TestRunPooledPasses(t *testing.T) {
 		t.Fatalf("exit %d, report %v, clients %+v; stderr %s", res.code, res.report != nil, res.clients, res.stderr)
 	}
 	r := res.report
-	if r.Totals != (twrun.Totals{Connects: 1}) {
+	if r.Totals != (twrun.Totals{Counts: aggregate.Counts{Connects: 1}}) {
 		t.Errorf("totals %+v, want 1 connect and nothing else", r.Totals)
 	}
 	if !r.Passed || len(r.Thresholds) != 3 {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/twtrace/twtrace/pkg/filter"
 	"github.com/twtrace/twtrace/pkg/inventory"
+	"github.com/twtrace/twtrace/pkg/live"
 	"github.com/twtrace/twtrace/pkg/report"
 	"github.com/twtrace/twtrace/pkg/top"
 )
@@ -53,7 +54,7 @@ interval (schema in docs/json.md); --count N stops after N.`,
 	}
 	addFilterFlags(cmd, &f.watchFlags)
 	fl := cmd.Flags()
-	fl.Lookup("ring-buffer-size").Usage = fmt.Sprintf("ring buffer size in bytes, a power of two (default 1 MiB per CPU, 2 to 16 MiB: %d MiB here)", top.DefaultRingSize()>>20)
+	fl.Lookup("ring-buffer-size").Usage = fmt.Sprintf("ring buffer size in bytes, a power of two (default 1 MiB per CPU, 2 to 16 MiB: %d MiB here)", live.DefaultRingSize()>>20)
 	fl.StringVarP(&f.output, "output", "o", "", "output: table (full screen) or json (one object per interval); default table on a terminal, json otherwise")
 	fl.DurationVar(&f.interval, "interval", time.Second, "refresh interval")
 	fl.IntVar(&f.count, "count", 0, "stop after this many refreshes (default: until q or Ctrl-C)")
@@ -73,25 +74,36 @@ func addFilterFlags(cmd *cobra.Command, f *watchFlags) {
 	})
 }
 
-func runTop(cmd *cobra.Command, f *topFlags) error {
-	stdout := cmd.OutOrStdout()
+// screenOutput resolves --output for a command that draws a full screen:
+// table on a terminal (stdin and stdout), json otherwise. It returns the
+// mode, and stdout as the terminal to draw on in table mode.
+func screenOutput(output string, stdout io.Writer) (string, *os.File, error) {
 	fd, isFile := stdout.(*os.File)
 	tty := isFile && term.IsTerminal(int(fd.Fd())) && term.IsTerminal(int(os.Stdin.Fd()))
-	switch f.output {
+	switch output {
 	case "":
 		if tty {
-			f.output = "table"
-		} else {
-			f.output = "json"
+			return "table", fd, nil
 		}
+		return "json", fd, nil
 	case "table":
 		if !tty {
-			return usageError{errors.New("--output table needs a terminal on stdin and stdout: use -o json")}
+			return "", nil, usageError{errors.New("--output table needs a terminal on stdin and stdout: use -o json")}
 		}
 	case "json":
 	default:
-		return usageError{fmt.Errorf("invalid --output %q: want table or json", f.output)}
+		return "", nil, usageError{fmt.Errorf("invalid --output %q: want table or json", output)}
 	}
+	return output, fd, nil
+}
+
+func runTop(cmd *cobra.Command, f *topFlags) error {
+	stdout := cmd.OutOrStdout()
+	output, fd, err := screenOutput(f.output, stdout)
+	if err != nil {
+		return err
+	}
+	f.output = output
 	if f.interval < 100*time.Millisecond {
 		return usageError{fmt.Errorf("invalid --interval %s: want at least 100ms", f.interval)}
 	}
@@ -125,8 +137,11 @@ func runTop(cmd *cobra.Command, f *topFlags) error {
 	var sortNow atomic.Int32
 	sortNow.Store(int32(sortKey))
 	cfg := top.Config{
-		Interval: f.interval, Count: f.count, Rows: f.rows, Filter: flt,
-		Netns: flt.SingleNetns(), RingSize: f.ringSize, MaxSockets: f.maxSockets, Tier: tier,
+		Config: live.Config{
+			Interval: f.interval, Count: f.count, Filter: flt,
+			Netns: flt.SingleNetns(), RingSize: f.ringSize, MaxSockets: f.maxSockets, Tier: tier,
+		},
+		Rows: f.rows,
 		Sort: func() top.Sort { return top.Sort(sortNow.Load()) },
 	}
 	stderr := cmd.ErrOrStderr()

@@ -34,13 +34,13 @@
 //
 // New(maxKeys) sets the most keys a Table holds. Rows are never evicted;
 // once maxKeys keys exist, events of any further key are summed into a
-// single row flagged Other, and Table.Overflowed counts those events. Each
+// single row flagged Other, and Snapshot.Overflowed counts those events. Each
 // key costs about 4.3 KiB, mostly its two histograms.
 //
 // Adding an event of an existing key takes a map lookup and a few additions
 // under a mutex, and does not allocate.
 //
-// # Snapshots, rates and top-K
+// # Snapshots and rates
 //
 // Table.Snapshot copies every row, with counters cumulative since the Table
 // was created, in the order the keys first appeared, the Other row last.
@@ -50,12 +50,7 @@
 // snapshot prev, and Snapshot.Interval to the time between the two, in one
 // pass without lookups. A display refreshing every second keeps the previous
 // snapshot, takes a new one, calls Delta and shows Recent/Interval as rates.
-//
-// Snapshot.Top(k, by) ranks rows by a cumulative or an interval counter and
-// returns the k largest, then one Other row summing all the rest (and the
-// Table's own Other row), so a display never holds more than k+1 rows.
-// Snapshot.ByDestination sums rows over processes, one row per destination,
-// because port headroom is per destination; Top and Delta work on it too.
+// Ranking and cutting the rows is the display's choice.
 package aggregate
 
 import (
@@ -109,40 +104,45 @@ func KeyOf(e *event.Event) Key {
 	return k
 }
 
-// Counts are a row's counters.
+// Counts are what twtrace counts for a row, a process or a total: every
+// view embeds them, so a new counter is one field here and one line in
+// each of Add, sub and covers. The JSON names are those of twtrace's
+// documents (docs/json.md); the role and byte sums stay out of them.
 type Counts struct {
 	// Connects counts connect() attempts (AddConnects): not events, the
 	// kernel counts them and twtrace reads the sums.
-	Connects      uint64
-	Timewait      uint64
-	ConnectErrors uint64
-	BindErrors    uint64
-	// Overflow counts connections closed first with no timewait socket:
-	// the kernel's table was full (timewait_overflow, precise tier).
-	Overflow uint64
-	// Reused counts connects that took over a timewait socket
+	Connects      uint64 `json:"connects"`
+	Timewait      uint64 `json:"timewait"`
+	ConnectErrors uint64 `json:"connect_errors"`
+	BindErrors    uint64 `json:"bind_errors"`
+	// TimewaitOverflow counts connections closed first with no timewait
+	// socket: the kernel's table was full (timewait_overflow, precise
+	// tier).
+	TimewaitOverflow uint64 `json:"timewait_overflow"`
+	// TimewaitReused counts connects that took over a timewait socket
 	// (timewait_reuse, precise tier).
-	Reused uint64
+	TimewaitReused uint64 `json:"timewait_reused"`
 	// Roles counts timewaits by the closing process's role, indexed by
 	// event.RoleUnknown, event.RoleClient and event.RoleServer.
-	Roles [3]uint64
+	Roles [3]uint64 `json:"-"`
 	// BytesSent and BytesRecv are summed over timewaits.
-	BytesSent uint64
-	BytesRecv uint64
+	BytesSent uint64 `json:"-"`
+	BytesRecv uint64 `json:"-"`
 }
 
 // Events is the number of events of all kinds.
 func (c *Counts) Events() uint64 {
-	return c.Timewait + c.ConnectErrors + c.BindErrors + c.Overflow + c.Reused
+	return c.Timewait + c.ConnectErrors + c.BindErrors + c.TimewaitOverflow + c.TimewaitReused
 }
 
-func (c *Counts) add(o *Counts) {
+// Add adds o's counts to c.
+func (c *Counts) Add(o *Counts) {
 	c.Connects += o.Connects
 	c.Timewait += o.Timewait
 	c.ConnectErrors += o.ConnectErrors
 	c.BindErrors += o.BindErrors
-	c.Overflow += o.Overflow
-	c.Reused += o.Reused
+	c.TimewaitOverflow += o.TimewaitOverflow
+	c.TimewaitReused += o.TimewaitReused
 	for i := range c.Roles {
 		c.Roles[i] += o.Roles[i]
 	}
@@ -155,8 +155,8 @@ func (c *Counts) sub(o *Counts) {
 	c.Timewait -= o.Timewait
 	c.ConnectErrors -= o.ConnectErrors
 	c.BindErrors -= o.BindErrors
-	c.Overflow -= o.Overflow
-	c.Reused -= o.Reused
+	c.TimewaitOverflow -= o.TimewaitOverflow
+	c.TimewaitReused -= o.TimewaitReused
 	for i := range c.Roles {
 		c.Roles[i] -= o.Roles[i]
 	}
@@ -167,7 +167,7 @@ func (c *Counts) sub(o *Counts) {
 // covers reports whether every counter of c is at least o's.
 func (c *Counts) covers(o *Counts) bool {
 	return c.Connects >= o.Connects && c.Timewait >= o.Timewait && c.ConnectErrors >= o.ConnectErrors &&
-		c.BindErrors >= o.BindErrors && c.Overflow >= o.Overflow && c.Reused >= o.Reused &&
+		c.BindErrors >= o.BindErrors && c.TimewaitOverflow >= o.TimewaitOverflow && c.TimewaitReused >= o.TimewaitReused &&
 		c.Roles[0] >= o.Roles[0] &&
 		c.Roles[1] >= o.Roles[1] && c.Roles[2] >= o.Roles[2] &&
 		c.BytesSent >= o.BytesSent && c.BytesRecv >= o.BytesRecv
@@ -177,7 +177,7 @@ func (c *Counts) covers(o *Counts) bool {
 type Row struct {
 	Key Key // zero in an Other row
 	// Other marks the row that sums events whose own row there was no room
-	// for (in a Table) or that did not make the top K (from Snapshot.Top).
+	// for.
 	Other bool
 
 	Counts // cumulative
@@ -194,10 +194,6 @@ type Row struct {
 	// Recent counts what happened in the snapshot's Interval; it is set by
 	// Snapshot.Delta and zero otherwise.
 	Recent Counts
-
-	// Merged is how many rows Snapshot.Top or Snapshot.ByDestination summed
-	// into this one, not counting a Table's Other row; 0 for a Table's rows.
-	Merged int
 }
 
 // LifetimeQuantile estimates the q-quantile of connection lifetimes, within
@@ -228,9 +224,9 @@ func (r *Row) add(e *event.Event) {
 	case event.KindBindError:
 		r.BindErrors++
 	case event.KindOverflow:
-		r.Overflow++
+		r.TimewaitOverflow++
 	case event.KindReuse:
-		r.Reused++
+		r.TimewaitReused++
 	}
 	switch {
 	case first:
@@ -240,31 +236,6 @@ func (r *Row) add(e *event.Event) {
 	case e.Time.After(r.Last):
 		r.Last = e.Time
 	}
-}
-
-// merge adds o into r: counters, histograms and the time span.
-func (r *Row) merge(o *Row) {
-	r.Connects += o.Connects
-	r.Recent.Connects += o.Recent.Connects
-	if o.Events() == 0 {
-		return
-	}
-	if r.Events() == 0 {
-		r.First, r.Last = o.First, o.Last
-	} else {
-		if o.First.Before(r.First) {
-			r.First = o.First
-		}
-		if o.Last.After(r.Last) {
-			r.Last = o.Last
-		}
-	}
-	connects, recent := r.Connects, r.Recent.Connects
-	r.Counts.add(&o.Counts)
-	r.Recent.add(&o.Recent)
-	r.Connects, r.Recent.Connects = connects, recent // added above
-	r.Lifetime.Merge(&o.Lifetime)
-	r.Bytes.Merge(&o.Bytes)
 }
 
 // chunkRows is how many rows a Table allocates at a time.
@@ -349,12 +320,4 @@ func (t *Table) Len() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.rows)
-}
-
-// Overflowed is the number of events summed into the Other row because
-// the table already held maxKeys keys.
-func (t *Table) Overflowed() uint64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.other.Events()
 }

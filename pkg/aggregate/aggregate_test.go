@@ -118,10 +118,10 @@ func TestCountsPerKey(t *testing.T) {
 	for i := range events {
 		tb.Add(&events[i])
 	}
-	if tb.Len() != 4 || tb.Overflowed() != 0 {
-		t.Fatalf("Len = %d, Overflowed = %d; want 4, 0", tb.Len(), tb.Overflowed())
-	}
 	s := tb.Snapshot()
+	if tb.Len() != 4 || s.Overflowed != 0 {
+		t.Fatalf("Len = %d, Overflowed = %d; want 4, 0", tb.Len(), s.Overflowed)
+	}
 	if len(s.Rows) != 4 {
 		t.Fatalf("%d rows, want 4", len(s.Rows))
 	}
@@ -166,10 +166,6 @@ func TestCountsPerKey(t *testing.T) {
 	if r := s.Rows[3]; r.Counts != (Counts{BindErrors: 2}) {
 		t.Errorf("row 3: %+v", r.Counts)
 	}
-	if tot := s.Total(); tot.Events() != 8 || tot.Timewait != 4 || tot.ConnectErrors != 2 || tot.BindErrors != 2 ||
-		!tot.First.Equal(t0) || !tot.Last.Equal(t0.Add(7*time.Second)) {
-		t.Errorf("total %+v first %v last %v", tot.Counts, tot.First, tot.Last)
-	}
 }
 
 // The precise tier's kinds: an overflow is keyed as a timewait (a server's
@@ -192,19 +188,16 @@ func TestPreciseKinds(t *testing.T) {
 	if len(s.Rows) != 3 {
 		t.Fatalf("%d rows, want 3: %+v", len(s.Rows), s.Rows)
 	}
-	if r := find(t, s.Rows, key(1, "curl", "10.1.2.3:8080")); r.Counts != (Counts{Overflow: 2}) {
+	if r := find(t, s.Rows, key(1, "curl", "10.1.2.3:8080")); r.Counts != (Counts{TimewaitOverflow: 2}) {
 		t.Errorf("client overflow row: %+v", r.Counts)
 	}
 	sk := key(2, "nginx", "10.1.2.3:80")
 	sk.Server = true
-	if r := find(t, s.Rows, sk); r.Counts != (Counts{Overflow: 1}) {
+	if r := find(t, s.Rows, sk); r.Counts != (Counts{TimewaitOverflow: 1}) {
 		t.Errorf("server overflow row: %+v", r.Counts)
 	}
-	if r := find(t, s.Rows, key(3, "java", "10.1.2.3:8080")); r.Counts != (Counts{Reused: 1}) || !r.First.Equal(t0.Add(3*time.Second)) {
+	if r := find(t, s.Rows, key(3, "java", "10.1.2.3:8080")); r.Counts != (Counts{TimewaitReused: 1}) || !r.First.Equal(t0.Add(3*time.Second)) {
 		t.Errorf("reuse row: %+v first %v", r.Counts, r.First)
-	}
-	if tot := s.Total(); tot.Events() != 4 {
-		t.Errorf("total %d events, want 4", tot.Events())
 	}
 }
 
@@ -218,10 +211,10 @@ func TestFoldIntoOther(t *testing.T) {
 	for _, e := range []*event.Event{&a, &b, &c, &c, &d, &a, &b} {
 		tb.Add(e)
 	}
-	if tb.Len() != 2 || tb.Overflowed() != 3 {
-		t.Fatalf("Len %d Overflowed %d, want 2 and 3", tb.Len(), tb.Overflowed())
-	}
 	s := tb.Snapshot()
+	if tb.Len() != 2 {
+		t.Fatalf("Len %d, want 2", tb.Len())
+	}
 	if len(s.Rows) != 3 || s.Overflowed != 3 {
 		t.Fatalf("%d rows, Overflowed %d; want 3 and 3", len(s.Rows), s.Overflowed)
 	}
@@ -252,9 +245,6 @@ func TestNoSnapshotWithoutEvents(t *testing.T) {
 	s := New(10).Snapshot()
 	if len(s.Rows) != 0 || s.Overflowed != 0 {
 		t.Fatalf("empty table: %+v", s)
-	}
-	if top := s.Top(5, ByTimewait); len(top) != 0 {
-		t.Fatalf("Top of nothing: %+v", top)
 	}
 }
 
@@ -308,18 +298,6 @@ func TestDeltaRates(t *testing.T) {
 	if s1.PerSecond(7) != 0 {
 		t.Error("a snapshot without Delta has a rate")
 	}
-
-	// a has 10 events in the interval, b 3 and the Other row 1.
-	top := s3.Top(1, ByEventsRate)
-	if len(top) != 2 || top[0].Key != s3.Rows[0].Key || top[1].Recent.Events() != 4 {
-		t.Errorf("Top by events rate: %+v", top)
-	}
-
-	// Destination roll-up of the interval: a and b share 10.0.0.2:80.
-	d := s3.ByDestination()
-	if len(d.Rows) != 2 || d.Rows[0].Recent.Events() != 13 || d.Interval != 2*time.Second {
-		t.Errorf("roll-up of interval: %+v", d.Rows)
-	}
 }
 
 func TestDeltaRejectsOtherSnapshots(t *testing.T) {
@@ -336,9 +314,8 @@ func TestDeltaRejectsOtherSnapshots(t *testing.T) {
 	s2 := tb.Snapshot()
 
 	for name, c := range map[string]struct{ cur, prev Snapshot }{
-		"later as prev":     {s1, s2},
-		"another table":     {s2, o1},
-		"roll-up and plain": {s2.ByDestination(), s1},
+		"later as prev": {s1, s2},
+		"another table": {s2, o1},
 	} {
 		before := c.cur.Rows[0].Recent
 		if err := c.cur.Delta(&c.prev); !errors.Is(err, ErrNotEarlier) {
@@ -350,187 +327,6 @@ func TestDeltaRejectsOtherSnapshots(t *testing.T) {
 	}
 	if err := s2.Delta(&s2); err != nil || s2.Rows[0].Recent != (Counts{}) {
 		t.Errorf("Delta with itself: %v, recent %+v", err, s2.Rows[0].Recent)
-	}
-}
-
-func TestTop(t *testing.T) {
-	tb := New(10)
-	// pid i gets i timewaits and 10-i connect errors.
-	for pid := uint32(1); pid <= 5; pid++ {
-		for j := uint32(0); j < pid; j++ {
-			e := timewait(pid, "p", "10.0.0.9:443", event.RoleClient, time.Duration(pid)*time.Second)
-			e.BytesSent, e.Lifetime = 1000, time.Millisecond
-			tb.Add(&e)
-		}
-		for j := uint32(0); j < 10-pid; j++ {
-			e := connectError(pid, "p", "10.0.0.9:443", time.Duration(pid)*time.Second)
-			tb.Add(&e)
-		}
-	}
-	s := tb.Snapshot()
-
-	top := s.Top(2, ByTimewait)
-	if len(top) != 3 {
-		t.Fatalf("%d rows, want 3", len(top))
-	}
-	if top[0].Key.PID != 5 || top[1].Key.PID != 4 || top[0].Timewait != 5 || top[1].Timewait != 4 {
-		t.Errorf("top by timewait: pids %d, %d", top[0].Key.PID, top[1].Key.PID)
-	}
-	o := top[2]
-	if !o.Other || o.Merged != 3 || o.Timewait != 1+2+3 || o.ConnectErrors != 9+8+7 ||
-		o.BytesSent != 6000 || o.Lifetime.Count() != 6 || o.Bytes.Count() != 6 ||
-		!o.First.Equal(t0.Add(time.Second)) || !o.Last.Equal(t0.Add(3*time.Second)) {
-		t.Errorf("other row: %+v merged %d first %v last %v", o.Counts, o.Merged, o.First, o.Last)
-	}
-	if d, _ := o.LifetimeQuantile(0.5); d < time.Millisecond*7/8 || d > time.Millisecond*9/8 {
-		t.Errorf("other row median lifetime %v", d)
-	}
-
-	top = s.Top(3, ByConnectErrors)
-	if top[0].Key.PID != 1 || top[1].Key.PID != 2 || top[2].Key.PID != 3 || top[3].Merged != 2 ||
-		top[3].ConnectErrors != 6+5 {
-		t.Errorf("top by connect errors: %d %d %d, other %+v", top[0].Key.PID, top[1].Key.PID, top[2].Key.PID, top[3].Counts)
-	}
-
-	// Every process has 10 events: ties keep the order rows appeared in.
-	top = s.Top(5, ByEvents)
-	if len(top) != 5 {
-		t.Fatalf("%d rows, want 5 and no Other row", len(top))
-	}
-	for i, r := range top {
-		if r.Key.PID != uint32(i+1) || r.Other {
-			t.Errorf("tie %d: pid %d", i, r.Key.PID)
-		}
-	}
-	if top := s.Top(0, ByBytes); len(top) != 1 || top[0].Merged != 5 || top[0].Events() != 50 {
-		t.Errorf("Top(0): %+v", top)
-	}
-	if top := s.Top(-1, ByBytes); len(top) != 1 {
-		t.Errorf("Top(-1): %d rows", len(top))
-	}
-}
-
-func TestTopFoldsTableOther(t *testing.T) {
-	tb := New(2)
-	for pid := uint32(1); pid <= 4; pid++ {
-		for range pid {
-			e := timewait(pid, "p", "10.0.0.9:443", event.RoleClient, 0)
-			tb.Add(&e)
-		}
-	}
-	s := tb.Snapshot() // rows pid 1 (1), pid 2 (2), other (3+4)
-	// The table's Other row holds the most timewaits but is never ranked.
-	top := s.Top(5, ByTimewait)
-	if len(top) != 3 || top[0].Key.PID != 2 || top[1].Key.PID != 1 || !top[2].Other ||
-		top[2].Timewait != 7 || top[2].Merged != 0 {
-		t.Fatalf("Top with a table Other row: %+v", top)
-	}
-	top = s.Top(1, ByTimewait)
-	if len(top) != 2 || top[1].Timewait != 8 || top[1].Merged != 1 {
-		t.Fatalf("Top(1): %+v", top)
-	}
-}
-
-func TestTopByRateBreaksTiesByTotal(t *testing.T) {
-	tb := New(10)
-	clock(tb)
-	a := timewait(1, "a", "10.0.0.2:80", event.RoleClient, 0)
-	b := timewait(2, "b", "10.0.0.2:80", event.RoleClient, 0)
-	c := timewait(3, "c", "10.0.0.2:80", event.RoleClient, 0)
-	tb.Add(&a)
-	tb.Add(&b)
-	tb.Add(&b)
-	tb.Add(&c)
-	prev := tb.Snapshot()
-	tb.Add(&c)
-	cur := tb.Snapshot()
-	if err := cur.Delta(&prev); err != nil {
-		t.Fatal(err)
-	}
-	// c has rate 1; a and b rate 0, b with more timewaits.
-	top := cur.Top(3, ByTimewaitRate)
-	if top[0].Key.PID != 3 || top[1].Key.PID != 2 || top[2].Key.PID != 1 {
-		t.Errorf("order %d %d %d, want 3 2 1", top[0].Key.PID, top[1].Key.PID, top[2].Key.PID)
-	}
-}
-
-func TestByDestination(t *testing.T) {
-	tb := New(10)
-	server := timewait(9, "nginx", "10.5.5.5:50000", event.RoleServer, 0)
-	server.Sport = 80
-	events := []event.Event{
-		timewait(1, "curl", "10.0.0.2:80", event.RoleClient, 2*time.Second),
-		timewait(2, "wget", "10.0.0.2:80", event.RoleClient, time.Second),
-		connectError(3, "java", "10.0.0.2:80", 5*time.Second),
-		timewait(1, "curl", "10.0.0.3:80", event.RoleClient, 0),
-		timewait(1, "curl", "[::ffff:10.0.0.2]:80", event.RoleClient, 0), // IPv6 family
-		bindError(1, "curl", 0),
-		bindError(2, "wget", 0),
-		server,
-	}
-	events[0].BytesRecv, events[1].BytesRecv = 10, 20
-	for i := range events {
-		tb.Add(&events[i])
-	}
-	s := tb.Snapshot()
-	d := s.ByDestination()
-	if !d.Destinations || len(d.Rows) != 5 {
-		t.Fatalf("roll-up: %d rows, want 5", len(d.Rows))
-	}
-	dest := func(dst string) Key {
-		k := key(0, "", dst)
-		return k
-	}
-	r := find(t, d.Rows, dest("10.0.0.2:80"))
-	if r.Counts != (Counts{Timewait: 2, ConnectErrors: 1, Roles: [3]uint64{event.RoleClient: 2}, BytesRecv: 30}) ||
-		r.Merged != 3 || !r.First.Equal(t0.Add(time.Second)) || !r.Last.Equal(t0.Add(5*time.Second)) {
-		t.Errorf("10.0.0.2:80: %+v merged %d first %v last %v", r.Counts, r.Merged, r.First, r.Last)
-	}
-	if r := find(t, d.Rows, dest("10.0.0.3:80")); r.Timewait != 1 || r.Merged != 1 {
-		t.Errorf("10.0.0.3:80: %+v", r.Counts)
-	}
-	if r := find(t, d.Rows, dest("[::ffff:10.0.0.2]:80")); r.Timewait != 1 {
-		t.Errorf("v4-mapped IPv6: %+v", r.Counts)
-	}
-	if r := find(t, d.Rows, Key{Netns: netns}); r.BindErrors != 2 || r.Merged != 2 {
-		t.Errorf("bind errors: %+v", r.Counts)
-	}
-	sk := dest("10.5.5.5:80")
-	sk.Server = true
-	if r := find(t, d.Rows, sk); r.Timewait != 1 {
-		t.Errorf("server: %+v", r.Counts)
-	}
-	// Order of first appearance.
-	if d.Rows[0].Key != dest("10.0.0.2:80") || d.Rows[1].Key != dest("10.0.0.3:80") {
-		t.Errorf("roll-up order: %+v, %+v", d.Rows[0].Key, d.Rows[1].Key)
-	}
-	// The roll-up owns its rows.
-	d.Rows[0].Timewait = 99
-	if s.Rows[0].Timewait != 1 {
-		t.Error("roll-up aliases the snapshot")
-	}
-}
-
-func TestByDestinationKeepsOtherAndDelta(t *testing.T) {
-	tb := New(2)
-	clock(tb)
-	a := timewait(1, "a", "10.0.0.2:80", event.RoleClient, 0)
-	b := timewait(2, "b", "10.0.0.2:80", event.RoleClient, 0)
-	c := timewait(3, "c", "10.0.0.2:80", event.RoleClient, 0)
-	tb.Add(&a)
-	p := tb.Snapshot().ByDestination()
-	tb.Add(&b)
-	tb.Add(&c)
-	tb.Add(&c)
-	s := tb.Snapshot().ByDestination()
-	if len(s.Rows) != 2 || !s.Rows[1].Other || s.Rows[1].Timewait != 2 || s.Rows[0].Timewait != 2 || s.Overflowed != 2 {
-		t.Fatalf("roll-up with overflow: %+v", s.Rows)
-	}
-	if err := s.Delta(&p); err != nil {
-		t.Fatal(err)
-	}
-	if s.Rows[0].Recent.Timewait != 1 || s.Rows[1].Recent.Timewait != 2 {
-		t.Errorf("roll-up delta: %+v, %+v", s.Rows[0].Recent, s.Rows[1].Recent)
 	}
 }
 
@@ -556,13 +352,17 @@ func TestConcurrentAddAndSnapshot(t *testing.T) {
 		prev = s
 	}
 	wg.Wait()
-	if tot := tb.Snapshot().Total(); tot.Timewait != writers*each {
-		t.Fatalf("%d timewaits, want %d", tot.Timewait, writers*each)
+	var tw uint64
+	for _, r := range tb.Snapshot().Rows {
+		tw += r.Timewait
+	}
+	if tw != writers*each {
+		t.Fatalf("%d timewaits, want %d", tw, writers*each)
 	}
 }
 
 // Connection attempts counted by the kernel join the rows of the same key,
-// survive Delta, the destination roll-up, Top and the Other fold.
+// survive Delta and the Other fold.
 func TestAddConnects(t *testing.T) {
 	tb := New(2)
 	tb.now = func() time.Time { return t0 }
@@ -588,19 +388,5 @@ func TestAddConnects(t *testing.T) {
 	}
 	if got := find(t, s.Rows, a); got.Recent.Connects != 4 || s.PerSecond(got.Recent.Connects) != 2 {
 		t.Fatalf("row a recent = %d connects, want 4 (2/s)", got.Recent.Connects)
-	}
-	d := s.ByDestination()
-	if d.Rows[0].Connects != 11 || d.Rows[0].Recent.Connects != 4 || d.Rows[0].Timewait != 1 {
-		t.Fatalf("destination row = %+v, want 11 connects (4 recent), 1 timewait", d.Rows[0].Counts)
-	}
-	top := s.Top(1, ByConnects)
-	if len(top) != 2 || top[0].Key != a || !top[1].Other || top[1].Connects != 9 || top[1].Merged != 1 {
-		t.Fatalf("top 1 by connects = %+v", top)
-	}
-	if tot := s.Total(); tot.Connects != 18 || tot.Timewait != 1 {
-		t.Fatalf("total = %+v, want 18 connects, 1 timewait", tot.Counts)
-	}
-	if k, ok := ParseSortKey("connects_rate"); !ok || k != ByConnectsRate {
-		t.Fatalf("ParseSortKey(connects_rate) = %v, %v", k, ok)
 	}
 }

@@ -175,35 +175,6 @@ func BenchmarkDecodeAndAdd(b *testing.B) {
 	b.ReportMetric(float64(tb.Len()), "keys")
 }
 
-// BenchmarkTop is one refresh of `twtrace top`: the top 20 rows by
-// timewait rate of a snapshot on which Delta was called.
-func BenchmarkTop(b *testing.B) {
-	for _, keys := range []int{100, 1000} {
-		b.Run(fmt.Sprintf("rows=%d", keys), func(b *testing.B) {
-			tb := New(keys)
-			events := workload(20*keys, keys)
-			for i := range events[:len(events)/2] {
-				tb.Add(&events[i])
-			}
-			prev := tb.Snapshot()
-			for i := range events[len(events)/2:] {
-				tb.Add(&events[len(events)/2+i])
-			}
-			s := tb.Snapshot()
-			if err := s.Delta(&prev); err != nil {
-				b.Fatal(err)
-			}
-			b.ReportMetric(float64(len(s.Rows)), "rows")
-			b.ReportAllocs()
-			for b.Loop() {
-				if top := s.Top(20, ByTimewaitRate); len(top) != 21 {
-					b.Fatalf("%d rows", len(top))
-				}
-			}
-		})
-	}
-}
-
 // BenchmarkSnapshotDelta is the rest of a refresh: copy the table into a
 // reused snapshot and compute the interval counts.
 func BenchmarkSnapshotDelta(b *testing.B) {

@@ -62,20 +62,6 @@ func (h *Histogram) Add(v uint64) {
 // Count is the number of values counted.
 func (h *Histogram) Count() uint64 { return h.n }
 
-// Bucket returns how many values bucket i holds.
-func (h *Histogram) Bucket(i int) uint64 { return h.counts[i] }
-
-// Merge adds o's counts to h.
-func (h *Histogram) Merge(o *Histogram) {
-	if o.n == 0 {
-		return
-	}
-	h.n += o.n
-	for i, c := range o.counts {
-		h.counts[i] += c
-	}
-}
-
 // Quantile estimates the q-quantile (0 <= q <= 1) of the values counted,
 // by the nearest-rank method: the true quantile is the ceil(q*n)-th smallest
 // value (the smallest for q = 0). The estimate is the midpoint of the bucket

@@ -147,17 +147,3 @@ func TestRank(t *testing.T) {
 		}
 	}
 }
-
-func TestHistogramMerge(t *testing.T) {
-	var a, b, both Histogram
-	for v := range uint64(100) {
-		a.Add(v * v)
-		both.Add(v * v)
-		b.Add(v * 7)
-		both.Add(v * 7)
-	}
-	a.Merge(&b)
-	if a != both {
-		t.Fatal("merged histogram differs from one that counted both")
-	}
-}

@@ -14,8 +14,8 @@
 //   - pooled sends the same 150 requests a second over one connection,
 //     made once: one port, no TIME_WAIT.
 //
-// twtrace top runs meanwhile, restricted to the namespace; its frames are
-// the demo's output. When the demo ends, however it ends, nothing it made
+// twtrace's live engine runs meanwhile, restricted to the namespace; its
+// frames, as top shows them, are the demo's output. When the demo ends, however it ends, nothing it made
 // remains: the processes die (PR_SET_PDEATHSIG covers a SIGKILLed demo),
 // with them the namespace (no bind mount or descriptor keeps it) and its
 // sockets, and the BPF programs go with the demo's descriptors.
@@ -31,8 +31,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/twtrace/twtrace/pkg/live"
 	"github.com/twtrace/twtrace/pkg/load"
-	"github.com/twtrace/twtrace/pkg/top"
 	"github.com/twtrace/twtrace/pkg/tracer"
 )
 
@@ -99,8 +99,6 @@ func Preflight() error {
 type Config struct {
 	Interval time.Duration // between frames; default 1 s
 	Count    int           // frames; 0: until ctx is done
-	// Sort is top's row order; nil means by timewait rate.
-	Sort func() top.Sort
 	// Ready is called once tracing runs and the processes are started.
 	Ready func(*Info)
 }
@@ -117,10 +115,10 @@ type Info struct {
 	Start                            time.Time
 }
 
-// Run sets the demo up, then runs top on its namespace and calls emit with
-// every frame, until ctx is done or cfg.Count frames were emitted. It
-// removes everything it made before it returns.
-func Run(ctx context.Context, cfg Config, emit func(*top.Frame) error) (err error) {
+// Run sets the demo up, then runs the live engine on its namespace and
+// calls emit with every frame, until ctx is done or cfg.Count frames were
+// emitted. It removes everything it made before it returns.
+func Run(ctx context.Context, cfg Config, emit func(*live.Frame) error) (err error) {
 	if err := Preflight(); err != nil {
 		return err
 	}
@@ -162,12 +160,12 @@ func Run(ctx context.Context, cfg Config, emit func(*top.Frame) error) (err erro
 			cfg.Ready(info)
 		}
 	}
-	err = top.Run(ctx, top.Config{
-		Interval: cfg.Interval, Count: cfg.Count, Netns: ns.inode, Sort: cfg.Sort, Ready: ready,
+	err = live.Run(ctx, live.Config{
+		Interval: cfg.Interval, Count: cfg.Count, Netns: ns.inode, Ready: ready,
 	}, emit)
 	g.stop()
 	// What stopped the demo comes first: a process that ended early
-	// also makes emit fail, or top find nothing.
+	// also makes emit fail, or the engine find nothing.
 	return errors.Join(startErr, g.err(), err)
 }
 

@@ -24,8 +24,8 @@ func NarrationLine(in *Info) string {
 		roleChurner, rolePooled, rateString(in.Rate), in.Server, in.Netns, in.PortRange[0], in.PortRange[1])
 }
 
-// Summary is the demo's outcome in five lines, from its last frame (nil
-// when it ended before the first one).
+// Summary is the demo's outcome in five lines, from its last frame as top
+// showed it (nil when it ended before the first one).
 func Summary(in *Info, last *top.Frame) []string {
 	if in == nil {
 		return []string{"twtrace demo: ended before it started"}
@@ -74,7 +74,7 @@ func Summary(in *Info, last *top.Frame) []string {
 }
 
 // findRow is the client row of pid (named comm) toward the demo's server.
-func findRow(f *top.Frame, in *Info, pid int, comm string) *top.Row {
+func findRow(f *top.Frame, in *Info, pid int, comm string) *report.Row {
 	for i := range f.Rows {
 		r := &f.Rows[i]
 		if !r.Other && r.Role == "client" && int(r.PID) == pid && r.Comm == comm &&

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/twtrace/twtrace/pkg/aggregate"
 	"github.com/twtrace/twtrace/pkg/report"
 	"github.com/twtrace/twtrace/pkg/top"
 )
@@ -46,11 +47,11 @@ func TestSummary(t *testing.T) {
 	lo := netip.MustParseAddr("127.0.0.1")
 	f := &top.Frame{
 		UptimeS: 12.004,
-		Rows: []top.Row{
+		Rows: []report.Row{
 			{PID: 102, Comm: "churner", Netns: in.Netns, Daddr: lo, Dport: 8080, Role: "client",
-				Connects: 1800, Timewait: 499, ConnectErrors: 1294, Verdict: "per-request"},
-			{PID: 101, Comm: "pooled", Netns: in.Netns, Daddr: lo, Dport: 8080, Role: "client", Connects: 1},
-			{Other: true, Comm: "(other)", Connects: 7},
+				Counts: aggregate.Counts{Connects: 1800, Timewait: 499, ConnectErrors: 1294}, Verdict: "per-request"},
+			{PID: 101, Comm: "pooled", Netns: in.Netns, Daddr: lo, Dport: 8080, Role: "client", Counts: aggregate.Counts{Connects: 1}},
+			{Other: true, Comm: "(other)", Counts: aggregate.Counts{Connects: 7}},
 		},
 		Destinations: []report.LiveDestination{{Destination: report.Destination{
 			Netns: in.Netns, Saddr: lo, Daddr: lo, Dport: 8080, PortsAvailable: 0, PortsUsable: 500,

@@ -8,7 +8,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/twtrace/twtrace/pkg/top"
+	"github.com/twtrace/twtrace/pkg/live"
+	"github.com/twtrace/twtrace/pkg/report"
 )
 
 // destID is a destination as rows name it (every source address).
@@ -21,11 +22,11 @@ type destID struct {
 // Build makes the report from the frames of a run, the last one final
 // (cumulative counts after the drain). The samples' times are taken from
 // the frames, relative to the command's start.
-func Build(argv []string, code int, signal string, start time.Time, d time.Duration, frames []*top.Frame, th Thresholds) *Report {
+func Build(argv []string, code int, signal string, start time.Time, d time.Duration, frames []*live.Frame, th Thresholds) *Report {
 	r := &Report{
 		Command: argv, ExitCode: code, Signal: signal, Start: start,
 		DurationS:    math.Round(d.Seconds()*1000) / 1000,
-		Destinations: []Destination{}, Processes: []Process{}, Rows: []top.Row{},
+		Destinations: []Destination{}, Processes: []Process{}, Rows: []report.Row{},
 		Thresholds: []Threshold{},
 	}
 	if len(frames) == 0 {
@@ -35,44 +36,78 @@ func Build(argv []string, code int, signal string, start time.Time, d time.Durat
 	last := frames[len(frames)-1]
 	r.Losses = last.Losses
 	r.Errors = last.Errors
-	r.Tier = last.Tier
+	r.Tier = last.Tier.String()
 	l := last.Losses
 	r.Totals.Lost = l.Records + l.Untracked + l.Missed + l.UncountedConnects + l.UnfollowedForks
 
+	dests := r.tally(reportRows(last))
+	ceilings(frames, dests)
+	samples(frames, start, dests)
+	for _, dd := range dests {
+		if r.DurationS > 0 {
+			dd.ConnectsPerS = math.Round(float64(dd.Connects)/r.DurationS*10) / 10
+		}
+		r.Destinations = append(r.Destinations, *dd)
+	}
+	slices.SortFunc(r.Destinations, func(a, b Destination) int {
+		return cmp.Or(cmp.Compare(b.Timewait, a.Timewait), cmp.Compare(b.Connects, a.Connects),
+			a.Daddr.Compare(b.Daddr), cmp.Compare(a.Dport, b.Dport), cmp.Compare(a.Netns, b.Netns))
+	})
+	slices.SortFunc(r.Processes, func(a, b Process) int {
+		return cmp.Or(cmp.Compare(b.Timewait, a.Timewait), cmp.Compare(b.Connects, a.Connects), cmp.Compare(a.PID, b.PID))
+	})
+	r.Thresholds = judge(r, th)
+	r.Passed = true
+	for _, t := range r.Thresholds {
+		if t.Result != "pass" {
+			r.Passed = false
+		}
+	}
+	return r
+}
+
+// reportRows are the rows of f as the report lists them: by timewait
+// rate, then the engine's Other row.
+func reportRows(f *live.Frame) []report.Row {
+	rows := make([]report.Row, 0, len(f.Rows))
+	var other []report.Row
+	for i := range f.Rows {
+		if f.Rows[i].Other {
+			other = append(other, f.Rows[i].Report())
+			continue
+		}
+		rows = append(rows, f.Rows[i].Report())
+	}
+	report.SortRows(rows, func(r *report.Row) float64 { return r.TimewaitPerS })
+	return append(rows, other...)
+}
+
+// tally adds the rows that counted anything to the report, its totals and
+// its processes (in the order the rows name them), and returns the
+// client destinations they name.
+func (r *Report) tally(rows []report.Row) map[destID]*Destination {
 	dests := map[destID]*Destination{}
-	procs := map[uint32]*Process{}
-	var procOrder []uint32
-	for _, row := range last.Rows {
-		if row.Connects == 0 && row.Timewait == 0 && row.ConnectErrors == 0 && row.BindErrors == 0 &&
-			row.TimewaitOverflow == 0 && row.TimewaitReused == 0 {
+	procs := map[uint32]int{} // index in r.Processes
+	for _, row := range rows {
+		if row.Connects == 0 && row.Events() == 0 {
 			continue
 		}
 		r.Rows = append(r.Rows, row)
-		t := &r.Totals
-		t.Connects += row.Connects
-		t.Timewait += row.Timewait
-		t.ConnectErrors += row.ConnectErrors
-		t.BindErrors += row.BindErrors
-		t.TimewaitOverflow += row.TimewaitOverflow
-		t.TimewaitReused += row.TimewaitReused
+		r.Totals.Add(&row.Counts)
 		if row.Role == "server" {
-			t.TimewaitServer += row.Timewait
+			r.Totals.TimewaitServer += row.Timewait
 		} else {
-			t.TimewaitClient += row.Timewait
+			r.Totals.TimewaitClient += row.Timewait
 		}
 		if !row.Other {
-			p := procs[row.PID]
-			if p == nil {
-				p = &Process{PID: row.PID, Comm: row.Comm, Verdict: "ok"}
-				procs[row.PID] = p
-				procOrder = append(procOrder, row.PID)
+			i, ok := procs[row.PID]
+			if !ok {
+				i = len(r.Processes)
+				procs[row.PID] = i
+				r.Processes = append(r.Processes, Process{PID: row.PID, Comm: row.Comm, Verdict: "ok"})
 			}
-			p.Connects += row.Connects
-			p.Timewait += row.Timewait
-			p.ConnectErrors += row.ConnectErrors
-			p.BindErrors += row.BindErrors
-			p.TimewaitOverflow += row.TimewaitOverflow
-			p.TimewaitReused += row.TimewaitReused
+			p := &r.Processes[i]
+			p.Add(&row.Counts)
 			if row.Verdict == "per-request" {
 				p.Verdict = row.Verdict
 			}
@@ -90,9 +125,12 @@ func Build(argv []string, code int, signal string, start time.Time, d time.Durat
 		dd.Timewait += row.Timewait
 		dd.ConnectErrors += row.ConnectErrors
 	}
+	return dests
+}
 
-	// Port ceilings: the least roomy source address, from the latest
-	// frame that read the destination's namespace.
+// ceilings sets each destination's port ceiling: the least roomy source
+// address, from the latest frame that read the destination's namespace.
+func ceilings(frames []*live.Frame, dests map[destID]*Destination) {
 	for _, f := range frames {
 		for i := range f.Destinations {
 			ld := &f.Destinations[i]
@@ -105,13 +143,17 @@ func Build(argv []string, code int, signal string, start time.Time, d time.Durat
 			}
 		}
 	}
-	// Samples: the timewait sockets held, joined to the command's rows.
+}
+
+// samples gives each destination its series: the timewait sockets the
+// command's rows held toward it at each frame.
+func samples(frames []*live.Frame, start time.Time, dests map[destID]*Destination) {
 	for _, f := range frames {
 		t := math.Round(f.Time.Sub(start).Seconds()*1000) / 1000
 		held := map[destID]int{}
-		for _, row := range f.Rows {
-			if row.Role != "server" && !row.Other {
-				held[destID{row.Netns, row.Daddr, row.Dport}] += row.TimewaitNow
+		for i := range f.Rows {
+			if row := &f.Rows[i]; !row.Key.Server && !row.Other {
+				held[destID{row.Key.Netns, row.Key.Daddr, row.Key.Port}] += row.TimewaitNow
 			}
 		}
 		for id, dd := range dests {
@@ -120,30 +162,6 @@ func Build(argv []string, code int, signal string, start time.Time, d time.Durat
 			dd.TimewaitPeak = max(dd.TimewaitPeak, n)
 		}
 	}
-	for _, dd := range dests {
-		if r.DurationS > 0 {
-			dd.ConnectsPerS = math.Round(float64(dd.Connects)/r.DurationS*10) / 10
-		}
-		r.Destinations = append(r.Destinations, *dd)
-	}
-	slices.SortFunc(r.Destinations, func(a, b Destination) int {
-		return cmp.Or(cmp.Compare(b.Timewait, a.Timewait), cmp.Compare(b.Connects, a.Connects),
-			a.Daddr.Compare(b.Daddr), cmp.Compare(a.Dport, b.Dport), cmp.Compare(a.Netns, b.Netns))
-	})
-	for _, pid := range procOrder {
-		r.Processes = append(r.Processes, *procs[pid])
-	}
-	slices.SortFunc(r.Processes, func(a, b Process) int {
-		return cmp.Or(cmp.Compare(b.Timewait, a.Timewait), cmp.Compare(b.Connects, a.Connects), cmp.Compare(a.PID, b.PID))
-	})
-	r.Thresholds = judge(r, th)
-	r.Passed = true
-	for _, t := range r.Thresholds {
-		if t.Result != "pass" {
-			r.Passed = false
-		}
-	}
-	return r
 }
 
 // judge checks each threshold that was set.

@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twtrace/twtrace/pkg/top"
+	"github.com/twtrace/twtrace/pkg/aggregate"
+	"github.com/twtrace/twtrace/pkg/live"
+	"github.com/twtrace/twtrace/pkg/tracer"
+	"github.com/twtrace/twtrace/pkg/verdict"
 )
 
 // The precise tier's overflow and reuse counts reach the totals, the
@@ -14,12 +17,17 @@ import (
 func TestBuildPreciseCounts(t *testing.T) {
 	start := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	dst := netip.MustParseAddr("10.0.0.2")
-	f := &top.Frame{Time: start.Add(2 * time.Second), Tier: "precise", Rows: []top.Row{
-		{PID: 10, Comm: "churn", Netns: 7, Daddr: dst, Dport: 80, Role: "client", Connects: 12, Timewait: 4,
-			TimewaitOverflow: 8, Verdict: "per-request", Advice: []string{}},
-		{PID: 11, Comm: "reuser", Netns: 7, Daddr: dst, Dport: 80, Role: "client", TimewaitReused: 3, Verdict: "ok", Advice: []string{}},
+	key := func(pid uint32, comm string) aggregate.Key {
+		k := aggregate.Key{PID: pid, Netns: 7, Daddr: dst, Port: 80}
+		copy(k.Comm[:], comm)
+		return k
+	}
+	f := &live.Frame{Time: start.Add(2 * time.Second), Tier: tracer.TierPrecise, Rows: []live.Row{
+		{Key: key(10, "churn"), Counts: aggregate.Counts{Connects: 12, Timewait: 4, TimewaitOverflow: 8},
+			Verdict: verdict.Result{Verdict: "per-request"}},
+		{Key: key(11, "reuser"), Counts: aggregate.Counts{TimewaitReused: 3}},
 	}}
-	r := Build([]string{"cmd"}, 0, "", start, 2*time.Second, []*top.Frame{f}, Thresholds{})
+	r := Build([]string{"cmd"}, 0, "", start, 2*time.Second, []*live.Frame{f}, Thresholds{})
 	if r.Totals.TimewaitOverflow != 8 || r.Totals.TimewaitReused != 3 || r.Totals.Timewait != 4 {
 		t.Errorf("totals %+v, want 8 overflow, 3 reused, 4 timewait", r.Totals)
 	}

@@ -13,7 +13,8 @@ import (
 
 	"golang.org/x/net/html"
 
-	"github.com/twtrace/twtrace/pkg/top"
+	"github.com/twtrace/twtrace/pkg/aggregate"
+	"github.com/twtrace/twtrace/pkg/report"
 )
 
 const hostileComm = "<script>x</script>\x01"
@@ -38,8 +39,8 @@ func testReport() *Report {
 		ExitCode:  137,
 		Signal:    "SIGKILL",
 		DurationS: 500,
-		Totals: Totals{Connects: 130000, Timewait: 120000, TimewaitClient: 119000,
-			TimewaitServer: 1000, ConnectErrors: 12, BindErrors: 1, Lost: 3},
+		Totals: Totals{Counts: aggregate.Counts{Connects: 130000, Timewait: 120000, ConnectErrors: 12, BindErrors: 1},
+			TimewaitClient: 119000, TimewaitServer: 1000, Lost: 3},
 		Destinations: []Destination{
 			{Netns: 4026531840, Daddr: netip.MustParseAddr("10.0.0.7"), Dport: 8080,
 				Connects: 120000, Timewait: 110000, ConnectErrors: 12, ConnectsPerS: 240,
@@ -52,18 +53,18 @@ func testReport() *Report {
 				Connects: 1, PortsUsable: 1000, CeilingPerS: 16.7},
 		},
 		Processes: []Process{
-			{PID: 100, Comm: "curl", Connects: 120000, Timewait: 110000, ConnectErrors: 12, Verdict: "per-request"},
-			{PID: 101, Comm: hostileComm, Connects: 10, Timewait: 3, BindErrors: 1},
-			{PID: 102, Comm: "bad\xff\xfeutf8", Connects: 1},
+			{PID: 100, Comm: "curl", Counts: aggregate.Counts{Connects: 120000, Timewait: 110000, ConnectErrors: 12}, Verdict: "per-request"},
+			{PID: 101, Comm: hostileComm, Counts: aggregate.Counts{Connects: 10, Timewait: 3, BindErrors: 1}},
+			{PID: 102, Comm: "bad\xff\xfeutf8", Counts: aggregate.Counts{Connects: 1}},
 		},
-		Rows: []top.Row{
+		Rows: []report.Row{
 			{PID: 100, Comm: "curl", Daddr: netip.MustParseAddr("10.0.0.7"), Dport: 8080, Role: "client",
-				Connects: 120000, Timewait: 110000, ConnectErrors: 12,
+				Counts:        aggregate.Counts{Connects: 120000, Timewait: 110000, ConnectErrors: 12},
 				LifetimeP50Ms: ptr(3.2), BytesP50: ptr(uint64(512)), Verdict: "per-request",
 				Reason: "240 conn/s, median 3 ms, 512 B", Advice: []string{"Reuse connections.", "<b>not bold</b>"}},
 			{PID: 101, Comm: hostileComm, Daddr: netip.MustParseAddr("2001:db8::1"), Dport: 443, Role: "client",
-				Connects: 10, Timewait: 3},
-			{Other: true, Folded: 4, Connects: 1},
+				Counts: aggregate.Counts{Connects: 10, Timewait: 3}},
+			{Other: true, Folded: 4, Counts: aggregate.Counts{Connects: 1}},
 		},
 		Thresholds: []Threshold{
 			{Name: "max-timewait", Limit: 10000, Value: 14000, Result: "fail", Destination: "10.0.0.7:8080"},
@@ -71,7 +72,7 @@ func testReport() *Report {
 			{Name: "max-connect-errors", Limit: 100, Value: 12, Result: "pass"},
 		},
 		Passed: false,
-		Losses: top.Losses{Records: 3},
+		Losses: report.Losses{Records: 3},
 		Errors: []string{"netns 4026532000: permission denied"},
 	}
 }
@@ -563,7 +564,7 @@ func TestWriteHTMLPage(t *testing.T) {
 	}
 
 	losses := tableRows(t, doc, "losses")
-	if want := reflect.TypeFor[top.Losses]().NumField(); len(losses) != want {
+	if want := reflect.TypeFor[report.Losses]().NumField(); len(losses) != want {
 		t.Errorf("%d loss rows, want %d", len(losses), want)
 	}
 	if got := cells(losses[0]); got[0] != "lost records" || got[1] != "3" {
@@ -600,7 +601,7 @@ func TestWriteHTMLHostile(t *testing.T) {
 		ExitCode:   1,
 		Signal:     h,
 		Processes:  []Process{{PID: 1, Comm: h, Verdict: h}},
-		Rows:       []top.Row{{PID: 1, Comm: h, Role: h, Verdict: h, Reason: h, Advice: []string{h}}},
+		Rows:       []report.Row{{PID: 1, Comm: h, Role: h, Verdict: h, Reason: h, Advice: []string{h}}},
 		Thresholds: []Threshold{{Name: h, Result: h, Destination: h}},
 		Errors:     []string{h},
 	}
@@ -801,7 +802,7 @@ func FuzzWriteHTML(f *testing.F) {
 				{Daddr: netip.MustParseAddr("::1"), Dport: 443, TimewaitPeak: h0, Series: series[:min(len(series), 1)]},
 			},
 			Processes:  []Process{{PID: 1, Comm: comm, Verdict: arg}},
-			Rows:       []top.Row{{Comm: comm, Role: arg, Reason: comm, Advice: []string{arg, comm}, LifetimeP50Ms: &dt}},
+			Rows:       []report.Row{{Comm: comm, Role: arg, Reason: comm, Advice: []string{arg, comm}, LifetimeP50Ms: &dt}},
 			Thresholds: []Threshold{{Name: comm, Limit: t0, Value: dt, Result: arg, Destination: arg}},
 			Errors:     []string{comm, arg},
 		}

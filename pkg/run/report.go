@@ -4,7 +4,8 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/twtrace/twtrace/pkg/top"
+	"github.com/twtrace/twtrace/pkg/aggregate"
+	"github.com/twtrace/twtrace/pkg/report"
 )
 
 // Report is what `twtrace run` found: the document `--report FILE`
@@ -27,11 +28,11 @@ type Report struct {
 	// Rows are (process, destination) pairs with the per-request verdict
 	// and advice; role "server" rows are connections a process accepted
 	// and closed first (dport is then its local port).
-	Rows       []top.Row   `json:"rows"`
-	Thresholds []Threshold `json:"thresholds"`
+	Rows       []report.Row `json:"rows"`
+	Thresholds []Threshold  `json:"thresholds"`
 	// Passed: every threshold passed (true when none was set).
-	Passed bool       `json:"passed"`
-	Losses top.Losses `json:"losses"`
+	Passed bool          `json:"passed"`
+	Losses report.Losses `json:"losses"`
 	// Tier is the tracer's tier: "precise" (fentry/fexit) or "tracepoint".
 	Tier string `json:"tier"`
 	// Errors are namespaces the inventory could not read while sampling.
@@ -40,21 +41,16 @@ type Report struct {
 
 // Totals sum the command's processes.
 type Totals struct {
-	Connects uint64 `json:"connects"`
-	Timewait uint64 `json:"timewait"`
+	// Counts: TimewaitOverflow counts connections closed first for which
+	// the kernel made no timewait socket (tcp_max_tw_buckets reached), and
+	// TimewaitReused connects that took over a timewait socket: the
+	// precise tier's, 0 in the tracepoint tier.
+	aggregate.Counts
 	// TimewaitClient and TimewaitServer split Timewait by the side of the
 	// connection the command's process was: the client (it connected and
 	// closed first) or the server (it accepted and closed first).
 	TimewaitClient uint64 `json:"timewait_client"`
 	TimewaitServer uint64 `json:"timewait_server"`
-	ConnectErrors  uint64 `json:"connect_errors"`
-	BindErrors     uint64 `json:"bind_errors"`
-	// TimewaitOverflow counts connections closed first for which the
-	// kernel made no timewait socket (tcp_max_tw_buckets reached), and
-	// TimewaitReused connects that took over a timewait socket: the
-	// precise tier's, 0 in the tracepoint tier.
-	TimewaitOverflow uint64 `json:"timewait_overflow"`
-	TimewaitReused   uint64 `json:"timewait_reused"`
 	// Lost sums what could not be counted: records the ring buffer had no
 	// room for, sockets the owner table had no room for, transitions the
 	// kernel skipped, connect attempts the count table had no room for,
@@ -96,15 +92,10 @@ type Sample struct {
 
 // Process is one process of the command.
 type Process struct {
-	PID           uint32 `json:"pid"`
-	Comm          string `json:"comm"`
-	Connects      uint64 `json:"connects"`
-	Timewait      uint64 `json:"timewait"`
-	ConnectErrors uint64 `json:"connect_errors"`
-	BindErrors    uint64 `json:"bind_errors"`
-	// TimewaitOverflow and TimewaitReused: as in Totals.
-	TimewaitOverflow uint64 `json:"timewait_overflow"`
-	TimewaitReused   uint64 `json:"timewait_reused"`
+	PID  uint32 `json:"pid"`
+	Comm string `json:"comm"`
+	// Counts: as in Totals.
+	aggregate.Counts
 	// Verdict is "per-request" when any of its rows is.
 	Verdict string `json:"verdict"`
 }

@@ -19,7 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/twtrace/twtrace/pkg/filter"
-	"github.com/twtrace/twtrace/pkg/top"
+	"github.com/twtrace/twtrace/pkg/live"
 	"github.com/twtrace/twtrace/pkg/tracer"
 )
 
@@ -88,13 +88,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		start, exited time.Time
 		waited        = make(chan struct{}) // closed once the command is reaped
 	)
-	tctx, stopTop := context.WithCancel(ctx)
-	defer stopTop()
+	tctx, stopTracing := context.WithCancel(ctx)
+	defer stopTracing()
 	self := uint32(os.Getpid())
-	tcfg := top.Config{
-		Interval: cfg.Interval, Rows: top.DefaultMaxKeys, Filter: cfg.Filter,
+	lcfg := live.Config{
+		Interval: cfg.Interval, Filter: cfg.Filter,
 		RingSize: cfg.RingSize, MaxSockets: cfg.MaxSockets, Drain: cfg.Drain, Tier: cfg.Tier,
-		Follow: func(f top.Follower) error {
+		Follow: func(f live.Follower) error {
 			// The command is forked by this process: following it first
 			// makes the kernel follow the child from its first
 			// instruction, then this process leaves the set.
@@ -113,7 +113,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				cmd.Wait() // its status is in cmd.ProcessState
 				exited = time.Now()
 				close(waited)
-				stopTop()
+				stopTracing()
 			}()
 			go forward(cmd.Process, cfg.Signals, waited)
 			return nil
@@ -122,9 +122,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	var (
 		mu     sync.Mutex
-		frames []*top.Frame
+		frames []*live.Frame
 	)
-	err := top.Run(tctx, tcfg, func(f *top.Frame) error {
+	err := live.Run(tctx, lcfg, func(f *live.Frame) error {
 		mu.Lock()
 		frames = append(frames, f)
 		mu.Unlock()
@@ -135,7 +135,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		select {
 		case <-waited:
 		default:
-			// top stopped first (an error, or ctx): the command goes too.
+			// Tracing stopped first (an error, or ctx): the command goes too.
 			cmd.Process.Kill()
 			<-waited
 		}

@@ -49,7 +49,7 @@ func Render(f *Frame, width, height int) []string {
 
 	type block struct {
 		head []string
-		rows []*Row
+		rows []*report.Row
 		rank int
 	}
 	// Destinations as rows name them: (netns, daddr, dport), every saddr.
@@ -69,7 +69,7 @@ func Render(f *Frame, width, height int) []string {
 	}
 	blocks := map[dk]*block{}
 	var order []*block
-	var other *Row
+	var other *report.Row
 	for i := range f.Rows {
 		r := &f.Rows[i]
 		if r.Other {
@@ -125,10 +125,8 @@ func Render(f *Frame, width, height int) []string {
 		add("%s", colHead)
 		left -= need + 1
 		for _, r := range b.rows {
-			c := r.commRaw
-			if r.Comm != event.CommString(&c) {
-				copy(c[:], r.Comm)
-			}
+			var c [16]byte // as the kernel keeps it, for EscapeComm
+			copy(c[:], r.Comm)
 			add("  %7d %-14s %6s %6s %6d %5d %6s %6s  %s", r.PID, padComm(event.EscapeComm(&c), 14),
 				rate(r.ConnectsPerS), rate(r.TimewaitPerS), r.TimewaitNow, r.ConnectErrors,
 				lifetime(r.LifetimeP50Ms), size(r.BytesP50), strings.ToUpper(r.Verdict))
@@ -283,7 +281,7 @@ func plural(n int, one, many string) string {
 
 // preciseNote is what the precise tier adds to a row: connections closed
 // with no timewait socket and connects that took one over; "" when none.
-func preciseNote(r *Row) string {
+func preciseNote(r *report.Row) string {
 	var parts []string
 	if r.TimewaitOverflow > 0 {
 		parts = append(parts, fmt.Sprintf("%d closed with no timewait socket (tcp_max_tw_buckets full)", r.TimewaitOverflow))

@@ -8,7 +8,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/twtrace/twtrace/pkg/aggregate"
-	"github.com/twtrace/twtrace/pkg/headroom"
 	"github.com/twtrace/twtrace/pkg/report"
 )
 
@@ -16,20 +15,18 @@ func testFrame() *Frame {
 	ex := 3.0
 	ms, b := 2.5, uint64(480)
 	hp := 2.0
-	churner := Row{PID: 4121, Comm: "checkout-svc", Netns: 7, Daddr: netip.MustParseAddr("10.0.0.2"), Dport: 80, Role: "client",
-		ConnectsPerS: 931, TimewaitPerS: 930.5, TimewaitNow: 27479, ConnectErrors: 12, Connects: 9000, Timewait: 8990,
+	churner := report.Row{PID: 4121, Comm: "checkout-svc", Netns: 7, Daddr: netip.MustParseAddr("10.0.0.2"), Dport: 80, Role: "client",
+		ConnectsPerS: 931, TimewaitPerS: 930.5, TimewaitNow: 27479,
+		Counts:        aggregate.Counts{ConnectErrors: 12, Connects: 9000, Timewait: 8990},
 		LifetimeP50Ms: &ms, BytesP50: &b, HeadroomPct: &hp, ExhaustionInS: &ex, Verdict: "per-request",
 		Advice: []string{"one", "two", "three", "four", "five"}}
-	copy(churner.commRaw[:], churner.Comm)
-	evil := Row{PID: 66, Comm: "\x1b[2Jevil", Netns: 7, Daddr: netip.MustParseAddr("2001:db8::1"), Dport: 443, Role: "client",
+	evil := report.Row{PID: 66, Comm: "\x1b[2Jevil", Netns: 7, Daddr: netip.MustParseAddr("2001:db8::1"), Dport: 443, Role: "client",
 		ConnectsPerS: 1, Advice: []string{}}
-	copy(evil.commRaw[:], evil.Comm)
-	server := Row{PID: 9, Comm: "nginx", Netns: 7, Daddr: netip.MustParseAddr("10.0.0.9"), Dport: 8080, Role: "server",
-		TimewaitPerS: 5, Timewait: 50, Advice: []string{"harmless"}, TimewaitOverflow: 7, TimewaitReused: 2}
-	copy(server.commRaw[:], server.Comm)
+	server := report.Row{PID: 9, Comm: "nginx", Netns: 7, Daddr: netip.MustParseAddr("10.0.0.9"), Dport: 8080, Role: "server",
+		TimewaitPerS: 5, Counts: aggregate.Counts{Timewait: 50, TimewaitOverflow: 7, TimewaitReused: 2}, Advice: []string{"harmless"}}
 	return &Frame{
 		Time: time.Date(2026, 11, 24, 14, 2, 11, 0, time.UTC), IntervalS: 1, Sort: "timewait",
-		Rows: []Row{churner, server, evil, {Other: true, Comm: "(other)", Folded: 4, ConnectsPerS: 3, TimewaitPerS: 2}},
+		Rows: []report.Row{churner, server, evil, {Other: true, Comm: "(other)", Folded: 4, ConnectsPerS: 3, TimewaitPerS: 2}},
 		Destinations: []report.LiveDestination{report.Live(report.Destination{
 			Netns: 7, Saddr: netip.MustParseAddr("10.0.0.1"), Daddr: netip.MustParseAddr("10.0.0.2"), Dport: 80,
 			Timewait: 27690, PortsInUse: 27690, PortsAvailable: 542, PortsUsable: 28232, HeadroomPct: 1.9, CeilingPerS: 470.5,
@@ -92,42 +89,5 @@ func TestWrap(t *testing.T) {
 	long := strings.Repeat("x", 90) // no space: cut hard
 	if got := wrap(long, 40); len(got) != 3 || strings.Join(got, "") != long {
 		t.Errorf("wrap of a word longer than the line = %q", got)
-	}
-}
-
-// The forecast of an exhausted destination is "now" while processes keep
-// trying, although failed attempts make no timewait (a timewait rate of 0
-// alone would say "never"); idle, it is not heading anywhere.
-func TestForecastExhaustedNow(t *testing.T) {
-	d := &headroom.Destination{PortsAvailable: 0, Usable: 94}
-	if secs, ok := forecast(d, 0, 150); !ok || secs != 0 {
-		t.Errorf("exhausted, 150 attempts/s: %v, %v; want 0, true", secs, ok)
-	}
-	if _, ok := forecast(d, 0, 0); ok {
-		t.Error("exhausted but idle: want no forecast")
-	}
-	d = &headroom.Destination{PortsAvailable: 10, Usable: 94}
-	if secs, ok := forecast(d, 5, 5); !ok || secs != 2 {
-		t.Errorf("10 free at 5/s: %v, %v; want 2, true", secs, ok)
-	}
-}
-
-func TestVerdictWindow(t *testing.T) {
-	now := time.Date(2026, 11, 24, 15, 0, 0, 0, time.UTC)
-	r := &aggregate.Row{}
-	if w := window(r, now, time.Hour); w != time.Hour {
-		t.Errorf("no event yet: window %s, want the session's hour", w)
-	}
-	r.First = now.Add(-30 * time.Second)
-	if w := window(r, now, time.Hour); w != 30*time.Second {
-		t.Errorf("first event 30 s ago in an hour-long session: window %s, want 30s", w)
-	}
-	r.First = now.Add(-time.Millisecond)
-	if w := window(r, now, time.Hour); w != time.Second {
-		t.Errorf("first event 1 ms ago: window %s, want the 1 s floor", w)
-	}
-	r.First = now.Add(-2 * time.Hour) // an event stamped before tracing began
-	if w := window(r, now, time.Hour); w != time.Hour {
-		t.Errorf("first event before the session: window %s, want the session", w)
 	}
 }

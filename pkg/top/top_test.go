@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/twtrace/twtrace/internal/testnet"
 	"github.com/twtrace/twtrace/pkg/filter"
 	"github.com/twtrace/twtrace/pkg/inventory"
+	"github.com/twtrace/twtrace/pkg/live"
 	"github.com/twtrace/twtrace/pkg/report"
 	"github.com/twtrace/twtrace/pkg/tracer"
 )
@@ -67,12 +67,12 @@ func TestTopChurnerAndPooledClient(t *testing.T) {
 	if len(f.Rows) != 2 {
 		t.Fatalf("rows = %+v, want the churner's and the pooled client's", f.Rows)
 	}
-	byPID := map[uint32]Row{}
+	byPID := map[uint32]report.Row{}
 	for _, r := range f.Rows {
 		byPID[r.PID] = r
 	}
 	ch, po := byPID[uint32(churner.PID)], byPID[uint32(pooled.PID)]
-	check := func(name string, r Row, comm string, dst netip.AddrPort, n uint64, verdict string) {
+	check := func(name string, r report.Row, comm string, dst netip.AddrPort, n uint64, verdict string) {
 		t.Helper()
 		if r.Comm != comm || r.Netns != ns.Inode || r.Daddr != dst.Addr() || r.Dport != dst.Port() || r.Role != "client" {
 			t.Errorf("%s row = %+v, want comm %s toward %s in netns %d", name, r, comm, dst, ns.Inode)
@@ -119,7 +119,7 @@ func TestTopChurnerAndPooledClient(t *testing.T) {
 		f.Namespaces[0].TwReuse != 0 || report.Spans(f.Namespaces[0].ReservedPorts) != "40010-40014" {
 		t.Errorf("namespaces = %+v, want only the test's with its settings", f.Namespaces)
 	}
-	if f.Losses != (Losses{}) {
+	if f.Losses != (report.Losses{}) {
 		t.Errorf("losses = %+v, want none", f.Losses)
 	}
 }
@@ -217,10 +217,10 @@ func startTop(t *testing.T, ns *testnet.Netns) *topRun {
 	r := &topRun{cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan struct{})
 	go func() {
-		r.done <- Run(ctx, Config{
+		r.done <- Run(ctx, Config{Config: live.Config{
 			Interval: 300 * time.Millisecond, Filter: flt, Netns: ns.Inode,
 			Ready: func() { close(ready) },
-		}, func(f *Frame) error {
+		}}, func(f *Frame) error {
 			r.mu.Lock()
 			r.frames = append(r.frames, f)
 			r.mu.Unlock()
@@ -293,19 +293,6 @@ func TestTopExhaustedDestination(t *testing.T) {
 	}
 	if d.Timewait != 94 || d.PortsAvailable != 0 || r.HeadroomPct == nil || *r.HeadroomPct != 0 {
 		t.Errorf("destination: %d timewait, %d available, row headroom %v; want 94, 0, 0", d.Timewait, d.PortsAvailable, r.HeadroomPct)
-	}
-}
-
-func TestDefaultRingSize(t *testing.T) {
-	got := DefaultRingSize()
-	if got&(got-1) != 0 || got < 2<<20 || got > 16<<20 {
-		t.Fatalf("DefaultRingSize() = %d: want a power of two from 2 to 16 MiB", got)
-	}
-	if want := min(runtime.NumCPU(), 16) << 20; got < want {
-		t.Errorf("DefaultRingSize() = %d MiB for %d CPUs: want at least %d MiB", got>>20, runtime.NumCPU(), want>>20)
-	}
-	if got > 2<<20 && got/2 >= runtime.NumCPU()<<20 {
-		t.Errorf("DefaultRingSize() = %d MiB for %d CPUs: half of it would do", got>>20, runtime.NumCPU())
 	}
 }
 

@@ -38,21 +38,14 @@ type Config struct {
 	Ready func()
 }
 
-// Losses are what the kernel could not deliver.
+// Losses are what the kernel could not deliver: the tracer's counters
+// (Records as read once the ring buffer was drained), and the sockets
+// whose end was not seen.
 type Losses struct {
-	Records uint64 // ring buffer full
-	Missed  uint64 // program runs skipped by the kernel's recursion guard
-	// Untracked sockets found the owner table full: their timewait
-	// entries, if any, were not reported.
-	Untracked uint64
-	// Recovered timewait entries were reported late (not lost).
-	Recovered uint64
+	tracer.Losses
 	// Unfinished sockets were closed first but their end was not seen by
 	// the time tracing stopped: still closing, or missed by the kernel.
 	Unfinished uint64
-	// UntrackedTimewait: timewait sockets the precise tier had no room
-	// for; their timewait_end was not reported.
-	UntrackedTimewait uint64
 	// Tier is what ran (zero when tracing did not start).
 	Tier tracer.TierInfo
 }
@@ -80,11 +73,10 @@ func run(ctx context.Context, cfg Config, out io.Writer, loss *Losses) (lost uin
 	defer tr.Close()
 	loss.Tier = tr.Tier()
 	defer func() {
-		loss.UntrackedTimewait, _ = tr.UntrackedTimewait()
-		loss.Missed, _ = tr.Missed()
-		loss.Untracked, _ = tr.Untracked()
+		// Best effort: what could be read is reported (Records is set
+		// by Run from the read after the drain).
+		loss.Losses, _ = tr.Losses()
 		loss.Unfinished, _ = tr.Unfinished()
-		loss.Recovered, _ = tr.Recovered()
 	}()
 	if cfg.Ready != nil {
 		cfg.Ready()

@@ -1,0 +1,237 @@
+package live
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twtrace/twtrace/pkg/aggregate"
+	"github.com/twtrace/twtrace/pkg/event"
+	"github.com/twtrace/twtrace/pkg/headroom"
+	"github.com/twtrace/twtrace/pkg/inventory"
+	"github.com/twtrace/twtrace/pkg/report"
+	"github.com/twtrace/twtrace/pkg/tracer"
+)
+
+// add takes one event from the tracer.
+func (s *session) add(e *event.Event) {
+	if !s.cfg.Filter.Match(e) {
+		return
+	}
+	s.table.Add(e)
+	if e.Kind != event.KindTimewait {
+		return
+	}
+	k := aggregate.KeyOf(e)
+	s.mu.Lock()
+	i, ok := s.keyIdx[k]
+	if !ok && len(s.keys) < s.cfg.MaxKeys {
+		i = int32(len(s.keys))
+		s.keys = append(s.keys, k)
+		s.keyIdx[k] = i
+		ok = true
+	}
+	t := tuple{netns: e.Netns, saddr: e.Saddr, sport: e.Sport, daddr: e.Daddr, dport: e.Dport}
+	if ok {
+		s.join.add(&t, i, e.Time)
+	}
+	if e.Role != event.RoleServer {
+		dk := destKey{Netns: e.Netns, Saddr: e.Saddr, Daddr: e.Daddr, Dport: e.Dport}
+		if _, seen := s.twDest[dk]; seen || len(s.twDest) < maxTwDest {
+			s.twDest[dk]++
+		}
+	}
+	s.mu.Unlock()
+}
+
+// frame makes one frame: the counts since the last one, the inventory
+// joined to them, the destinations' forecasts, the rows judged, the
+// losses.
+func (s *session) frame() (*Frame, error) {
+	if err := s.readConnects(); err != nil {
+		return nil, err
+	}
+	s.table.SnapshotTo(&s.spare)
+	snap := s.spare
+	if err := snap.Delta(&s.prev); err != nil {
+		return nil, err
+	}
+	f := &Frame{
+		Time: snap.Time, Interval: snap.Interval, Uptime: snap.Time.Sub(s.start),
+		Destinations: []report.LiveDestination{},
+		Namespaces:   []report.Namespace{},
+		Tier:         s.tr.Tier().Tier,
+	}
+	sc, err := s.scanNamespaces(f)
+	if err != nil {
+		return nil, err
+	}
+	// A socket the scan found in timewait may have its event still in the
+	// ring (records wait up to a poll interval): let the reader empty it
+	// once more before joining, or the socket would count as unattributed.
+	s.waitDrains(1)
+	tw := s.joinTimewait(sc, &snap, len(f.Errors) == 0)
+	worst := s.destinations(f, sc, &snap, tw)
+	f.Rows = s.rows(&snap, tw, worst)
+	if err := s.losses(f, &snap, tw.refused); err != nil {
+		return nil, err
+	}
+	s.prev, s.spare = snap, s.prev
+	return f, nil
+}
+
+// readConnects moves the kernel's connect counts into the table.
+func (s *session) readConnects() error {
+	var e event.Event
+	return s.tr.ReadConnects(func(c *tracer.ConnectCount) {
+		e = event.Event{Netns: c.Netns, PID: c.PID, Comm: c.Comm, IPv6: c.IPv6, Daddr: c.Daddr, Dport: c.Dport}
+		if !s.cfg.Filter.MatchAnyKind(&e) {
+			return
+		}
+		k := aggregate.KeyOf(&e)
+		k.Daddr, k.Port = c.Daddr, c.Dport // KeyOf leaves them out for kind 0
+		s.table.AddConnects(k, c.N)
+	})
+}
+
+// scanned is one namespace's inventory and its headroom.
+type scanned struct {
+	ns *inventory.Namespace
+	r  headroom.Report
+}
+
+// scan is one frame's pass over the namespaces, numbered for the join.
+type scan struct {
+	all    []scanned
+	number uint32
+	start  time.Time
+}
+
+// scanNamespaces reads the inventory of every namespace the session
+// looks at (a namespace that cannot be read goes to f.Errors) and seeds
+// the listeners found.
+func (s *session) scanNamespaces(f *Frame) (scan, error) {
+	var sc scan
+	s.mu.Lock()
+	sc.number = s.join.beginScan()
+	s.mu.Unlock()
+	sc.start = time.Now()
+	refs, err := inventory.Namespaces()
+	if err != nil {
+		return sc, err
+	}
+	seen := make(map[uint32]bool, len(refs))
+	for _, ref := range refs {
+		if !s.wantNetns(ref.Inode) {
+			continue
+		}
+		seen[ref.Inode] = true
+		ns := s.nsMem[ref.Inode]
+		if ns == nil {
+			ns = &inventory.Namespace{}
+			s.nsMem[ref.Inode] = ns
+		}
+		if err := s.inv.ScanInto(ref, ns); err != nil {
+			if !errors.Is(err, inventory.ErrNamespaceGone) {
+				f.Errors = append(f.Errors, fmt.Sprintf("netns %d: %v", ref.Inode, err))
+			}
+			continue
+		}
+		sc.all = append(sc.all, scanned{ns, headroom.Compute(ns)})
+		if err := s.seedListeners(ns); err != nil {
+			return sc, err
+		}
+	}
+	for inode := range s.nsMem {
+		if !seen[inode] {
+			delete(s.nsMem, inode)
+			delete(s.prevNs, inode)
+		}
+	}
+	return sc, nil
+}
+
+// joined is who holds the timewait sockets a scan found.
+type joined struct {
+	now          map[aggregate.Key]int // per row
+	unattributed map[destKey]int       // no row: entered timewait before tracing
+	bound        map[rowDest]bool      // a bind() port is in use toward it
+	rate         map[destKey]float64   // timewait entries per second
+	refused      uint64                // the join's, cumulative
+}
+
+// joinTimewait attributes each timewait socket of the scan to the row
+// whose event reported it, and takes the timewait rates per destination.
+// After a complete scan (no namespace unreadable), the join drops the
+// entries of sockets that are gone.
+func (s *session) joinTimewait(sc scan, snap *aggregate.Snapshot, complete bool) joined {
+	j := joined{
+		now:          make(map[aggregate.Key]int),
+		unattributed: make(map[destKey]int),
+		bound:        make(map[rowDest]bool),
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sd := range sc.all {
+		s.attribute(sd.ns, sc.number, &j)
+	}
+	j.rate = make(map[destKey]float64, len(s.twDest))
+	for k, n := range s.twDest {
+		j.rate[k] = snap.PerSecond(n - s.prevTw[k])
+		s.prevTw[k] = n
+	}
+	// A namespace that could not be read would look empty: prune only
+	// after complete scans.
+	if complete {
+		s.join.prune(sc.number, sc.start, snap.Time)
+	}
+	j.refused = s.join.refused
+	return j
+}
+
+// attribute joins the timewait sockets of one namespace; s.mu is held.
+func (s *session) attribute(ns *inventory.Namespace, number uint32, j *joined) {
+	listening := map[uint16]bool{}
+	for i := range ns.Sockets {
+		if sk := &ns.Sockets[i]; sk.State == inventory.Listen {
+			listening[sk.Sport] = true
+		}
+	}
+	for i := range ns.Sockets {
+		sk := &ns.Sockets[i]
+		if sk.State != inventory.TimeWait {
+			if sk.Bound && !listening[sk.Sport] && sk.Dport != 0 {
+				j.bound[rowDest{ns.Inode, sk.Daddr, sk.Dport}] = true
+			}
+			continue
+		}
+		t := tuple{netns: ns.Inode, saddr: sk.Saddr, sport: sk.Sport, daddr: sk.Daddr, dport: sk.Dport}
+		if i, ok := s.join.find(&t, number); ok {
+			j.now[s.keys[i]]++
+		} else if !listening[sk.Sport] {
+			j.unattributed[destKey{Netns: ns.Inode, Saddr: sk.Saddr, Daddr: sk.Daddr, Dport: sk.Dport}]++
+		}
+	}
+}
+
+// losses sets f's losses: the tracer's, the rows folded, the join's
+// refusals. Following, it also lets the followed set forget processes
+// that are gone (reaped, their sockets closed).
+func (s *session) losses(f *Frame, snap *aggregate.Snapshot, refused uint64) error {
+	l, err := s.tr.Losses()
+	errs := []error{err}
+	f.Losses = report.Losses{
+		Records:           l.Records,
+		Untracked:         l.Untracked,
+		Missed:            l.Missed,
+		UncountedConnects: l.UncountedConnects,
+		FoldedEvents:      snap.Overflowed,
+		JoinRefused:       refused,
+	}
+	if s.cfg.Follow != nil {
+		f.Losses.UnfollowedForks = l.UnfollowedForks
+		_, err := s.tr.SweepFollowed()
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,359 @@
+// Package live is twtrace's live engine: the tracer's events and connect
+// counts aggregated per process and destination, joined every interval
+// with the live socket inventory of every namespace, the port headroom of
+// each destination, its forecast, and the per-request verdict of each
+// row. It emits one Frame per interval, at full precision and with every
+// row of its table; the views (top's screen and JSON, run's report) rank,
+// cut and round what they show.
+package live
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/twtrace/twtrace/pkg/aggregate"
+	"github.com/twtrace/twtrace/pkg/filter"
+	"github.com/twtrace/twtrace/pkg/headroom"
+	"github.com/twtrace/twtrace/pkg/inventory"
+	"github.com/twtrace/twtrace/pkg/report"
+	"github.com/twtrace/twtrace/pkg/tracer"
+	"github.com/twtrace/twtrace/pkg/verdict"
+)
+
+// Config of a live session.
+type Config struct {
+	Interval time.Duration // between frames; default 1 s
+	Count    int           // frames to produce; 0 = until ctx is done
+	Filter   *filter.Filter
+	Netns    uint32 // in-kernel namespace filter; 0 = all
+	RingSize int    // 0 means DefaultRingSize()
+	// MaxSockets sizes the tracer's owner table; MaxKeys the (process,
+	// destination) rows kept (further ones are summed into one Other
+	// row; 0 means DefaultMaxKeys); MaxJoin the timewait entries
+	// remembered for attribution (0 means DefaultJoinEntries).
+	MaxSockets, MaxKeys, MaxJoin int
+	// Tier picks the tracer's hooks (tracer.Options.Tier).
+	Tier tracer.Tier
+	// Ready is called once tracing is live (after Follow).
+	Ready func()
+	// Follow, when not nil, restricts tracing to the processes it puts
+	// in the followed set and to everything they fork from then on
+	// (tracer.Options.Follow). It is called once tracing is live, before
+	// Ready; it typically follows itself, starts a command and unfollows
+	// itself.
+	Follow func(Follower) error
+	// Drain, when ctx is done, waits up to this long for the sockets
+	// closed by then to reach their end (their timewait entry, or the
+	// reset that ends them), and emits one last frame (Final). 0: stop at
+	// once. Only meaningful with Follow: the wait is for every socket the
+	// tracer saw closing.
+	Drain time.Duration
+}
+
+// Follower is the tracer's followed set (see Config.Follow).
+type Follower interface {
+	Follow(pid uint32) error
+	Unfollow(pid uint32) error
+}
+
+// DefaultMaxKeys: each row holds two histograms (~4.3 KiB), and the
+// engine keeps the table and two snapshots of it.
+const DefaultMaxKeys = 1024
+
+// Frame is one interval of a session.
+type Frame struct {
+	Time     time.Time
+	Interval time.Duration // since the previous frame
+	Uptime   time.Duration // since tracing began
+	// Rows holds every row of the table, in the order their keys first
+	// appeared, then the Other row (Row.Other) if any event found the
+	// table full.
+	Rows []Row
+	// Destinations, soonest exhaustion first, then least headroom.
+	Destinations []report.LiveDestination
+	Namespaces   []report.Namespace
+	Losses       report.Losses
+	Tier         tracer.Tier
+	Errors       []string // namespaces that could not be read
+	// Final marks the frame emitted after the drain (Config.Drain).
+	Final bool
+}
+
+// Row is one (process, destination) row of a frame.
+type Row struct {
+	Key aggregate.Key // zero in the Other row
+	// Other is the row summing the events whose key found the table
+	// full; it has counts and rates only.
+	Other            bool
+	aggregate.Counts // cumulative
+	// ConnectsPerS and TimewaitPerS are over the frame's interval.
+	ConnectsPerS, TimewaitPerS float64
+	// TimewaitNow is the timewait sockets held now that the row's
+	// connections left (the inventory joined by 4-tuple).
+	TimewaitNow int
+	// LifetimeP50 and BytesP50 are the medians of the connection
+	// lifetime and of bytes sent plus received, when known.
+	LifetimeP50   time.Duration
+	LifetimeKnown bool
+	BytesP50      uint64
+	BytesKnown    bool
+	// HeadroomPct and ExhaustionInS are the destination's, as in
+	// Frame.Destinations: the least headroom of its source addresses and
+	// the soonest exhaustion; nil when no socket is toward it now, and
+	// when it is not heading for exhaustion. Client rows only.
+	HeadroomPct, ExhaustionInS *float64
+	Verdict                    verdict.Result
+}
+
+// destKey is a destination from one source address, as the headroom is.
+type destKey = headroom.Key
+
+// rowDest is a destination over every source address: rows have no
+// source address (a process may reach one destination from several).
+type rowDest struct {
+	netns uint32
+	daddr netip.Addr
+	dport uint16
+}
+
+// session is the state of one Run.
+type session struct {
+	cfg   Config
+	tr    *tracer.Tracer
+	inv   *inventory.Scanner
+	table *aggregate.Table
+	start time.Time
+
+	mu     sync.Mutex // guards join, keys, twDest (the reader adds)
+	join   *join
+	keys   []aggregate.Key
+	keyIdx map[aggregate.Key]int32
+	twDest map[destKey]uint64 // timewait entries per destination, cumulative
+	prevTw map[destKey]uint64
+	prev   aggregate.Snapshot
+	spare  aggregate.Snapshot // memory for the next snapshot
+	prevNs map[uint32]inventory.Counters
+	nsMem  map[uint32]*inventory.Namespace // each namespace's scan, reused
+	drains atomic.Uint64                   // times the reader emptied the ring
+}
+
+// DefaultRingSize is the engine's ring buffer: 1 MiB per CPU, at least 2
+// and at most 16 MiB. The engine prints no line per event, so its reader
+// drains the ring every 100 ms (or as soon as a quarter is full) whatever
+// the load: 2 MiB is 14,500 records, over half a second of the 24k
+// connections/s a 2-CPU machine can churn, and the churn a host can reach
+// grows with its CPUs. The ring is mapped twice into the process (so that
+// a record can wrap around its end), and all of it counts in the RSS.
+func DefaultRingSize() int {
+	mib := 2
+	for mib < runtime.NumCPU() && mib < 16 {
+		mib *= 2
+	}
+	return mib << 20
+}
+
+// maxTwDest bounds the per-destination timewait counters.
+const maxTwDest = 16384
+
+// Run traces and calls emit with a frame every interval until ctx is done
+// or cfg.Count frames were emitted.
+func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.MaxKeys <= 0 {
+		cfg.MaxKeys = DefaultMaxKeys
+	}
+	tr, inv, err := open(&cfg)
+	if err != nil {
+		return err
+	}
+	defer inv.Close()
+	defer tr.Close()
+
+	s := &session{
+		cfg: cfg, tr: tr, inv: inv,
+		table:  aggregate.New(cfg.MaxKeys),
+		start:  time.Now(),
+		join:   newJoin(cfg.MaxJoin),
+		keyIdx: map[aggregate.Key]int32{},
+		twDest: map[destKey]uint64{},
+		prevTw: map[destKey]uint64{},
+		prevNs: map[uint32]inventory.Counters{},
+		nsMem:  map[uint32]*inventory.Namespace{},
+	}
+	s.prev = s.table.Snapshot()
+	if err := s.seedAll(); err != nil {
+		return err
+	}
+	// Reading starts before Follow: the command it starts may be quick.
+	done := make(chan error, 1)
+	go func() { done <- tr.ReadBatches(s.add, func() { s.drains.Add(1) }) }()
+	defer func() {
+		tr.Stop()
+		<-done
+	}()
+	if cfg.Follow != nil {
+		if err := cfg.Follow(tr); err != nil {
+			return err
+		}
+	}
+	if cfg.Ready != nil {
+		cfg.Ready()
+	}
+	return s.loop(ctx, done, emit)
+}
+
+// open loads the tracer and the inventory scanner at once: start-up is
+// mostly the kernel verifying and the BTF being read, one CPU each.
+func open(cfg *Config) (*tracer.Tracer, *inventory.Scanner, error) {
+	type opened struct {
+		inv *inventory.Scanner
+		err error
+	}
+	invc := make(chan opened, 1)
+	cache := btf.NewCache() // the kernel's types, decoded once for both
+	go func() {
+		inv, err := inventory.OpenWithCache(cache)
+		invc <- opened{inv, err}
+	}()
+	tr, terr := tracer.New(tracer.Options{
+		RingBufferSize: cmp.Or(cfg.RingSize, DefaultRingSize()),
+		KindMask:       cfg.Filter.KindMask(),
+		Netns:          cfg.Netns,
+		MaxSockets:     cfg.MaxSockets,
+		CountConnects:  true,
+		Follow:         cfg.Follow != nil,
+		BTFCache:       cache,
+		Tier:           cfg.Tier,
+	})
+	o := <-invc
+	if terr != nil || o.err != nil {
+		if tr != nil {
+			tr.Close()
+		}
+		if o.inv != nil {
+			o.inv.Close()
+		}
+		if terr != nil {
+			return nil, nil, terr // the same cause as the scanner's, if both failed
+		}
+		return nil, nil, o.err
+	}
+	return tr, o.inv, nil
+}
+
+// loop emits a frame every interval until ctx is done (then drains, if
+// asked), cfg.Count frames were emitted, or the reader failed (done).
+func (s *session) loop(ctx context.Context, done chan error, emit func(*Frame) error) error {
+	tick := time.NewTicker(s.cfg.Interval)
+	defer tick.Stop()
+	for n := 0; s.cfg.Count == 0 || n < s.cfg.Count; n++ {
+		select {
+		case <-ctx.Done():
+			if s.cfg.Drain > 0 {
+				return s.drain(s.cfg.Drain, emit)
+			}
+			return nil
+		case err := <-done:
+			done <- err // for the deferred wait
+			return fmt.Errorf("reading events: %w", err)
+		case <-tick.C:
+		}
+		f, err := s.frame()
+		if err != nil {
+			return err
+		}
+		if err := emit(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// drain waits up to d for every socket closed first to reach its end,
+// lets the reader empty the ring twice more (the last records were in it
+// before the first of those), and emits the final frame.
+func (s *session) drain(d time.Duration, emit func(*Frame) error) error {
+	deadline := time.Now().Add(d)
+	var open uint64
+	for {
+		n, err := s.tr.Unfinished()
+		if err != nil {
+			return err
+		}
+		open = n
+		if n == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.waitDrains(2)
+	f, err := s.frame()
+	if err != nil {
+		return err
+	}
+	f.Final = true
+	f.Losses.StillClosing = open
+	return emit(f)
+}
+
+// waitDrains waits until the reader has emptied the ring n more times:
+// every record in it now has then been added. Bounded: a reader that
+// stopped on an error drains no more.
+func (s *session) waitDrains(n uint64) {
+	for start, t0 := s.drains.Load(), time.Now(); s.drains.Load() < start+n && time.Since(t0) < time.Second; {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// seedAll seeds the listeners of every namespace the session looks at.
+func (s *session) seedAll() error {
+	refs, err := inventory.Namespaces()
+	if err != nil {
+		return err
+	}
+	for _, ref := range refs {
+		if !s.wantNetns(ref.Inode) {
+			continue
+		}
+		ns, err := s.inv.Scan(ref)
+		if err != nil {
+			continue // gone, or unreadable: the first frame says which
+		}
+		if err := s.seedListeners(ns); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// seedListeners tells the tracer about the listening sockets of ns: a
+// listen() made before tracing began was not seen, and the connections
+// accepted on it would otherwise be reported with role unknown (one row
+// per client port).
+func (s *session) seedListeners(ns *inventory.Namespace) error {
+	for i := range ns.Sockets {
+		if sk := &ns.Sockets[i]; sk.State == inventory.Listen {
+			if err := s.tr.SeedListener(ns.Inode, sk.Sport); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *session) wantNetns(inode uint32) bool {
+	if s.cfg.Netns != 0 {
+		return inode == s.cfg.Netns
+	}
+	return s.cfg.Filter.AdmitsNetns(inode)
+}

@@ -1,0 +1,125 @@
+package live
+
+import (
+	"time"
+
+	"github.com/twtrace/twtrace/pkg/aggregate"
+	"github.com/twtrace/twtrace/pkg/event"
+	"github.com/twtrace/twtrace/pkg/report"
+	"github.com/twtrace/twtrace/pkg/verdict"
+)
+
+// rows makes a row of every snapshot row, each judged; the Other row
+// only has its counts and rates.
+func (s *session) rows(snap *aggregate.Snapshot, tw joined, worstOf map[rowDest]*worst) []Row {
+	uptime := snap.Time.Sub(s.start)
+	rows := make([]Row, 0, len(snap.Rows))
+	for i := range snap.Rows {
+		r := &snap.Rows[i]
+		row := Row{
+			Key: r.Key, Other: r.Other, Counts: r.Counts,
+			ConnectsPerS: snap.PerSecond(r.Recent.Connects),
+			TimewaitPerS: snap.PerSecond(r.Recent.Timewait),
+		}
+		if !r.Other {
+			row.TimewaitNow = tw.now[r.Key]
+			judge(&row, r, evidence(r, snap.Time, uptime), tw.bound, worstOf)
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+// evidence is what the verdict weighs of r, but the destination's.
+func evidence(r *aggregate.Row, now time.Time, uptime time.Duration) verdict.Evidence {
+	ev := verdict.Evidence{
+		Window: window(r, now, uptime), Connects: r.Connects,
+		ClientTimewait: r.Roles[event.RoleClient], ServerTimewait: r.Roles[event.RoleServer],
+		ConnectErrors: r.ConnectErrors, BindErrors: r.BindErrors,
+	}
+	// A connection closed first with no timewait socket (the table was
+	// full) is evidence like one that got one.
+	if r.Key.Server {
+		ev.ServerTimewait += r.TimewaitOverflow
+	} else {
+		ev.ClientTimewait += r.TimewaitOverflow
+	}
+	return ev
+}
+
+// judge completes row from r (medians) and its destination (headroom,
+// forecast, bound ports), and gives its verdict.
+func judge(row *Row, r *aggregate.Row, ev verdict.Evidence, bound map[rowDest]bool, worstOf map[rowDest]*worst) {
+	if d, ok := r.LifetimeQuantile(0.5); ok {
+		row.LifetimeP50, row.LifetimeKnown = d, true
+		ev.LifetimeP50, ev.LifetimeKnown = d, true
+	}
+	if b, ok := r.Bytes.Quantile(0.5); ok {
+		row.BytesP50, row.BytesKnown = b, true
+		ev.BytesP50, ev.BytesKnown = b, true
+	}
+	if !r.Key.Server {
+		rd := rowDest{r.Key.Netns, r.Key.Daddr, r.Key.Port}
+		if w := worstOf[rd]; w != nil {
+			h := w.headroom
+			row.HeadroomPct, row.ExhaustionInS = &h, w.exhaustion
+			ev.Exhausting, ev.TwReuse = w.exhausting, w.reuse
+		}
+		ev.BoundPorts = bound[rd]
+	}
+	row.Verdict = verdict.Judge(ev)
+}
+
+// window is the time over which a row's evidence was gathered: since its
+// first event (a process that starts churning an hour into the session is
+// judged on its own minute, not diluted by the hour), at least a second,
+// at most the session.
+func window(r *aggregate.Row, now time.Time, uptime time.Duration) time.Duration {
+	if r.First.IsZero() {
+		return uptime
+	}
+	return min(max(now.Sub(r.First), time.Second), uptime)
+}
+
+// Report is r as top's frames and run's report show it: rates and the
+// lifetime rounded to the thousandth, an Other row named "(other)".
+func (r *Row) Report() report.Row {
+	out := report.Row{
+		Counts:       r.Counts,
+		ConnectsPerS: report.Round3(r.ConnectsPerS),
+		TimewaitPerS: report.Round3(r.TimewaitPerS),
+	}
+	if r.Other {
+		o := report.OtherRow()
+		o.Counts, o.ConnectsPerS, o.TimewaitPerS = out.Counts, out.ConnectsPerS, out.TimewaitPerS
+		return o
+	}
+	out.PID, out.Comm, out.Netns = r.Key.PID, event.CommString(&r.Key.Comm), r.Key.Netns
+	out.Daddr, out.Dport, out.Role = r.Key.Daddr, r.Key.Port, "client"
+	if r.Key.Server {
+		out.Role = "server"
+	}
+	out.TimewaitNow = r.TimewaitNow
+	if r.LifetimeKnown {
+		ms := report.Round3(float64(r.LifetimeP50) / 1e6)
+		out.LifetimeP50Ms = &ms
+	}
+	if r.BytesKnown {
+		b := r.BytesP50
+		out.BytesP50 = &b
+	}
+	out.HeadroomPct, out.ExhaustionInS = copyOf(r.HeadroomPct), copyOf(r.ExhaustionInS)
+	out.Verdict, out.Reason, out.Advice = r.Verdict.Verdict, r.Verdict.Reason, r.Verdict.Advice
+	if out.Advice == nil {
+		out.Advice = []string{}
+	}
+	return out
+}
+
+func copyOf[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
+}

@@ -1,0 +1,90 @@
+package report
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+
+	"github.com/twtrace/twtrace/pkg/aggregate"
+)
+
+// Row is one (process, destination) row as `twtrace top -o json` and the
+// report of `twtrace run` show it (docs/json.md): rates and the lifetime
+// rounded to the thousandth (Round3).
+type Row struct {
+	PID   uint32     `json:"pid"`
+	Comm  string     `json:"comm"`
+	Netns uint32     `json:"netns"`
+	Daddr netip.Addr `json:"daddr"`
+	// Dport is the destination's port; for role "server" rows (timewaits
+	// of connections the process accepted and closed first) it is the
+	// local port they were accepted on.
+	Dport        uint16  `json:"dport"`
+	Role         string  `json:"role"` // client or server
+	ConnectsPerS float64 `json:"connects_per_s"`
+	TimewaitPerS float64 `json:"timewait_per_s"`
+	TimewaitNow  int     `json:"timewait_now"`
+	// Counts are cumulative. TimewaitOverflow and TimewaitReused are the
+	// precise tier's, 0 in the tracepoint tier.
+	aggregate.Counts
+	LifetimeP50Ms *float64 `json:"lifetime_p50_ms"`
+	BytesP50      *uint64  `json:"bytes_p50"`
+	// HeadroomPct and ExhaustionInS are the destination's (the least of
+	// its source addresses).
+	HeadroomPct   *float64 `json:"headroom_pct"`
+	ExhaustionInS *float64 `json:"exhaustion_in_s"`
+	Verdict       string   `json:"verdict"`
+	Advice        []string `json:"advice"`
+	Reason        string   `json:"reason,omitempty"`
+	// Other marks the row summing every row not shown (Folded of them).
+	Other  bool `json:"other,omitempty"`
+	Folded int  `json:"folded,omitempty"`
+}
+
+// OtherRow is an empty row flagged Other, as it starts before rows are
+// summed into it.
+func OtherRow() Row {
+	return Row{Other: true, Comm: "(other)", Advice: []string{}}
+}
+
+// SortRows orders rows by val, largest first; ties go to the row with
+// more timewait entries, then more connects, and rows still equal keep
+// their order (a refreshing screen does not shuffle them).
+func SortRows(rows []Row, val func(*Row) float64) {
+	slices.SortStableFunc(rows, func(a, b Row) int {
+		if c := cmp.Compare(val(&b), val(&a)); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(b.Timewait, a.Timewait); c != 0 {
+			return c
+		}
+		return cmp.Compare(b.Connects, a.Connects)
+	})
+}
+
+// Losses are what could not be counted, cumulative: the "losses" object
+// of top's frames and run's report. Every field is a counter (the run
+// report's page lists them by their JSON names).
+type Losses struct {
+	Records           uint64 `json:"lost_records"`
+	Untracked         uint64 `json:"untracked_sockets"`
+	Missed            uint64 `json:"missed_runs"`
+	UncountedConnects uint64 `json:"uncounted_connects"`
+	// FoldedEvents went to the Other row: MaxKeys rows were full.
+	FoldedEvents uint64 `json:"folded_events"`
+	// JoinRefused timewait entries found the join full (MaxJoin live
+	// timewait sockets remembered): their sockets count as unattributed.
+	JoinRefused uint64 `json:"join_refused"`
+	// UnfollowedForks: processes forked by followed ones that the
+	// followed set had no room for (when following a command only).
+	UnfollowedForks uint64 `json:"unfollowed_forks,omitempty"`
+	// StillClosing: with a drain, sockets closed first whose end was not
+	// seen within the drain time (final frame only).
+	StillClosing uint64 `json:"still_closing,omitempty"`
+}
+
+// Round3 rounds x half up to the thousandth: rates and seconds in top's
+// frames and run's rows.
+func Round3(x float64) float64 {
+	return float64(int64(x*1000+0.5)) / 1000
+}
