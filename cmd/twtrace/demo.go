@@ -131,16 +131,11 @@ func writeLines(w io.Writer, lines []string) {
 // frame in last.
 func runDemoScreen(ctx context.Context, quit func(), out *os.File, cfg demo.Config, view func(*live.Frame) *top.Frame,
 	sortNow *atomic.Int32, info *atomic.Pointer[demo.Info], last **top.Frame) error {
-	in := int(os.Stdin.Fd())
-	old, err := term.MakeRaw(in)
+	restore, err := fullScreen(out)
 	if err != nil {
-		return fmt.Errorf("setting the terminal to raw mode: %w", err)
+		return err
 	}
-	io.WriteString(out, "\x1b[?1049h\x1b[?25l")
-	defer func() {
-		io.WriteString(out, "\x1b[?25h\x1b[?1049l")
-		term.Restore(in, old)
-	}()
+	defer restore()
 	go readKeys(quit, sortNow)
 	// draw puts lines on the screen; no newline after the last one: on
 	// the bottom line it would scroll the screen.

@@ -143,28 +143,31 @@ func runWatch(cmd *cobra.Command, f *watchFlags) error {
 	if loss.Tier.Tier != 0 {
 		fmt.Fprintf(stderr, "twtrace: %s\n", tierLine(loss.Tier))
 	}
-	if loss.UntrackedTimewait > 0 {
-		fmt.Fprintf(stderr, "twtrace: %d timewait sockets went untracked: the precise tier's table was full (their timewait_end is missing)\n", loss.UntrackedTimewait)
-	}
-	if loss.Records > 0 {
-		fmt.Fprintf(stderr, "twtrace: lost %d records: the ring buffer was full (raise --ring-buffer-size)\n", loss.Records)
-	}
-	if loss.Untracked > 0 {
-		fmt.Fprintf(stderr, "twtrace: %d sockets went untracked: the owner table was full (raise --max-sockets)\n", loss.Untracked)
-	}
-	if loss.Recovered > 0 {
-		fmt.Fprintf(stderr, "twtrace: reported %d timewait entries late (\"recovered\"): the kernel ran none of twtrace's programs when they happened\n", loss.Recovered)
-	}
-	if loss.Unfinished > 0 {
-		fmt.Fprintf(stderr, "twtrace: %d sockets closed without their end being seen (still closing, or missed by the kernel): up to that many timewait entries are missing\n", loss.Unfinished)
-	}
-	if loss.Missed > 0 {
-		fmt.Fprintf(stderr, "twtrace: the kernel skipped %d runs of twtrace's programs (a BPF program was already running on that CPU): up to that many events are missing or misreported\n", loss.Missed)
+	for _, l := range lossLines(&loss) {
+		fmt.Fprintf(stderr, "twtrace: %s\n", l)
 	}
 	if errors.Is(err, syscall.EPIPE) {
 		return nil // the reader went away (| head): not our failure
 	}
 	return err
+}
+
+// lossLines says what watch could not report, one line per counter that
+// is not zero.
+func lossLines(loss *watch.Losses) []string {
+	var lines []string
+	say := func(n uint64, format string) {
+		if n > 0 {
+			lines = append(lines, fmt.Sprintf(format, n))
+		}
+	}
+	say(loss.UntrackedTimewait, "%d timewait sockets went untracked: the precise tier's table was full (their timewait_end is missing)")
+	say(loss.Records, "lost %d records: the ring buffer was full (raise --ring-buffer-size)")
+	say(loss.Untracked, "%d sockets went untracked: the owner table was full (raise --max-sockets)")
+	say(loss.Recovered, "reported %d timewait entries late (\"recovered\"): the kernel ran none of twtrace's programs when they happened")
+	say(loss.Unfinished, "%d sockets closed without their end being seen (still closing, or missed by the kernel): up to that many timewait entries are missing")
+	say(loss.Missed, "the kernel skipped %d runs of twtrace's programs (a BPF program was already running on that CPU): up to that many events are missing or misreported")
+	return lines
 }
 
 func newRootCommand() *cobra.Command {

@@ -5,12 +5,14 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/twtrace/twtrace/internal/testnet"
+	"github.com/twtrace/twtrace/pkg/watch"
 )
 
 func init() {
@@ -134,5 +136,23 @@ func TestMissingCapabilitiesExitOne(t *testing.T) {
 		if !strings.Contains(stderr, "CAP_BPF") || !strings.Contains(stderr, "CAP_PERFMON") || strings.Count(stderr, "\n") != 1 {
 			t.Fatalf("%s: stderr %q: want one line naming CAP_BPF and CAP_PERFMON", args, stderr)
 		}
+	}
+}
+
+// Each loss watch counted is one line on stderr, in a fixed order; a
+// counter at zero says nothing.
+func TestLossLines(t *testing.T) {
+	var l watch.Losses
+	if got := lossLines(&l); len(got) != 0 {
+		t.Fatalf("no loss: got %q", got)
+	}
+	l.Records, l.Missed, l.Unfinished = 3, 2, 1
+	want := []string{
+		"lost 3 records: the ring buffer was full (raise --ring-buffer-size)",
+		"1 sockets closed without their end being seen (still closing, or missed by the kernel): up to that many timewait entries are missing",
+		"the kernel skipped 2 runs of twtrace's programs (a BPF program was already running on that CPU): up to that many events are missing or misreported",
+	}
+	if got := lossLines(&l); !slices.Equal(got, want) {
+		t.Fatalf("got %q\nwant %q", got, want)
 	}
 }

@@ -163,18 +163,28 @@ func runTop(cmd *cobra.Command, f *topFlags) error {
 	return runTopScreen(ctx, stop, cfg, fd, &sortNow)
 }
 
-// runTopScreen runs top full screen: the alternate screen, raw keyboard.
-func runTopScreen(ctx context.Context, quit func(), cfg top.Config, out *os.File, sortNow *atomic.Int32) error {
+// fullScreen puts the terminal in raw mode (keys arrive one at a time) and
+// out on the alternate screen, with the cursor hidden; restore undoes it.
+func fullScreen(out *os.File) (restore func(), err error) {
 	in := int(os.Stdin.Fd())
 	old, err := term.MakeRaw(in)
 	if err != nil {
-		return fmt.Errorf("setting the terminal to raw mode: %w", err)
+		return nil, fmt.Errorf("setting the terminal to raw mode: %w", err)
 	}
 	io.WriteString(out, "\x1b[?1049h\x1b[?25l")
-	defer func() {
+	return func() {
 		io.WriteString(out, "\x1b[?25h\x1b[?1049l")
 		term.Restore(in, old)
-	}()
+	}, nil
+}
+
+// runTopScreen runs top full screen: the alternate screen, raw keyboard.
+func runTopScreen(ctx context.Context, quit func(), cfg top.Config, out *os.File, sortNow *atomic.Int32) error {
+	restore, err := fullScreen(out)
+	if err != nil {
+		return err
+	}
+	defer restore()
 	var last atomic.Pointer[top.Frame]
 	draw := func() {
 		fr := last.Load()
