@@ -1,10 +1,8 @@
 package top
 
 import (
-	"cmp"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -26,136 +24,15 @@ const Keys = "keys: t c n e sort, q quits"
 // blocks that do not fit in height are left out and counted on the last
 // line. Process names are escaped: a process chooses its own.
 func Render(f *Frame, width, height int) []string {
-	width, height = max(width, 40), max(height, 5)
-	var lines []string
-	add := func(format string, a ...any) {
-		lines = append(lines, cut(fmt.Sprintf(format, a...), width))
-	}
-	add("twtrace top  %s  every %s  sort: %s  %s", f.Time.Format("15:04:05"), (time.Duration(f.IntervalS * 1e9)).Round(time.Millisecond), f.Sort, Keys)
-	var tw, twps float64
-	for i := range f.Namespaces {
-		n := &f.Namespaces[i]
-		tw += float64(n.Timewait + n.FinWait2)
-		if n.TWPerS != nil {
-			twps += *n.TWPerS
-		}
-	}
-	loss := ""
-	if l := f.Losses; l.Records+l.Untracked+l.Missed+l.UncountedConnects > 0 {
-		loss = fmt.Sprintf("  LOST: %d records, %d sockets untracked, %d runs missed, %d connects uncounted",
-			l.Records, l.Untracked, l.Missed, l.UncountedConnects)
-	}
-	add("%d %s, %.0f timewait sockets (%s new/s)%s", len(f.Namespaces), plural(len(f.Namespaces), "namespace", "namespaces"), tw, rate(twps), loss)
-
-	type block struct {
-		head []string
-		rows []*report.Row
-		rank int
-	}
-	// Destinations as rows name them: (netns, daddr, dport), every saddr.
-	type dk struct {
-		netns  uint32
-		addr   netip.Addr
-		port   uint16
-		server bool
-	}
-	dest := map[dk]*report.LiveDestination{}
-	for i := range f.Destinations {
-		d := &f.Destinations[i]
-		k := dk{d.Netns, d.Daddr, d.Dport, false}
-		if cur, ok := dest[k]; !ok || d.HeadroomPct < cur.HeadroomPct {
-			dest[k] = d
-		}
-	}
-	blocks := map[dk]*block{}
-	var order []*block
-	var other *report.Row
-	for i := range f.Rows {
-		r := &f.Rows[i]
-		if r.Other {
-			other = r
-			continue
-		}
-		k := dk{r.Netns, r.Daddr, r.Dport, r.Role == "server"}
-		b := blocks[k]
-		if b == nil {
-			b = &block{rank: len(order)}
-			blocks[k] = b
-			order = append(order, b)
-			ap := hostPort(r.Daddr, r.Dport)
-			switch d := dest[k]; {
-			case k.server:
-				b.head = []string{fmt.Sprintf("accepted on port %d from %s  netns %d (no ephemeral port held)", r.Dport, r.Daddr, r.Netns)}
-			case d != nil:
-				ex := "not heading for exhaustion"
-				if d.ExhaustionInS != nil {
-					ex = "EXHAUSTED IN " + seconds(*d.ExhaustionInS)
-					if *d.ExhaustionInS == 0 {
-						ex = "EXHAUSTED NOW"
-					}
-				}
-				reuse := ""
-				if d.TwReuse {
-					reuse = fmt.Sprintf(" +%d reusable", d.PortsReusable)
-				}
-				b.head = []string{
-					fmt.Sprintf("→ %s  netns %d  %d timewait, %d unattributed", ap, r.Netns, d.Timewait+d.FinWait2, d.Unattributed),
-					fmt.Sprintf("  ports free %d/%d (%.0f%%)%s  ceiling %s/s  %s", d.PortsAvailable, d.PortsUsable, d.HeadroomPct, reuse, rate(d.CeilingPerS), ex),
-				}
-			default:
-				b.head = []string{fmt.Sprintf("→ %s  netns %d  (no socket toward it now)", ap, r.Netns)}
-			}
-		}
-		b.rows = append(b.rows, r)
-	}
-	slices.SortStableFunc(order, func(a, b *block) int { return cmp.Compare(a.rank, b.rank) })
-
-	colHead := fmt.Sprintf("  %7s %-14s %6s %6s %6s %5s %6s %6s  %s", "PID", "COMM", "CONN/s", "TW/s", "TW-NOW", "ERR", "LIFE", "BYTES", "VERDICT")
-	left := height - len(lines) - 1
+	sc := &screen{width: max(width, 40)}
+	height = max(height, 5)
+	sc.header(f)
+	order, other := blocksOf(f)
+	sc.left = height - len(sc.lines) - 1
 	shown := 0
 	for _, b := range order {
-		need := len(b.head) + 1 + len(b.rows)
-		if need > left {
+		if !sc.block(b) {
 			break
-		}
-		lines = append(lines, "")
-		for _, h := range b.head {
-			add("%s", h)
-		}
-		add("%s", colHead)
-		left -= need + 1
-		for _, r := range b.rows {
-			var c [16]byte // as the kernel keeps it, for EscapeComm
-			copy(c[:], r.Comm)
-			add("  %7d %-14s %6s %6s %6d %5d %6s %6s  %s", r.PID, padComm(event.EscapeComm(&c), 14),
-				rate(r.ConnectsPerS), rate(r.TimewaitPerS), r.TimewaitNow, r.ConnectErrors,
-				lifetime(r.LifetimeP50Ms), size(r.BytesP50), strings.ToUpper(r.Verdict))
-			if n := preciseNote(r); n != "" && left > 1 {
-				add("      %s", cut(n, width-6))
-				left--
-			}
-			// Advice: the most pressing first, at most maxAdvice items a
-			// row, wrapped (all of it is in -o json).
-			for i, a := range r.Advice {
-				if i == maxAdvice {
-					if left > 1 {
-						add("      … %d more: twtrace top -o json", len(r.Advice)-maxAdvice)
-						left--
-					}
-					break
-				}
-				for j, l := range wrap(a, width-8) {
-					if left <= 1 {
-						break
-					}
-					mark := "    - "
-					if j > 0 {
-						mark = "      "
-					}
-					add("%s%s", mark, l)
-					left--
-				}
-			}
 		}
 		shown++
 	}
@@ -169,18 +46,178 @@ func Render(f *Frame, width, height int) []string {
 		if other != nil {
 			tail += fmt.Sprintf(" (%s conn/s, %s tw/s)", rate(other.ConnectsPerS), rate(other.TimewaitPerS))
 		}
-		lines = append(lines, cut(tail, width))
+		sc.lines = append(sc.lines, cut(tail, sc.width))
 	}
 	if len(order) == 0 {
-		lines = append(lines, "", "no TCP connection attempts or timewait entries seen yet")
+		sc.lines = append(sc.lines, "", "no TCP connection attempts or timewait entries seen yet")
 	}
 	for _, e := range f.Errors {
-		lines = append(lines, cut("error: "+e, width))
+		sc.lines = append(sc.lines, cut("error: "+e, sc.width))
 	}
-	if len(lines) > height {
-		lines = lines[:height]
+	if len(sc.lines) > height {
+		sc.lines = sc.lines[:height]
 	}
-	return lines
+	return sc.lines
+}
+
+// screen is a frame being laid out: its lines so far, and how many more
+// the blocks may take (left).
+type screen struct {
+	lines []string
+	width int
+	left  int
+}
+
+func (sc *screen) add(format string, a ...any) {
+	sc.lines = append(sc.lines, cut(fmt.Sprintf(format, a...), sc.width))
+}
+
+// header is the first two lines: the time and keys, then the namespaces'
+// timewait sockets and whatever twtrace lost.
+func (sc *screen) header(f *Frame) {
+	sc.add("twtrace top  %s  every %s  sort: %s  %s", f.Time.Format("15:04:05"), (time.Duration(f.IntervalS * 1e9)).Round(time.Millisecond), f.Sort, Keys)
+	var tw, twps float64
+	for i := range f.Namespaces {
+		n := &f.Namespaces[i]
+		tw += float64(n.Timewait + n.FinWait2)
+		if n.TWPerS != nil {
+			twps += *n.TWPerS
+		}
+	}
+	loss := ""
+	if l := f.Losses; l.Records+l.Untracked+l.Missed+l.UncountedConnects > 0 {
+		loss = fmt.Sprintf("  LOST: %d records, %d sockets untracked, %d runs missed, %d connects uncounted",
+			l.Records, l.Untracked, l.Missed, l.UncountedConnects)
+	}
+	sc.add("%d %s, %.0f timewait sockets (%s new/s)%s", len(f.Namespaces), plural(len(f.Namespaces), "namespace", "namespaces"), tw, rate(twps), loss)
+}
+
+// block is one destination's head lines and the rows toward it.
+type block struct {
+	head []string
+	rows []*report.Row
+}
+
+// blockKey is a destination as rows name it: (netns, daddr, dport), every
+// saddr; server blocks hold the connections accepted on a port.
+type blockKey struct {
+	netns  uint32
+	addr   netip.Addr
+	port   uint16
+	server bool
+}
+
+// blocksOf groups the frame's rows by destination, in the order of their
+// first row, and returns the Other row apart.
+func blocksOf(f *Frame) (order []*block, other *report.Row) {
+	dest := map[blockKey]*report.LiveDestination{}
+	for i := range f.Destinations {
+		d := &f.Destinations[i]
+		k := blockKey{d.Netns, d.Daddr, d.Dport, false}
+		if cur, ok := dest[k]; !ok || d.HeadroomPct < cur.HeadroomPct {
+			dest[k] = d
+		}
+	}
+	blocks := map[blockKey]*block{}
+	for i := range f.Rows {
+		r := &f.Rows[i]
+		if r.Other {
+			other = r
+			continue
+		}
+		k := blockKey{r.Netns, r.Daddr, r.Dport, r.Role == "server"}
+		b := blocks[k]
+		if b == nil {
+			b = &block{head: blockHead(k, r, dest[k])}
+			blocks[k] = b
+			order = append(order, b)
+		}
+		b.rows = append(b.rows, r)
+	}
+	return order, other
+}
+
+// blockHead describes a destination: its headroom and forecast (d, when
+// a socket toward it exists now), or the port connections were accepted on.
+func blockHead(k blockKey, r *report.Row, d *report.LiveDestination) []string {
+	ap := hostPort(r.Daddr, r.Dport)
+	switch {
+	case k.server:
+		return []string{fmt.Sprintf("accepted on port %d from %s  netns %d (no ephemeral port held)", r.Dport, r.Daddr, r.Netns)}
+	case d == nil:
+		return []string{fmt.Sprintf("→ %s  netns %d  (no socket toward it now)", ap, r.Netns)}
+	}
+	ex := "not heading for exhaustion"
+	if d.ExhaustionInS != nil {
+		ex = "EXHAUSTED IN " + seconds(*d.ExhaustionInS)
+		if *d.ExhaustionInS == 0 {
+			ex = "EXHAUSTED NOW"
+		}
+	}
+	reuse := ""
+	if d.TwReuse {
+		reuse = fmt.Sprintf(" +%d reusable", d.PortsReusable)
+	}
+	return []string{
+		fmt.Sprintf("→ %s  netns %d  %d timewait, %d unattributed", ap, r.Netns, d.Timewait+d.FinWait2, d.Unattributed),
+		fmt.Sprintf("  ports free %d/%d (%.0f%%)%s  ceiling %s/s  %s", d.PortsAvailable, d.PortsUsable, d.HeadroomPct, reuse, rate(d.CeilingPerS), ex),
+	}
+}
+
+var colHead = fmt.Sprintf("  %7s %-14s %6s %6s %6s %5s %6s %6s  %s", "PID", "COMM", "CONN/s", "TW/s", "TW-NOW", "ERR", "LIFE", "BYTES", "VERDICT")
+
+// block lays b out if its head and rows fit in what is left, and says
+// whether they did; notes and advice take what remains after them.
+func (sc *screen) block(b *block) bool {
+	need := len(b.head) + 1 + len(b.rows)
+	if need > sc.left {
+		return false
+	}
+	sc.lines = append(sc.lines, "")
+	for _, h := range b.head {
+		sc.add("%s", h)
+	}
+	sc.add("%s", colHead)
+	sc.left -= need + 1
+	for _, r := range b.rows {
+		sc.row(r)
+	}
+	return true
+}
+
+// row is one process's line, its precise-tier note and its advice.
+func (sc *screen) row(r *report.Row) {
+	var c [16]byte // as the kernel keeps it, for EscapeComm
+	copy(c[:], r.Comm)
+	sc.add("  %7d %-14s %6s %6s %6d %5d %6s %6s  %s", r.PID, padComm(event.EscapeComm(&c), 14),
+		rate(r.ConnectsPerS), rate(r.TimewaitPerS), r.TimewaitNow, r.ConnectErrors,
+		lifetime(r.LifetimeP50Ms), size(r.BytesP50), strings.ToUpper(r.Verdict))
+	if n := preciseNote(r); n != "" && sc.left > 1 {
+		sc.add("      %s", cut(n, sc.width-6))
+		sc.left--
+	}
+	// Advice: the most pressing first, at most maxAdvice items a row,
+	// wrapped (all of it is in -o json).
+	for i, a := range r.Advice {
+		if i == maxAdvice {
+			if sc.left > 1 {
+				sc.add("      … %d more: twtrace top -o json", len(r.Advice)-maxAdvice)
+				sc.left--
+			}
+			return
+		}
+		for j, l := range wrap(a, sc.width-8) {
+			if sc.left <= 1 {
+				break
+			}
+			mark := "    - "
+			if j > 0 {
+				mark = "      "
+			}
+			sc.add("%s%s", mark, l)
+			sc.left--
+		}
+	}
 }
 
 func hostPort(a netip.Addr, port uint16) string {
