@@ -93,26 +93,10 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 	if f.drain < 0 {
 		return usageError{fmt.Errorf("invalid --drain %s: must not be negative", f.drain)}
 	}
-	var th twrun.Thresholds
-	if f.maxConnects >= 0 {
-		v := uint64(f.maxConnects)
-		th.MaxConnects = &v
-	} else if f.maxConnects != -1 {
-		return usageError{fmt.Errorf("invalid --max-connects %d: must not be negative", f.maxConnects)}
+	th, err := f.thresholds()
+	if err != nil {
+		return err
 	}
-	if f.maxTimewait >= 0 {
-		v := uint64(f.maxTimewait)
-		th.MaxTimewait = &v
-	} else if f.maxTimewait != -1 {
-		return usageError{fmt.Errorf("invalid --max-timewait %d: must not be negative", f.maxTimewait)}
-	}
-	if f.maxRate >= 0 {
-		v := f.maxRate
-		th.MaxConnectRate = &v
-	} else if f.maxRate != -1 {
-		return usageError{fmt.Errorf("invalid --max-connect-rate %g: must not be negative", f.maxRate)}
-	}
-	th.FailOnConnectError = f.failOnConnErr
 	tier, err := f.parseTier()
 	if err != nil {
 		return err
@@ -139,24 +123,8 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 		out = fh
 	}
 
-	// Ctrl-C at a terminal reaches COMMAND (same process group) straight
-	// from the terminal: forwarding it too would deliver it twice. Other
-	// signals, and every signal when not at a terminal, are forwarded.
-	// (Caught, not ignored: an ignored signal stays ignored in COMMAND.)
-	caught := make(chan os.Signal, 8)
-	signal.Notify(caught, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
-	defer signal.Stop(caught)
-	tty := atTerminalForeground()
-	sigs := make(chan os.Signal, 8)
-	go func() {
-		for sig := range caught {
-			if tty && (sig == syscall.SIGINT || sig == syscall.SIGQUIT) {
-				continue
-			}
-			sigs <- sig
-		}
-	}()
-
+	sigs, stopSignals := forwardedSignals()
+	defer stopSignals()
 	rep, err := twrun.Run(context.Background(), twrun.Config{
 		Argv: args, Env: env, Credential: cred,
 		Stdin: os.Stdin, Stdout: cmd.OutOrStdout(), Stderr: os.Stderr,
@@ -174,6 +142,68 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := f.writeReports(out, rep); err != nil {
+		return err
+	}
+	switch {
+	case rep.ExitCode != 0:
+		return exitStatus{rep.ExitCode}
+	case !rep.Passed:
+		return exitStatus{exitThreshold}
+	}
+	return nil
+}
+
+// thresholds are the --max-* and --fail-on-connect-error flags; -1 (the
+// default) leaves a threshold unset.
+func (f *runFlags) thresholds() (twrun.Thresholds, error) {
+	var th twrun.Thresholds
+	if f.maxConnects >= 0 {
+		v := uint64(f.maxConnects)
+		th.MaxConnects = &v
+	} else if f.maxConnects != -1 {
+		return th, usageError{fmt.Errorf("invalid --max-connects %d: must not be negative", f.maxConnects)}
+	}
+	if f.maxTimewait >= 0 {
+		v := uint64(f.maxTimewait)
+		th.MaxTimewait = &v
+	} else if f.maxTimewait != -1 {
+		return th, usageError{fmt.Errorf("invalid --max-timewait %d: must not be negative", f.maxTimewait)}
+	}
+	if f.maxRate >= 0 {
+		v := f.maxRate
+		th.MaxConnectRate = &v
+	} else if f.maxRate != -1 {
+		return th, usageError{fmt.Errorf("invalid --max-connect-rate %g: must not be negative", f.maxRate)}
+	}
+	th.FailOnConnectError = f.failOnConnErr
+	return th, nil
+}
+
+// forwardedSignals are the signals twtrace passes on to COMMAND. Ctrl-C
+// at a terminal reaches COMMAND (same process group) straight from the
+// terminal: forwarding it too would deliver it twice. Other signals, and
+// every signal when not at a terminal, are forwarded. (Caught, not
+// ignored: an ignored signal stays ignored in COMMAND.)
+func forwardedSignals() (<-chan os.Signal, func()) {
+	caught := make(chan os.Signal, 8)
+	signal.Notify(caught, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	tty := atTerminalForeground()
+	sigs := make(chan os.Signal, 8)
+	go func() {
+		for sig := range caught {
+			if tty && (sig == syscall.SIGINT || sig == syscall.SIGQUIT) {
+				continue
+			}
+			sigs <- sig
+		}
+	}()
+	return sigs, func() { signal.Stop(caught) }
+}
+
+// writeReports writes the text report to out, and the JSON and HTML
+// reports where flags ask for them.
+func (f *runFlags) writeReports(out io.Writer, rep *twrun.Report) error {
 	if err := twrun.WriteText(out, rep); err != nil {
 		return err
 	}
@@ -183,15 +213,7 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 		}
 	}
 	if f.html != "" {
-		if err := writeHTMLFile(f.html, rep); err != nil {
-			return err
-		}
-	}
-	switch {
-	case rep.ExitCode != 0:
-		return exitStatus{rep.ExitCode}
-	case !rep.Passed:
-		return exitStatus{exitThreshold}
+		return writeHTMLFile(f.html, rep)
 	}
 	return nil
 }

@@ -86,24 +86,9 @@ func run(ctx context.Context, cfg Config, out io.Writer, loss *Losses) (lost uin
 	// most every poll interval): one write(2) per event cost more than
 	// everything else twtrace does per event together.
 	bw := bufio.NewWriterSize(out, 64<<10)
-	var write func(*event.Event) error
-	switch cfg.Format {
-	case JSON:
-		var buf []byte
-		write = func(e *event.Event) error {
-			buf = event.AppendJSON(buf[:0], e)
-			_, err := bw.Write(buf)
-			return err
-		}
-	default:
-		tw := event.NewTableWriter(bw)
-		if err := tw.WriteHeader(); err != nil {
-			return 0, err
-		}
-		if err := bw.Flush(); err != nil {
-			return 0, err
-		}
-		write = tw.Write
+	write, err := writer(cfg.Format, bw)
+	if err != nil {
+		return 0, err
 	}
 
 	var writeErr error
@@ -156,4 +141,22 @@ func run(ctx context.Context, cfg Config, out io.Writer, loss *Losses) (lost uin
 		return lost, fmt.Errorf("writing events: %w", writeErr)
 	}
 	return lost, errors.Join(rerr, serr, lerr)
+}
+
+// writer writes an event to bw in format; the table's header goes out at
+// once.
+func writer(format Format, bw *bufio.Writer) (func(*event.Event) error, error) {
+	if format == JSON {
+		var buf []byte
+		return func(e *event.Event) error {
+			buf = event.AppendJSON(buf[:0], e)
+			_, err := bw.Write(buf)
+			return err
+		}, nil
+	}
+	tw := event.NewTableWriter(bw)
+	if err := tw.WriteHeader(); err != nil {
+		return nil, err
+	}
+	return tw.Write, bw.Flush()
 }
