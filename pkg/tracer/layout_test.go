@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -96,5 +97,23 @@ func TestEnumsMatchBPF(t *testing.T) {
 		if p.got != p.bpf {
 			t.Errorf("%s is %d in pkg/event, %d in the BPF source", p.name, p.got, p.bpf)
 		}
+	}
+}
+
+// ProgramNames, which tools and the command's tests look programs up by,
+// is every program of the generated object, no more.
+func TestProgramNamesAreTheObjects(t *testing.T) {
+	spec, err := loadTwtrace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inObject []string
+	for name := range spec.Programs {
+		inObject = append(inObject, name)
+	}
+	slices.Sort(inObject)
+	listed := slices.Sorted(slices.Values(ProgramNames))
+	if !slices.Equal(listed, inObject) {
+		t.Errorf("ProgramNames %v, the BPF object has %v", listed, inObject)
 	}
 }
