@@ -25,13 +25,13 @@ typedef __s32 s32;
 typedef __s64 s64;
 typedef __u16 __be16;
 typedef __u32 __be32;
+/* Not read by twtrace: bpf_helper_defs.h declares helpers that take it. */
 typedef __u32 __wsum;
 typedef _Bool bool;
 enum { false = 0, true = 1 };
 
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
-	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_HASH = 5,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
@@ -56,7 +56,6 @@ enum {
 enum {
 	BPF_ANY = 0,
 	BPF_NOEXIST = 1,
-	BPF_EXIST = 2,
 };
 
 struct in6_addr {
@@ -73,26 +72,6 @@ struct trace_entry {
 	unsigned char flags;
 	unsigned char preempt_count;
 	int pid;
-} __attribute__((preserve_access_index));
-
-struct trace_event_raw_inet_sock_set_state {
-	struct trace_entry ent;
-	const void *skaddr;
-	int oldstate;
-	int newstate;
-	__u16 sport;
-	__u16 dport;
-	__u16 family;
-	__u16 protocol;
-	__u8 saddr[4];
-	__u8 daddr[4];
-	__u8 saddr_v6[16];
-	__u8 daddr_v6[16];
-} __attribute__((preserve_access_index));
-
-struct trace_event_raw_tcp_event_sk {
-	struct trace_entry ent;
-	const void *skaddr;
 } __attribute__((preserve_access_index));
 
 struct trace_event_raw_sys_enter {

@@ -11,7 +11,7 @@ import (
 	"github.com/twtrace/twtrace/pkg/event"
 )
 
-// record lays e out as struct event in bpf/twtrace.bpf.c, the input of
+// record lays e out as struct event in bpf/record.h, the input of
 // event.Decode: ts_ns at 0, open_ns 8, cgroup_id 16, bytes_sent 24,
 // bytes_received 32, pid 40, tid 44, opener_pid 48, netns 52, err 56,
 // family 60, sport 62, dport 64, kind 66, role 67, saddr 68, daddr 84,

@@ -157,7 +157,7 @@ type Event struct {
 	Substate  Substate // timewait, timewait_end, timewait_overflow, timewait_reuse (precise tier)
 }
 
-// RecordSize is the size of struct event in bpf/twtrace.bpf.c.
+// RecordSize is the size of struct event in bpf/record.h.
 const RecordSize = 144
 
 // EVENT_F_RECOVERED and EVENT_F_CONFIRMED in struct event's flags.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -67,5 +68,52 @@ func TestDecodeMatchesBPFLayout(t *testing.T) {
 	if e.IPv6 || e.Daddr != netip.MustParseAddr("192.0.2.7") || e.Saddr != netip.IPv4Unspecified() ||
 		e.Errno != syscall.EADDRNOTAVAIL || e.Kind != event.KindConnectError || e.Lifetime != 0 {
 		t.Fatalf("v4-mapped connect_error decoded as %+v", e)
+	}
+}
+
+// pkg/event decodes kinds, end reasons and roles by number: they must be
+// the numbers the C enums give them.
+func TestEnumsMatchBPF(t *testing.T) {
+	pairs := []struct {
+		name     string
+		got, bpf uint32
+	}{
+		{"timewait", uint32(event.KindTimewait), uint32(twtraceEventKindEVENT_TIMEWAIT)},
+		{"connect_error", uint32(event.KindConnectError), uint32(twtraceEventKindEVENT_CONNECT_ERROR)},
+		{"bind_error", uint32(event.KindBindError), uint32(twtraceEventKindEVENT_BIND_ERROR)},
+		{"timewait_end", uint32(event.KindTimewaitEnd), uint32(twtraceEventKindEVENT_TIMEWAIT_END)},
+		{"overflow", uint32(event.KindOverflow), uint32(twtraceEventKindEVENT_TW_OVERFLOW)},
+		{"reuse", uint32(event.KindReuse), uint32(twtraceEventKindEVENT_TW_REUSE)},
+		{"expired", uint32(event.ReasonExpired), uint32(twtraceEndReasonEND_EXPIRED)},
+		{"rst", uint32(event.ReasonRST), uint32(twtraceEndReasonEND_RST)},
+		{"syn", uint32(event.ReasonSYN), uint32(twtraceEndReasonEND_SYN)},
+		{"reused", uint32(event.ReasonReused), uint32(twtraceEndReasonEND_REUSED)},
+		{"killed", uint32(event.ReasonKilled), uint32(twtraceEndReasonEND_KILLED)},
+		{"role unknown", uint32(event.RoleUnknown), uint32(twtraceRoleROLE_UNKNOWN)},
+		{"role client", uint32(event.RoleClient), uint32(twtraceRoleROLE_CLIENT)},
+		{"role server", uint32(event.RoleServer), uint32(twtraceRoleROLE_SERVER)},
+	}
+	for _, p := range pairs {
+		if p.got != p.bpf {
+			t.Errorf("%s is %d in pkg/event, %d in the BPF source", p.name, p.got, p.bpf)
+		}
+	}
+}
+
+// ProgramNames, which tools and the command's tests look programs up by,
+// is every program of the generated object, no more.
+func TestProgramNamesAreTheObjects(t *testing.T) {
+	spec, err := loadTwtrace()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inObject []string
+	for name := range spec.Programs {
+		inObject = append(inObject, name)
+	}
+	slices.Sort(inObject)
+	listed := slices.Sorted(slices.Values(ProgramNames))
+	if !slices.Equal(listed, inObject) {
+		t.Errorf("ProgramNames %v, the BPF object has %v", listed, inObject)
 	}
 }

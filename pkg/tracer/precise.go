@@ -298,15 +298,15 @@ func (t *Tracer) startPrecise(want Tier, pre *preciseObjs, preErr error) error {
 	// From now on the connect() exits report every failed connect; the
 	// tracepoint's own EADDRNOTAVAIL would be the same one twice. (In the
 	// moment between attaching and this, a failure can show twice.)
-	var exits uint32 // CONNECT_EXIT4 and CONNECT_EXIT6 in bpf/twtrace.bpf.c
+	var exits twtraceConnectExit
 	if pre.progs["tw_connect4"] != nil {
-		exits |= 1
+		exits |= twtraceConnectExitCONNECT_EXIT4
 	}
 	if pre.progs["tw_connect6"] != nil {
-		exits |= 2
+		exits |= twtraceConnectExitCONNECT_EXIT6
 	}
 	if exits != 0 {
-		if err := t.connectExits.Set(exits); err != nil {
+		if err := t.connectExits.Set(uint32(exits)); err != nil {
 			return fmt.Errorf("switching connect errors to the precise tier: %w", err)
 		}
 	}
@@ -318,4 +318,6 @@ func (t *Tracer) Tier() TierInfo { return t.tier }
 
 // UntrackedTimewait is how many timewait sockets the precise tier's table
 // had no room for (MaxTimewait): their end is not reported.
-func (t *Tracer) UntrackedTimewait() (uint64, error) { return t.lostCount(5) }
+func (t *Tracer) UntrackedTimewait() (uint64, error) {
+	return t.lostCount(twtraceLostSlotLOST_TW)
+}

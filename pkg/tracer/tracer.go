@@ -438,14 +438,15 @@ func (t *Tracer) Detach() error {
 
 // Lost is the number of records the kernel could not put into the ring
 // buffer because it was full, summed over CPUs.
-func (t *Tracer) Lost() (uint64, error) { return t.lostCount(0) }
+func (t *Tracer) Lost() (uint64, error) { return t.lostCount(twtraceLostSlotLOST_RECORDS) }
 
 // Untracked is the number of sockets whose owner could not be recorded
 // because the owner table (Options.MaxSockets) was full: a timewait entry
 // of such a socket goes unreported.
-func (t *Tracer) Untracked() (uint64, error) { return t.lostCount(1) }
+func (t *Tracer) Untracked() (uint64, error) { return t.lostCount(twtraceLostSlotLOST_OWNERS) }
 
-func (t *Tracer) lostCount(slot uint32) (uint64, error) {
+// lostCount sums one slot of the kernel's per-CPU loss counters.
+func (t *Tracer) lostCount(slot twtraceLostSlot) (uint64, error) {
 	var perCPU []uint64
 	if err := t.objs.Lost.Lookup(slot, &perCPU); err != nil {
 		return 0, fmt.Errorf("reading lost-record counters: %w", err)
@@ -508,7 +509,9 @@ func (t *Tracer) Missed() (uint64, error) {
 // Recovered is the number of timewait entries reported late (Event.Recovered):
 // the kernel ran none of the programs at their end, and the socket's
 // record was found afterwards.
-func (t *Tracer) Recovered() (uint64, error) { return t.lostCount(2) }
+func (t *Tracer) Recovered() (uint64, error) {
+	return t.lostCount(twtraceLostSlotRECOVERED_ENDS)
+}
 
 // Unfinished counts the sockets the owner table still holds as closed:
 // a process closed them first, but their move to CLOSE (the timewait
@@ -547,12 +550,16 @@ func (t *Tracer) SeedListener(netns uint32, port uint16) error {
 
 // UncountedConnects is the number of connect() attempts the kernel could
 // not count because its table (Options.MaxConnectKeys) was full.
-func (t *Tracer) UncountedConnects() (uint64, error) { return t.lostCount(3) }
+func (t *Tracer) UncountedConnects() (uint64, error) {
+	return t.lostCount(twtraceLostSlotLOST_CONNECTS)
+}
 
 // UnfollowedForks is the number of processes forked by followed ones that
 // the followed set (Options.MaxFollowed) had no room for: their sockets
 // go unreported.
-func (t *Tracer) UnfollowedForks() (uint64, error) { return t.lostCount(4) }
+func (t *Tracer) UnfollowedForks() (uint64, error) {
+	return t.lostCount(twtraceLostSlotLOST_FOLLOW)
+}
 
 // Follow adds process pid (a thread group id, as the host's pid namespace
 // numbers it) to the followed set; what it forks from now on follows.

@@ -192,6 +192,9 @@ func TestConcurrentChurnReportedOrCounted(t *testing.T) {
 		}
 		skipped += st.RecursionMisses
 	}
+	// The figures first: a failing run says what it saw.
+	t.Logf("%d timewait events for %d connections (%d of them recovered late); the kernel skipped %d primary runs, the twins rescued %d; %d missed, %d unfinished",
+		len(tws), clients*each, recovered, skipped, rescued, missed, unfinished)
 	// Each run the kernel skipped is one a twin handled, and a twin
 	// handles nothing else (recursion_misses: Linux 5.12+). With a ring of
 	// the last four handled in place of the pending table, 6 runs in 40
@@ -205,8 +208,6 @@ func TestConcurrentChurnReportedOrCounted(t *testing.T) {
 		t.Fatalf("%d timewait events for %d connections; missed %d, unfinished %d: %d vanished",
 			len(tws), clients*each, missed, unfinished, gap)
 	}
-	t.Logf("%d timewait events (%d recovered late), %d rescued by the twins, %d missed, %d unfinished",
-		len(tws), recovered, rescued, missed, unfinished)
 	connects := map[uint32]uint64{}
 	if err := tr.ReadConnects(func(c *ConnectCount) { connects[c.PID] += c.N }); err != nil {
 		t.Fatal(err)

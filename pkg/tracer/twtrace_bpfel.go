@@ -13,6 +13,24 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type twtraceBindCall struct {
+	_      structs.HostLayout
+	Sk     uint64
+	Netns  uint32
+	Family uint16
+	Port   uint16
+	Kind   uint8
+	Pad    [7]uint8
+	Addr   [16]uint8
+}
+
+type twtraceConnectExit uint32
+
+const (
+	twtraceConnectExitCONNECT_EXIT4 twtraceConnectExit = 1
+	twtraceConnectExitCONNECT_EXIT6 twtraceConnectExit = 2
+)
+
 type twtraceConnectKey struct {
 	_      structs.HostLayout
 	Netns  uint32
@@ -31,6 +49,16 @@ type twtraceConnectSource struct {
 	Sport  uint16
 	Pad    uint16
 }
+
+type twtraceEndReason uint32
+
+const (
+	twtraceEndReasonEND_EXPIRED twtraceEndReason = 1
+	twtraceEndReasonEND_RST     twtraceEndReason = 2
+	twtraceEndReasonEND_SYN     twtraceEndReason = 3
+	twtraceEndReasonEND_REUSED  twtraceEndReason = 4
+	twtraceEndReasonEND_KILLED  twtraceEndReason = 5
+)
 
 type twtraceEvent struct {
 	_             structs.HostLayout
@@ -59,6 +87,17 @@ type twtraceEvent struct {
 	_             [6]byte
 }
 
+type twtraceEventKind uint32
+
+const (
+	twtraceEventKindEVENT_TIMEWAIT      twtraceEventKind = 1
+	twtraceEventKindEVENT_CONNECT_ERROR twtraceEventKind = 2
+	twtraceEventKindEVENT_BIND_ERROR    twtraceEventKind = 3
+	twtraceEventKindEVENT_TIMEWAIT_END  twtraceEventKind = 4
+	twtraceEventKindEVENT_TW_OVERFLOW   twtraceEventKind = 5
+	twtraceEventKindEVENT_TW_REUSE      twtraceEventKind = 6
+)
+
 type twtraceGuard struct {
 	_        structs.HostLayout
 	Busy     uint64
@@ -83,16 +122,25 @@ type twtraceListener struct {
 	Comm [16]int8
 }
 
-type twtracePendingCall struct {
-	_      structs.HostLayout
-	Sk     uint64
-	Netns  uint32
-	Family uint16
-	Port   uint16
-	Kind   uint8
-	Pad    [7]uint8
-	Addr   [16]uint8
-}
+type twtraceLostSlot uint32
+
+const (
+	twtraceLostSlotLOST_RECORDS   twtraceLostSlot = 0
+	twtraceLostSlotLOST_OWNERS    twtraceLostSlot = 1
+	twtraceLostSlotRECOVERED_ENDS twtraceLostSlot = 2
+	twtraceLostSlotLOST_CONNECTS  twtraceLostSlot = 3
+	twtraceLostSlotLOST_FOLLOW    twtraceLostSlot = 4
+	twtraceLostSlotLOST_TW        twtraceLostSlot = 5
+	twtraceLostSlotLOST_SLOTS     twtraceLostSlot = 6
+)
+
+type twtraceRole uint32
+
+const (
+	twtraceRoleROLE_UNKNOWN twtraceRole = 0
+	twtraceRoleROLE_CLIENT  twtraceRole = 1
+	twtraceRoleROLE_SERVER  twtraceRole = 2
+)
 
 type twtraceSockOwner struct {
 	_             structs.HostLayout
@@ -145,38 +193,43 @@ type twtraceTwInfo struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	twtraceMapConnectSources   = "connect_sources"
-	twtraceMapConnects         = "connects"
-	twtraceMapEvents           = "events"
-	twtraceMapFollowed         = "followed"
-	twtraceMapGuards           = "guards"
-	twtraceMapListeners        = "listeners"
-	twtraceMapLost             = "lost"
-	twtraceMapOwners           = "owners"
-	twtraceMapPending          = "pending"
-	twtraceMapTwSocks          = "tw_socks"
-	twtraceProgTwAlloc         = "tw_alloc"
-	twtraceProgTwConnect4      = "tw_connect4"
-	twtraceProgTwConnect6      = "tw_connect6"
-	twtraceProgTwEnterBind     = "tw_enter_bind"
-	twtraceProgTwExitBind      = "tw_exit_bind"
-	twtraceProgTwExpire        = "tw_expire"
-	twtraceProgTwFork          = "tw_fork"
-	twtraceProgTwKill          = "tw_kill"
-	twtraceProgTwReset         = "tw_reset"
-	twtraceProgTwResetNest     = "tw_reset_nest"
-	twtraceProgTwReuse         = "tw_reuse"
-	twtraceProgTwSegment       = "tw_segment"
-	twtraceProgTwState         = "tw_state"
-	twtraceProgTwStateNest     = "tw_state_nest"
-	twtraceVarConnectExits     = "connect_exits"
-	twtraceVarCountConnects    = "count_connects"
-	twtraceVarEventsMask       = "events_mask"
-	twtraceVarFollow           = "follow"
-	twtraceVarTargetNetns      = "target_netns"
-	twtraceVarUnusedConnectKey = "unused_connect_key"
-	twtraceVarUnusedEvent      = "unused_event"
-	twtraceVarWakeupBytes      = "wakeup_bytes"
+	twtraceMapBinds             = "binds"
+	twtraceMapConnectSources    = "connect_sources"
+	twtraceMapConnects          = "connects"
+	twtraceMapEvents            = "events"
+	twtraceMapFollowed          = "followed"
+	twtraceMapGuards            = "guards"
+	twtraceMapListeners         = "listeners"
+	twtraceMapLost              = "lost"
+	twtraceMapOwners            = "owners"
+	twtraceMapTwSocks           = "tw_socks"
+	twtraceProgTwAlloc          = "tw_alloc"
+	twtraceProgTwConnect4       = "tw_connect4"
+	twtraceProgTwConnect6       = "tw_connect6"
+	twtraceProgTwEnterBind      = "tw_enter_bind"
+	twtraceProgTwExitBind       = "tw_exit_bind"
+	twtraceProgTwExpire         = "tw_expire"
+	twtraceProgTwFork           = "tw_fork"
+	twtraceProgTwKill           = "tw_kill"
+	twtraceProgTwReset          = "tw_reset"
+	twtraceProgTwResetNest      = "tw_reset_nest"
+	twtraceProgTwReuse          = "tw_reuse"
+	twtraceProgTwSegment        = "tw_segment"
+	twtraceProgTwState          = "tw_state"
+	twtraceProgTwStateNest      = "tw_state_nest"
+	twtraceVarConnectExits      = "connect_exits"
+	twtraceVarCountConnects     = "count_connects"
+	twtraceVarEventsMask        = "events_mask"
+	twtraceVarFollow            = "follow"
+	twtraceVarTargetNetns       = "target_netns"
+	twtraceVarUnusedConnectExit = "unused_connect_exit"
+	twtraceVarUnusedConnectKey  = "unused_connect_key"
+	twtraceVarUnusedEndReason   = "unused_end_reason"
+	twtraceVarUnusedEvent       = "unused_event"
+	twtraceVarUnusedEventKind   = "unused_event_kind"
+	twtraceVarUnusedLostSlot    = "unused_lost_slot"
+	twtraceVarUnusedRole        = "unused_role"
+	twtraceVarWakeupBytes       = "wakeup_bytes"
 )
 
 // loadTwtrace returns the embedded CollectionSpec for twtrace.
@@ -241,6 +294,7 @@ type twtraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type twtraceMapSpecs struct {
+	Binds          *ebpf.MapSpec `ebpf:"binds"`
 	ConnectSources *ebpf.MapSpec `ebpf:"connect_sources"`
 	Connects       *ebpf.MapSpec `ebpf:"connects"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
@@ -249,7 +303,6 @@ type twtraceMapSpecs struct {
 	Listeners      *ebpf.MapSpec `ebpf:"listeners"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
 	Owners         *ebpf.MapSpec `ebpf:"owners"`
-	Pending        *ebpf.MapSpec `ebpf:"pending"`
 	TwSocks        *ebpf.MapSpec `ebpf:"tw_socks"`
 }
 
@@ -257,14 +310,19 @@ type twtraceMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type twtraceVariableSpecs struct {
-	ConnectExits     *ebpf.VariableSpec `ebpf:"connect_exits"`
-	CountConnects    *ebpf.VariableSpec `ebpf:"count_connects"`
-	EventsMask       *ebpf.VariableSpec `ebpf:"events_mask"`
-	Follow           *ebpf.VariableSpec `ebpf:"follow"`
-	TargetNetns      *ebpf.VariableSpec `ebpf:"target_netns"`
-	UnusedConnectKey *ebpf.VariableSpec `ebpf:"unused_connect_key"`
-	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
-	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	ConnectExits      *ebpf.VariableSpec `ebpf:"connect_exits"`
+	CountConnects     *ebpf.VariableSpec `ebpf:"count_connects"`
+	EventsMask        *ebpf.VariableSpec `ebpf:"events_mask"`
+	Follow            *ebpf.VariableSpec `ebpf:"follow"`
+	TargetNetns       *ebpf.VariableSpec `ebpf:"target_netns"`
+	UnusedConnectExit *ebpf.VariableSpec `ebpf:"unused_connect_exit"`
+	UnusedConnectKey  *ebpf.VariableSpec `ebpf:"unused_connect_key"`
+	UnusedEndReason   *ebpf.VariableSpec `ebpf:"unused_end_reason"`
+	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventKind   *ebpf.VariableSpec `ebpf:"unused_event_kind"`
+	UnusedLostSlot    *ebpf.VariableSpec `ebpf:"unused_lost_slot"`
+	UnusedRole        *ebpf.VariableSpec `ebpf:"unused_role"`
+	WakeupBytes       *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // twtraceObjects contains all objects after they have been loaded into the kernel.
@@ -287,6 +345,7 @@ func (o *twtraceObjects) Close() error {
 //
 // It can be passed to loadTwtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type twtraceMaps struct {
+	Binds          *ebpf.Map `ebpf:"binds"`
 	ConnectSources *ebpf.Map `ebpf:"connect_sources"`
 	Connects       *ebpf.Map `ebpf:"connects"`
 	Events         *ebpf.Map `ebpf:"events"`
@@ -295,12 +354,12 @@ type twtraceMaps struct {
 	Listeners      *ebpf.Map `ebpf:"listeners"`
 	Lost           *ebpf.Map `ebpf:"lost"`
 	Owners         *ebpf.Map `ebpf:"owners"`
-	Pending        *ebpf.Map `ebpf:"pending"`
 	TwSocks        *ebpf.Map `ebpf:"tw_socks"`
 }
 
 func (m *twtraceMaps) Close() error {
 	return _TwtraceClose(
+		m.Binds,
 		m.ConnectSources,
 		m.Connects,
 		m.Events,
@@ -309,7 +368,6 @@ func (m *twtraceMaps) Close() error {
 		m.Listeners,
 		m.Lost,
 		m.Owners,
-		m.Pending,
 		m.TwSocks,
 	)
 }
@@ -318,14 +376,19 @@ func (m *twtraceMaps) Close() error {
 //
 // It can be passed to loadTwtraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type twtraceVariables struct {
-	ConnectExits     *ebpf.Variable `ebpf:"connect_exits"`
-	CountConnects    *ebpf.Variable `ebpf:"count_connects"`
-	EventsMask       *ebpf.Variable `ebpf:"events_mask"`
-	Follow           *ebpf.Variable `ebpf:"follow"`
-	TargetNetns      *ebpf.Variable `ebpf:"target_netns"`
-	UnusedConnectKey *ebpf.Variable `ebpf:"unused_connect_key"`
-	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
-	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
+	ConnectExits      *ebpf.Variable `ebpf:"connect_exits"`
+	CountConnects     *ebpf.Variable `ebpf:"count_connects"`
+	EventsMask        *ebpf.Variable `ebpf:"events_mask"`
+	Follow            *ebpf.Variable `ebpf:"follow"`
+	TargetNetns       *ebpf.Variable `ebpf:"target_netns"`
+	UnusedConnectExit *ebpf.Variable `ebpf:"unused_connect_exit"`
+	UnusedConnectKey  *ebpf.Variable `ebpf:"unused_connect_key"`
+	UnusedEndReason   *ebpf.Variable `ebpf:"unused_end_reason"`
+	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventKind   *ebpf.Variable `ebpf:"unused_event_kind"`
+	UnusedLostSlot    *ebpf.Variable `ebpf:"unused_lost_slot"`
+	UnusedRole        *ebpf.Variable `ebpf:"unused_role"`
+	WakeupBytes       *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // twtracePrograms contains all programs after they have been loaded into the kernel.
