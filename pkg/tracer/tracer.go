@@ -198,82 +198,12 @@ func New(opts Options) (*Tracer, error) {
 	if err := Preflight(); err != nil { // raises RLIMIT_MEMLOCK too
 		return nil, err
 	}
-
 	spec, err := loadTwtrace()
 	if err != nil {
 		return nil, fmt.Errorf("reading embedded BPF objects: %w", err)
 	}
-	size := opts.RingBufferSize
-	if size == 0 {
-		size = DefaultRingBufferSize
-	}
-	if size < os.Getpagesize() || size&(size-1) != 0 {
-		return nil, fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", size, os.Getpagesize())
-	}
-	spec.Maps["events"].MaxEntries = uint32(size)
-	switch {
-	case opts.MaxSockets == 0:
-		spec.Maps["owners"].MaxEntries = DefaultMaxSockets
-	case opts.MaxSockets < 0 || opts.MaxSockets > 1<<24:
-		return nil, fmt.Errorf("max sockets %d: must be between 1 and %d", opts.MaxSockets, 1<<24)
-	default:
-		spec.Maps["owners"].MaxEntries = uint32(opts.MaxSockets)
-	}
-	// Wake the reader early once a quarter of the ring is used: a burst
-	// then cannot fill it between two polls.
-	if err := spec.Variables["wakeup_bytes"].Set(uint64(size / 4)); err != nil {
-		return nil, fmt.Errorf("setting wake-up threshold: %w", err)
-	}
-	if opts.KindMask != 0 {
-		if err := spec.Variables["events_mask"].Set(opts.KindMask); err != nil {
-			return nil, fmt.Errorf("setting event mask: %w", err)
-		}
-	}
-	spec.Maps["connects"].MaxEntries = 1 // unused: as small as it gets
-	if opts.CountConnects {
-		n := opts.MaxConnectKeys
-		if n == 0 {
-			n = DefaultMaxConnectKeys
-		}
-		if n < 0 || n > 1<<20 {
-			return nil, fmt.Errorf("max connect keys %d: must be between 1 and %d", n, 1<<20)
-		}
-		spec.Maps["connects"].MaxEntries = uint32(n)
-		if err := spec.Variables["count_connects"].Set(uint32(1)); err != nil {
-			return nil, fmt.Errorf("enabling connect counts: %w", err)
-		}
-	}
-	if opts.Netns != 0 {
-		if err := spec.Variables["target_netns"].Set(opts.Netns); err != nil {
-			return nil, fmt.Errorf("setting netns filter: %w", err)
-		}
-	}
-
-	spec.Maps["followed"].MaxEntries = 1 // unused: as small as it gets
-	if opts.Follow {
-		n := opts.MaxFollowed
-		if n == 0 {
-			n = DefaultMaxFollowed
-		}
-		if n < 0 || n > 1<<22 {
-			return nil, fmt.Errorf("max followed %d: must be between 1 and %d", n, 1<<22)
-		}
-		spec.Maps["followed"].MaxEntries = uint32(n)
-		if err := spec.Variables["follow"].Set(uint32(1)); err != nil {
-			return nil, fmt.Errorf("enabling follow: %w", err)
-		}
-	}
-
-	switch {
-	case opts.MaxTimewait == 0:
-		spec.Maps["tw_socks"].MaxEntries = DefaultMaxTimewait
-	case opts.MaxTimewait < 0 || opts.MaxTimewait > 1<<24:
-		return nil, fmt.Errorf("max timewait %d: must be between 1 and %d", opts.MaxTimewait, 1<<24)
-	default:
-		spec.Maps["tw_socks"].MaxEntries = uint32(opts.MaxTimewait)
-	}
-	if opts.Tier > TierPrecise {
-		return nil, fmt.Errorf("unknown tier %d", opts.Tier)
+	if err := configure(spec, &opts); err != nil {
+		return nil, err
 	}
 
 	t := &Tracer{poll: opts.PollInterval, mask: opts.KindMask, follow: opts.Follow, connSeen: map[twtraceConnectKey]uint64{}}
@@ -286,35 +216,11 @@ func New(opts Options) (*Tracer, error) {
 	ld, err := loadObjects(spec, &t.objs, opts.BTFCache, opts.Tier != TierTracepoint)
 	t.bss, t.connectExits = ld.bss, ld.connectExits
 	if err != nil {
-		if errors.Is(err, unix.EPERM) {
-			return nil, fmt.Errorf("%w (loading BPF programs: %v)", ErrPermission, err)
-		}
-		var verr *ebpf.VerifierError
-		if errors.As(err, &verr) {
-			// A helper the kernel does not know: older than our floor.
-			if strings.Contains(verr.Error(), "unknown func") {
-				return nil, fmt.Errorf("%w (%v)", ErrKernelTooOld, verr)
-			}
-			return nil, fmt.Errorf("loading BPF programs: the kernel's verifier refused them: %v", verr)
-		}
-		return nil, fmt.Errorf("loading BPF programs: %w", err)
+		return nil, loadError(err)
 	}
-	for _, a := range t.objs.attachments(t.mask, t.follow) {
-		var l link.Link
-		var err error
-		if a.btf {
-			l, err = link.AttachTracing(link.TracingOptions{Program: a.prog})
-		} else {
-			l, err = link.Tracepoint(a.grp, a.name, a.prog, nil)
-		}
-		if err != nil {
-			t.Close()
-			if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
-				return nil, fmt.Errorf("%w (attaching %s: %v)", ErrPermission, a.name, err)
-			}
-			return nil, fmt.Errorf("attaching to tracepoint %s: %w", a.name, err)
-		}
-		t.links = append(t.links, l)
+	if err := t.attach(); err != nil {
+		t.Close()
+		return nil, err
 	}
 	if err := t.startPrecise(opts.Tier, ld.pre, ld.preErr); err != nil {
 		t.Close()
@@ -335,6 +241,112 @@ func New(opts Options) (*Tracer, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// configure sizes spec's maps and sets its settings from opts, before
+// the load: a map a feature does not use is made as small as it gets.
+func configure(spec *ebpf.CollectionSpec, opts *Options) error {
+	size := opts.RingBufferSize
+	if size == 0 {
+		size = DefaultRingBufferSize
+	}
+	if size < os.Getpagesize() || size&(size-1) != 0 {
+		return fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", size, os.Getpagesize())
+	}
+	spec.Maps["events"].MaxEntries = uint32(size)
+	if err := sizeMap(spec, "owners", "max sockets", opts.MaxSockets, DefaultMaxSockets, 1<<24); err != nil {
+		return err
+	}
+	// Wake the reader early once a quarter of the ring is used: a burst
+	// then cannot fill it between two polls.
+	if err := spec.Variables["wakeup_bytes"].Set(uint64(size / 4)); err != nil {
+		return fmt.Errorf("setting wake-up threshold: %w", err)
+	}
+	if opts.KindMask != 0 {
+		if err := spec.Variables["events_mask"].Set(opts.KindMask); err != nil {
+			return fmt.Errorf("setting event mask: %w", err)
+		}
+	}
+	spec.Maps["connects"].MaxEntries = 1 // unused: as small as it gets
+	if opts.CountConnects {
+		if err := sizeMap(spec, "connects", "max connect keys", opts.MaxConnectKeys, DefaultMaxConnectKeys, 1<<20); err != nil {
+			return err
+		}
+		if err := spec.Variables["count_connects"].Set(uint32(1)); err != nil {
+			return fmt.Errorf("enabling connect counts: %w", err)
+		}
+	}
+	if opts.Netns != 0 {
+		if err := spec.Variables["target_netns"].Set(opts.Netns); err != nil {
+			return fmt.Errorf("setting netns filter: %w", err)
+		}
+	}
+	spec.Maps["followed"].MaxEntries = 1 // unused: as small as it gets
+	if opts.Follow {
+		if err := sizeMap(spec, "followed", "max followed", opts.MaxFollowed, DefaultMaxFollowed, 1<<22); err != nil {
+			return err
+		}
+		if err := spec.Variables["follow"].Set(uint32(1)); err != nil {
+			return fmt.Errorf("enabling follow: %w", err)
+		}
+	}
+	if err := sizeMap(spec, "tw_socks", "max timewait", opts.MaxTimewait, DefaultMaxTimewait, 1<<24); err != nil {
+		return err
+	}
+	if opts.Tier > TierPrecise {
+		return fmt.Errorf("unknown tier %d", opts.Tier)
+	}
+	return nil
+}
+
+// sizeMap gives map name n entries: def when n is 0, and an error naming
+// what (an option) when n is not between 1 and limit.
+func sizeMap(spec *ebpf.CollectionSpec, name, what string, n, def, limit int) error {
+	switch {
+	case n == 0:
+		n = def
+	case n < 0 || n > limit:
+		return fmt.Errorf("%s %d: must be between 1 and %d", what, n, limit)
+	}
+	spec.Maps[name].MaxEntries = uint32(n)
+	return nil
+}
+
+// loadError says why the kernel refused to load the programs.
+func loadError(err error) error {
+	if errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("%w (loading BPF programs: %v)", ErrPermission, err)
+	}
+	var verr *ebpf.VerifierError
+	if errors.As(err, &verr) {
+		// A helper the kernel does not know: older than our floor.
+		if strings.Contains(verr.Error(), "unknown func") {
+			return fmt.Errorf("%w (%v)", ErrKernelTooOld, verr)
+		}
+		return fmt.Errorf("loading BPF programs: the kernel's verifier refused them: %v", verr)
+	}
+	return fmt.Errorf("loading BPF programs: %w", err)
+}
+
+// attach attaches the programs the kinds asked for (and following) need.
+func (t *Tracer) attach() error {
+	for _, a := range t.objs.attachments(t.mask, t.follow) {
+		var l link.Link
+		var err error
+		if a.btf {
+			l, err = link.AttachTracing(link.TracingOptions{Program: a.prog})
+		} else {
+			l, err = link.Tracepoint(a.grp, a.name, a.prog, nil)
+		}
+		if err != nil {
+			if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+				return fmt.Errorf("%w (attaching %s: %v)", ErrPermission, a.name, err)
+			}
+			return fmt.Errorf("attaching to tracepoint %s: %w", a.name, err)
+		}
+		t.links = append(t.links, l)
+	}
+	return nil
 }
 
 // Read delivers every event to fn until Stop or Close is called. The
