@@ -415,6 +415,33 @@ func exhaust(t *testing.T, ns *testnet.Netns) {
 	ns.Sysctl(t, "ipv4/tcp_rfc1337", "1")
 }
 
+// checkExhaustedClient checks that n connects against a range of 10 ports
+// made at most 10 connections and failed for the rest. The kernel's port
+// search has been seen (1 run in ~12) to give up with one port of the
+// range still free, so the split is taken from what the client saw and
+// the events must match it.
+func checkExhaustedClient(t *testing.T, cl *testnet.ClientResult, n int) {
+	t.Helper()
+	if len(cl.Ports)+cl.Failures != n || len(cl.Ports) > 10 || cl.Failures < n-10 {
+		t.Fatalf("client: %d connections, %d failures; want 10 (at most) and %d (at least)", len(cl.Ports), cl.Failures, n-10)
+	}
+}
+
+// settleExhaustion waits for one timewait event per connection the client
+// made and one connect_error per failure, and returns them.
+func (c *collector) settleExhaustion(t *testing.T, cl *testnet.ClientResult) (tws, errs []event.Event) {
+	t.Helper()
+	tws = c.settle(event.KindTimewait, len(cl.Ports))
+	errs = c.settle(event.KindConnectError, cl.Failures)
+	if len(tws) != len(cl.Ports) || len(errs) != cl.Failures {
+		t.Fatalf("got %d timewait and %d connect_error events, want %d and %d", len(tws), len(errs), len(cl.Ports), cl.Failures)
+	}
+	if got, want := ports(tws), sorted(cl.Ports); !slices.Equal(got, want) {
+		t.Errorf("timewait source ports %v, want %v", got, want)
+	}
+	return tws, errs
+}
+
 func checkConnectErrors(t *testing.T, evs []event.Event, cl *testnet.ClientResult, dst netip.AddrPort) {
 	t.Helper()
 	for _, e := range evs {
@@ -438,20 +465,8 @@ func TestExhaustionConnectErrors(t *testing.T) {
 	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
 	exhaust(t, ns)
 	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: 17})
-	// Normally 10 and 7; the kernel's port search has been seen (1 run in
-	// ~12) to give up with one port of the range still free, so the split
-	// is taken from what the client saw and the events must match it.
-	if len(cl.Ports)+cl.Failures != 17 || len(cl.Ports) > 10 || cl.Failures < 7 {
-		t.Fatalf("client: %d connections, %d failures; want 10 (at most) and 7 (at least)", len(cl.Ports), cl.Failures)
-	}
-	tws := c.settle(event.KindTimewait, len(cl.Ports))
-	errs := c.settle(event.KindConnectError, cl.Failures)
-	if len(tws) != len(cl.Ports) || len(errs) != cl.Failures {
-		t.Fatalf("got %d timewait and %d connect_error events, want %d and %d", len(tws), len(errs), len(cl.Ports), cl.Failures)
-	}
-	if got, want := ports(tws), sorted(cl.Ports); !slices.Equal(got, want) {
-		t.Errorf("timewait source ports %v, want %v", got, want)
-	}
+	checkExhaustedClient(t, cl, 17)
+	_, errs := c.settleExhaustion(t, cl)
 	checkConnectErrors(t, errs, cl, srv.Addr)
 }
 
@@ -465,18 +480,9 @@ func TestIOUringExhaustion(t *testing.T) {
 	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
 	exhaust(t, ns)
 	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: 13, IOUring: true})
-	if len(cl.Ports)+cl.Failures != 13 || len(cl.Ports) > 10 || cl.Failures < 3 {
-		t.Fatalf("client: %d connections, %d failures; want 10 (at most) and 3 (at least)", len(cl.Ports), cl.Failures)
-	}
-	tws := c.settle(event.KindTimewait, len(cl.Ports))
-	errs := c.settle(event.KindConnectError, cl.Failures)
-	if len(tws) != len(cl.Ports) || len(errs) != cl.Failures {
-		t.Fatalf("got %d timewait and %d connect_error events, want %d and %d", len(tws), len(errs), len(cl.Ports), cl.Failures)
-	}
+	checkExhaustedClient(t, cl, 13)
+	tws, errs := c.settleExhaustion(t, cl)
 	checkTimewaits(t, tws, cl.PID, testnet.ClientComm, event.RoleClient, srv.Addr, false)
-	if got, want := ports(tws), sorted(cl.Ports); !slices.Equal(got, want) {
-		t.Errorf("timewait source ports %v, want %v", got, want)
-	}
 	checkConnectErrors(t, errs, cl, srv.Addr)
 }
 
@@ -491,17 +497,11 @@ func TestIOUringWorkerConnects(t *testing.T) {
 	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
 	exhaust(t, ns)
 	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Mode: "connect", Dest: srv.Dest(false), N: 13, IOUring: true, IOUringAsync: true})
-	if len(cl.Ports)+cl.Failures != 13 || len(cl.Ports) > 10 || cl.Failures < 3 {
-		t.Fatalf("client: %d connections, %d failures; want 10 (at most) and 3 (at least)", len(cl.Ports), cl.Failures)
-	}
+	checkExhaustedClient(t, cl, 13)
 	if len(cl.Workers) == 0 {
 		t.Fatalf("the client has no iou-wrk thread: this kernel runs io-wq workers as kernel threads")
 	}
-	tws := c.settle(event.KindTimewait, len(cl.Ports))
-	errs := c.settle(event.KindConnectError, cl.Failures)
-	if len(tws) != len(cl.Ports) || len(errs) != cl.Failures {
-		t.Fatalf("got %d timewait and %d connect_error events, want %d and %d", len(tws), len(errs), len(cl.Ports), cl.Failures)
-	}
+	tws, errs := c.settleExhaustion(t, cl)
 	checkTimewaits(t, tws, cl.PID, testnet.ClientComm, event.RoleClient, srv.Addr, false)
 	for _, e := range tws {
 		if int(e.OpenerPID) != cl.PID || event.CommString(&e.OpenerComm) != testnet.ClientComm {
@@ -593,15 +593,8 @@ func TestV4MappedExhaustion(t *testing.T) {
 	if len(cl.Ports) != 10 || cl.Failures != 3 {
 		t.Fatalf("client: %d connections, %d failures; want 10 and 3", len(cl.Ports), cl.Failures)
 	}
-	tws := c.settle(event.KindTimewait, 10)
-	errs := c.settle(event.KindConnectError, 3)
-	if len(tws) != 10 || len(errs) != 3 {
-		t.Fatalf("got %d timewait and %d connect_error events, want 10 and 3", len(tws), len(errs))
-	}
+	tws, errs := c.settleExhaustion(t, cl)
 	checkTimewaits(t, tws, cl.PID, testnet.ClientComm, event.RoleClient, srv.Addr, false)
-	if got, want := ports(tws), sorted(cl.Ports); !slices.Equal(got, want) {
-		t.Errorf("timewait source ports %v, want %v", got, want)
-	}
 	checkConnectErrors(t, errs, cl, srv.Addr)
 }
 
