@@ -121,6 +121,9 @@ done
 [ -n "$have" ] || missing "no kernel can boot here (see the messages above)"
 
 mkdir -p bin "$CACHE/logs"
+# vmexec runs in each package's folder: give it the cache by absolute path.
+TWTRACE_VM_CACHE=$(cd "$CACHE" && pwd)
+export TWTRACE_VM_CACHE
 CGO_ENABLED=0 $GO build -o bin/vmexec ./test/vm/vmexec || exit 1
 for a in $arches; do
 	CGO_ENABLED=0 GOOS=linux GOARCH=$a $GO build -o "$(twtrace_of "$a")" ./cmd/twtrace || exit 1
