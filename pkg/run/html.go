@@ -118,7 +118,8 @@ type thresholdRow struct {
 type processRow struct {
 	PID, Comm, Connects, Timewait, ConnectErrors, BindErrors, Verdict string
 	PerRequest                                                        bool
-	Errors                                                            bool
+	// ConnectErrorsBad and BindErrorsBad flag each cell on its own.
+	ConnectErrorsBad, BindErrorsBad bool
 }
 
 type verdictRow struct {
@@ -273,15 +274,16 @@ func newDestRow(d *Destination) destRow {
 
 func newProcessRow(pr *Process) processRow {
 	return processRow{
-		PID:           strconv.FormatUint(uint64(pr.PID), 10),
-		Comm:          clean(pr.Comm),
-		Connects:      fmtUint(pr.Connects),
-		Timewait:      fmtUint(pr.Timewait),
-		ConnectErrors: fmtUint(pr.ConnectErrors),
-		BindErrors:    fmtUint(pr.BindErrors),
-		Verdict:       orDash(clean(pr.Verdict)),
-		PerRequest:    pr.Verdict == "per-request",
-		Errors:        pr.ConnectErrors > 0 || pr.BindErrors > 0,
+		PID:              strconv.FormatUint(uint64(pr.PID), 10),
+		Comm:             clean(pr.Comm),
+		Connects:         fmtUint(pr.Connects),
+		Timewait:         fmtUint(pr.Timewait),
+		ConnectErrors:    fmtUint(pr.ConnectErrors),
+		BindErrors:       fmtUint(pr.BindErrors),
+		Verdict:          orDash(clean(pr.Verdict)),
+		PerRequest:       pr.Verdict == "per-request",
+		ConnectErrorsBad: pr.ConnectErrors > 0,
+		BindErrorsBad:    pr.BindErrors > 0,
 	}
 }
 

@@ -513,6 +513,19 @@ func TestWriteHTMLPage(t *testing.T) {
 			t.Errorf("process row %d: %q, want %q", i, got, want)
 		}
 	}
+	// A failure count is flagged in its own cell only: curl's connect
+	// errors, the hostile process's bind error.
+	for i, want := range [][2]bool{{true, false}, {false, true}, {false, false}} {
+		var tds []*html.Node
+		for c := procs[i].FirstChild; c != nil; c = c.NextSibling {
+			if c.Type == html.ElementNode && c.Data == "td" {
+				tds = append(tds, c)
+			}
+		}
+		if got := [2]bool{hasClass(tds[4], "bad"), hasClass(tds[5], "bad")}; got != want {
+			t.Errorf("process row %d: connect/bind error cells flagged %v, want %v", i, got, want)
+		}
+	}
 
 	dests := tableRows(t, doc, "destinations")
 	if len(dests) != len(r.Destinations) {
