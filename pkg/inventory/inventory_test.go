@@ -170,8 +170,8 @@ func TestScanEstablishedAndBound(t *testing.T) {
 	}
 }
 
-// A client closes while the server keeps its end open: once its FIN is
-// ACKed the kernel replaces the orphaned FIN_WAIT2 socket with a timewait
+// A client closes while the server keeps its end open: its FIN ACKed, the
+// kernel replaces the orphaned FIN_WAIT2 socket with a timewait
 // socket in substate FIN_WAIT2 whose timer is tcp_fin_timeout (over 4 s:
 // the TW counter's, not TWKilled's). The server's close then turns it into
 // TIME_WAIT with the timer re-armed to 60 s. It lives throughout, so TW
@@ -191,9 +191,24 @@ func TestScanOrphanedFinWait2(t *testing.T) {
 		}
 	})
 
+	// Half-close first and close only once the FIN is ACKed: close()
+	// then finds FIN_WAIT2 and makes the timewait socket at once. A plain
+	// close() races with the ACK: one that lands while close() still owns
+	// the socket arms a tcp_fin_timeout timer on the full FIN_WAIT2 socket
+	// instead, and the timewait socket comes 30 s later (seen on 6.1).
 	fd, client := dial(t, ns, srv.Addr, false)
-	unix.Close(fd)
+	if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
+		t.Fatal(err)
+	}
 	var inv *Namespace
+	testnet.WaitFor(10*time.Second, func() bool {
+		inv = scan(t, s, p.ref)
+		return len(withState(inv, FinWait2)) == 1
+	})
+	if got := withState(inv, FinWait2); len(got) != 1 {
+		t.Fatalf("after shutdown(SHUT_WR), no FIN_WAIT2 socket: %+v", inv.Sockets)
+	}
+	unix.Close(fd)
 	testnet.WaitFor(10*time.Second, func() bool {
 		inv = scan(t, s, p.ref)
 		return len(timewaits(inv, FinWait2)) == 1
