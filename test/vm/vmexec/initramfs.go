@@ -241,6 +241,10 @@ func (im *image) initScript(bin string) string {
 	return `#!/bin/sh
 # Written by vmexec (test/vm/vmexec): runs one go test binary and powers off.
 export PATH=/bin HOME=/root
+# Tests that need a host component (a container runtime, Prometheus, a
+# compiler) see that they run in a guest, which holds none (see
+# internal/testnet.RequireHost).
+export TWTRACE_VM_GUEST=1
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
