@@ -4,7 +4,8 @@
 //
 // # Model
 //
-// A Table holds one Row per Key: network namespace, process (PID and comm),
+// A Table holds one Row per Key: network namespace, the processes it folds
+// (a workload.Group: one process, or a program, container, pod or unit),
 // address family and destination (address and port). A Row counts the
 // events of each kind, timewaits by role, the bytes those connections
 // carried, the time of the first and last event, and two Histograms: the
@@ -59,17 +60,19 @@ import (
 	"time"
 
 	"github.com/twtrace/twtrace/pkg/event"
+	"github.com/twtrace/twtrace/pkg/workload"
 )
 
-// Key identifies a row: a process towards a destination.
+// Key identifies a row: a workload towards a destination.
 type Key struct {
 	// Daddr is the destination address; the zero Addr for bind_error.
 	Daddr netip.Addr
-	// Comm is the process's name, NUL-padded as the kernel keeps it. It is
-	// chosen by the traced process: escape it before printing.
-	Comm  [16]byte
+	// Group says which processes the row folds: Group.PID for one
+	// process, or a program, container, pod or unit. Group.Comm is
+	// NUL-padded as the kernel keeps it, and chosen by the traced
+	// process: escape it before printing.
+	workload.Group
 	Netns uint32
-	PID   uint32 // 0 in a destination roll-up
 	// Port is the destination port, except for Server rows, where it is the
 	// local port the connections were accepted on. 0 for bind_error.
 	Port uint16
@@ -78,9 +81,15 @@ type Key struct {
 	Server bool
 }
 
-// KeyOf returns the key under which e is counted.
+// KeyOf returns the key under which e is counted per process: its PID
+// and the comm it reported.
 func KeyOf(e *event.Event) Key {
-	k := Key{Netns: e.Netns, PID: e.PID, Comm: e.Comm, IPv6: e.IPv6}
+	return KeyFor(e, workload.Group{PID: e.PID, Comm: e.Comm})
+}
+
+// KeyFor returns the key under which e is counted in group g.
+func KeyFor(e *event.Event, g workload.Group) Key {
+	k := Key{Netns: e.Netns, Group: g, IPv6: e.IPv6}
 	// The kernel pads comm with NULs; make sure nothing after the first
 	// NUL can split one process into several rows.
 	for i, c := range k.Comm {
@@ -185,6 +194,14 @@ type Row struct {
 	// First and Last are the times of the earliest and latest event.
 	First, Last time.Time
 
+	// Processes counts the distinct PIDs whose events or connects the row
+	// holds; FirstPID is the first of them, FirstComm its comm and
+	// FirstPPID its parent, as the kernel recorded them.
+	Processes           int
+	FirstPID, FirstPPID uint32
+	FirstComm           [16]byte
+	pids                map[uint32]struct{} // nil while it holds one PID
+
 	// Lifetime counts connection lifetimes in nanoseconds, for timewaits
 	// whose open time is known.
 	Lifetime Histogram
@@ -203,30 +220,66 @@ func (r *Row) LifetimeQuantile(q float64) (d time.Duration, ok bool) {
 	return time.Duration(min(v, 1<<63-1)), ok
 }
 
-func (r *Row) add(e *event.Event) {
-	first := r.Events() == 0
+// MaxRowProcesses bounds the PIDs a row remembers to count them once: a
+// row's Processes is exact up to it; further PIDs are not counted, and the
+// table counts them (Snapshot.UncountedProcesses).
+const MaxRowProcesses = 1 << 16
+
+// process counts pid in the row, once; false when the row remembers
+// MaxRowProcesses already and pid is not one of them.
+func (r *Row) process(pid, ppid uint32, comm *[16]byte) bool {
+	switch {
+	case r.Other:
+	case r.Processes == 0:
+		r.Processes, r.FirstPID, r.FirstPPID, r.FirstComm = 1, pid, ppid, *comm
+	case pid == r.FirstPID:
+	default:
+		if r.pids == nil {
+			r.pids = map[uint32]struct{}{r.FirstPID: {}}
+		}
+		if _, ok := r.pids[pid]; !ok {
+			if len(r.pids) >= MaxRowProcesses {
+				return false
+			}
+			r.pids[pid] = struct{}{}
+			r.Processes++
+		}
+	}
+	return true
+}
+
+// Count counts e: one more of its kind; for a timewait, its role and
+// bytes too.
+func (c *Counts) Count(e *event.Event) {
 	switch e.Kind {
 	case event.KindTimewait:
-		r.Timewait++
+		c.Timewait++
 		role := e.Role
 		if role > event.RoleServer {
 			role = event.RoleUnknown
 		}
-		r.Roles[role]++
-		r.BytesSent += e.BytesSent
-		r.BytesRecv += e.BytesRecv
+		c.Roles[role]++
+		c.BytesSent += e.BytesSent
+		c.BytesRecv += e.BytesRecv
+	case event.KindConnectError:
+		c.ConnectErrors++
+	case event.KindBindError:
+		c.BindErrors++
+	case event.KindOverflow:
+		c.TimewaitOverflow++
+	case event.KindReuse:
+		c.TimewaitReused++
+	}
+}
+
+func (r *Row) add(e *event.Event) {
+	first := r.Events() == 0
+	r.Count(e)
+	if e.Kind == event.KindTimewait {
 		r.Bytes.Add(e.BytesSent + e.BytesRecv)
 		if e.Lifetime > 0 {
 			r.Lifetime.Add(uint64(e.Lifetime))
 		}
-	case event.KindConnectError:
-		r.ConnectErrors++
-	case event.KindBindError:
-		r.BindErrors++
-	case event.KindOverflow:
-		r.TimewaitOverflow++
-	case event.KindReuse:
-		r.TimewaitReused++
 	}
 	switch {
 	case first:
@@ -249,7 +302,9 @@ type Table struct {
 	rows    []*Row // in the order keys first appeared
 	free    []Row  // allocated, not yet used rows; pointers into it stay valid
 	other   Row
-	now     func() time.Time // time.Now; tests pin it
+	// uncounted: PIDs a row had no room to remember (MaxRowProcesses).
+	uncounted uint64
+	now       func() time.Time // time.Now; tests pin it
 }
 
 // New returns an empty Table that keeps at most maxKeys keys; events of
@@ -267,26 +322,38 @@ func New(maxKeys int) *Table {
 // Add counts e. Events of other kinds (timewait_end, unknown) are
 // ignored. Add does not allocate unless e is the first event of its key.
 func (t *Table) Add(e *event.Event) {
+	t.AddAs(KeyOf(e), e, nil)
+}
+
+// AddAs counts e under k (see KeyFor); p, when not nil, is the process
+// the row counts for it (its leader's comm and parent), else e's.
+func (t *Table) AddAs(k Key, e *event.Event, p *workload.Process) {
 	switch e.Kind {
 	case event.KindTimewait, event.KindConnectError, event.KindBindError,
 		event.KindOverflow, event.KindReuse:
 	default:
 		return
 	}
-	k := KeyOf(e)
 	t.mu.Lock()
 	r := t.index[k]
 	if r == nil {
 		r = t.insert(&k)
 	}
 	r.add(e)
+	ppid, comm := uint32(0), &e.Comm
+	if p != nil {
+		ppid, comm = p.PPID, &p.Comm
+	}
+	if !r.process(e.PID, ppid, comm) {
+		t.uncounted++
+	}
 	t.mu.Unlock()
 }
 
-// AddConnects adds n connect() attempts to k's row (the kernel counts
-// them; see tracer.Tracer.ReadConnects). k must be a client key: Server
-// false, PID set. It does not allocate unless k is new.
-func (t *Table) AddConnects(k Key, n uint64) {
+// AddConnects adds n connect() attempts by process p to k's row (the
+// kernel counts them; see tracer.Tracer.ReadConnects). k must be a client
+// key: Server false. It does not allocate unless k or p is new to the row.
+func (t *Table) AddConnects(k Key, p *workload.Process, n uint64) {
 	if n == 0 {
 		return
 	}
@@ -296,6 +363,9 @@ func (t *Table) AddConnects(k Key, n uint64) {
 		r = t.insert(&k)
 	}
 	r.Connects += n
+	if !r.process(p.PID, p.PPID, &p.Comm) {
+		t.uncounted++
+	}
 	t.mu.Unlock()
 }
 

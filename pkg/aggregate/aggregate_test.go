@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"errors"
+	"github.com/twtrace/twtrace/pkg/workload"
 	"net/netip"
 	"sync"
 	"syscall"
@@ -49,7 +50,7 @@ func bindError(pid uint32, name string, at time.Duration) event.Event {
 
 func key(pid uint32, name, dst string) Key {
 	ap := netip.MustParseAddrPort(dst)
-	return Key{Netns: netns, PID: pid, Comm: comm(name), IPv6: ap.Addr().Is6(), Daddr: ap.Addr(), Port: ap.Port()}
+	return Key{Netns: netns, Group: workload.Group{PID: pid, Comm: comm(name)}, IPv6: ap.Addr().Is6(), Daddr: ap.Addr(), Port: ap.Port()}
 }
 
 // find returns the row of k, failing the test if there is none.
@@ -88,7 +89,7 @@ func TestKeyOf(t *testing.T) {
 	}
 	be := bindError(10, "java", 0)
 	be.Daddr, be.Dport = netip.MustParseAddr("10.9.9.9"), 99 // ignored
-	if got, want := KeyOf(&be), (Key{Netns: netns, PID: 10, Comm: comm("java")}); got != want {
+	if got, want := KeyOf(&be), (Key{Netns: netns, Group: workload.Group{PID: 10, Comm: comm("java")}}); got != want {
 		t.Errorf("bind_error: %+v, want %+v", got, want)
 	}
 	// Bytes after the NUL that ends comm do not split a process.
@@ -128,7 +129,7 @@ func TestCountsPerKey(t *testing.T) {
 	// Rows come in the order their keys first appeared.
 	for i, k := range []Key{
 		key(1, "curl", "10.1.2.3:8080"), key(1, "curl", "10.1.2.3:8081"),
-		key(2, "curl", "10.1.2.3:8080"), {Netns: netns, PID: 1, Comm: comm("curl")},
+		key(2, "curl", "10.1.2.3:8080"), {Netns: netns, Group: workload.Group{PID: 1, Comm: comm("curl")}},
 	} {
 		if s.Rows[i].Key != k || s.Rows[i].Other {
 			t.Errorf("row %d: %+v, want key %+v", i, s.Rows[i].Key, k)
@@ -369,10 +370,10 @@ func TestAddConnects(t *testing.T) {
 	a, b, c := key(10, "curl", "10.0.0.9:80"), key(11, "pool", "10.0.0.9:80"), key(12, "late", "10.0.0.9:443")
 	e := timewait(10, "curl", "10.0.0.9:80", event.RoleClient, 0)
 	tb.Add(&e)
-	tb.AddConnects(a, 5)
-	tb.AddConnects(b, 2)
-	tb.AddConnects(c, 7) // no room: the Other row
-	tb.AddConnects(a, 0)
+	tb.AddConnects(a, &workload.Process{PID: 10}, 5)
+	tb.AddConnects(b, &workload.Process{PID: 11}, 2)
+	tb.AddConnects(c, &workload.Process{PID: 12}, 7) // no room: the Other row
+	tb.AddConnects(a, &workload.Process{PID: 10}, 0)
 	prev := tb.Snapshot()
 	if len(prev.Rows) != 3 || !prev.Rows[2].Other || prev.Rows[2].Connects != 7 {
 		t.Fatalf("rows = %+v, want a, b and an Other row with 7 connects", prev.Rows)
@@ -381,12 +382,64 @@ func TestAddConnects(t *testing.T) {
 		t.Fatalf("row a = %+v, want 5 connects and 1 timewait", got.Counts)
 	}
 	tb.now = func() time.Time { return t0.Add(2 * time.Second) }
-	tb.AddConnects(a, 4)
+	tb.AddConnects(a, &workload.Process{PID: 10}, 4)
 	s := tb.Snapshot()
 	if err := s.Delta(&prev); err != nil {
 		t.Fatal(err)
 	}
 	if got := find(t, s.Rows, a); got.Recent.Connects != 4 || s.PerSecond(got.Recent.Connects) != 2 {
 		t.Fatalf("row a recent = %d connects, want 4 (2/s)", got.Recent.Connects)
+	}
+}
+
+// A row folding several processes counts each PID once, remembers the
+// first, and leaves the Other row and the per-process rows alone.
+func TestRowProcesses(t *testing.T) {
+	tb := New(1)
+	k := key(0, "curl", "10.0.0.9:80")
+	k.PID, k.PPID = 0, 4242
+	proc := func(pid uint32) *workload.Process {
+		return &workload.Process{PID: pid, PPID: 4242, Comm: comm("curl")}
+	}
+	for i := range 300 {
+		pid := uint32(1000 + i)
+		e := timewait(pid, "curl", "10.0.0.9:80", event.RoleClient, 0)
+		tb.AddAs(k, &e, proc(pid))
+		tb.AddAs(k, &e, proc(pid)) // the same process again
+		tb.AddConnects(k, proc(pid), 1)
+	}
+	e := timewait(7, "other", "10.0.0.9:81", event.RoleClient, 0)
+	tb.Add(&e) // no room: the Other row
+	s := tb.Snapshot()
+	if len(s.Rows) != 2 {
+		t.Fatalf("%d rows, want the folded row and Other", len(s.Rows))
+	}
+	r := s.Rows[0]
+	if r.Processes != 300 || r.FirstPID != 1000 || r.FirstPPID != 4242 || event.CommString(&r.FirstComm) != "curl" {
+		t.Errorf("folded row: %d processes, first %d (parent %d, %q); want 300, 1000 (4242, curl)",
+			r.Processes, r.FirstPID, r.FirstPPID, event.CommString(&r.FirstComm))
+	}
+	if r.Timewait != 600 || r.Connects != 300 {
+		t.Errorf("folded row: %d timewait, %d connects; want 600, 300", r.Timewait, r.Connects)
+	}
+	if o := s.Rows[1]; !o.Other || o.Processes != 0 {
+		t.Errorf("Other row: %+v, want no processes counted", o)
+	}
+	if s.UncountedProcesses != 0 {
+		t.Errorf("UncountedProcesses = %d, want 0", s.UncountedProcesses)
+	}
+}
+
+// Past MaxRowProcesses a row stops remembering PIDs, and says how many it
+// did not count.
+func TestRowProcessesBounded(t *testing.T) {
+	tb := New(1)
+	k := key(0, "curl", "10.0.0.9:80")
+	for pid := range uint32(MaxRowProcesses + 5) {
+		tb.AddConnects(k, &workload.Process{PID: pid + 1}, 1)
+	}
+	s := tb.Snapshot()
+	if r := s.Rows[0]; r.Processes != MaxRowProcesses || s.UncountedProcesses != 5 {
+		t.Fatalf("%d processes, %d uncounted; want %d, 5", r.Processes, s.UncountedProcesses, MaxRowProcesses)
 	}
 }

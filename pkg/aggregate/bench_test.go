@@ -55,10 +55,10 @@ func record(e *event.Event) []byte {
 	return raw
 }
 
-// workload is n realistic events over about keys keys: mostly timewaits of
+// sampleEvents is n realistic events over about keys keys: mostly timewaits of
 // every role with lifetimes and byte counts, some connect and bind errors,
 // IPv4 and IPv6.
-func workload(n, keys int) []event.Event {
+func sampleEvents(n, keys int) []event.Event {
 	rng := rand.New(rand.NewPCG(7, 7))
 	procs := max(keys/10, 1)
 	events := make([]event.Event, n)
@@ -88,7 +88,7 @@ func workload(n, keys int) []event.Event {
 }
 
 func TestRecordRoundTrip(t *testing.T) {
-	for _, e := range workload(200, 100) {
+	for _, e := range sampleEvents(200, 100) {
 		var got event.Event
 		if err := event.Decode(record(&e), event.Clock{BootWall: t0}, &got); err != nil {
 			t.Fatal(err)
@@ -100,7 +100,7 @@ func TestRecordRoundTrip(t *testing.T) {
 }
 
 func TestAddDoesNotAllocate(t *testing.T) {
-	events := workload(1000, 100)
+	events := sampleEvents(1000, 100)
 	tb := New(1000)
 	for i := range events {
 		tb.Add(&events[i])
@@ -115,7 +115,7 @@ func TestAddDoesNotAllocate(t *testing.T) {
 }
 
 func TestDecodeAndAddDoesNotAllocate(t *testing.T) {
-	events := workload(1000, 100)
+	events := sampleEvents(1000, 100)
 	records := make([][]byte, len(events))
 	for i := range events {
 		records[i] = record(&events[i])
@@ -139,7 +139,7 @@ func TestDecodeAndAddDoesNotAllocate(t *testing.T) {
 }
 
 func BenchmarkAdd(b *testing.B) {
-	events := workload(4096, 100)
+	events := sampleEvents(4096, 100)
 	tb := New(1000)
 	for i := range events {
 		tb.Add(&events[i])
@@ -154,7 +154,7 @@ func BenchmarkAdd(b *testing.B) {
 }
 
 func BenchmarkDecodeAndAdd(b *testing.B) {
-	events := workload(4096, 100)
+	events := sampleEvents(4096, 100)
 	records := make([][]byte, len(events))
 	tb := New(1000)
 	for i := range events {
@@ -179,7 +179,7 @@ func BenchmarkDecodeAndAdd(b *testing.B) {
 // reused snapshot and compute the interval counts.
 func BenchmarkSnapshotDelta(b *testing.B) {
 	tb := New(1000)
-	events := workload(20000, 1000)
+	events := sampleEvents(20000, 1000)
 	for i := range events {
 		tb.Add(&events[i])
 	}

@@ -17,6 +17,9 @@ type Snapshot struct {
 	Rows []Row
 	// Overflowed is the number of events in the Other row.
 	Overflowed uint64
+	// UncountedProcesses counts the PIDs left out of rows' Processes
+	// (MaxRowProcesses), cumulative.
+	UncountedProcesses uint64
 }
 
 // Snapshot returns a copy of every row, counters cumulative since the
@@ -41,9 +44,9 @@ func (t *Table) SnapshotTo(s *Snapshot) {
 	if overflowed > 0 || t.other.Connects > 0 {
 		rows = append(rows, t.other)
 	}
-	now := t.now()
+	now, uncounted := t.now(), t.uncounted
 	t.mu.Unlock()
-	*s = Snapshot{Time: now, Rows: rows, Overflowed: overflowed}
+	*s = Snapshot{Time: now, Rows: rows, Overflowed: overflowed, UncountedProcesses: uncounted}
 }
 
 // ErrNotEarlier is returned by Delta when prev is not an earlier snapshot

@@ -18,11 +18,13 @@ func (s *session) add(e *event.Event) {
 	if !s.cfg.Filter.Match(e) {
 		return
 	}
-	s.table.Add(e)
+	p := processOf(e)
+	k := s.keyOf(e, e.CgroupID, &p)
+	s.table.AddAs(k, e, &p)
+	s.tally(&p, k, e, 0)
 	if e.Kind != event.KindTimewait {
 		return
 	}
-	k := aggregate.KeyOf(e)
 	s.mu.Lock()
 	i, ok := s.keyIdx[k]
 	if !ok && len(s.keys) < s.cfg.MaxKeys {
@@ -61,6 +63,7 @@ func (s *session) frame() (*Frame, error) {
 		Destinations: []report.LiveDestination{},
 		Namespaces:   []report.Namespace{},
 		Tier:         s.tr.Tier().Tier,
+		By:           s.cfg.By,
 	}
 	sc, err := s.scanNamespaces(f)
 	if err != nil {
@@ -73,6 +76,7 @@ func (s *session) frame() (*Frame, error) {
 	tw := s.joinTimewait(sc, &snap, len(f.Errors) == 0)
 	worst := s.destinations(f, sc, &snap, tw)
 	f.Rows = s.rows(&snap, tw, worst)
+	f.Processes = s.processes()
 	if err := s.losses(f, &snap, tw.refused); err != nil {
 		return nil, err
 	}
@@ -88,9 +92,11 @@ func (s *session) readConnects() error {
 		if !s.cfg.Filter.MatchAnyKind(&e) {
 			return
 		}
-		k := aggregate.KeyOf(&e)
-		k.Daddr, k.Port = c.Daddr, c.Dport // KeyOf leaves them out for kind 0
-		s.table.AddConnects(k, c.N)
+		p := connectProcess(c)
+		k := s.keyOf(&e, connectCgroup(c), &p)
+		k.Daddr, k.Port = c.Daddr, c.Dport // KeyFor leaves them out for kind 0
+		s.table.AddConnects(k, &p, c.N)
+		s.tally(&p, k, nil, c.N)
 	})
 }
 
@@ -228,6 +234,9 @@ func (s *session) losses(f *Frame, snap *aggregate.Snapshot, refused uint64) err
 		FoldedEvents:      snap.Overflowed,
 		JoinRefused:       refused,
 	}
+	s.mu.Lock()
+	f.Losses.UncountedProcesses = snap.UncountedProcesses + s.untallied
+	s.mu.Unlock()
 	if s.cfg.Follow != nil {
 		f.Losses.UnfollowedForks = l.UnfollowedForks
 		_, err := s.tr.SweepFollowed()

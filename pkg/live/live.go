@@ -26,6 +26,7 @@ import (
 	"github.com/twtrace/twtrace/pkg/report"
 	"github.com/twtrace/twtrace/pkg/tracer"
 	"github.com/twtrace/twtrace/pkg/verdict"
+	"github.com/twtrace/twtrace/pkg/workload"
 )
 
 // Config of a live session.
@@ -42,6 +43,16 @@ type Config struct {
 	MaxSockets, MaxKeys, MaxJoin int
 	// Tier picks the tracer's hooks (tracer.Options.Tier).
 	Tier tracer.Tier
+	// By is how processes fold into rows (workload.ByProgram by default).
+	By workload.By
+	// Owners tells what owns each row's processes (cgroup, container,
+	// pod, unit); nil: nothing is known beyond the processes.
+	Owners workload.Resolver
+	// Select keeps the rows of some pods and containers only.
+	Select workload.Selector
+	// PerProcess: frames also carry each process's counts (Frame.Processes),
+	// whatever By folds.
+	PerProcess bool
 	// Ready is called once tracing is live (after Follow).
 	Ready func()
 	// Follow, when not nil, restricts tracing to the processes it puts
@@ -77,6 +88,10 @@ type Frame struct {
 	// appeared, then the Other row (Row.Other) if any event found the
 	// table full.
 	Rows []Row
+	// By is how the rows fold processes.
+	By workload.By
+	// Processes is every process's counts, when Config.PerProcess.
+	Processes []Process
 	// Destinations, soonest exhaustion first, then least headroom.
 	Destinations []report.LiveDestination
 	Namespaces   []report.Namespace
@@ -87,13 +102,23 @@ type Frame struct {
 	Final bool
 }
 
-// Row is one (process, destination) row of a frame.
+// Row is one (workload, destination) row of a frame.
 type Row struct {
 	Key aggregate.Key // zero in the Other row
 	// Other is the row summing the events whose key found the table
 	// full; it has counts and rates only.
 	Other            bool
 	aggregate.Counts // cumulative
+	// Processes is how many distinct PIDs the row folds; PID the first of
+	// them, Comm its thread-group leader's comm, PPID its parent and
+	// ParentComm the parent's comm when it could be read.
+	Processes  int
+	PID, PPID  uint32
+	Comm       string
+	ParentComm string
+	// Owner is what owns the row's (first) process: cgroup, container,
+	// pod, unit.
+	Owner workload.Identity
 	// ConnectsPerS and TimewaitPerS are over the frame's interval.
 	ConnectsPerS, TimewaitPerS float64
 	// TimewaitNow is the timewait sockets held now that the row's
@@ -132,17 +157,22 @@ type session struct {
 	table *aggregate.Table
 	start time.Time
 
-	mu     sync.Mutex // guards join, keys, twDest (the reader adds)
-	join   *join
-	keys   []aggregate.Key
-	keyIdx map[aggregate.Key]int32
-	twDest map[destKey]uint64 // timewait entries per destination, cumulative
-	prevTw map[destKey]uint64
-	prev   aggregate.Snapshot
-	spare  aggregate.Snapshot // memory for the next snapshot
-	prevNs map[uint32]inventory.Counters
-	nsMem  map[uint32]*inventory.Namespace // each namespace's scan, reused
-	drains atomic.Uint64                   // times the reader emptied the ring
+	mu     sync.Mutex // guards join, keys, twDest, owners (the reader adds)
+	owners map[aggregate.Key]*owner
+	// The per-process tally (Config.PerProcess): by PID, in order.
+	procs     map[uint32]*Process
+	procOrder []uint32
+	untallied uint64 // processes it had no room for
+	join      *join
+	keys      []aggregate.Key
+	keyIdx    map[aggregate.Key]int32
+	twDest    map[destKey]uint64 // timewait entries per destination, cumulative
+	prevTw    map[destKey]uint64
+	prev      aggregate.Snapshot
+	spare     aggregate.Snapshot // memory for the next snapshot
+	prevNs    map[uint32]inventory.Counters
+	nsMem     map[uint32]*inventory.Namespace // each namespace's scan, reused
+	drains    atomic.Uint64                   // times the reader emptied the ring
 }
 
 // DefaultRingSize is the engine's ring buffer: 1 MiB per CPU, at least 2
@@ -185,6 +215,8 @@ func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
 		start:  time.Now(),
 		join:   newJoin(cfg.MaxJoin),
 		keyIdx: map[aggregate.Key]int32{},
+		owners: map[aggregate.Key]*owner{},
+		procs:  map[uint32]*Process{},
 		twDest: map[destKey]uint64{},
 		prevTw: map[destKey]uint64{},
 		prevNs: map[uint32]inventory.Counters{},

@@ -7,6 +7,7 @@ import (
 	"github.com/twtrace/twtrace/pkg/event"
 	"github.com/twtrace/twtrace/pkg/report"
 	"github.com/twtrace/twtrace/pkg/verdict"
+	"github.com/twtrace/twtrace/pkg/workload"
 )
 
 // rows makes a row of every snapshot row, each judged; the Other row
@@ -22,6 +23,12 @@ func (s *session) rows(snap *aggregate.Snapshot, tw joined, worstOf map[rowDest]
 			TimewaitPerS: snap.PerSecond(r.Recent.Timewait),
 		}
 		if !r.Other {
+			row.Owner, row.ParentComm = s.ownerOf(r.Key)
+			if !s.cfg.Select.Match(&row.Owner) {
+				continue
+			}
+			row.Processes, row.PID, row.PPID = r.Processes, r.FirstPID, r.FirstPPID
+			row.Comm = event.CommString(&r.FirstComm)
 			row.TimewaitNow = tw.now[r.Key]
 			judge(&row, r, evidence(r, snap.Time, uptime), tw.bound, worstOf)
 		}
@@ -94,7 +101,10 @@ func (r *Row) Report() report.Row {
 		o.Counts, o.ConnectsPerS, o.TimewaitPerS = out.Counts, out.ConnectsPerS, out.TimewaitPerS
 		return o
 	}
-	out.PID, out.Comm, out.Netns = r.Key.PID, event.CommString(&r.Key.Comm), r.Key.Netns
+	out.PID, out.Comm, out.Netns = r.PID, r.Comm, r.Key.Netns
+	out.Workload = workload.Name(&r.Key.Group, r.Comm, &r.Owner)
+	out.ProcessCount, out.PPID, out.ParentComm = r.Processes, r.PPID, r.ParentComm
+	out.Identity = r.Owner
 	out.Daddr, out.Dport, out.Role = r.Key.Daddr, r.Key.Port, "client"
 	if r.Key.Server {
 		out.Role = "server"

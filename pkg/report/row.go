@@ -2,6 +2,7 @@ package report
 
 import (
 	"cmp"
+	"github.com/twtrace/twtrace/pkg/workload"
 	"net/netip"
 	"slices"
 
@@ -12,8 +13,20 @@ import (
 // report of `twtrace run` show it (docs/json.md): rates and the lifetime
 // rounded to the thousandth (Round3).
 type Row struct {
-	PID   uint32     `json:"pid"`
-	Comm  string     `json:"comm"`
+	// PID is the first process the row holds (the process under --by
+	// pid), Comm its thread-group leader's comm.
+	PID  uint32 `json:"pid"`
+	Comm string `json:"comm"`
+	// Workload is the row's display name: a process's or program's comm,
+	// a container's, pod's or unit's name (workload.Name).
+	Workload string `json:"workload"`
+	// ProcessCount is the distinct PIDs the row folds; PPID and
+	// ParentComm name the first one's parent ("" when it was gone).
+	ProcessCount int    `json:"process_count"`
+	PPID         uint32 `json:"ppid"`
+	ParentComm   string `json:"parent_comm"`
+	// Identity is what owns the first process: "" where not known.
+	workload.Identity
 	Netns uint32     `json:"netns"`
 	Daddr netip.Addr `json:"daddr"`
 	// Dport is the destination's port; for role "server" rows (timewaits
@@ -78,6 +91,12 @@ type Losses struct {
 	// UnfollowedForks: processes forked by followed ones that the
 	// followed set had no room for (when following a command only).
 	UnfollowedForks uint64 `json:"unfollowed_forks,omitempty"`
+	// UncountedProcesses: PIDs a row (or run's per-process tally) had no
+	// room to remember, so that process_count leaves them out.
+	UncountedProcesses uint64 `json:"uncounted_processes"`
+	// UnresolvedOwners: rows whose cgroup could not be resolved to a
+	// path (their container, pod and unit are "").
+	UnresolvedOwners uint64 `json:"unresolved_owners"`
 	// StillClosing: with a drain, sockets closed first whose end was not
 	// seen within the drain time (final frame only).
 	StillClosing uint64 `json:"still_closing,omitempty"`

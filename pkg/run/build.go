@@ -8,8 +8,10 @@ import (
 	"slices"
 	"time"
 
+	"github.com/twtrace/twtrace/pkg/aggregate"
 	"github.com/twtrace/twtrace/pkg/live"
 	"github.com/twtrace/twtrace/pkg/report"
+	"github.com/twtrace/twtrace/pkg/workload"
 )
 
 // destID is a destination as rows name it (every source address).
@@ -27,7 +29,7 @@ func Build(argv []string, code int, signal string, start time.Time, d time.Durat
 		Command: argv, ExitCode: code, Signal: signal, Start: start,
 		DurationS:    math.Round(d.Seconds()*1000) / 1000,
 		Destinations: []Destination{}, Processes: []Process{}, Rows: []report.Row{},
-		Thresholds: []Threshold{},
+		Workloads: []Workload{}, Thresholds: []Threshold{},
 	}
 	if len(frames) == 0 {
 		r.Passed = true
@@ -40,7 +42,12 @@ func Build(argv []string, code int, signal string, start time.Time, d time.Durat
 	l := last.Losses
 	r.Totals.Lost = l.Records + l.Untracked + l.Missed + l.UncountedConnects + l.UnfollowedForks
 
+	r.By = last.By.String()
 	dests := r.tally(reportRows(last))
+	if last.Processes != nil {
+		r.Processes = processes(last)
+	}
+	r.Workloads = workloads(last)
 	ceilings(frames, dests)
 	samples(frames, start, dests)
 	for _, dd := range dests {
@@ -126,6 +133,78 @@ func (r *Report) tally(rows []report.Row) map[destID]*Destination {
 		dd.ConnectErrors += row.ConnectErrors
 	}
 	return dests
+}
+
+// processes are the engine's per-process tally, each judged per-request
+// when a row it counted in is.
+func processes(f *live.Frame) []Process {
+	perRequest := map[aggregate.Key]bool{}
+	for i := range f.Rows {
+		if row := &f.Rows[i]; !row.Other && row.Verdict.Verdict == "per-request" {
+			perRequest[row.Key] = true
+		}
+	}
+	out := make([]Process, 0, len(f.Processes))
+	for i := range f.Processes {
+		p := &f.Processes[i]
+		if p.Connects == 0 && p.Events() == 0 {
+			continue
+		}
+		pr := Process{PID: p.PID, Comm: p.Comm, Counts: p.Counts, Verdict: "ok"}
+		for _, k := range p.Rows {
+			if perRequest[k] {
+				pr.Verdict = "per-request"
+			}
+		}
+		out = append(out, pr)
+	}
+	return out
+}
+
+// workloads folds f's rows by their group: one entry per workload, in the
+// order the rows first name it, its processes counted from the engine's
+// per-process tally (or, without one, the most any of its rows holds).
+func workloads(f *live.Frame) []Workload {
+	out := []Workload{}
+	index := map[workload.Group]int{}
+	for i := range f.Rows {
+		row := &f.Rows[i]
+		if row.Other || row.Connects == 0 && row.Events() == 0 {
+			continue
+		}
+		j, ok := index[row.Key.Group]
+		if !ok {
+			j = len(out)
+			index[row.Key.Group] = j
+			rr := row.Report()
+			out = append(out, Workload{Workload: rr.Workload, Comm: rr.Comm, PID: rr.PID, Verdict: "ok", Identity: rr.Identity})
+		}
+		w := &out[j]
+		w.Add(&row.Counts)
+		w.ProcessCount = max(w.ProcessCount, row.Processes)
+		if row.Verdict.Verdict == "per-request" {
+			w.Verdict = "per-request"
+		}
+	}
+	if f.Processes == nil {
+		return out
+	}
+	pids := make([]map[uint32]bool, len(out))
+	for i := range f.Processes {
+		p := &f.Processes[i]
+		for _, k := range p.Rows {
+			if j, ok := index[k.Group]; ok {
+				if pids[j] == nil {
+					pids[j] = map[uint32]bool{}
+				}
+				pids[j][p.PID] = true
+			}
+		}
+	}
+	for j := range out {
+		out[j].ProcessCount = max(out[j].ProcessCount, len(pids[j]))
+	}
+	return out
 }
 
 // ceilings sets each destination's port ceiling: the least roomy source

@@ -1,6 +1,7 @@
 package run
 
 import (
+	"github.com/twtrace/twtrace/pkg/workload"
 	"net/netip"
 	"strings"
 	"testing"
@@ -18,14 +19,14 @@ func TestBuildPreciseCounts(t *testing.T) {
 	start := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	dst := netip.MustParseAddr("10.0.0.2")
 	key := func(pid uint32, comm string) aggregate.Key {
-		k := aggregate.Key{PID: pid, Netns: 7, Daddr: dst, Port: 80}
+		k := aggregate.Key{Group: workload.Group{PID: pid}, Netns: 7, Daddr: dst, Port: 80}
 		copy(k.Comm[:], comm)
 		return k
 	}
 	f := &live.Frame{Time: start.Add(2 * time.Second), Tier: tracer.TierPrecise, Rows: []live.Row{
-		{Key: key(10, "churn"), Counts: aggregate.Counts{Connects: 12, Timewait: 4, TimewaitOverflow: 8},
+		{Key: key(10, "churn"), PID: 10, Comm: "churn", Processes: 1, Counts: aggregate.Counts{Connects: 12, Timewait: 4, TimewaitOverflow: 8},
 			Verdict: verdict.Result{Verdict: "per-request"}},
-		{Key: key(11, "reuser"), Counts: aggregate.Counts{TimewaitReused: 3}},
+		{Key: key(11, "reuser"), PID: 11, Comm: "reuser", Processes: 1, Counts: aggregate.Counts{TimewaitReused: 3}},
 	}}
 	r := Build([]string{"cmd"}, 0, "", start, 2*time.Second, []*live.Frame{f}, Thresholds{})
 	if r.Totals.TimewaitOverflow != 8 || r.Totals.TimewaitReused != 3 || r.Totals.Timewait != 4 {

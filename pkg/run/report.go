@@ -6,6 +6,7 @@ import (
 
 	"github.com/twtrace/twtrace/pkg/aggregate"
 	"github.com/twtrace/twtrace/pkg/report"
+	"github.com/twtrace/twtrace/pkg/workload"
 )
 
 // Report is what `twtrace run` found: the document `--report FILE`
@@ -25,7 +26,11 @@ type Report struct {
 	// Processes of the command (itself and its descendants) that made or
 	// held connections.
 	Processes []Process `json:"processes"`
-	// Rows are (process, destination) pairs with the per-request verdict
+	// Workloads fold the processes as the rows do (By): a script's
+	// clients, a pool's workers, a container.
+	By        string     `json:"by"`
+	Workloads []Workload `json:"workloads"`
+	// Rows are (workload, destination) pairs with the per-request verdict
 	// and advice; role "server" rows are connections a process accepted
 	// and closed first (dport is then its local port).
 	Rows       []report.Row `json:"rows"`
@@ -98,6 +103,20 @@ type Process struct {
 	aggregate.Counts
 	// Verdict is "per-request" when any of its rows is.
 	Verdict string `json:"verdict"`
+}
+
+// Workload is the processes one or more rows fold, over every
+// destination.
+type Workload struct {
+	Workload string `json:"workload"` // its display name (report.Row's)
+	Comm     string `json:"comm"`     // its first process's leader's comm
+	PID      uint32 `json:"pid"`      // its first process
+	// ProcessCount is the distinct PIDs it holds.
+	ProcessCount int `json:"process_count"`
+	aggregate.Counts
+	// Verdict is "per-request" when any of its rows is, else "ok".
+	Verdict string `json:"verdict"`
+	workload.Identity
 }
 
 // Threshold is one --max-… or --fail-on-… flag and how the run fared.

@@ -1,6 +1,7 @@
 package top
 
 import (
+	"github.com/twtrace/twtrace/pkg/workload"
 	"net/netip"
 	"testing"
 	"time"
@@ -15,9 +16,9 @@ import (
 // and rounded once, Folded counting only the rows cut.
 func TestViewRanksAndFolds(t *testing.T) {
 	row := func(pid uint32, tw, conn float64, n uint64) live.Row {
-		k := aggregate.Key{PID: pid, Netns: 7, Daddr: netip.MustParseAddr("10.0.0.2"), Port: 80}
+		k := aggregate.Key{Group: workload.Group{PID: pid}, Netns: 7, Daddr: netip.MustParseAddr("10.0.0.2"), Port: 80}
 		copy(k.Comm[:], "c")
-		return live.Row{Key: k, TimewaitPerS: tw, ConnectsPerS: conn, Counts: aggregate.Counts{Timewait: n, Connects: n}}
+		return live.Row{Key: k, PID: pid, Comm: "c", Processes: 1, TimewaitPerS: tw, ConnectsPerS: conn, Counts: aggregate.Counts{Timewait: n, Connects: n}}
 	}
 	f := &live.Frame{
 		Interval: 999999 * time.Microsecond, Uptime: 12 * time.Second, Tier: tracer.TierPrecise,
