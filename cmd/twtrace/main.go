@@ -18,6 +18,7 @@ import (
 	"github.com/twtrace/twtrace/pkg/filter"
 	"github.com/twtrace/twtrace/pkg/tracer"
 	"github.com/twtrace/twtrace/pkg/watch"
+	"github.com/twtrace/twtrace/pkg/workload"
 )
 
 // Exit statuses.
@@ -47,6 +48,13 @@ type watchFlags struct {
 	ringSize   int
 	maxSockets int
 	tier       string
+	workloadFlags
+}
+
+// workloadFlags name what owns the processes: containers and pods.
+type workloadFlags struct {
+	pods, podNamespaces, containers []string
+	criEndpoint                     string
 }
 
 func addWatchFlags(cmd *cobra.Command, f *watchFlags) {
@@ -64,6 +72,24 @@ func addWatchFlags(cmd *cobra.Command, f *watchFlags) {
 	fl.IntVar(&f.ringSize, "ring-buffer-size", 0, "ring buffer size in bytes, a power of two (default 4 MiB)")
 	fl.IntVar(&f.maxSockets, "max-sockets", 0, fmt.Sprintf("sockets tracked at once, from connect() to their end (default %d)", tracer.DefaultMaxSockets))
 	fl.StringVar(&f.tier, "tier", "auto", "kernel hooks: auto (precise where fentry/fexit attach, else tracepoint), tracepoint, or precise (fail where it cannot attach)")
+	fl.StringSliceVar(&f.pods, "pod", nil, "only these Kubernetes pods (names, from the CRI)")
+	fl.StringSliceVar(&f.podNamespaces, "pod-namespace", nil, "only pods in these Kubernetes namespaces")
+	fl.StringSliceVar(&f.containers, "container", nil, "only these containers: Kubernetes container names, or container ids (a prefix of 4 or more)")
+	fl.StringVar(&f.criEndpoint, "cri-endpoint", "", "the node's CRI socket, for pod and container names (default: the first of containerd's, CRI-O's and cri-dockerd's usual sockets that exists; \"none\": do not ask)")
+}
+
+// selector is the --pod, --pod-namespace and --container flags.
+func (f *workloadFlags) selector() workload.Selector {
+	return workload.Selector{Pods: f.pods, PodNamespaces: f.podNamespaces, Containers: f.containers}
+}
+
+// parseBy checks --by.
+func parseBy(s string) (workload.By, error) {
+	b, err := workload.ParseBy(s)
+	if err != nil {
+		return 0, usageError{err}
+	}
+	return b, nil
 }
 
 // parseTier checks --tier.

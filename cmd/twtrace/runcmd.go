@@ -42,6 +42,7 @@ type runFlags struct {
 	maxTimewait   int64
 	maxRate       float64
 	failOnConnErr bool
+	by            string
 }
 
 func newRunCommand() *cobra.Command {
@@ -80,6 +81,7 @@ run; 2 for bad flags.`,
 	fl.Int64Var(&f.maxTimewait, "max-timewait", -1, "fail when more than this many of their connections enter TIME_WAIT")
 	fl.Float64Var(&f.maxRate, "max-connect-rate", -1, "fail when connect() attempts per second toward any one destination exceed this")
 	fl.BoolVar(&f.failOnConnErr, "fail-on-connect-error", false, "fail on any connect() that failed with EADDRNOTAVAIL")
+	fl.StringVar(&f.by, "by", "program", byUsage)
 	return cmd
 }
 
@@ -98,6 +100,10 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 		return err
 	}
 	tier, err := f.parseTier()
+	if err != nil {
+		return err
+	}
+	by, err := parseBy(f.by)
 	if err != nil {
 		return err
 	}
@@ -130,6 +136,7 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 		Stdin: os.Stdin, Stdout: cmd.OutOrStdout(), Stderr: os.Stderr,
 		Interval: f.interval, Drain: f.drain, Filter: flt, Signals: sigs,
 		Thresholds: th, RingSize: f.ringSize, MaxSockets: f.maxSockets, Tier: tier,
+		By: by, Select: f.selector(),
 	})
 	if errors.Is(err, twrun.ErrStart) {
 		// As a shell: 127 when COMMAND is not found, 126 when it cannot run.

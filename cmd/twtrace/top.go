@@ -32,7 +32,11 @@ type topFlags struct {
 	count    int
 	sort     string
 	rows     int
+	by       string
 }
+
+// byUsage is --by's help, top's and run's.
+const byUsage = "fold processes into rows by: program (the same comm and executable under one parent, or in one container), pid, container, pod or unit (systemd); processes in no container, pod or unit fold by program"
 
 func newTopCommand() *cobra.Command {
 	var f topFlags
@@ -60,6 +64,7 @@ interval (schema in docs/json.md); --count N stops after N.`,
 	fl.IntVar(&f.count, "count", 0, "stop after this many refreshes (default: until q or Ctrl-C)")
 	fl.StringVar(&f.sort, "sort", "timewait", "row order: timewait (entries/s), connects (/s), now (timewait sockets held) or errors")
 	fl.IntVar(&f.rows, "rows", top.DefaultRows, "rows shown; the rest are summed into one")
+	fl.StringVar(&f.by, "by", "program", byUsage)
 	return cmd
 }
 
@@ -117,6 +122,10 @@ func runTop(cmd *cobra.Command, f *topFlags) error {
 	if err != nil {
 		return usageError{err}
 	}
+	by, err := parseBy(f.by)
+	if err != nil {
+		return err
+	}
 	tier, err := f.parseTier()
 	if err != nil {
 		return err
@@ -140,6 +149,7 @@ func runTop(cmd *cobra.Command, f *topFlags) error {
 		Config: live.Config{
 			Interval: f.interval, Count: f.count, Filter: flt,
 			Netns: flt.SingleNetns(), RingSize: f.ringSize, MaxSockets: f.maxSockets, Tier: tier,
+			By: by, Select: f.selector(),
 		},
 		Rows: f.rows,
 		Sort: func() top.Sort { return top.Sort(sortNow.Load()) },

@@ -21,6 +21,7 @@ import (
 	"github.com/twtrace/twtrace/pkg/filter"
 	"github.com/twtrace/twtrace/pkg/live"
 	"github.com/twtrace/twtrace/pkg/tracer"
+	"github.com/twtrace/twtrace/pkg/workload"
 )
 
 // Config is one run.
@@ -48,6 +49,10 @@ type Config struct {
 	RingSize   int
 	MaxSockets int
 	Tier       tracer.Tier
+	// By, Owners and Select fold and name the rows (live.Config's).
+	By     workload.By
+	Owners workload.Resolver
+	Select workload.Selector
 }
 
 // Thresholds are the limits a run must stay within; nil is no limit.
@@ -94,6 +99,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	lcfg := live.Config{
 		Interval: cfg.Interval, Filter: cfg.Filter,
 		RingSize: cfg.RingSize, MaxSockets: cfg.MaxSockets, Drain: cfg.Drain, Tier: cfg.Tier,
+		By: cfg.By, Owners: cfg.Owners, Select: cfg.Select, PerProcess: true,
 		Follow: func(f live.Follower) error {
 			// The command is forked by this process: following it first
 			// makes the kernel follow the child from its first

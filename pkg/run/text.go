@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/twtrace/twtrace/pkg/event"
+	"github.com/twtrace/twtrace/pkg/report"
 )
 
 // WriteText prints the report for a terminal or a CI log.
@@ -40,6 +41,17 @@ func WriteText(w io.Writer, r *Report) error {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", esc(p.Comm), p.PID, p.Connects, p.Timewait, p.ConnectErrors, p.BindErrors, p.Verdict)
 		}
 	}
+	if len(r.Workloads) > 0 {
+		fmt.Fprintf(tw, "\nWORKLOAD (by %s)\tPROCESSES\tCONNECTS\tTIMEWAIT\tCONNECT ERR\tVERDICT\n", r.By)
+		for i := range r.Workloads {
+			w := &r.Workloads[i]
+			name := event.Escape(w.Workload)
+			if o := report.Owner(&w.Identity); o != "" && w.Workload == w.Comm {
+				name += " in " + o
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", name, w.ProcessCount, w.Connects, w.Timewait, w.ConnectErrors, w.Verdict)
+		}
+	}
 	if len(r.Destinations) > 0 {
 		fmt.Fprintln(tw, "\nDESTINATION\tCONNECTS\t/S\tTIMEWAIT\tPEAK HELD\tUSABLE PORTS\tCEILING /S\tCONNECT ERR")
 		for i := range r.Destinations {
@@ -56,7 +68,11 @@ func WriteText(w io.Writer, r *Report) error {
 		if row.Role == "server" {
 			where = fmt.Sprintf("serving port %d", row.Dport)
 		}
-		fmt.Fprintf(&b, "\n%s (pid %d) %s: %s", esc(row.Comm), row.PID, where, cmp.Or(row.Verdict, "ok"))
+		who := row.Label()
+		if w := row.Whose(); w != "" {
+			who += " " + w
+		}
+		fmt.Fprintf(&b, "\n%s (pid %d) %s: %s", who, row.PID, where, cmp.Or(row.Verdict, "ok"))
 		if row.Reason != "" {
 			fmt.Fprintf(&b, " (%s)", row.Reason)
 		}

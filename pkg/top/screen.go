@@ -7,7 +7,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/twtrace/twtrace/pkg/event"
 	"github.com/twtrace/twtrace/pkg/report"
 )
 
@@ -164,7 +163,7 @@ func blockHead(k blockKey, r *report.Row, d *report.LiveDestination) []string {
 	}
 }
 
-var colHead = fmt.Sprintf("  %7s %-14s %6s %6s %6s %5s %6s %6s  %s", "PID", "COMM", "CONN/s", "TW/s", "TW-NOW", "ERR", "LIFE", "BYTES", "VERDICT")
+var colHead = fmt.Sprintf("  %7s %-14s %6s %6s %6s %5s %6s %6s  %s", "PID", "WORKLOAD", "CONN/s", "TW/s", "TW-NOW", "ERR", "LIFE", "BYTES", "VERDICT")
 
 // block lays b out if its head and rows fit in what is left, and says
 // whether they did; notes and advice take what remains after them.
@@ -187,11 +186,13 @@ func (sc *screen) block(b *block) bool {
 
 // row is one process's line, its precise-tier note and its advice.
 func (sc *screen) row(r *report.Row) {
-	var c [16]byte // as the kernel keeps it, for EscapeComm
-	copy(c[:], r.Comm)
-	sc.add("  %7d %-14s %6s %6s %6d %5d %6s %6s  %s", r.PID, padComm(event.EscapeComm(&c), 14),
+	sc.add("  %7d %-14s %6s %6s %6d %5d %6s %6s  %s", r.PID, padComm(r.Label(), 14),
 		rate(r.ConnectsPerS), rate(r.TimewaitPerS), r.TimewaitNow, r.ConnectErrors,
 		lifetime(r.LifetimeP50Ms), size(r.BytesP50), strings.ToUpper(r.Verdict))
+	if w := r.Whose(); w != "" && sc.left > 1 {
+		sc.add("          %s", cut(w, sc.width-10))
+		sc.left--
+	}
 	if n := preciseNote(r); n != "" && sc.left > 1 {
 		sc.add("      %s", cut(n, sc.width-6))
 		sc.left--
