@@ -161,6 +161,7 @@ func runWatch(cmd *cobra.Command, f *watchFlags) error {
 		Duration:   f.duration,
 		RingSize:   f.ringSize,
 		MaxSockets: f.maxSockets,
+		Select:     f.selector(),
 		Tier:       tier,
 		Ready: func() {
 			fmt.Fprintln(stderr, "twtrace: tracing TIME_WAIT entries and ephemeral-port failures; Ctrl-C to stop")

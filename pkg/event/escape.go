@@ -6,3 +6,11 @@ package event
 func Escape(s string) string {
 	return string(appendEscaped(make([]byte, 0, len(s)), []byte(s)))
 }
+
+// AppendJSONString appends s as a JSON string: quoted, with every control
+// character, DEL and invalid UTF-8 escaped.
+func AppendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	dst = appendJSONChars(dst, []byte(s))
+	return append(dst, '"')
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/twtrace/twtrace/pkg/event"
 	"github.com/twtrace/twtrace/pkg/filter"
 	"github.com/twtrace/twtrace/pkg/tracer"
+	"github.com/twtrace/twtrace/pkg/workload"
 )
 
 // Format of the event stream.
@@ -36,6 +37,11 @@ type Config struct {
 	Tier tracer.Tier
 	// Ready is called once every probe is attached.
 	Ready func()
+	// Owners tells what owns each event's process (cgroup, container,
+	// pod, unit), for the JSON fields and Select; nil: nothing known.
+	Owners workload.Resolver
+	// Select keeps the events of some pods and containers only.
+	Select workload.Selector
 }
 
 // Losses are what the kernel could not deliver: the tracer's counters
@@ -100,11 +106,16 @@ func run(ctx context.Context, cfg Config, out io.Writer, loss *Losses) (lost uin
 				tr.Stop()
 			}
 		}
+		var id workload.Identity
 		done <- tr.ReadBatches(func(e *event.Event) {
 			if writeErr != nil || !cfg.Filter.Match(e) {
 				return
 			}
-			if err := write(e); err != nil {
+			owner(&cfg, e, &id)
+			if !cfg.Select.Match(&id) {
+				return
+			}
+			if err := write(e, &id); err != nil {
 				fail(err)
 			}
 		}, func() {
@@ -143,13 +154,29 @@ func run(ctx context.Context, cfg Config, out io.Writer, loss *Losses) (lost uin
 	return lost, errors.Join(rerr, serr, lerr)
 }
 
-// writer writes an event to bw in format; the table's header goes out at
-// once.
-func writer(format Format, bw *bufio.Writer) (func(*event.Event) error, error) {
+// owner sets id to what owns e's process.
+func owner(cfg *Config, e *event.Event, id *workload.Identity) {
+	*id = workload.Identity{}
+	if cfg.Owners == nil {
+		return
+	}
+	p := processOf(e)
+	*id = cfg.Owners.Owner(e.CgroupID, &p)
+	cfg.Owners.Name(id)
+}
+
+// processOf is what the kernel recorded about e's process.
+func processOf(e *event.Event) workload.Process {
+	return workload.Process{PID: e.PID, Comm: e.Comm}
+}
+
+// writer writes an event and what owns its process to bw in format; the
+// table's header goes out at once.
+func writer(format Format, bw *bufio.Writer) (func(*event.Event, *workload.Identity) error, error) {
 	if format == JSON {
 		var buf []byte
-		return func(e *event.Event) error {
-			buf = event.AppendJSON(buf[:0], e)
+		return func(e *event.Event, id *workload.Identity) error {
+			buf = appendJSON(buf[:0], e, id)
 			_, err := bw.Write(buf)
 			return err
 		}, nil
@@ -158,5 +185,23 @@ func writer(format Format, bw *bufio.Writer) (func(*event.Event) error, error) {
 	if err := tw.WriteHeader(); err != nil {
 		return nil, err
 	}
-	return tw.Write, bw.Flush()
+	return func(e *event.Event, _ *workload.Identity) error { return tw.Write(e) }, bw.Flush()
+}
+
+// appendJSON is e's JSON line with what owns its process: every field
+// always present, "" where not known (docs/json.md).
+func appendJSON(dst []byte, e *event.Event, id *workload.Identity) []byte {
+	dst = event.AppendJSON(dst, e)
+	dst = dst[:len(dst)-2] // "}\n"
+	for _, f := range [...]struct{ name, value string }{
+		{"container_id", id.ContainerID}, {"container_runtime", id.ContainerRuntime},
+		{"pod_uid", id.PodUID}, {"pod", id.Pod}, {"pod_namespace", id.PodNamespace},
+		{"container", id.Container}, {"unit", id.Unit}, {"cgroup", id.Cgroup},
+	} {
+		dst = append(dst, `,"`...)
+		dst = append(dst, f.name...)
+		dst = append(dst, `":`...)
+		dst = event.AppendJSONString(dst, f.value)
+	}
+	return append(dst, "}\n"...)
 }
