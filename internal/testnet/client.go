@@ -37,6 +37,10 @@ func init() {
 // RunClientIfAsked must be the first call of the TestMain of a package that
 // uses StartClient: in the re-executed test binary it runs the client and exits.
 func RunClientIfAsked() {
+	if k := os.Getenv(poolEnv); k != "" {
+		n, _ := strconv.Atoi(k)
+		os.Exit(runPool(n))
+	}
 	if spec := os.Getenv(helperEnv); spec != "" {
 		os.Exit(runClient(spec))
 	}

@@ -209,6 +209,12 @@ type topRun struct {
 
 func startTop(t *testing.T, ns *testnet.Netns) *topRun {
 	t.Helper()
+	return startTopWith(t, ns, func(*live.Config) {})
+}
+
+// startTopWith is startTop with the engine's configuration changed by set.
+func startTopWith(t *testing.T, ns *testnet.Netns, set func(*live.Config)) *topRun {
+	t.Helper()
 	flt, err := filter.Parse(filter.Options{Netns: []string{strconv.FormatUint(uint64(ns.Inode), 10)}})
 	if err != nil {
 		t.Fatal(err)
@@ -217,10 +223,12 @@ func startTop(t *testing.T, ns *testnet.Netns) *topRun {
 	r := &topRun{cancel: cancel, done: make(chan error, 1)}
 	ready := make(chan struct{})
 	go func() {
-		r.done <- Run(ctx, Config{Config: live.Config{
+		cfg := live.Config{
 			Interval: 300 * time.Millisecond, Filter: flt, Netns: ns.Inode,
 			Ready: func() { close(ready) },
-		}}, func(f *Frame) error {
+		}
+		set(&cfg)
+		r.done <- Run(ctx, Config{Config: cfg}, func(f *Frame) error {
 			r.mu.Lock()
 			r.frames = append(r.frames, f)
 			r.mu.Unlock()
