@@ -1,0 +1,76 @@
+package containertest
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/twtrace/twtrace/internal/testnet"
+)
+
+// busybox is the static busybox every container's root file system is
+// made of (Debian's busybox-static).
+const busybox = "/bin/busybox"
+
+// applets are the busybox commands a container can call by name.
+var applets = []string{"sh", "wget", "nc", "sleep", "cat", "echo", "ls", "true", "kill", "seq"}
+
+// BundleOptions shape a container's spec.
+type BundleOptions struct {
+	// CgroupsPath is the spec's linux.cgroupsPath, e.g.
+	// "/system.slice/docker-<64hex>.scope" (runc's cgroupfs driver).
+	// "" leaves the choice to runc, which uses /<container id>.
+	CgroupsPath string
+	// NetnsPath joins an existing network namespace (/var/run/netns/x,
+	// /proc/PID/ns/net); "" keeps the host's.
+	NetnsPath string
+	// Env is the process's environment beyond PATH.
+	Env []string
+}
+
+// Bundle writes an OCI bundle in a test directory and returns its path:
+// a root file system of busybox alone, and a spec running args. The spec
+// sets no rlimits: this host refuses them (runc fails setting
+// RLIMIT_NOFILE).
+func Bundle(t *testing.T, args []string, o BundleOptions) string {
+	t.Helper()
+	testnet.RequireHost(t, "runc")
+	dir := t.TempDir()
+	if err := writeRootfs(filepath.Join(dir, "rootfs")); err != nil {
+		t.Fatalf("writing the bundle's busybox root file system: %v", err)
+	}
+	spec := newSpec(args, o)
+	data, err := json.MarshalIndent(spec, "", "\t")
+	if err != nil {
+		t.Fatalf("encoding the bundle's spec: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), data, 0o644); err != nil {
+		t.Fatalf("writing the bundle's spec: %v", err)
+	}
+	return dir
+}
+
+// writeRootfs lays out /bin/busybox with its applets linked beside it, and
+// the empty mount points the spec mounts on.
+func writeRootfs(root string) error {
+	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "etc"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return err
+		}
+	}
+	data, err := os.ReadFile(busybox)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(root, "bin", "busybox"), data, 0o755); err != nil {
+		return err
+	}
+	for _, a := range applets {
+		if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
+			return err
+		}
+	}
+	// wget and nc resolve "localhost" through /etc/hosts.
+	return os.WriteFile(filepath.Join(root, "etc", "hosts"), []byte("127.0.0.1 localhost\n::1 localhost\n"), 0o644)
+}
