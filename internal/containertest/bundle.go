@@ -31,8 +31,9 @@ type BundleOptions struct {
 
 // Bundle writes an OCI bundle in a test directory and returns its path:
 // a root file system of busybox alone, and a spec running args. The spec
-// sets no rlimits: this host refuses them (runc fails setting
-// RLIMIT_NOFILE).
+// sets no rlimits: without CAP_SYS_RESOURCE (which sandboxed hosts drop)
+// runc can lower a limit but not raise one, so the container inherits the
+// caller's limits instead.
 func Bundle(t *testing.T, args []string, o BundleOptions) string {
 	t.Helper()
 	testnet.RequireHost(t, "runc")
@@ -71,6 +72,8 @@ func writeRootfs(root string) error {
 			return err
 		}
 	}
-	// wget and nc resolve "localhost" through /etc/hosts.
-	return os.WriteFile(filepath.Join(root, "etc", "hosts"), []byte("127.0.0.1 localhost\n::1 localhost\n"), 0o644)
+	return os.WriteFile(filepath.Join(root, "etc", "hosts"), []byte(etcHosts), 0o644)
 }
+
+// etcHosts lets wget and nc resolve "localhost".
+const etcHosts = "127.0.0.1 localhost\n::1 localhost\n"
