@@ -24,4 +24,18 @@
 // running on this host, cannot use systemd cgroups manager". Tests needing
 // the systemd layout's names use the cgroupfs driver with the path the
 // systemd driver would make (/system.slice/docker-<id>.scope).
+//
+// # containerd 1.6's CRI plugin
+//
+// With CgroupParent "/kubepods/besteffort/pod<uid>" (the kubelet's
+// cgroupfs driver) a pod's container lands in
+// /kubepods/besteffort/pod<uid>/<container id> and its sandbox's pause
+// process in /kubepods/besteffort/pod<uid>/<sandbox id>: the same path in
+// every v1 hierarchy and in the unified tree, as with runc alone. The ids
+// are the CRI's 64-hex ones; ListContainers returns the labels the caller
+// set. Host-network pods need no CNI: the plugin logs that it found no
+// network config and runs them.
+//
+// This host lacks CAP_SYS_RESOURCE, so the CRI's oom_score_adj of -998 for
+// a sandbox fails; Containerd sets restrict_oom_score_adj (see there).
 package containertest
