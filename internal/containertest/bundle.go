@@ -1,6 +1,7 @@
 package containertest
 
 import (
+	"debug/elf"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -8,10 +9,6 @@ import (
 
 	"github.com/twtrace/twtrace/internal/testnet"
 )
-
-// busybox is the static busybox every container's root file system is
-// made of (Debian's busybox-static).
-const busybox = "/bin/busybox"
 
 // applets are the busybox commands a container can call by name.
 var applets = []string{"sh", "wget", "nc", "sleep", "cat", "echo", "ls", "true", "kill", "seq"}
@@ -36,9 +33,9 @@ type BundleOptions struct {
 // caller's limits instead.
 func Bundle(t *testing.T, args []string, o BundleOptions) string {
 	t.Helper()
-	testnet.RequireHost(t, "runc")
+	busybox := requireStaticBusybox(t, "runc")
 	dir := t.TempDir()
-	if err := writeRootfs(filepath.Join(dir, "rootfs")); err != nil {
+	if err := writeRootfs(filepath.Join(dir, "rootfs"), busybox); err != nil {
 		t.Fatalf("writing the bundle's busybox root file system: %v", err)
 	}
 	spec := newSpec(args, o)
@@ -52,9 +49,29 @@ func Bundle(t *testing.T, args []string, o BundleOptions) string {
 	return dir
 }
 
+// requireStaticBusybox declares the host components, busybox among them,
+// and returns busybox's path. It must be statically linked (Debian's
+// busybox-static): the root file systems hold no libraries.
+func requireStaticBusybox(t *testing.T, components ...string) string {
+	t.Helper()
+	paths := testnet.RequireHost(t, append(components, "busybox")...)
+	busybox := paths[len(paths)-1]
+	f, err := elf.Open(busybox)
+	if err != nil {
+		t.Fatalf("reading %s: %v", busybox, err)
+	}
+	defer f.Close()
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			t.Fatalf("%s is dynamically linked; containers need a static busybox (busybox-static)", busybox)
+		}
+	}
+	return busybox
+}
+
 // writeRootfs lays out /bin/busybox with its applets linked beside it, and
 // the empty mount points the spec mounts on.
-func writeRootfs(root string) error {
+func writeRootfs(root, busybox string) error {
 	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "etc"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			return err

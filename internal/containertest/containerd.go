@@ -57,7 +57,8 @@ type CRI struct {
 // RunPodSandbox reports only as "can't get final child's PID from pipe: EOF".
 func Containerd(t *testing.T) *CRI {
 	t.Helper()
-	bins := testnet.RequireHost(t, "containerd", "ctr", "containerd-shim-runc-v2", "runc")
+	busybox := requireStaticBusybox(t, "containerd", "ctr", "containerd-shim-runc-v2", "runc")
+	bins := testnet.RequireHost(t, "containerd", "ctr")
 	// Not t.TempDir: a unix socket path must fit in 108 bytes.
 	dir, err := os.MkdirTemp("", "twt-containerd-")
 	if err != nil {
@@ -102,7 +103,7 @@ func Containerd(t *testing.T) *CRI {
 	c.Runtime = runtimeapi.NewRuntimeServiceClient(conn)
 	c.Images = runtimeapi.NewImageServiceClient(conn)
 	c.waitReady(t, exited)
-	c.importImages(t, bins[1])
+	c.importImages(t, bins[1], busybox)
 	return c
 }
 
@@ -187,10 +188,10 @@ func runtimeReady(st *runtimeapi.StatusResponse) bool {
 // importImages imports the pause and busybox images into the k8s.io
 // namespace, where the CRI plugin keeps its images, unpacked for its
 // snapshotter.
-func (c *CRI) importImages(t *testing.T, ctr string) {
+func (c *CRI) importImages(t *testing.T, ctr, busybox string) {
 	t.Helper()
 	var archive bytes.Buffer
-	err := WriteImageArchive(&archive,
+	err := WriteImageArchive(&archive, busybox,
 		Image{Name: PauseImage, Entrypoint: []string{"/bin/sleep", "2147483647"}},
 		Image{Name: BusyboxImage, Entrypoint: []string{"/bin/sh"}})
 	if err != nil {

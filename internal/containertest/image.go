@@ -15,7 +15,7 @@ import (
 	"time"
 )
 
-// Image is a container image made of one layer holding busybox.
+// Image is a container image made of one layer holding a static busybox.
 type Image struct {
 	Name       string // full reference: "localhost/twtrace/busybox:test"
 	Entrypoint []string
@@ -42,12 +42,13 @@ type platform struct {
 	OS           string `json:"os"`
 }
 
-// WriteImageArchive writes the images as one OCI image layout in a tar
-// stream (what `ctr images import` reads). The images share their layer;
-// each is named by the io.containerd.image.name annotation, so the import
-// needs no --base-name.
-func WriteImageArchive(w io.Writer, images ...Image) error {
-	layer, err := busyboxLayer()
+// WriteImageArchive writes the images, built on the static busybox at
+// the given path, as one OCI image layout in a tar stream (what `ctr
+// images import` reads). The images share their layer; each is named by
+// the io.containerd.image.name annotation, so the import needs no
+// --base-name.
+func WriteImageArchive(w io.Writer, busybox string, images ...Image) error {
+	layer, err := busyboxLayer(busybox)
 	if err != nil {
 		return fmt.Errorf("building the busybox layer: %w", err)
 	}
@@ -103,7 +104,7 @@ func WriteImageArchive(w io.Writer, images ...Image) error {
 }
 
 // busyboxLayer is the root file system Bundle writes, as a layer tar.
-func busyboxLayer() ([]byte, error) {
+func busyboxLayer(busybox string) ([]byte, error) {
 	bin, err := os.ReadFile(busybox)
 	if err != nil {
 		return nil, err
