@@ -6,9 +6,9 @@ import (
 	"testing"
 )
 
-// This host's own lines: v1 controllers, a named v1 hierarchy and the v2 line.
+// A hybrid host's lines: v1 controllers, a named v1 hierarchy and the v2 line.
 const procCgroupHybrid = `9:name=systemd:/
-4:memory:/process_api/bfce979ea91e7512ed386713b3482633
+4:memory:/user.slice/session-3.scope
 1:cpu,cpuacct:/kubepods/besteffort/pod1/abc
 0::/system.slice/containerd.service/kubepods-pod1.slice:cri-containerd:abc
 `
@@ -20,7 +20,7 @@ func TestParseProcCgroup(t *testing.T) {
 	}
 	want := []ProcCgroup{
 		{9, "name=systemd", "/"},
-		{4, "memory", "/process_api/bfce979ea91e7512ed386713b3482633"},
+		{4, "memory", "/user.slice/session-3.scope"},
 		{1, "cpu,cpuacct", "/kubepods/besteffort/pod1/abc"},
 		{0, "", "/system.slice/containerd.service/kubepods-pod1.slice:cri-containerd:abc"},
 	}
