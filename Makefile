@@ -7,9 +7,11 @@ CLANG     ?= clang-14
 BIN       := bin/twtrace
 LOAD      := bin/twload
 DEB_PKGS  := clang-14 llvm-14 libbpf-dev
+# The real components some tests run against (docs/vmtest.md lists them).
+TEST_PKGS := runc containerd busybox-static
 FUZZTIME  ?= 10s
 
-.PHONY: all build generate check-generated deps test vmtest vmtest-kernels fuzz lint run demo bench clean
+.PHONY: all build generate check-generated deps test-deps test vmtest vmtest-kernels fuzz lint run demo bench clean
 
 all: build
 
@@ -48,8 +50,26 @@ deps:
 # Privileged tests need root (or CAP_BPF+CAP_PERFMON+CAP_NET_ADMIN+CAP_SYS_ADMIN);
 # without them they skip, except under CI=true where they fail. Packages run
 # one at a time (-p 1): tests count the BPF programs loaded host-wide.
-test:
+test: test-deps
 	$(GO) test -p 1 -count=1 ./...
+
+# Installs the real components tests run against (a container runtime,
+# busybox for container images) when missing and root with apt-get;
+# otherwise says what is missing: those tests then skip, except under
+# CI=true, where they fail.
+test-deps:
+	@missing=""; \
+	command -v runc >/dev/null || missing="$$missing runc"; \
+	command -v containerd >/dev/null || missing="$$missing containerd"; \
+	test -x /bin/busybox && ! ldd /bin/busybox >/dev/null 2>&1 || missing="$$missing busybox-static"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "missing:$$missing (install with: apt-get install$$missing); the tests that need them skip" >&2; \
+		fi; \
+	fi
 
 # The test suite inside QEMU VMs booted with Debian's cloud kernels, in
 # software emulation (see docs/vmtest.md); arm64-6.12 in qemu-system-aarch64
@@ -68,7 +88,7 @@ vmtest-kernels:
 	test/vm/fetch.sh .cache/vmtest $(KERNELS)
 
 fuzz:
-	@for pkg in ./pkg/event ./pkg/filter ./pkg/load ./pkg/inventory ./pkg/headroom ./pkg/verdict ./pkg/run; do \
+	@for pkg in ./pkg/event ./pkg/filter ./pkg/load ./pkg/inventory ./pkg/headroom ./pkg/verdict ./pkg/run ./internal/containertest; do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 			echo "fuzzing $$pkg $$f for $(FUZZTIME)"; \
 			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
