@@ -67,6 +67,7 @@ type Frame struct {
 	IntervalS    float64                  `json:"interval_s"`
 	UptimeS      float64                  `json:"uptime_s"`
 	Sort         string                   `json:"sort"`
+	By           string                   `json:"by"`
 	Rows         []report.Row             `json:"rows"`
 	Destinations []report.LiveDestination `json:"destinations"`
 	Namespaces   []report.Namespace       `json:"namespaces"`
@@ -101,6 +102,7 @@ func View(f *live.Frame, by Sort, k int) *Frame {
 		IntervalS:    report.Round3(f.Interval.Seconds()),
 		UptimeS:      report.Round3(f.Uptime.Seconds()),
 		Sort:         by.String(),
+		By:           f.By.String(),
 		Rows:         rank(f.Rows, by, k),
 		Destinations: f.Destinations,
 		Namespaces:   f.Namespaces,
