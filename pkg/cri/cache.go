@@ -137,9 +137,9 @@ func (c *Cache) lookup(k askKey) (Names, bool) {
 func (c *Cache) Run(ctx context.Context) {
 	path, err := socketPath(c.opts.Endpoint)
 	if err != nil {
-		c.failures.Add(1)
 		c.state.Store(uint32(StateDown))
 		fmt.Fprintf(c.opts.Log, "twtrace: CRI endpoint %q: %v; pod names fall back to ids\n", c.opts.Endpoint, err)
+		c.failures.Add(1)
 		return
 	}
 	defer c.hangUp()
@@ -177,19 +177,21 @@ func (c *Cache) refresh(ctx context.Context, path string) {
 	if ctx.Err() != nil {
 		return // shutting down: not the CRI's failure
 	}
+	// The counters move last: a reader that sees them move sees the
+	// snapshot and the log line that go with them.
 	if err != nil {
-		c.failures.Add(1)
 		if State(c.state.Swap(uint32(StateDown))) != StateDown {
 			msg := strings.ReplaceAll(err.Error(), "\n", " ")
 			fmt.Fprintf(c.opts.Log, "twtrace: CRI %s unavailable: %s; pod names fall back to ids\n", c.opts.Endpoint, msg)
 		}
+		c.failures.Add(1)
 		return
 	}
-	c.listings.Add(1)
+	c.snap.Store(c.snap.Load().next(l, asked, c.now()))
 	if State(c.state.Swap(uint32(StateUp))) == StateDown {
 		fmt.Fprintf(c.opts.Log, "twtrace: CRI %s is back; pods are named again\n", c.opts.Endpoint)
 	}
-	c.snap.Store(c.snap.Load().next(l, asked, c.now()))
+	c.listings.Add(1)
 }
 
 // State is the CRI as the last listing found it.
