@@ -119,6 +119,7 @@ func (c *Cache) lookup(k askKey) (Names, bool) {
 	if until, ok := s.unknown[k]; ok && c.now().Before(until) {
 		return Names{}, false
 	}
+	// mu is never held across a CRI call: Run holds it only to swap maps.
 	c.mu.Lock()
 	if len(c.asked) < maxAsked {
 		c.asked[k] = struct{}{}
@@ -133,7 +134,7 @@ func (c *Cache) lookup(k askKey) (Names, bool) {
 
 // Run lists at once, then again on a miss (Refresh after the last listing
 // at the soonest) until ctx ends. Failures are counted and logged once per
-// outage.
+// outage. Call it once.
 func (c *Cache) Run(ctx context.Context) {
 	path, err := socketPath(c.opts.Endpoint)
 	if err != nil {
