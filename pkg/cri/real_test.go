@@ -2,29 +2,28 @@ package cri
 
 import (
 	"context"
-	"os"
+	"fmt"
 	"testing"
 	"time"
 
-	"github.com/twtrace/twtrace/internal/testnet"
+	"github.com/twtrace/twtrace/internal/containertest"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// endpointEnv names the CRI of a real runtime (containerd from the
-// distribution) with at least one pod running, as a kubelet would have
-// made it; the container fixtures start one.
-const endpointEnv = "TWTRACE_TEST_CRI_ENDPOINT"
-
-// A real runtime's CRI: every pod sandbox and every kubelet-labelled
-// container it lists is named by the cache exactly as the runtime reports
-// it (asked independently, with a client of our own).
+// A real runtime's CRI (containerd from the distribution, started and
+// driven as a kubelet would: containertest), with two pods: every pod
+// sandbox and every kubelet-labelled container it lists is named by the
+// cache exactly as the runtime reports it (asked independently, with a
+// client of our own).
 func TestRealCRI(t *testing.T) {
-	testnet.RequireHost(t, "containerd")
-	endpoint := os.Getenv(endpointEnv)
-	if endpoint == "" {
-		t.Skipf("%s is not set: it names a running containerd's CRI socket with a pod in it", endpointEnv)
+	rt := containertest.Containerd(t)
+	for i, name := range []string{"checkout-7d9f", "cart-5c4b"} {
+		rt.Pod(t, containertest.PodSpec{
+			Name: name, Namespace: "payments", UID: fmt.Sprintf("6f1d2c3b-8a9e-4f70-b1c2-d3e4f5a6b7c%d", i),
+			Container: "api", Args: []string{"sleep", "600"},
+		})
 	}
-	checkRealCRI(t, endpoint)
+	checkRealCRI(t, rt.Endpoint)
 }
 
 // checkRealCRI checks the cache against the CRI at endpoint, which must
