@@ -27,6 +27,7 @@ func (s *session) destinations(f *Frame, sc scan, snap *aggregate.Snapshot, tw j
 	worstOf := map[rowDest]*worst{}
 	for _, sd := range sc.all {
 		nsView, dests, _ := report.FromNamespace(sd.ns, &sd.r)
+		nsView.Owner = report.OwnerOf(s.cfg.Owners, nsView.PID)
 		s.namespaceRates(&nsView, sd.ns, snap.Interval.Seconds())
 		f.Namespaces = append(f.Namespaces, nsView)
 		for i := range dests {

@@ -46,6 +46,8 @@ func (r *Row) Whose() string {
 // container, or its systemd unit; "" for none.
 func Owner(id *workload.Identity) string {
 	switch {
+	case id.Pod != "" && id.Container == "":
+		return event.Escape(id.PodNamespace + "/" + id.Pod)
 	case id.Pod != "":
 		return event.Escape(id.PodNamespace + "/" + id.Pod + "/" + id.Container)
 	case id.ContainerID != "":
@@ -56,4 +58,18 @@ func Owner(id *workload.Identity) string {
 		return event.Escape(id.Unit)
 	}
 	return ""
+}
+
+// OwnerOf is what owns process pid when a container or pod does (nil
+// otherwise, and without owners): how a namespace is named for a person.
+func OwnerOf(owners workload.Resolver, pid int) *workload.Identity {
+	if owners == nil || pid <= 0 {
+		return nil
+	}
+	id := owners.Owner(0, &workload.Process{PID: uint32(pid)})
+	if id.ContainerID == "" && id.PodUID == "" {
+		return nil
+	}
+	owners.Name(&id)
+	return &id
 }

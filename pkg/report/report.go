@@ -13,6 +13,7 @@ import (
 
 	"github.com/twtrace/twtrace/pkg/headroom"
 	"github.com/twtrace/twtrace/pkg/inventory"
+	"github.com/twtrace/twtrace/pkg/workload"
 )
 
 // Namespace is one network namespace's settings and totals.
@@ -24,6 +25,9 @@ type Namespace struct {
 	Comm string `json:"comm,omitempty"`
 	// Name is the namespace's name under /run/netns, if any.
 	Name string `json:"name,omitempty"`
+	// Owner is the container or pod that process belongs to, when one
+	// does (see NameOwner).
+	Owner *workload.Identity `json:"owner,omitempty"`
 
 	PortRange     [2]uint16   `json:"port_range"`
 	ReservedPorts [][2]uint16 `json:"reserved_ports"`

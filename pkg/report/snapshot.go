@@ -80,6 +80,9 @@ func NamespaceLine(n *Namespace) string {
 	if n.Name != "" {
 		who = n.Name + ", " + who
 	}
+	if n.Owner != nil {
+		who = Owner(n.Owner) + ", " + who
+	}
 	reuse := [...]string{"0", "1", "2 (lo)"}
 	r := fmt.Sprint(n.TwReuse)
 	if n.TwReuse >= 0 && n.TwReuse < len(reuse) {
