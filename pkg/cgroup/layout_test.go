@@ -99,6 +99,7 @@ var layoutCases = []struct {
 	{"empty components", "//docker//" + ctr + "/", Layout{Runtime: "docker", ContainerID: ctr}},
 	{"dot-dot", "/docker/../" + ctr, Layout{}},
 	{"control characters kept raw", "/system.slice/evil\x1b[2J\n.service", Layout{Unit: "evil\x1b[2J\n.service"}},
+	{"escape sequence kept raw", "/system.slice/evil\x1b[31m\t.service", Layout{Unit: "evil\x1b[31m\t.service"}},
 }
 
 func TestParseLayout(t *testing.T) {
