@@ -89,7 +89,9 @@ func containerComponent(c string, parentDocker, inPod bool) (runtime, id, podUID
 		if !known || !isContainerID(id) {
 			return "", "", "", false
 		}
-		podUID, _ = podComponent(slice, true)
+		if uid, isPod := podComponent(slice, true); isPod {
+			podUID = uid
+		}
 		return rt, id, podUID, true
 	}
 	for _, s := range scopePrefixes {
