@@ -274,3 +274,58 @@ func TestIDIsInode(t *testing.T) {
 		}
 	}
 }
+
+// Lookups from many goroutines while unknown ids make the table be
+// re-walked and swapped (run with -race).
+func TestLookupConcurrent(t *testing.T) {
+	requireRoot(t)
+	m := v2Mount(t)
+	prefix := testPrefix(t, m.point)
+	r, err := NewResolver(Options{Root: m.point})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.now = func() time.Time { return time.Now().Add(time.Duration(r.walks.Load()) * rewalkEvery) }
+	id, err := cgroupID(filepath.Join(m.point, prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Info{Path: "/" + prefix}
+	done := make(chan error)
+	for g := range 4 {
+		go func() {
+			for i := range 200 {
+				if got := r.Lookup(id, Process{PID: uint32(os.Getpid())}); got != want {
+					done <- fmt.Errorf("goroutine %d, lookup %d: got %+v", g, i, got)
+					return
+				}
+				r.Lookup(1<<62+uint64(i), Process{})
+				r.Lookup(0, Process{PID: uint32(os.Getpid())})
+			}
+			done <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+	t.Logf("stats %+v", r.Stats())
+}
+
+// MaxCgroups bounds the table: the walk stops there and says so.
+func TestWalkBound(t *testing.T) {
+	requireRoot(t)
+	m := v2Mount(t)
+	prefix := testPrefix(t, m.point)
+	if err := os.MkdirAll(filepath.Join(m.point, prefix, "a/b/c"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewResolver(Options{Root: m.point, MaxCgroups: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := r.Stats(); s.Cgroups != 3 || !s.Full {
+		t.Errorf("stats %+v, want 3 cgroups and full", s)
+	}
+}
