@@ -1,7 +1,6 @@
 package cgroup
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -234,21 +233,4 @@ func (r *Resolver) Stats() Stats {
 		Cgroups:    len(t.ids),
 		Full:       t.full,
 	}
-}
-
-// errNoV2 is returned by ID when there is no v2 hierarchy to ask.
-var errNoV2 = errors.New("no cgroup v2 hierarchy")
-
-// ID is the cgroup v2 id of the cgroup at path (a path under the
-// hierarchy's root, as Info.Path gives), for tests and callers that
-// start from a path.
-func (r *Resolver) ID(path string) (uint64, error) {
-	if !r.hasV2 {
-		return 0, errNoV2
-	}
-	rel, err := filepath.Rel(r.mount.root, filepath.Join("/", path))
-	if err != nil {
-		return 0, err
-	}
-	return cgroupID(filepath.Join(r.mount.point, rel))
 }
