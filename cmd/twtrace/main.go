@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/twtrace/twtrace/pkg/filter"
+	"github.com/twtrace/twtrace/pkg/owner"
 	"github.com/twtrace/twtrace/pkg/tracer"
 	"github.com/twtrace/twtrace/pkg/watch"
 	"github.com/twtrace/twtrace/pkg/workload"
@@ -75,12 +77,24 @@ func addWatchFlags(cmd *cobra.Command, f *watchFlags) {
 	fl.StringSliceVar(&f.pods, "pod", nil, "only these Kubernetes pods (names, from the CRI)")
 	fl.StringSliceVar(&f.podNamespaces, "pod-namespace", nil, "only pods in these Kubernetes namespaces")
 	fl.StringSliceVar(&f.containers, "container", nil, "only these containers: Kubernetes container names, or container ids (a prefix of 4 or more)")
-	fl.StringVar(&f.criEndpoint, "cri-endpoint", "", "the node's CRI socket, for pod and container names (default: the first of containerd's, CRI-O's and cri-dockerd's usual sockets that exists; \"none\": do not ask)")
+	fl.StringVar(&f.criEndpoint, "cri-endpoint", "", criEndpointUsage)
 }
+
+const criEndpointUsage = "the node's CRI socket, for pod and container names (default: the first of containerd's, CRI-O's and cri-dockerd's usual sockets that exists; \"none\": ask none)"
 
 // selector is the --pod, --pod-namespace and --container flags.
 func (f *workloadFlags) selector() workload.Selector {
 	return workload.Selector{Pods: f.pods, PodNamespaces: f.podNamespaces, Containers: f.containers}
+}
+
+// owners resolves what owns the traced processes (cgroup, container,
+// pod, unit; names from the CRI), with --cri-endpoint. Close it when done.
+func (f *workloadFlags) owners(stderr io.Writer) (*owner.Host, error) {
+	h, err := owner.New(owner.Options{Endpoint: f.criEndpoint, Log: stderr})
+	if err != nil {
+		return nil, fmt.Errorf("resolving cgroups: %w", err)
+	}
+	return h, nil
 }
 
 // parseBy checks --by.
@@ -154,6 +168,11 @@ func runWatch(cmd *cobra.Command, f *watchFlags) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	stderr := cmd.ErrOrStderr()
+	owners, err := f.owners(stderr)
+	if err != nil {
+		return err
+	}
+	defer owners.Close()
 	loss, err := watch.Run(ctx, watch.Config{
 		Format:     format,
 		Filter:     flt,
@@ -162,6 +181,7 @@ func runWatch(cmd *cobra.Command, f *watchFlags) error {
 		RingSize:   f.ringSize,
 		MaxSockets: f.maxSockets,
 		Select:     f.selector(),
+		Owners:     owners,
 		Tier:       tier,
 		Ready: func() {
 			fmt.Fprintln(stderr, "twtrace: tracing TIME_WAIT entries and ephemeral-port failures; Ctrl-C to stop")

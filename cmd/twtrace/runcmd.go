@@ -129,6 +129,11 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 		out = fh
 	}
 
+	owners, err := f.owners(cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	defer owners.Close()
 	sigs, stopSignals := forwardedSignals()
 	defer stopSignals()
 	rep, err := twrun.Run(context.Background(), twrun.Config{
@@ -136,7 +141,7 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 		Stdin: os.Stdin, Stdout: cmd.OutOrStdout(), Stderr: os.Stderr,
 		Interval: f.interval, Drain: f.drain, Filter: flt, Signals: sigs,
 		Thresholds: th, RingSize: f.ringSize, MaxSockets: f.maxSockets, Tier: tier,
-		By: by, Select: f.selector(),
+		By: by, Select: f.selector(), Owners: owners,
 	})
 	if errors.Is(err, twrun.ErrStart) {
 		// As a shell: 127 when COMMAND is not found, 126 when it cannot run.

@@ -143,13 +143,18 @@ func runTop(cmd *cobra.Command, f *topFlags) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	owners, err := f.owners(cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	defer owners.Close()
 	var sortNow atomic.Int32
 	sortNow.Store(int32(sortKey))
 	cfg := top.Config{
 		Config: live.Config{
 			Interval: f.interval, Count: f.count, Filter: flt,
 			Netns: flt.SingleNetns(), RingSize: f.ringSize, MaxSockets: f.maxSockets, Tier: tier,
-			By: by, Select: f.selector(),
+			By: by, Select: f.selector(), Owners: owners,
 		},
 		Rows: f.rows,
 		Sort: func() top.Sort { return top.Sort(sortNow.Load()) },
@@ -225,8 +230,9 @@ func runTopScreen(ctx context.Context, quit func(), cfg top.Config, out *os.File
 }
 
 type snapshotFlags struct {
-	output string
-	netns  []string
+	output      string
+	netns       []string
+	criEndpoint string
 }
 
 func newSnapshotCommand() *cobra.Command {
@@ -244,6 +250,7 @@ connect() could still pick. No tracing: it answers at once.`,
 	}
 	cmd.Flags().StringVarP(&f.output, "output", "o", "table", "output format: table or json")
 	cmd.Flags().StringSliceVar(&f.netns, "netns", nil, "only these network namespaces (inode numbers)")
+	cmd.Flags().StringVar(&f.criEndpoint, "cri-endpoint", "", criEndpointUsage)
 	return cmd
 }
 
@@ -262,6 +269,9 @@ func runSnapshot(cmd *cobra.Command, f *snapshotFlags) error {
 	defer sc.Close()
 	snap, _, err := report.Take(sc, flt.AdmitsNetns)
 	if err != nil {
+		return err
+	}
+	if err := nameOwners(snap.Namespaces, f.criEndpoint, cmd.ErrOrStderr()); err != nil {
 		return err
 	}
 	out := cmd.OutOrStdout()
@@ -302,4 +312,19 @@ func readKeys(quit func(), sortNow *atomic.Int32) {
 			}
 		}
 	}
+}
+
+// nameOwners names each namespace by the container or pod its process
+// belongs to, waiting a moment for the CRI's first answer.
+func nameOwners(nss []report.Namespace, criEndpoint string, stderr io.Writer) error {
+	owners, err := (&workloadFlags{criEndpoint: criEndpoint}).owners(stderr)
+	if err != nil {
+		return err
+	}
+	defer owners.Close()
+	owners.WaitNames(2 * time.Second)
+	for i := range nss {
+		nss[i].Owner = report.OwnerOf(owners, nss[i].PID)
+	}
+	return nil
 }
