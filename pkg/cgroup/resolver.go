@@ -136,19 +136,25 @@ func (r *Resolver) Lookup(id uint64, p Process) Info {
 		r.resolved.Add(1)
 		return info
 	}
-	return r.rewalk(id)
+	if info, ok := r.rewalk(id); ok {
+		return info
+	}
+	// Not in the hierarchy as last walked, and no walk allowed yet (or
+	// the cgroup is gone): the process, if it still lives, says where
+	// it is.
+	return r.fromProcess(p)
 }
 
 // rewalk looks for an id the table does not hold: a cgroup made since
-// the last walk. At most one walk per rewalkEvery; misses in between
-// are unresolved.
-func (r *Resolver) rewalk(id uint64) Info {
+// the last walk. At most one walk per rewalkEvery; ok is false when the
+// id is still unknown.
+func (r *Resolver) rewalk(id uint64) (Info, bool) {
 	r.walkMu.Lock()
 	defer r.walkMu.Unlock()
 	// Another lookup may have walked while this one waited.
 	if info, ok := r.table.Load().ids[id]; ok {
 		r.resolved.Add(1)
-		return info
+		return info, true
 	}
 	if now := r.now(); now.Sub(r.lastWalk) >= rewalkEvery {
 		r.lastWalk = now
@@ -157,12 +163,11 @@ func (r *Resolver) rewalk(id uint64) Info {
 			r.table.Store(t)
 			if info, ok := t.ids[id]; ok {
 				r.resolved.Add(1)
-				return info
+				return info, true
 			}
 		}
 	}
-	r.unresolved.Add(1)
-	return Info{}
+	return Info{}, false
 }
 
 // fromProcess answers from the process's /proc/PID/cgroup, once per

@@ -214,8 +214,10 @@ func TestLookupRealLayouts(t *testing.T) {
 	t.Logf("%d layouts resolved from %d cgroups in one walk", len(cases), s.Cgroups)
 }
 
-// A cgroup made after the walk resolves once a re-walk is allowed; ids
-// unknown in between are counted unresolved without walking again.
+// A cgroup made after the walk: within a second of the walk, a process
+// that still lives says where it is (/proc/PID/cgroup); one that is gone
+// is unresolved, without walking again; once a re-walk is allowed, the
+// id resolves from the hierarchy whoever asks.
 func TestLookupRewalk(t *testing.T) {
 	requireRoot(t)
 	m := v2Mount(t)
@@ -238,19 +240,20 @@ func TestLookupRewalk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := r.Lookup(id, proc.Process); got != (Info{}) {
-		t.Errorf("within a second of the walk: got %+v, want nothing (rate-limited)", got)
+	want := Info{Path: "/" + prefix + rel, Layout: Layout{Runtime: "docker", ContainerID: ctr}}
+	gone := Process{PID: 1<<22 - 3} // above any pid_max but the largest
+	if got := r.Lookup(id, proc.Process); got != want {
+		t.Errorf("within a second of the walk, a live process: got %+v, want %+v", got, want)
+	}
+	if got := r.Lookup(id, gone); got != (Info{}) {
+		t.Errorf("within a second of the walk, a process gone: got %+v, want nothing", got)
 	}
 	clock = clock.Add(rewalkEvery)
-	want := Info{Path: "/" + prefix + rel, Layout: Layout{Runtime: "docker", ContainerID: ctr}}
-	if got := r.Lookup(id, proc.Process); got != want {
+	if got := r.Lookup(id, gone); got != want {
 		t.Errorf("after a second: got %+v, want %+v", got, want)
 	}
-	if got := r.Lookup(1<<62, proc.Process); got != (Info{}) {
-		t.Errorf("an id no cgroup has: got %+v", got)
-	}
-	if s := r.Stats(); s.Walks != 2 || s.Resolved != 1 || s.Unresolved != 2 {
-		t.Errorf("stats %+v, want 2 walks, 1 resolved, 2 unresolved", s)
+	if s := r.Stats(); s.Walks != 2 || s.Resolved != 1 || s.FromProc != 1 || s.Unresolved != 1 {
+		t.Errorf("stats %+v, want 2 walks, 1 resolved, 1 from /proc, 1 unresolved", s)
 	}
 }
 
