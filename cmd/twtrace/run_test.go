@@ -285,3 +285,38 @@ func shellQuote(argv []string) []string {
 	}
 	return out
 }
+
+// A shell loop of 30 short-lived clients, one connection each: run keeps
+// one entry per process, but the workload (the 30 of them, folded by
+// program) is one, judged per-request, and so is each of its processes.
+func TestRunFoldsShellLoop(t *testing.T) {
+	requireBPF(t)
+	ns, s := churnNetns(t)
+	client := strings.Join(shellQuote(clientCmd(t, testnet.ClientSpec{Dest: s.Dest(false), N: 1})), " ")
+	res := twtraceRun(t, ns, "--", "sh", "-c", "i=0; while [ $i -lt 30 ]; do "+client+" || exit 1; i=$((i+1)); done")
+	if res.code != 0 || res.report == nil || len(res.clients) != 30 {
+		t.Fatalf("exit %d, report %v, %d clients; stderr %s", res.code, res.report != nil, len(res.clients), res.stderr)
+	}
+	r := res.report
+	if r.By != "program" || len(r.Workloads) != 1 {
+		t.Fatalf("by %q, workloads %+v: want one, by program", r.By, r.Workloads)
+	}
+	w := r.Workloads[0]
+	if w.Workload != testnet.ClientComm || w.ProcessCount != 30 || w.Connects != 30 || w.Timewait != 30 || w.Verdict != "per-request" {
+		t.Errorf("workload %+v: want %s, 30 processes, 30 connects and timewait, per-request", w, testnet.ClientComm)
+	}
+	if len(r.Processes) != 30 {
+		t.Fatalf("%d processes, want 30", len(r.Processes))
+	}
+	for _, c := range res.clients {
+		if p := procOf(t, r, c.PID); p.Connects != 1 || p.Timewait != 1 || p.Verdict != "per-request" {
+			t.Errorf("process %+v: want 1 connect, 1 timewait, per-request", p)
+		}
+	}
+	if len(r.Rows) != 1 || r.Rows[0].ProcessCount != 30 || r.Rows[0].ParentComm != "sh" {
+		t.Errorf("rows %+v: want one row of 30 processes under sh", r.Rows)
+	}
+	if !strings.Contains(res.stderr, testnet.ClientComm+" ×30 ← sh ") {
+		t.Errorf("text report does not name the folded workload: %s", res.stderr)
+	}
+}

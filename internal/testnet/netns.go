@@ -104,3 +104,9 @@ func (n *Netns) Park(t testing.TB) {
 	<-in
 	t.Cleanup(func() { close(release) })
 }
+
+// Path names the namespace for another process (a container runtime
+// joining it): this process's descriptor of it.
+func (n *Netns) Path() string {
+	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), n.file.Fd())
+}

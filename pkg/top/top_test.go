@@ -215,7 +215,13 @@ func startTop(t *testing.T, ns *testnet.Netns) *topRun {
 // startTopWith is startTop with the engine's configuration changed by set.
 func startTopWith(t *testing.T, ns *testnet.Netns, set func(*live.Config)) *topRun {
 	t.Helper()
-	flt, err := filter.Parse(filter.Options{Netns: []string{strconv.FormatUint(uint64(ns.Inode), 10)}})
+	return startTopIn(t, ns.Inode, set)
+}
+
+// startTopIn is startTopWith for the namespace of that inode.
+func startTopIn(t *testing.T, inode uint32, set func(*live.Config)) *topRun {
+	t.Helper()
+	flt, err := filter.Parse(filter.Options{Netns: []string{strconv.FormatUint(uint64(inode), 10)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +230,7 @@ func startTopWith(t *testing.T, ns *testnet.Netns, set func(*live.Config)) *topR
 	ready := make(chan struct{})
 	go func() {
 		cfg := live.Config{
-			Interval: 300 * time.Millisecond, Filter: flt, Netns: ns.Inode,
+			Interval: 300 * time.Millisecond, Filter: flt, Netns: inode,
 			Ready: func() { close(ready) },
 		}
 		set(&cfg)
