@@ -237,9 +237,7 @@ func (s *session) losses(f *Frame, snap *aggregate.Snapshot, refused uint64) err
 	s.mu.Lock()
 	f.Losses.UncountedProcesses = snap.UncountedProcesses + s.untallied
 	s.mu.Unlock()
-	if o, ok := s.cfg.Owners.(interface{ Unresolved() uint64 }); ok {
-		f.Losses.UnresolvedOwners = o.Unresolved()
-	}
+	f.Losses.UnresolvedOwners = s.unresolved.Load()
 	if s.cfg.Follow != nil {
 		f.Losses.UnfollowedForks = l.UnfollowedForks
 		_, err := s.tr.SweepFollowed()

@@ -173,6 +173,9 @@ type session struct {
 	prevNs    map[uint32]inventory.Counters
 	nsMem     map[uint32]*inventory.Namespace // each namespace's scan, reused
 	drains    atomic.Uint64                   // times the reader emptied the ring
+	// unresolved counts the events and connect counts whose cgroup had
+	// no path (Config.Owners).
+	unresolved atomic.Uint64
 }
 
 // DefaultRingSize is the engine's ring buffer: 1 MiB per CPU, at least 2

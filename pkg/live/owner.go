@@ -39,7 +39,9 @@ func connectCgroup(*tracer.ConnectCount) uint64 { return 0 }
 func (s *session) keyOf(e *event.Event, cgroupID uint64, p *workload.Process) aggregate.Key {
 	var id workload.Identity
 	if s.cfg.Owners != nil {
-		id = s.cfg.Owners.Owner(cgroupID, p)
+		if id = s.cfg.Owners.Owner(cgroupID, p); id.Cgroup == "" {
+			s.unresolved.Add(1)
+		}
 	}
 	k := aggregate.KeyFor(e, workload.GroupOf(s.cfg.By, p, &id))
 	s.mu.Lock()

@@ -8,7 +8,6 @@ package owner
 import (
 	"context"
 	"io"
-	"sync/atomic"
 	"time"
 
 	"github.com/twtrace/twtrace/pkg/cgroup"
@@ -30,10 +29,9 @@ type Options struct {
 
 // Host resolves what owns the processes of this host.
 type Host struct {
-	cgroups    *cgroup.Resolver
-	names      *cri.Cache // nil: no CRI
-	unresolved atomic.Uint64
-	stop       context.CancelFunc
+	cgroups *cgroup.Resolver
+	names   *cri.Cache // nil: no CRI
+	stop    context.CancelFunc
 }
 
 // New starts a Host: the cgroup hierarchy is walked now, the CRI (if
@@ -76,9 +74,6 @@ func (h *Host) WaitNames(d time.Duration) {
 // Owner is what p's cgroup says (workload.Resolver).
 func (h *Host) Owner(cgroupID uint64, p *workload.Process) workload.Identity {
 	info := h.cgroups.Lookup(cgroupID, cgroup.Process{PID: p.PID, PPID: p.PPID, ExeIno: p.ExeIno})
-	if info.Path == "" {
-		h.unresolved.Add(1)
-	}
 	return workload.Identity{
 		Cgroup: info.Path, ContainerID: info.ContainerID, ContainerRuntime: info.Runtime,
 		PodUID: info.PodUID, Unit: info.Unit,
@@ -107,6 +102,3 @@ func (h *Host) Name(id *workload.Identity) {
 		id.PodUID = n.PodUID
 	}
 }
-
-// Unresolved counts the lookups that found no cgroup path.
-func (h *Host) Unresolved() uint64 { return h.unresolved.Load() }
