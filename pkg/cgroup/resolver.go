@@ -1,10 +1,13 @@
 package cgroup
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +70,13 @@ type Resolver struct {
 	walkMu   sync.Mutex // one walk at a time; guards lastWalk
 	lastWalk time.Time
 
+	// The v2 mount, open, and its file handles' type: a cgroup made
+	// since the last walk is opened by its id (byHandle).
+	mountFD    int
+	handleType int32
+	extraMu    sync.RWMutex
+	extra      map[uint64]Info // cgroups found by handle since the last walk
+
 	procMu    sync.RWMutex
 	processes map[Process]Info
 
@@ -115,6 +125,9 @@ func NewResolver(o Options) (*Resolver, error) {
 		if t, err = walk(r.mount, r.maxCgroups); err != nil {
 			return nil, err
 		}
+		if err := r.openMount(); err != nil {
+			return nil, err
+		}
 		r.walks.Add(1)
 		r.lastWalk = r.now()
 	}
@@ -133,6 +146,10 @@ func (r *Resolver) Lookup(id uint64, p Process) Info {
 		return r.fromProcess(p)
 	}
 	if info, ok := t.ids[id]; ok {
+		r.resolved.Add(1)
+		return info
+	}
+	if info, ok := r.byHandle(id); ok {
 		r.resolved.Add(1)
 		return info
 	}
@@ -161,6 +178,9 @@ func (r *Resolver) rewalk(id uint64) (Info, bool) {
 		r.walks.Add(1)
 		if t, err := walk(r.mount, r.maxCgroups); err == nil {
 			r.table.Store(t)
+			r.extraMu.Lock()
+			clear(r.extra)
+			r.extraMu.Unlock()
 			if info, ok := t.ids[id]; ok {
 				r.resolved.Add(1)
 				return info, true
@@ -238,4 +258,55 @@ func (r *Resolver) Stats() Stats {
 		Cgroups:    len(t.ids),
 		Full:       t.full,
 	}
+}
+
+// openMount opens the v2 mount for byHandle, and learns the type of its
+// file handles (kernfs's).
+func (r *Resolver) openMount() error {
+	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, r.mount.point, 0)
+	if err != nil {
+		return fmt.Errorf("getting the handle of %s: %w", r.mount.point, err)
+	}
+	fd, err := unix.Open(r.mount.point, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("opening the cgroup v2 mount: %w", err)
+	}
+	r.mountFD, r.handleType = fd, h.Type()
+	r.extra = make(map[uint64]Info)
+	return nil
+}
+
+// byHandle finds a cgroup made since the last walk without walking: its
+// id is its kernfs file handle, so open_by_handle_at opens it, and the
+// descriptor's link names its path. Remembered until the next walk.
+func (r *Resolver) byHandle(id uint64) (Info, bool) {
+	r.extraMu.RLock()
+	info, ok := r.extra[id]
+	r.extraMu.RUnlock()
+	if ok {
+		return info, true
+	}
+	var b [8]byte
+	binary.NativeEndian.PutUint64(b[:], id)
+	fd, err := unix.OpenByHandleAt(r.mountFD, unix.NewFileHandle(r.handleType, b[:]), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if err != nil {
+		return Info{}, false // gone, or not a cgroup of this hierarchy
+	}
+	link, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	unix.Close(fd)
+	if err != nil {
+		return Info{}, false
+	}
+	rel, err := filepath.Rel(r.mount.point, link)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return Info{}, false
+	}
+	full := path.Join("/", r.mount.root, rel)
+	info = Info{Path: full, Layout: ParseLayout(full)}
+	r.extraMu.Lock()
+	if len(r.extra) < r.maxCgroups {
+		r.extra[id] = info
+	}
+	r.extraMu.Unlock()
+	return info, true
 }

@@ -214,11 +214,11 @@ func TestLookupRealLayouts(t *testing.T) {
 	t.Logf("%d layouts resolved from %d cgroups in one walk", len(cases), s.Cgroups)
 }
 
-// A cgroup made after the walk: within a second of the walk, a process
-// that still lives says where it is (/proc/PID/cgroup); one that is gone
-// is unresolved, without walking again; once a re-walk is allowed, the
-// id resolves from the hierarchy whoever asks.
-func TestLookupRewalk(t *testing.T) {
+// A cgroup made after the walk resolves at once, without a walk: its id
+// is its file handle (open_by_handle_at). A cgroup already removed cannot
+// be opened: unresolved, walked for at most once a second, and a live
+// process whose cgroup it was not would not be asked.
+func TestLookupNewCgroup(t *testing.T) {
 	requireRoot(t)
 	m := v2Mount(t)
 	prefix := testPrefix(t, m.point)
@@ -234,26 +234,41 @@ func TestLookupRewalk(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	proc := startChild(t)
-	moveInto(t, dir, proc.PID)
 	id, err := cgroupID(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Info{Path: "/" + prefix + rel, Layout: Layout{Runtime: "docker", ContainerID: ctr}}
 	gone := Process{PID: 1<<22 - 3} // above any pid_max but the largest
-	if got := r.Lookup(id, proc.Process); got != want {
-		t.Errorf("within a second of the walk, a live process: got %+v, want %+v", got, want)
+	want := Info{Path: "/" + prefix + rel, Layout: Layout{Runtime: "docker", ContainerID: ctr}}
+	if got := r.Lookup(id, gone); got != want {
+		t.Errorf("a cgroup made after the walk: got %+v, want %+v", got, want)
 	}
-	if got := r.Lookup(id, gone); got != (Info{}) {
-		t.Errorf("within a second of the walk, a process gone: got %+v, want nothing", got)
+	removed := filepath.Join(m.point, prefix, "removed")
+	if err := os.Mkdir(removed, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rid, err := cgroupID(removed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(removed); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Lookup(rid, gone); got != (Info{}) {
+		t.Errorf("a removed cgroup: got %+v, want nothing", got)
+	}
+	if s := r.Stats(); s.Walks != 1 || s.Resolved != 1 || s.Unresolved != 1 {
+		t.Errorf("stats %+v, want 1 walk, 1 resolved, 1 unresolved", s)
 	}
 	clock = clock.Add(rewalkEvery)
-	if got := r.Lookup(id, gone); got != want {
-		t.Errorf("after a second: got %+v, want %+v", got, want)
+	if got := r.Lookup(rid, gone); got != (Info{}) {
+		t.Errorf("a removed cgroup, walked for: got %+v, want nothing", got)
 	}
-	if s := r.Stats(); s.Walks != 2 || s.Resolved != 1 || s.FromProc != 1 || s.Unresolved != 1 {
-		t.Errorf("stats %+v, want 2 walks, 1 resolved, 1 from /proc, 1 unresolved", s)
+	if got := r.Lookup(id, gone); got != want {
+		t.Errorf("after the walk: got %+v, want %+v", got, want)
+	}
+	if s := r.Stats(); s.Walks != 2 || s.Resolved != 2 || s.Unresolved != 2 {
+		t.Errorf("stats %+v, want 2 walks, 2 resolved, 2 unresolved", s)
 	}
 }
 
