@@ -10,12 +10,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/twtrace/twtrace/pkg/doctor"
+	"github.com/twtrace/twtrace/pkg/report"
 )
 
 type doctorFlags struct {
-	output string
-	netns  string
-	pid    string
+	output      string
+	netns       string
+	pid         string
+	criEndpoint string
 }
 
 func newDoctorCommand() *cobra.Command {
@@ -44,6 +46,7 @@ stderr says why), 2 for bad flags.`,
 	fl.StringVarP(&f.output, "output", "o", "text", "output format: text or json")
 	fl.StringVar(&f.netns, "netns", "", "explain this network namespace (inode, as in stat -L -c %i /proc/PID/ns/net) instead of doctor's own")
 	fl.StringVar(&f.pid, "pid", "", "explain the network namespace of this process")
+	fl.StringVar(&f.criEndpoint, "cri-endpoint", "", criEndpointUsage)
 	return cmd
 }
 
@@ -79,6 +82,11 @@ func runDoctor(cmd *cobra.Command, f *doctorFlags) error {
 	}
 
 	rep := doctor.Diagnose(doctor.Gather(ref))
+	nss := []report.Namespace{{PID: rep.Namespace.PID}}
+	if err := nameOwners(nss, f.criEndpoint, cmd.ErrOrStderr()); err != nil {
+		return err
+	}
+	rep.Namespace.Owner = nss[0].Owner
 	out := cmd.OutOrStdout()
 	if f.output == "json" {
 		err = json.NewEncoder(out).Encode(&rep)

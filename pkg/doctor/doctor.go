@@ -16,6 +16,7 @@ package doctor
 import (
 	"errors"
 	"fmt"
+	"github.com/twtrace/twtrace/pkg/workload"
 	"math"
 	"os"
 	"strings"
@@ -164,6 +165,8 @@ type Namespace struct {
 	PID   int    `json:"pid,omitempty"`
 	Comm  string `json:"comm,omitempty"`
 	Name  string `json:"name,omitempty"`
+	// Owner is the container or pod its process belongs to, when one does.
+	Owner *workload.Identity `json:"owner,omitempty"`
 	// Source is how it was read: "scan" (the socket iterator: sysctls,
 	// counters and sockets), "proc" (our own namespace's /proc files: no
 	// sockets) or "none".

@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+
+	"github.com/twtrace/twtrace/pkg/report"
 )
 
 // WriteText prints r for a person.
@@ -57,6 +59,9 @@ func writeNamespace(b *strings.Builder, n *Namespace) {
 		who = fmt.Sprintf(" (%s)", n.Name)
 	case n.PID != 0:
 		who = fmt.Sprintf(" (pid %d %s)", n.PID, n.Comm)
+	}
+	if n.Owner != nil {
+		who = " (" + report.Owner(n.Owner) + "," + strings.TrimPrefix(who, " (")
 	}
 	fmt.Fprintf(b, "\nNetwork namespace %d%s\n", n.Netns, who)
 	if n.Settings == nil {
