@@ -158,7 +158,7 @@ type session struct {
 	start time.Time
 
 	mu     sync.Mutex // guards join, keys, twDest, owners (the reader adds)
-	owners map[aggregate.Key]*owner
+	owners map[aggregate.Key]*rowOwner
 	// The per-process tally (Config.PerProcess): by PID, in order.
 	procs     map[uint32]*Process
 	procOrder []uint32
@@ -218,7 +218,7 @@ func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
 		start:  time.Now(),
 		join:   newJoin(cfg.MaxJoin),
 		keyIdx: map[aggregate.Key]int32{},
-		owners: map[aggregate.Key]*owner{},
+		owners: map[aggregate.Key]*rowOwner{},
 		procs:  map[uint32]*Process{},
 		twDest: map[destKey]uint64{},
 		prevTw: map[destKey]uint64{},

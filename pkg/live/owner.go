@@ -12,10 +12,10 @@ import (
 	"github.com/twtrace/twtrace/pkg/workload"
 )
 
-// owner is what the engine learned of a row's workload when it first saw
+// rowOwner is what the engine learned of a row's workload when it first saw
 // it: what owns its process, and its parent's name (read while the parent
 // lives: a script's loop outlives its clients).
-type owner struct {
+type rowOwner struct {
 	id         workload.Identity
 	parentComm string
 }
@@ -46,7 +46,7 @@ func (s *session) keyOf(e *event.Event, cgroupID uint64, p *workload.Process) ag
 	k := aggregate.KeyFor(e, workload.GroupOf(s.cfg.By, p, &id))
 	s.mu.Lock()
 	if _, ok := s.owners[k]; !ok && len(s.owners) < s.cfg.MaxKeys {
-		s.owners[k] = &owner{id: id, parentComm: procComm(p.PPID)}
+		s.owners[k] = &rowOwner{id: id, parentComm: procComm(p.PPID)}
 	}
 	s.mu.Unlock()
 	return k
