@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+
+	"github.com/twtrace/twtrace/pkg/report"
 )
 
 // WriteHTML writes r as one self-contained HTML5 page: no script, and no
@@ -72,6 +74,8 @@ type page struct {
 	Charts     []chart
 	Threshold  []thresholdRow
 	Processes  []processRow
+	By         string
+	Workloads  []workloadRow
 	Rows       []verdictRow
 	Dests      []destRow
 	Losses     []lossRow
@@ -122,6 +126,29 @@ type processRow struct {
 	ConnectErrorsBad, BindErrorsBad bool
 }
 
+type workloadRow struct {
+	Name, Processes, Connects, Timewait, ConnectErrors, Verdict string
+	PerRequest, ConnectErrorsBad                                bool
+}
+
+// newWorkloadRow is w as the page shows it: named with what owns it.
+func newWorkloadRow(w *Workload) workloadRow {
+	name := w.Workload
+	if o := report.Owner(&w.Identity); o != "" && w.Workload == w.Comm {
+		name += " in " + o
+	}
+	return workloadRow{
+		Name:             clean(name),
+		Processes:        strconv.Itoa(w.ProcessCount),
+		Connects:         fmtUint(w.Connects),
+		Timewait:         fmtUint(w.Timewait),
+		ConnectErrors:    fmtUint(w.ConnectErrors),
+		Verdict:          orDash(clean(w.Verdict)),
+		PerRequest:       w.Verdict == "per-request",
+		ConnectErrorsBad: w.ConnectErrors > 0,
+	}
+}
+
 type verdictRow struct {
 	PID, Comm, Role, Dest, Connects, Timewait, ConnectErrors string
 	Lifetime, Bytes, Verdict, Reason                         string
@@ -169,6 +196,10 @@ func newPage(r *Report) *page {
 	}
 	for i := range r.Processes {
 		p.Processes = append(p.Processes, newProcessRow(&r.Processes[i]))
+	}
+	p.By = clean(r.By)
+	for i := range r.Workloads {
+		p.Workloads = append(p.Workloads, newWorkloadRow(&r.Workloads[i]))
 	}
 	p.Rows = verdictRows(r)
 	p.Losses = losses(r)

@@ -2,6 +2,7 @@ package run
 
 import (
 	"bytes"
+	"github.com/twtrace/twtrace/pkg/workload"
 	"io"
 	"math"
 	"net/netip"
@@ -56,6 +57,11 @@ func testReport() *Report {
 			{PID: 100, Comm: "curl", Counts: aggregate.Counts{Connects: 120000, Timewait: 110000, ConnectErrors: 12}, Verdict: "per-request"},
 			{PID: 101, Comm: hostileComm, Counts: aggregate.Counts{Connects: 10, Timewait: 3, BindErrors: 1}},
 			{PID: 102, Comm: "bad\xff\xfeutf8", Counts: aggregate.Counts{Connects: 1}},
+		},
+		By: "program",
+		Workloads: []Workload{
+			{Workload: "curl", Comm: "curl", PID: 100, ProcessCount: 300, Counts: aggregate.Counts{Connects: 120000, Timewait: 110000, ConnectErrors: 12},
+				Verdict: "per-request", Identity: workload.Identity{ContainerID: "3f2a1b9c0d1e2f3a", ContainerRuntime: "docker", Pod: hostileComm}},
 		},
 		Rows: []report.Row{
 			{PID: 100, Comm: "curl", Daddr: netip.MustParseAddr("10.0.0.7"), Dport: 8080, Role: "client",
