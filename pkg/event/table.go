@@ -59,7 +59,12 @@ func (t *TableWriter) WriteHeader() error {
 //	role=client opener=1234/curl life=12.3ms tx=100 rx=2000
 //
 // ("?" where a value is not known) and for the errors the errno's name.
-func (t *TableWriter) Write(e *Event) error {
+func (t *TableWriter) Write(e *Event) error { return t.WriteOwned(e, "") }
+
+// WriteOwned is Write, with DETAIL ending in "in OWNER" when owner (what
+// owns the process: a pod, a container, a unit; printable, escaped by
+// the caller) is not "".
+func (t *TableWriter) WriteOwned(e *Event, owner string) error {
 	b := t.buf[:0]
 
 	start := len(b)
@@ -89,6 +94,10 @@ func (t *TableWriter) Write(e *Event) error {
 	b = pad(b, start, widthAddr)
 
 	b = appendDetail(b, e)
+	if owner != "" {
+		b = append(b, " in "...)
+		b = append(b, owner...)
+	}
 	// An unknown kind has no DETAIL: leave no trailing blanks behind.
 	for len(b) > 0 && b[len(b)-1] == ' ' {
 		b = b[:len(b)-1]

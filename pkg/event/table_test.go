@@ -303,3 +303,17 @@ func TestTableWriteAllocs(t *testing.T) {
 		}
 	}
 }
+
+// What owns the process ends DETAIL.
+func TestTableWriteOwned(t *testing.T) {
+	var buf bytes.Buffer
+	tw := newTestTable(&buf)
+	e := timewaitEvent()
+	if err := tw.WriteOwned(&e, "payments/checkout-7d9f/api"); err != nil {
+		t.Fatal(err)
+	}
+	const want = "09:08:09.123 timewait          4321    nginx           4026531840 10.0.0.1:41234        10.0.0.2:443          role=client opener=1234/curl life=12.3ms tx=100 rx=2000 in payments/checkout-7d9f/api\n"
+	if got := buf.String(); got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+}

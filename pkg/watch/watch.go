@@ -12,6 +12,7 @@ import (
 
 	"github.com/twtrace/twtrace/pkg/event"
 	"github.com/twtrace/twtrace/pkg/filter"
+	"github.com/twtrace/twtrace/pkg/report"
 	"github.com/twtrace/twtrace/pkg/tracer"
 	"github.com/twtrace/twtrace/pkg/workload"
 )
@@ -185,7 +186,7 @@ func writer(format Format, bw *bufio.Writer) (func(*event.Event, *workload.Ident
 	if err := tw.WriteHeader(); err != nil {
 		return nil, err
 	}
-	return func(e *event.Event, _ *workload.Identity) error { return tw.Write(e) }, bw.Flush()
+	return func(e *event.Event, id *workload.Identity) error { return tw.WriteOwned(e, report.Owner(id)) }, bw.Flush()
 }
 
 // appendJSON is e's JSON line with what owns its process: every field
