@@ -18,6 +18,7 @@ import (
 
 func TestMain(m *testing.M) {
 	testnet.RunClientIfAsked()
+	runProcChildIfAsked()
 	os.Exit(m.Run())
 }
 
