@@ -14,10 +14,12 @@
 struct connect_key {
 	u32 netns;
 	u32 pid;
+	struct proc_id proc; /* who pid is */
 	char comm[TASK_COMM_LEN];
 	u8 daddr[16];
 	u16 dport;    /* host order */
 	u16 family;
+	u32 pad;
 };
 /* Keeps struct connect_key in BTF for bpf2go. */
 const struct connect_key *unused_connect_key __attribute__((unused));
@@ -56,6 +58,8 @@ static __always_inline void count_connect(const struct sock *sk, const struct so
 		k.pid = bpf_get_current_pid_tgid() >> 32;
 		current_comm(k.comm);
 	}
+	/* Inside connect(): current is the opener. */
+	current_proc(&k.proc);
 	k.dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	k.family = family;
 	if (family == AF_INET6) {

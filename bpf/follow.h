@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
 /*
  * Following a process tree (`twtrace run`): the set of followed processes,
- * grown in the kernel at every fork so that no child escapes however
- * briefly it lives, and the test every hook makes before it records
- * anything about current. Part of the one object twtrace.bpf.c builds.
+ * grown in the kernel at every fork (by tw_fork, in procs.h) so that no
+ * child escapes however briefly it lives, and the test every hook makes
+ * before it records anything about current. Part of the one object twtrace.bpf.c builds.
  */
 
 /* Only processes in the followed set (and what they fork) make records:
@@ -34,14 +34,13 @@ static __always_inline bool current_followed(void)
 }
 
 /* A fork of a followed process: the child is followed before it runs.
- * (A new thread has its parent's tgid: nothing to do.) Attached only when
- * following. */
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(tw_fork, struct task_struct *parent, struct task_struct *child)
+ * (A new thread has its parent's tgid: nothing to do.) Called by tw_fork
+ * (procs.h) only when following. */
+static __always_inline void follow_fork(struct task_struct *parent, struct task_struct *child)
 {
 	u32 ptgid = parent->tgid, ctgid = child->tgid;
 	if (ptgid == ctgid)
-		return 0;
+		return;
 	if (bpf_map_lookup_elem(&followed, &ptgid)) {
 		u8 one = 1;
 		if (bpf_map_update_elem(&followed, &ctgid, &one, BPF_ANY))
@@ -50,5 +49,4 @@ int BPF_PROG(tw_fork, struct task_struct *parent, struct task_struct *child)
 		/* The pid of a followed process that is gone, reused. */
 		bpf_map_delete_elem(&followed, &ctgid);
 	}
-	return 0;
 }

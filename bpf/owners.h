@@ -35,6 +35,8 @@ struct sock_owner {
 	u16 pad2;
 	u8 saddr[16];
 	u8 daddr[16];
+	u32 pad3;
+	struct proc_id closer; /* who closer_pid is */
 };
 
 /* A listening socket's owner, found by accepted children through
@@ -112,6 +114,7 @@ static __always_inline void timewait_owner(struct event *e, const struct sock_ow
 	e->role = o->role;
 	__builtin_memcpy(e->comm, o->closer_comm, sizeof(e->comm));
 	__builtin_memcpy(e->opener_comm, o->opener_comm, sizeof(e->opener_comm));
+	e->proc = o->closer;
 }
 
 /* o is the record of an earlier socket at this address that a process

@@ -27,6 +27,7 @@ struct tw_info {
 	u8 daddr[16];
 	char comm[TASK_COMM_LEN];
 	char opener_comm[TASK_COMM_LEN];
+	struct proc_id proc; /* who pid is */
 };
 
 /* Timewait socket pointer -> its owner, from inet_twsk_alloc to its end.
@@ -61,6 +62,7 @@ static __always_inline void event_from_tw(struct event *e, const struct tw_info 
 	__builtin_memcpy(e->daddr, ti->daddr, 16);
 	__builtin_memcpy(e->comm, ti->comm, sizeof(e->comm));
 	__builtin_memcpy(e->opener_comm, ti->opener_comm, sizeof(e->opener_comm));
+	e->proc = ti->proc;
 }
 
 /* tcp_time_wait(sk, state, timeo) asks inet_twsk_alloc(sk, dr, state) for
@@ -102,6 +104,7 @@ int BPF_PROG(tw_alloc, const struct sock *sk, void *dr, int state, struct inet_t
 	ti.role = o->role;
 	__builtin_memcpy(ti.comm, o->closer_comm, sizeof(ti.comm));
 	__builtin_memcpy(ti.opener_comm, o->opener_comm, sizeof(ti.opener_comm));
+	ti.proc = o->closer;
 	ti.netns = netns;
 	ti.family = sk->__sk_common.skc_family;
 	ti.sport = local_port(sk);

@@ -60,6 +60,15 @@ enum role {
 	ROLE_SERVER = 2,
 };
 
+/* What a record says about the process responsible when it acted,
+ * recorded then (bpf/procs.h): it may be gone before userspace reads. */
+struct proc_id {
+	u32 ppid;     /* tgid of its parent (as of its fork); 0 = unknown */
+	u32 exe_dev;  /* its executable's device, major << 20 | minor; 0 = unknown */
+	u64 exe_ino;  /* its executable's inode; 0 = unknown (kernel threads) */
+	char comm[TASK_COMM_LEN]; /* its thread-group leader's comm */
+};
+
 /* What userspace receives through the ring buffer. */
 struct event {
 	u64 ts_ns;      /* CLOCK_MONOTONIC of the event */
@@ -84,6 +93,7 @@ struct event {
 	u32 flags;      /* EVENT_F_* */
 	u8 reason;      /* timewait_end: enum end_reason */
 	u8 substate;    /* TIME_WAIT, or FIN_WAIT2 for an orphan's short wait; 0 = not known */
+	struct proc_id proc; /* the process in pid */
 };
 
 /* A timewait entry whose move to CLOSE no program saw, reported when its
@@ -130,6 +140,8 @@ enum lost_slot {
 			     * followed set had no room for */
 	LOST_TW = 5,        /* timewait sockets the precise tier's table had
 			     * no room for: their end is not reported */
+	LOST_PARENTS = 6,   /* identities made again after the cache pushed
+			     * them out, with the parent unknown (procs.h) */
 	LOST_SLOTS,
 };
 /* Keeps enum lost_slot in BTF for bpf2go. */
@@ -190,6 +202,9 @@ static __always_inline void current_comm(char *dst)
 	}
 }
 
+/* current's process, as procs.h keeps it (defined there). */
+static __always_inline void current_proc(struct proc_id *id);
+
 /* A zeroed record of kind about current (the process in its syscall),
  * or NULL (counted) when the ring buffer is full. */
 static __always_inline struct event *current_event(u8 kind, u32 netns)
@@ -208,6 +223,7 @@ static __always_inline struct event *current_event(u8 kind, u32 netns)
 	e->tid = (u32)id;
 	e->netns = netns;
 	current_comm(e->comm);
+	current_proc(&e->proc);
 	return e;
 }
 

@@ -15,7 +15,9 @@
  * the order they depend on each other:
  *   record.h   the record userspace decodes, the ring buffer, loss
  *              counters, settings, helpers that fill a record
- *   follow.h   the followed process set, and tw_fork which grows it
+ *   follow.h   the followed process set, and how a fork grows it
+ *   procs.h    who a process is (parent, executable, leader's comm), kept
+ *              by the fork and exec hooks for every record to carry
  *   owners.h   per-socket owner records, listeners, timewait records
  *   connect.h  connect() attempts counted, failures to find a port
  *   twins.h    how a run the kernel skipped is still handled, once
@@ -32,6 +34,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #include "record.h"
 #include "follow.h"
+#include "procs.h"
 #include "owners.h"
 #include "connect.h"
 #include "twins.h"
@@ -100,6 +103,7 @@ static __always_inline void record_close(struct sock_owner *o, const struct sock
 	o->closer_tid = (u32)id;
 	o->closer_cgroup = bpf_get_current_cgroup_id();
 	current_comm(o->closer_comm);
+	current_proc(&o->closer);
 	o->close_ns = bpf_ktime_get_ns();
 	o->netns = sock_netns(sk);
 	o->family = sk->__sk_common.skc_family;

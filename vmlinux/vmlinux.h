@@ -165,8 +165,11 @@ struct socket {
 	struct sock *sk;
 } __attribute__((preserve_access_index));
 
+struct inode;
+
 struct file {
 	void *private_data;
+	struct inode *f_inode;
 } __attribute__((preserve_access_index));
 
 struct fdtable {
@@ -185,7 +188,27 @@ struct task_struct {
 	struct task_struct *group_leader;
 	char comm[16];
 	struct files_struct *files;
+	/* A process's identity (bpf/procs.h). */
+	struct task_struct *real_parent;
+	struct mm_struct *mm;
+	u64 start_time; /* CLOCK_MONOTONIC ns */
 } __attribute__((preserve_access_index));
+
+struct mm_struct {
+	struct file *exe_file;
+} __attribute__((preserve_access_index));
+
+struct super_block {
+	u32 s_dev; /* dev_t: major << 20 | minor */
+} __attribute__((preserve_access_index));
+
+struct inode {
+	unsigned long i_ino;
+	struct super_block *i_sb;
+} __attribute__((preserve_access_index));
+
+/* Passed to the exec tracepoint; not read. */
+struct linux_binprm;
 
 /*
  * The TCP socket iterator (bpf/inventory.bpf.c): its context, and what a

@@ -20,7 +20,35 @@ func sampleRecord() []byte {
 	copy(raw[68:], []byte{127, 0, 0, 1})
 	copy(raw[84:], []byte{127, 0, 0, 2})
 	copy(raw[100:], "curl")
+	le.PutUint32(raw[144:], 4000)       // proc.ppid
+	le.PutUint32(raw[148:], 259<<20|3)  // proc.exe_dev
+	le.PutUint64(raw[152:], 1234567890) // proc.exe_ino
+	copy(raw[160:], "loop.sh")          // proc.comm
 	return raw
+}
+
+// The identity of the process rides at the end of the record.
+func TestDecodeProc(t *testing.T) {
+	var e Event
+	if err := Decode(sampleRecord(), Clock{}, &e); err != nil {
+		t.Fatal(err)
+	}
+	want := Proc{PPID: 4000, ExeDev: 259<<20 | 3, ExeIno: 1234567890, Comm: [16]byte{'l', 'o', 'o', 'p', '.', 's', 'h'}}
+	if e.Proc != want {
+		t.Fatalf("Proc = %+v, want %+v", e.Proc, want)
+	}
+	if got := e.Proc.ExeDevString(); got != "259:3" {
+		t.Errorf("ExeDevString = %q, want 259:3", got)
+	}
+	for _, c := range []struct {
+		dev  uint32
+		want string
+	}{{0, ""}, {1, "0:1"}, {8 << 20, "8:0"}, {0xffffffff, "4095:1048575"}} {
+		p := Proc{ExeDev: c.dev}
+		if got := p.ExeDevString(); got != c.want {
+			t.Errorf("ExeDevString(%#x) = %q, want %q", c.dev, got, c.want)
+		}
+	}
 }
 
 func TestDecodeRejectsShortAndUnknown(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -155,10 +156,57 @@ type Event struct {
 	Confirmed bool
 	Reason    Reason   // timewait_end
 	Substate  Substate // timewait, timewait_end, timewait_overflow, timewait_reuse (precise tier)
+	// Proc is who the process in PID was when it acted: for timewait,
+	// timewait_end and timewait_overflow the closer, for connect_error,
+	// bind_error and timewait_reuse the caller.
+	Proc Proc
 }
 
-// RecordSize is the size of struct event in bpf/record.h.
-const RecordSize = 144
+// Proc is what the kernel recorded about the process responsible when it
+// acted: it may be gone by the time the record is read, and its pid
+// reused.
+type Proc struct {
+	PPID   uint32   // tgid of its parent (as of its fork); 0 unknown
+	ExeDev uint32   // device of its executable, kernel encoding (major<<20 | minor); 0 unknown
+	ExeIno uint64   // inode of its executable; 0 unknown (kernel threads)
+	Comm   [16]byte // its thread-group leader's comm, NUL-padded, chosen by the process: escape it
+}
+
+// ExeDevString is ExeDev as "major:minor", or "" when it is not known.
+func (p *Proc) ExeDevString() string {
+	if p.ExeDev == 0 {
+		return ""
+	}
+	return strconv.FormatUint(uint64(p.ExeDev>>20), 10) + ":" + strconv.FormatUint(uint64(p.ExeDev&(1<<20-1)), 10)
+}
+
+// appendExeDev is ExeDevString appended to dst, without allocating.
+func (p *Proc) appendExeDev(dst []byte) []byte {
+	if p.ExeDev == 0 {
+		return dst
+	}
+	dst = strconv.AppendUint(dst, uint64(p.ExeDev>>20), 10)
+	dst = append(dst, ':')
+	return strconv.AppendUint(dst, uint64(p.ExeDev&(1<<20-1)), 10)
+}
+
+// DecodeProc fills p from struct proc_id's 32 bytes (bpf/record.h), as a
+// record and a connect count carry it. raw must hold ProcSize bytes.
+func DecodeProc(raw []byte, p *Proc) {
+	le := binary.LittleEndian
+	p.PPID = le.Uint32(raw[0:])
+	p.ExeDev = le.Uint32(raw[4:])
+	p.ExeIno = le.Uint64(raw[8:])
+	copy(p.Comm[:], raw[16:32])
+}
+
+// RecordSize is the size of struct event in bpf/record.h, and ProcSize
+// that of its struct proc_id, at offset procOffset.
+const (
+	RecordSize = 176
+	ProcSize   = 32
+	procOffset = 144
+)
 
 // EVENT_F_RECOVERED and EVENT_F_CONFIRMED in struct event's flags.
 const (
@@ -216,6 +264,7 @@ func Decode(raw []byte, clock Clock, e *Event) error {
 	}
 	copy(e.Comm[:], raw[100:116])
 	copy(e.OpenerComm[:], raw[116:132])
+	DecodeProc(raw[procOffset:procOffset+ProcSize], &e.Proc)
 
 	family := le.Uint16(raw[60:])
 	saddr := (*[16]byte)(raw[68:84])

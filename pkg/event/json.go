@@ -19,8 +19,9 @@ import (
 // traced processes, so they are escaped such that the output is valid JSON
 // whatever bytes they hold.
 //
-// Fields, in this order: time, event, pid, comm, netns, cgroup_id, family,
-// saddr, sport, daddr, dport; then
+// Fields, in this order: time, event, pid, comm, ppid, leader_comm,
+// exe_dev, exe_inode (Event.Proc: 0 and "" when not known), netns,
+// cgroup_id, family, saddr, sport, daddr, dport; then
 //   - timewait and timewait_overflow: role, opener_pid, opener_comm,
 //     lifetime_ms, bytes_sent, bytes_received (and recovered: true);
 //   - timewait_end: role, opener_pid, opener_comm, reason, lifetime_ms
@@ -39,6 +40,7 @@ func AppendJSON(dst []byte, e *Event) []byte {
 	dst = strconv.AppendUint(dst, uint64(e.PID), 10)
 	dst = append(dst, `,"comm":`...)
 	dst = appendJSONComm(dst, &e.Comm)
+	dst = appendJSONProc(dst, &e.Proc)
 	dst = append(dst, `,"netns":`...)
 	dst = strconv.AppendUint(dst, uint64(e.Netns), 10)
 	dst = append(dst, `,"cgroup_id":`...)
@@ -71,6 +73,18 @@ func AppendJSON(dst []byte, e *Event) []byte {
 		dst = append(dst, `,"confirmed":true`...)
 	}
 	return append(dst, "}\n"...)
+}
+
+// appendJSONProc appends the identity fields of p, always present.
+func appendJSONProc(dst []byte, p *Proc) []byte {
+	dst = append(dst, `,"ppid":`...)
+	dst = strconv.AppendUint(dst, uint64(p.PPID), 10)
+	dst = append(dst, `,"leader_comm":`...)
+	dst = appendJSONComm(dst, &p.Comm)
+	dst = append(dst, `,"exe_dev":"`...)
+	dst = p.appendExeDev(dst)
+	dst = append(dst, `","exe_inode":`...)
+	return strconv.AppendUint(dst, p.ExeIno, 10)
 }
 
 // appendJSONDetail appends the fields of e's kind.

@@ -38,6 +38,7 @@ func timewaitEvent() Event {
 		Lifetime:   12345678 * time.Nanosecond,
 		BytesSent:  100,
 		BytesRecv:  2000,
+		Proc:       Proc{PPID: 4000, ExeDev: 259<<20 | 1, ExeIno: 131077, Comm: comm("nginx")},
 	}
 }
 
@@ -79,7 +80,7 @@ func TestAppendJSON(t *testing.T) {
 		{
 			name: "timewait",
 			e:    timewaitEvent,
-			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"timewait","pid":4321,"comm":"nginx","netns":4026531840,"cgroup_id":1234567890123,"family":"ipv4","saddr":"10.0.0.1","sport":41234,"daddr":"10.0.0.2","dport":443,"role":"client","opener_pid":1234,"opener_comm":"curl","lifetime_ms":12.346,"bytes_sent":100,"bytes_received":2000}`,
+			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"timewait","pid":4321,"comm":"nginx","ppid":4000,"leader_comm":"nginx","exe_dev":"259:1","exe_inode":131077,"netns":4026531840,"cgroup_id":1234567890123,"family":"ipv4","saddr":"10.0.0.1","sport":41234,"daddr":"10.0.0.2","dport":443,"role":"client","opener_pid":1234,"opener_comm":"curl","lifetime_ms":12.346,"bytes_sent":100,"bytes_received":2000}`,
 		},
 		{
 			name: "timewait unknown opener, local time",
@@ -89,12 +90,12 @@ func TestAppendJSON(t *testing.T) {
 				e.Role, e.OpenerPID, e.OpenerComm, e.Lifetime = RoleUnknown, 0, [16]byte{}, 0
 				return e
 			},
-			want: `{"time":"2024-05-06T07:08:09Z","event":"timewait","pid":4321,"comm":"nginx","netns":4026531840,"cgroup_id":1234567890123,"family":"ipv4","saddr":"10.0.0.1","sport":41234,"daddr":"10.0.0.2","dport":443,"role":"unknown","opener_pid":0,"opener_comm":"","lifetime_ms":null,"bytes_sent":100,"bytes_received":2000}`,
+			want: `{"time":"2024-05-06T07:08:09Z","event":"timewait","pid":4321,"comm":"nginx","ppid":4000,"leader_comm":"nginx","exe_dev":"259:1","exe_inode":131077,"netns":4026531840,"cgroup_id":1234567890123,"family":"ipv4","saddr":"10.0.0.1","sport":41234,"daddr":"10.0.0.2","dport":443,"role":"unknown","opener_pid":0,"opener_comm":"","lifetime_ms":null,"bytes_sent":100,"bytes_received":2000}`,
 		},
 		{
 			name: "connect_error unbound ipv6",
 			e:    connectErrorEvent,
-			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"connect_error","pid":77,"comm":"python3","netns":4026531840,"cgroup_id":0,"family":"ipv6","saddr":"","sport":0,"daddr":"2001:db8::1","dport":8080,"errno":"EADDRNOTAVAIL","tid":78}`,
+			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"connect_error","pid":77,"comm":"python3","ppid":0,"leader_comm":"","exe_dev":"","exe_inode":0,"netns":4026531840,"cgroup_id":0,"family":"ipv6","saddr":"","sport":0,"daddr":"2001:db8::1","dport":8080,"errno":"EADDRNOTAVAIL","tid":78}`,
 		},
 		{
 			name: "connect_error bound source",
@@ -103,12 +104,12 @@ func TestAppendJSON(t *testing.T) {
 				e.Saddr, e.Sport = netip.MustParseAddr("2001:db8::2"), 5000
 				return e
 			},
-			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"connect_error","pid":77,"comm":"python3","netns":4026531840,"cgroup_id":0,"family":"ipv6","saddr":"2001:db8::2","sport":5000,"daddr":"2001:db8::1","dport":8080,"errno":"EADDRNOTAVAIL","tid":78}`,
+			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"connect_error","pid":77,"comm":"python3","ppid":0,"leader_comm":"","exe_dev":"","exe_inode":0,"netns":4026531840,"cgroup_id":0,"family":"ipv6","saddr":"2001:db8::2","sport":5000,"daddr":"2001:db8::1","dport":8080,"errno":"EADDRNOTAVAIL","tid":78}`,
 		},
 		{
 			name: "bind_error keeps 0.0.0.0",
 			e:    bindErrorEvent,
-			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"bind_error","pid":99,"comm":"java","netns":4026531840,"cgroup_id":0,"family":"ipv4","saddr":"0.0.0.0","sport":0,"daddr":"","dport":0,"errno":"EADDRINUSE","tid":100}`,
+			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"bind_error","pid":99,"comm":"java","ppid":0,"leader_comm":"","exe_dev":"","exe_inode":0,"netns":4026531840,"cgroup_id":0,"family":"ipv4","saddr":"0.0.0.0","sport":0,"daddr":"","dport":0,"errno":"EADDRINUSE","tid":100}`,
 		},
 		{
 			name: "unexpected errno",
@@ -117,7 +118,7 @@ func TestAppendJSON(t *testing.T) {
 				e.Errno = syscall.Errno(4000)
 				return e
 			},
-			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"bind_error","pid":99,"comm":"java","netns":4026531840,"cgroup_id":0,"family":"ipv4","saddr":"0.0.0.0","sport":0,"daddr":"","dport":0,"errno":"4000","tid":100}`,
+			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"bind_error","pid":99,"comm":"java","ppid":0,"leader_comm":"","exe_dev":"","exe_inode":0,"netns":4026531840,"cgroup_id":0,"family":"ipv4","saddr":"0.0.0.0","sport":0,"daddr":"","dport":0,"errno":"4000","tid":100}`,
 		},
 		{
 			name: "timewait confirmed, FIN_WAIT2 substate",
@@ -126,7 +127,7 @@ func TestAppendJSON(t *testing.T) {
 				e.Confirmed, e.Substate = true, SubstateFinWait2
 				return e
 			},
-			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"timewait","pid":4321,"comm":"nginx","netns":4026531840,"cgroup_id":1234567890123,"family":"ipv4","saddr":"10.0.0.1","sport":41234,"daddr":"10.0.0.2","dport":443,"role":"client","opener_pid":1234,"opener_comm":"curl","lifetime_ms":12.346,"bytes_sent":100,"bytes_received":2000,"substate":"FIN_WAIT2","confirmed":true}`,
+			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"timewait","pid":4321,"comm":"nginx","ppid":4000,"leader_comm":"nginx","exe_dev":"259:1","exe_inode":131077,"netns":4026531840,"cgroup_id":1234567890123,"family":"ipv4","saddr":"10.0.0.1","sport":41234,"daddr":"10.0.0.2","dport":443,"role":"client","opener_pid":1234,"opener_comm":"curl","lifetime_ms":12.346,"bytes_sent":100,"bytes_received":2000,"substate":"FIN_WAIT2","confirmed":true}`,
 		},
 		{
 			name: "timewait_overflow",
@@ -135,7 +136,7 @@ func TestAppendJSON(t *testing.T) {
 				e.Kind, e.Substate = KindOverflow, SubstateTimeWait
 				return e
 			},
-			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"timewait_overflow","pid":4321,"comm":"nginx","netns":4026531840,"cgroup_id":1234567890123,"family":"ipv4","saddr":"10.0.0.1","sport":41234,"daddr":"10.0.0.2","dport":443,"role":"client","opener_pid":1234,"opener_comm":"curl","lifetime_ms":12.346,"bytes_sent":100,"bytes_received":2000,"substate":"TIME_WAIT"}`,
+			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"timewait_overflow","pid":4321,"comm":"nginx","ppid":4000,"leader_comm":"nginx","exe_dev":"259:1","exe_inode":131077,"netns":4026531840,"cgroup_id":1234567890123,"family":"ipv4","saddr":"10.0.0.1","sport":41234,"daddr":"10.0.0.2","dport":443,"role":"client","opener_pid":1234,"opener_comm":"curl","lifetime_ms":12.346,"bytes_sent":100,"bytes_received":2000,"substate":"TIME_WAIT"}`,
 		},
 		{
 			name: "timewait_end",
@@ -145,7 +146,7 @@ func TestAppendJSON(t *testing.T) {
 				e.Lifetime = 60 * time.Second
 				return e
 			},
-			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"timewait_end","pid":4321,"comm":"nginx","netns":4026531840,"cgroup_id":1234567890123,"family":"ipv4","saddr":"10.0.0.1","sport":41234,"daddr":"10.0.0.2","dport":443,"role":"client","opener_pid":1234,"opener_comm":"curl","reason":"rst","lifetime_ms":60000.000,"substate":"TIME_WAIT","confirmed":true}`,
+			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"timewait_end","pid":4321,"comm":"nginx","ppid":4000,"leader_comm":"nginx","exe_dev":"259:1","exe_inode":131077,"netns":4026531840,"cgroup_id":1234567890123,"family":"ipv4","saddr":"10.0.0.1","sport":41234,"daddr":"10.0.0.2","dport":443,"role":"client","opener_pid":1234,"opener_comm":"curl","reason":"rst","lifetime_ms":60000.000,"substate":"TIME_WAIT","confirmed":true}`,
 		},
 		{
 			name: "timewait_reuse",
@@ -156,7 +157,7 @@ func TestAppendJSON(t *testing.T) {
 				e.Lifetime = 1500 * time.Millisecond
 				return e
 			},
-			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"timewait_reuse","pid":555,"comm":"client","netns":4026531840,"cgroup_id":1234567890123,"family":"ipv4","saddr":"10.0.0.1","sport":41234,"daddr":"10.0.0.2","dport":443,"tid":556,"previous_pid":1234,"previous_comm":"curl","age_ms":1500.000,"substate":"TIME_WAIT","confirmed":true}`,
+			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"timewait_reuse","pid":555,"comm":"client","ppid":4000,"leader_comm":"nginx","exe_dev":"259:1","exe_inode":131077,"netns":4026531840,"cgroup_id":1234567890123,"family":"ipv4","saddr":"10.0.0.1","sport":41234,"daddr":"10.0.0.2","dport":443,"tid":556,"previous_pid":1234,"previous_comm":"curl","age_ms":1500.000,"substate":"TIME_WAIT","confirmed":true}`,
 		},
 		{
 			name: "connect_error other errno, confirmed",
@@ -165,12 +166,12 @@ func TestAppendJSON(t *testing.T) {
 				e.Errno, e.Confirmed = syscall.ENETUNREACH, true
 				return e
 			},
-			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"connect_error","pid":77,"comm":"python3","netns":4026531840,"cgroup_id":0,"family":"ipv6","saddr":"","sport":0,"daddr":"2001:db8::1","dport":8080,"errno":"ENETUNREACH","tid":78,"confirmed":true}`,
+			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"connect_error","pid":77,"comm":"python3","ppid":0,"leader_comm":"","exe_dev":"","exe_inode":0,"netns":4026531840,"cgroup_id":0,"family":"ipv6","saddr":"","sport":0,"daddr":"2001:db8::1","dport":8080,"errno":"ENETUNREACH","tid":78,"confirmed":true}`,
 		},
 		{
 			name: "unknown kind has only the common fields",
 			e:    func() Event { return Event{Time: testTime, Kind: 9} },
-			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"unknown","pid":0,"comm":"","netns":0,"cgroup_id":0,"family":"ipv4","saddr":"","sport":0,"daddr":"","dport":0}`,
+			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"unknown","pid":0,"comm":"","ppid":0,"leader_comm":"","exe_dev":"","exe_inode":0,"netns":0,"cgroup_id":0,"family":"ipv4","saddr":"","sport":0,"daddr":"","dport":0}`,
 		},
 		{
 			name: "zone is escaped",
@@ -179,7 +180,7 @@ func TestAppendJSON(t *testing.T) {
 				e.IPv6, e.Saddr = true, netip.MustParseAddr("fe80::1").WithZone("a\"b\x1b")
 				return e
 			},
-			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"bind_error","pid":99,"comm":"java","netns":4026531840,"cgroup_id":0,"family":"ipv6","saddr":"fe80::1%a\"b\u001b","sport":0,"daddr":"","dport":0,"errno":"EADDRINUSE","tid":100}`,
+			want: `{"time":"2024-05-06T07:08:09.123456789Z","event":"bind_error","pid":99,"comm":"java","ppid":0,"leader_comm":"","exe_dev":"","exe_inode":0,"netns":4026531840,"cgroup_id":0,"family":"ipv6","saddr":"fe80::1%a\"b\u001b","sport":0,"daddr":"","dport":0,"errno":"EADDRINUSE","tid":100}`,
 		},
 	}
 	for _, tt := range tests {
@@ -256,6 +257,10 @@ func TestAppendJSONDecodes(t *testing.T) {
 		Event         string    `json:"event"`
 		PID           uint32    `json:"pid"`
 		Comm          string    `json:"comm"`
+		PPID          uint32    `json:"ppid"`
+		LeaderComm    string    `json:"leader_comm"`
+		ExeDev        string    `json:"exe_dev"`
+		ExeInode      uint64    `json:"exe_inode"`
 		Netns         uint32    `json:"netns"`
 		CgroupID      uint64    `json:"cgroup_id"`
 		Family        string    `json:"family"`
@@ -285,6 +290,10 @@ func TestAppendJSONDecodes(t *testing.T) {
 		{"event", got.Event, "timewait"},
 		{"pid", got.PID, e.PID},
 		{"comm", got.Comm, "nginx"},
+		{"ppid", got.PPID, uint32(4000)},
+		{"leader_comm", got.LeaderComm, "nginx"},
+		{"exe_dev", got.ExeDev, "259:1"},
+		{"exe_inode", got.ExeInode, uint64(131077)},
 		{"netns", got.Netns, e.Netns},
 		{"cgroup_id", got.CgroupID, e.CgroupID},
 		{"family", got.Family, "ipv6"},
@@ -360,10 +369,10 @@ func BenchmarkAppendJSON(b *testing.B) {
 }
 
 func FuzzAppendJSON(f *testing.F) {
-	f.Add([]byte("curl"), []byte("nginx"), []byte{10, 0, 0, 1}, []byte{10, 0, 0, 2}, uint16(1), uint16(2), uint8(1), int64(5), "")
-	f.Add([]byte("\x1b[31mevil\n"), []byte("\xff\xfe\"\\"), make([]byte, 16), []byte{}, uint16(0), uint16(65535), uint8(2), int64(-1), "")
-	f.Add([]byte("csi\u009b\u2028"), []byte{}, []byte("\xfe\x80\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01"), make([]byte, 16), uint16(7), uint16(8), uint8(3), int64(0), "eth0\"\x00")
-	f.Fuzz(func(t *testing.T, c, oc, saddr, daddr []byte, sport, dport uint16, kind uint8, lifetime int64, zone string) {
+	f.Add([]byte("curl"), []byte("nginx"), []byte("bash"), []byte{10, 0, 0, 1}, []byte{10, 0, 0, 2}, uint16(1), uint16(2), uint8(1), int64(5), "")
+	f.Add([]byte("\x1b[31mevil\n"), []byte("\xff\xfe\"\\"), []byte("\x07\xc3"), make([]byte, 16), []byte{}, uint16(0), uint16(65535), uint8(2), int64(-1), "")
+	f.Add([]byte("csi\u009b\u2028"), []byte{}, []byte{}, []byte("\xfe\x80\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01"), make([]byte, 16), uint16(7), uint16(8), uint8(3), int64(0), "eth0\"\x00")
+	f.Fuzz(func(t *testing.T, c, oc, lc, saddr, daddr []byte, sport, dport uint16, kind uint8, lifetime int64, zone string) {
 		e := Event{
 			Time:     time.Unix(0, lifetime).AddDate(int(int16(sport))*200, 0, 0), // years beyond 0-9999 too
 			Kind:     Kind(kind),
@@ -375,6 +384,8 @@ func FuzzAppendJSON(f *testing.F) {
 		}
 		copy(e.Comm[:], c)
 		copy(e.OpenerComm[:], oc)
+		copy(e.Proc.Comm[:], lc)
+		e.Proc.PPID, e.Proc.ExeDev, e.Proc.ExeIno = uint32(lifetime), uint32(lifetime>>32), uint64(lifetime)
 		if a, ok := netip.AddrFromSlice(saddr); ok {
 			e.Saddr = a
 			if a.Is6() && zone != "" {
@@ -393,6 +404,9 @@ func FuzzAppendJSON(f *testing.F) {
 		var v struct {
 			Comm       string `json:"comm"`
 			OpenerComm string `json:"opener_comm"`
+			LeaderComm string `json:"leader_comm"`
+			ExeDev     string `json:"exe_dev"`
+			ExeInode   uint64 `json:"exe_inode"`
 		}
 		if err := json.Unmarshal(out, &v); err != nil {
 			t.Fatal(err)
@@ -400,7 +414,7 @@ func FuzzAppendJSON(f *testing.F) {
 		for _, p := range []struct {
 			raw *[16]byte
 			got string
-		}{{&e.Comm, v.Comm}, {&e.OpenerComm, v.OpenerComm}} {
+		}{{&e.Comm, v.Comm}, {&e.OpenerComm, v.OpenerComm}, {&e.Proc.Comm, v.LeaderComm}} {
 			if e.Kind != KindTimewait && p.raw == &e.OpenerComm {
 				continue
 			}
@@ -419,6 +433,9 @@ func FuzzAppendJSON(f *testing.F) {
 				t.Errorf("comm %q read back as %q, encoding/json gives %q", s, p.got, want)
 			}
 		}
+		if v.ExeDev != e.Proc.ExeDevString() || v.ExeInode != e.Proc.ExeIno {
+			t.Errorf("exe %q %d read back as %q %d", e.Proc.ExeDevString(), e.Proc.ExeIno, v.ExeDev, v.ExeInode)
+		}
 	})
 }
 
@@ -431,6 +448,8 @@ func FuzzDecode(f *testing.F) {
 	v6[66] = byte(KindConnectError)
 	copy(v6[84:], netip.MustParseAddr("::ffff:10.0.0.2").AsSlice())
 	copy(v6[100:], "\x1b]0;pwned\x07\xff")
+	copy(v6[160:], "\x1b[2J\"\\\xfe")
+	le.PutUint32(v6[148:], 0xffffffff)
 	f.Add(v6)
 	f.Add(rec[:RecordSize-1])
 	f.Fuzz(func(t *testing.T, raw []byte) {

@@ -18,12 +18,19 @@ func TestDecodeMatchesBPFLayout(t *testing.T) {
 	if got := binary.Size(twtraceEvent{}); got != event.RecordSize {
 		t.Fatalf("struct event is %d bytes, event.RecordSize says %d", got, event.RecordSize)
 	}
+	if got := binary.Size(twtraceProcId{}); got != event.ProcSize {
+		t.Fatalf("struct proc_id is %d bytes, event.ProcSize says %d", got, event.ProcSize)
+	}
 	raw := twtraceEvent{
 		TsNs: 5_000_000_000, OpenNs: 4_250_000_000, CgroupId: 77,
 		BytesSent: 1234, BytesReceived: 5678,
 		Pid: 100, Tid: 101, OpenerPid: 99, Netns: 4026531840, Err: 0,
 		Family: 2, Sport: 40001, Dport: 8080, Kind: 1, Role: 1, Flags: 3,
 		Reason: 4, Substate: 5,
+		Proc: twtraceProcId{Ppid: 98, ExeDev: 259<<20 | 2, ExeIno: 1 << 40},
+	}
+	for i, c := range "loop.sh" {
+		raw.Proc.Comm[i] = int8(c)
 	}
 	copy(raw.Saddr[:], []byte{127, 0, 0, 1})
 	copy(raw.Daddr[:], []byte{10, 1, 2, 3})
@@ -50,7 +57,9 @@ func TestDecodeMatchesBPFLayout(t *testing.T) {
 		Role: event.RoleClient, OpenerPID: 99,
 		Lifetime: 750 * time.Millisecond, BytesSent: 1234, BytesRecv: 5678,
 		Recovered: true, Confirmed: true, Reason: event.ReasonReused, Substate: event.SubstateFinWait2,
+		Proc: event.Proc{PPID: 98, ExeDev: 259<<20 | 2, ExeIno: 1 << 40},
 	}
+	copy(want.Proc.Comm[:], "loop.sh")
 	copy(want.Comm[:], "curl")
 	copy(want.OpenerComm[:], "nginx")
 	if e != want {

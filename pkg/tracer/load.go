@@ -33,12 +33,13 @@ func loadObjects(spec *ebpf.CollectionSpec, objs *twtraceObjects, cache *btf.Cac
 	if err := coll.Assign(&objs.twtraceMaps); err != nil { // takes them out of coll
 		return ld, err
 	}
-	// .bss holds connect_exits, which is set after loading: keep it.
-	ld.bss, ld.connectExits = coll.Maps[".bss"], coll.Variables["connect_exits"]
+	// .bss holds connect_exits and procs_since, which are set after
+	// loading: keep it.
+	ld.bss, ld.connectExits, ld.procsSince = coll.Maps[".bss"], coll.Variables["connect_exits"], coll.Variables["procs_since"]
 	delete(coll.Maps, ".bss")
-	if ld.connectExits == nil {
+	if ld.connectExits == nil || ld.procsSince == nil {
 		ld.bss.Close()
-		return ld, errors.New("the BPF object has no connect_exits variable")
+		return ld, errors.New("the BPF object has no connect_exits or procs_since variable")
 	}
 
 	preDone := make(chan struct{})
@@ -67,6 +68,7 @@ func loadObjects(spec *ebpf.CollectionSpec, objs *twtraceObjects, cache *btf.Cac
 		TwEnterBind *ebpf.Program `ebpf:"tw_enter_bind"`
 		TwExitBind  *ebpf.Program `ebpf:"tw_exit_bind"`
 		TwFork      *ebpf.Program `ebpf:"tw_fork"`
+		TwExec      *ebpf.Program `ebpf:"tw_exec"`
 	}
 	bigErr := make(chan error, 1)
 	go func() { bigErr <- spec.Copy().LoadAndAssign(&big, opts) }()
@@ -76,7 +78,7 @@ func loadObjects(spec *ebpf.CollectionSpec, objs *twtraceObjects, cache *btf.Cac
 	}
 	objs.TwState, objs.TwStateNest, objs.TwReset = big.TwState, rest.TwStateNest, rest.TwReset
 	objs.TwResetNest, objs.TwEnterBind, objs.TwExitBind = rest.TwResetNest, rest.TwEnterBind, rest.TwExitBind
-	objs.TwFork = rest.TwFork
+	objs.TwFork, objs.TwExec = rest.TwFork, rest.TwExec
 	if err != nil {
 		objs.Close() // closes what did load; nil fields are skipped
 		return ld, err
@@ -88,6 +90,7 @@ func loadObjects(spec *ebpf.CollectionSpec, objs *twtraceObjects, cache *btf.Cac
 type loaded struct {
 	bss          *ebpf.Map
 	connectExits *ebpf.Variable
+	procsSince   *ebpf.Variable
 	pre          *preciseObjs // nil when the precise tier could not load
 	preErr       error        // why not
 }

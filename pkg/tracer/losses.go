@@ -15,6 +15,9 @@ type Losses struct {
 	// UntrackedTimewait: timewait sockets the precise tier's table had no
 	// room for; their end is not reported.
 	UntrackedTimewait uint64
+	// UnknownParents: identities made again after the kernel's cache
+	// pushed them out, their parent left unknown.
+	UnknownParents uint64
 	// Recovered timewait entries were reported late, not lost: a view
 	// that explains its losses says how many were caught up.
 	Recovered uint64
@@ -37,6 +40,7 @@ func (t *Tracer) Losses() (Losses, error) {
 	read(&l.UncountedConnects, t.UncountedConnects)
 	read(&l.UnfollowedForks, t.UnfollowedForks)
 	read(&l.UntrackedTimewait, t.UntrackedTimewait)
+	read(&l.UnknownParents, t.UnknownParents)
 	read(&l.Recovered, t.Recovered)
 	return l, errors.Join(errs...)
 }

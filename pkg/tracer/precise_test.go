@@ -90,8 +90,8 @@ func TestTierChoice(t *testing.T) {
 		t.Errorf("TierTracepoint runs %+v", info)
 	}
 	base := len(tr.Programs())
-	if base != 6 { // the state and reset pairs, and bind()'s two syscall hooks
-		t.Errorf("%d programs in the tracepoint tier, want 6", base)
+	if base != 8 { // the state and reset pairs, bind()'s two syscall hooks, fork and exec
+		t.Errorf("%d programs in the tracepoint tier, want 8", base)
 	}
 	tr.Close()
 

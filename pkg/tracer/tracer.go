@@ -25,8 +25,9 @@ import (
 	"github.com/twtrace/twtrace/pkg/event"
 )
 
-// DefaultRingBufferSize holds ~29k records: several seconds of the worst
-// churn we measured even if the reader stalls.
+// DefaultRingBufferSize holds ~22k records (184 bytes each with the ring's
+// header): about a second of the worst churn we measured (~24k
+// connections/s) even if the reader stalls.
 const DefaultRingBufferSize = 4 << 20
 
 // Options configure a Tracer.
@@ -112,6 +113,7 @@ type Tracer struct {
 	precise      *preciseObjs
 	bss          *ebpf.Map
 	connectExits *ebpf.Variable
+	procsSince   *ebpf.Variable
 
 	closeOnce sync.Once
 }
@@ -129,7 +131,7 @@ const DefaultMaxSockets = 131072
 // ProgramNames are the names of every BPF program twtrace loads, for tools
 // that look them up in the kernel (bpftool, run-time statistics).
 var ProgramNames = []string{"tw_state", "tw_state_nest", "tw_reset", "tw_reset_nest",
-	"tw_enter_bind", "tw_exit_bind", "tw_fork",
+	"tw_enter_bind", "tw_exit_bind", "tw_fork", "tw_exec",
 	// the precise tier's
 	"tw_alloc", "tw_expire", "tw_kill", "tw_segment", "tw_reuse", "tw_connect4", "tw_connect6"}
 
@@ -144,8 +146,13 @@ type attachment struct {
 // order. bind() failures need syscall tracepoints, which put every
 // syscall of every task on the kernel's slow path while attached (~5 %
 // of a syscall-heavy host): they are attached only when asked for.
-func (o *twtraceObjects) attachments(mask uint32, follow bool) []attachment {
+func (o *twtraceObjects) attachments(mask uint32) []attachment {
 	a := []attachment{
+		// Who each process is (bpf/procs.h), for every process on the
+		// host, before anything records it; the fork hook grows the
+		// followed set too.
+		{name: "sched_process_fork", prog: o.TwFork, btf: true},
+		{name: "sched_process_exec", prog: o.TwExec, btf: true},
 		// Each primary before its nested twin: the order they run in.
 		{name: "inet_sock_set_state", prog: o.TwState, btf: true},
 		{name: "inet_sock_set_state", prog: o.TwStateNest, btf: true},
@@ -156,9 +163,6 @@ func (o *twtraceObjects) attachments(mask uint32, follow bool) []attachment {
 		a = append(a,
 			attachment{grp: "syscalls", name: "sys_enter_bind", prog: o.TwEnterBind},
 			attachment{grp: "syscalls", name: "sys_exit_bind", prog: o.TwExitBind})
-	}
-	if follow {
-		a = append(a, attachment{name: "sched_process_fork", prog: o.TwFork, btf: true})
 	}
 	return a
 }
@@ -214,7 +218,7 @@ func New(opts Options) (*Tracer, error) {
 		t.poll = DefaultPollInterval
 	}
 	ld, err := loadObjects(spec, &t.objs, opts.BTFCache, opts.Tier != TierTracepoint)
-	t.bss, t.connectExits = ld.bss, ld.connectExits
+	t.bss, t.connectExits, t.procsSince = ld.bss, ld.connectExits, ld.procsSince
 	if err != nil {
 		return nil, loadError(err)
 	}
@@ -330,7 +334,18 @@ func loadError(err error) error {
 
 // attach attaches the programs the kinds asked for (and following) need.
 func (t *Tracer) attach() error {
-	for _, a := range t.objs.attachments(t.mask, t.follow) {
+	// Every fork from (about) now on is seen: a process started later
+	// whose identity is not cached has its parent unknown, not guessed.
+	// Set before the fork hook is attached, so that a fork in between
+	// counts as unknown too.
+	var now unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &now); err != nil {
+		return fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
+	}
+	if err := t.procsSince.Set(uint64(now.Nano())); err != nil {
+		return fmt.Errorf("setting the time forks are seen from: %w", err)
+	}
+	for _, a := range t.objs.attachments(t.mask) {
 		var l link.Link
 		var err error
 		if a.btf {
@@ -422,7 +437,7 @@ func (t *Tracer) SetDeadline(d time.Time) {
 // Programs returns the loaded programs by name, for run-time statistics.
 func (t *Tracer) Programs() map[string]*ebpf.Program {
 	out := map[string]*ebpf.Program{}
-	for _, a := range t.objs.attachments(t.mask, t.follow) {
+	for _, a := range t.objs.attachments(t.mask) {
 		if info, err := a.prog.Info(); err == nil {
 			out[info.Name] = a.prog
 		}
@@ -488,7 +503,9 @@ func (t *Tracer) Missed() (uint64, error) {
 		return st.RecursionMisses, nil
 	}
 	var sum, primaries uint64
-	progs := []*ebpf.Program{t.objs.TwEnterBind, t.objs.TwExitBind}
+	// The fork and exec hooks run in process context, where no run of
+	// the same program can interrupt them: counted should that change.
+	progs := []*ebpf.Program{t.objs.TwEnterBind, t.objs.TwExitBind, t.objs.TwFork, t.objs.TwExec}
 	if t.precise != nil {
 		for _, p := range t.precise.progs {
 			progs = append(progs, p)
@@ -628,7 +645,10 @@ type ConnectCount struct {
 	Netns uint32
 	PID   uint32
 	Comm  [16]byte // NUL-padded, chosen by the process: escape it
-	IPv6  bool     // family; v4-mapped destinations are reported as IPv4
+	// Proc is who the opener was inside connect(): part of the kernel's
+	// key, so an exec starts a count of its own.
+	Proc  event.Proc
+	IPv6  bool // family; v4-mapped destinations are reported as IPv4
 	Daddr netip.Addr
 	Dport uint16
 	N     uint64
@@ -659,6 +679,7 @@ func (t *Tracer) ReadConnects(fn func(*ConnectCount)) error {
 		for i, b := range k.Comm {
 			c.Comm[i] = byte(b)
 		}
+		c.Proc = procOf(&k.Proc)
 		if k.Family == afInet6 {
 			c.Daddr = netip.AddrFrom16(k.Daddr).Unmap()
 			c.IPv6 = !c.Daddr.Is4()
@@ -705,6 +726,22 @@ func (t *Tracer) ReadConnects(fn func(*ConnectCount)) error {
 }
 
 const afInet6 = 10
+
+// procOf converts the kernel's struct proc_id.
+func procOf(k *twtraceProcId) event.Proc {
+	p := event.Proc{PPID: k.Ppid, ExeDev: k.ExeDev, ExeIno: k.ExeIno}
+	for i, b := range k.Comm {
+		p.Comm[i] = byte(b)
+	}
+	return p
+}
+
+// UnknownParents is the number of times a process's identity was made
+// again after the kernel's cache had pushed it out, with its parent left
+// unknown (Proc.PPID 0) rather than guessed: it may have been reparented.
+func (t *Tracer) UnknownParents() (uint64, error) {
+	return t.lostCount(twtraceLostSlotLOST_PARENTS)
+}
 
 // Rescued is the number of transitions handled by a nested twin because
 // the kernel skipped the primary program (a softirq interrupted it).

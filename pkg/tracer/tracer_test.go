@@ -18,6 +18,7 @@ import (
 
 func TestMain(m *testing.M) {
 	testnet.RunClientIfAsked()
+	runProcChildIfAsked()
 	os.Exit(m.Run())
 }
 
@@ -680,10 +681,10 @@ func TestNoSyscallHookWithoutBindErrors(t *testing.T) {
 	defer tr.Close()
 	// The precise tier's fentry/fexit programs, where it runs, are BTF
 	// hooks too.
-	if want := 4 + len(tr.Tier().Hooks); len(tr.links) != want {
-		t.Fatalf("%d hooks attached, want the 4 BTF tracepoint programs and %d precise ones", len(tr.links), len(tr.Tier().Hooks))
+	if want := 6 + len(tr.Tier().Hooks); len(tr.links) != want {
+		t.Fatalf("%d hooks attached, want the 6 BTF tracepoint programs and %d precise ones", len(tr.links), len(tr.Tier().Hooks))
 	}
-	for _, a := range tr.objs.attachments(tr.mask, tr.follow) {
+	for _, a := range tr.objs.attachments(tr.mask) {
 		if !a.btf {
 			t.Errorf("attached %s, a syscall tracepoint", a.name)
 		}
@@ -698,15 +699,15 @@ func TestCloseUnloadsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	names := map[string]bool{}
-	for _, a := range tr.objs.attachments(tr.mask, tr.follow) {
+	for _, a := range tr.objs.attachments(tr.mask) {
 		info, err := a.prog.Info()
 		if err != nil {
 			t.Fatal(err)
 		}
 		names[info.Name] = true
 	}
-	if len(names) != 6 {
-		t.Fatalf("attached %d distinct programs, want 6", len(names))
+	if len(names) != 8 {
+		t.Fatalf("attached %d distinct programs, want 8", len(names))
 	}
 	if err := tr.Close(); err != nil {
 		t.Fatal(err)

@@ -35,10 +35,12 @@ type twtraceConnectKey struct {
 	_      structs.HostLayout
 	Netns  uint32
 	Pid    uint32
+	Proc   twtraceProcId
 	Comm   [16]int8
 	Daddr  [16]uint8
 	Dport  uint16
 	Family uint16
+	Pad    uint32
 }
 
 type twtraceConnectSource struct {
@@ -85,6 +87,7 @@ type twtraceEvent struct {
 	Reason        uint8
 	Substate      uint8
 	_             [6]byte
+	Proc          twtraceProcId
 }
 
 type twtraceEventKind uint32
@@ -131,8 +134,25 @@ const (
 	twtraceLostSlotLOST_CONNECTS  twtraceLostSlot = 3
 	twtraceLostSlotLOST_FOLLOW    twtraceLostSlot = 4
 	twtraceLostSlotLOST_TW        twtraceLostSlot = 5
-	twtraceLostSlotLOST_SLOTS     twtraceLostSlot = 6
+	twtraceLostSlotLOST_PARENTS   twtraceLostSlot = 6
+	twtraceLostSlotLOST_SLOTS     twtraceLostSlot = 7
 )
+
+type twtraceProcEntry struct {
+	_       structs.HostLayout
+	StartNs uint64
+	ExeIno  uint64
+	Ppid    uint32
+	ExeDev  uint32
+}
+
+type twtraceProcId struct {
+	_      structs.HostLayout
+	Ppid   uint32
+	ExeDev uint32
+	ExeIno uint64
+	Comm   [16]int8
+}
 
 type twtraceRole uint32
 
@@ -165,7 +185,8 @@ type twtraceSockOwner struct {
 	Pad2          uint16
 	Saddr         [16]uint8
 	Daddr         [16]uint8
-	_             [4]byte
+	Pad3          uint32
+	Closer        twtraceProcId
 }
 
 type twtraceTwInfo struct {
@@ -187,6 +208,7 @@ type twtraceTwInfo struct {
 	Daddr      [16]uint8
 	Comm       [16]int8
 	OpenerComm [16]int8
+	Proc       twtraceProcId
 }
 
 // Names of all BPF objects in the ELF.
@@ -202,11 +224,13 @@ const (
 	twtraceMapListeners         = "listeners"
 	twtraceMapLost              = "lost"
 	twtraceMapOwners            = "owners"
+	twtraceMapProcs             = "procs"
 	twtraceMapTwSocks           = "tw_socks"
 	twtraceProgTwAlloc          = "tw_alloc"
 	twtraceProgTwConnect4       = "tw_connect4"
 	twtraceProgTwConnect6       = "tw_connect6"
 	twtraceProgTwEnterBind      = "tw_enter_bind"
+	twtraceProgTwExec           = "tw_exec"
 	twtraceProgTwExitBind       = "tw_exit_bind"
 	twtraceProgTwExpire         = "tw_expire"
 	twtraceProgTwFork           = "tw_fork"
@@ -221,6 +245,7 @@ const (
 	twtraceVarCountConnects     = "count_connects"
 	twtraceVarEventsMask        = "events_mask"
 	twtraceVarFollow            = "follow"
+	twtraceVarProcsSince        = "procs_since"
 	twtraceVarTargetNetns       = "target_netns"
 	twtraceVarUnusedConnectExit = "unused_connect_exit"
 	twtraceVarUnusedConnectKey  = "unused_connect_key"
@@ -278,6 +303,7 @@ type twtraceProgramSpecs struct {
 	TwConnect4  *ebpf.ProgramSpec `ebpf:"tw_connect4"`
 	TwConnect6  *ebpf.ProgramSpec `ebpf:"tw_connect6"`
 	TwEnterBind *ebpf.ProgramSpec `ebpf:"tw_enter_bind"`
+	TwExec      *ebpf.ProgramSpec `ebpf:"tw_exec"`
 	TwExitBind  *ebpf.ProgramSpec `ebpf:"tw_exit_bind"`
 	TwExpire    *ebpf.ProgramSpec `ebpf:"tw_expire"`
 	TwFork      *ebpf.ProgramSpec `ebpf:"tw_fork"`
@@ -303,6 +329,7 @@ type twtraceMapSpecs struct {
 	Listeners      *ebpf.MapSpec `ebpf:"listeners"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
 	Owners         *ebpf.MapSpec `ebpf:"owners"`
+	Procs          *ebpf.MapSpec `ebpf:"procs"`
 	TwSocks        *ebpf.MapSpec `ebpf:"tw_socks"`
 }
 
@@ -314,6 +341,7 @@ type twtraceVariableSpecs struct {
 	CountConnects     *ebpf.VariableSpec `ebpf:"count_connects"`
 	EventsMask        *ebpf.VariableSpec `ebpf:"events_mask"`
 	Follow            *ebpf.VariableSpec `ebpf:"follow"`
+	ProcsSince        *ebpf.VariableSpec `ebpf:"procs_since"`
 	TargetNetns       *ebpf.VariableSpec `ebpf:"target_netns"`
 	UnusedConnectExit *ebpf.VariableSpec `ebpf:"unused_connect_exit"`
 	UnusedConnectKey  *ebpf.VariableSpec `ebpf:"unused_connect_key"`
@@ -354,6 +382,7 @@ type twtraceMaps struct {
 	Listeners      *ebpf.Map `ebpf:"listeners"`
 	Lost           *ebpf.Map `ebpf:"lost"`
 	Owners         *ebpf.Map `ebpf:"owners"`
+	Procs          *ebpf.Map `ebpf:"procs"`
 	TwSocks        *ebpf.Map `ebpf:"tw_socks"`
 }
 
@@ -368,6 +397,7 @@ func (m *twtraceMaps) Close() error {
 		m.Listeners,
 		m.Lost,
 		m.Owners,
+		m.Procs,
 		m.TwSocks,
 	)
 }
@@ -380,6 +410,7 @@ type twtraceVariables struct {
 	CountConnects     *ebpf.Variable `ebpf:"count_connects"`
 	EventsMask        *ebpf.Variable `ebpf:"events_mask"`
 	Follow            *ebpf.Variable `ebpf:"follow"`
+	ProcsSince        *ebpf.Variable `ebpf:"procs_since"`
 	TargetNetns       *ebpf.Variable `ebpf:"target_netns"`
 	UnusedConnectExit *ebpf.Variable `ebpf:"unused_connect_exit"`
 	UnusedConnectKey  *ebpf.Variable `ebpf:"unused_connect_key"`
@@ -399,6 +430,7 @@ type twtracePrograms struct {
 	TwConnect4  *ebpf.Program `ebpf:"tw_connect4"`
 	TwConnect6  *ebpf.Program `ebpf:"tw_connect6"`
 	TwEnterBind *ebpf.Program `ebpf:"tw_enter_bind"`
+	TwExec      *ebpf.Program `ebpf:"tw_exec"`
 	TwExitBind  *ebpf.Program `ebpf:"tw_exit_bind"`
 	TwExpire    *ebpf.Program `ebpf:"tw_expire"`
 	TwFork      *ebpf.Program `ebpf:"tw_fork"`
@@ -417,6 +449,7 @@ func (p *twtracePrograms) Close() error {
 		p.TwConnect4,
 		p.TwConnect6,
 		p.TwEnterBind,
+		p.TwExec,
 		p.TwExitBind,
 		p.TwExpire,
 		p.TwFork,
