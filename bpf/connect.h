@@ -14,6 +14,7 @@
 struct connect_key {
 	u32 netns;
 	u32 pid;
+	u64 cgroup_id;       /* pid's cgroup v2, inside connect() */
 	struct proc_id proc; /* who pid is */
 	char comm[TASK_COMM_LEN];
 	u8 daddr[16];
@@ -60,6 +61,7 @@ static __always_inline void count_connect(const struct sock *sk, const struct so
 	}
 	/* Inside connect(): current is the opener. */
 	current_proc(&k.proc);
+	k.cgroup_id = bpf_get_current_cgroup_id();
 	k.dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	k.family = family;
 	if (family == AF_INET6) {

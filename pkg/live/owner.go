@@ -22,17 +22,27 @@ type rowOwner struct {
 
 // processOf is what the kernel recorded about e's process.
 func processOf(e *event.Event) workload.Process {
-	return workload.Process{PID: e.PID, Comm: e.Comm}
+	return process(e.PID, &e.Proc, &e.Comm)
 }
 
 // connectProcess is what the kernel recorded about the process that
 // counted c.
 func connectProcess(c *tracer.ConnectCount) workload.Process {
-	return workload.Process{PID: c.PID, Comm: c.Comm}
+	return process(c.PID, &c.Proc, &c.Comm)
 }
 
-// connectCgroup is the cgroup c was counted in; 0 when not recorded.
-func connectCgroup(*tracer.ConnectCount) uint64 { return 0 }
+// process is pid as the kernel recorded it; comm names it when the
+// leader's comm is unknown.
+func process(pid uint32, p *event.Proc, comm *[16]byte) workload.Process {
+	w := workload.Process{PID: pid, PPID: p.PPID, ExeDev: p.ExeDev, ExeIno: p.ExeIno, Comm: p.Comm}
+	if w.Comm[0] == 0 {
+		w.Comm = *comm
+	}
+	return w
+}
+
+// connectCgroup is the cgroup c was counted in.
+func connectCgroup(c *tracer.ConnectCount) uint64 { return c.CgroupID }
 
 // keyOf is the row e goes to: its workload's group (resolving what owns
 // p on the first sight of a group) toward e's destination.

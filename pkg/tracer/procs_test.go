@@ -262,7 +262,7 @@ func TestIdentityOfAThread(t *testing.T) {
 		}
 	}
 	counts := connectCounts(t, tr)
-	key := ConnectCount{Netns: ns.Inode, PID: uint32(r.PID), Comm: thread, Proc: want,
+	key := ConnectCount{Netns: ns.Inode, PID: uint32(r.PID), Comm: thread, Proc: want, CgroupID: evs[0].CgroupID,
 		Daddr: srv.Addr.Addr(), Dport: srv.Addr.Port()}
 	if counts[key] != 2 {
 		t.Errorf("connect counts %+v, want 2 for %+v", counts, key)
@@ -298,8 +298,12 @@ func TestIdentityAcrossExec(t *testing.T) {
 		}
 	}
 	counts := connectCounts(t, tr)
+	// The counts carry the connecting process's cgroup, as its records do.
+	if evs[0].CgroupID == 0 {
+		t.Fatal("a timewait entry without its cgroup id")
+	}
 	for _, want := range []event.Proc{before, after} {
-		key := ConnectCount{Netns: ns.Inode, PID: uint32(r.PID), Comm: want.Comm, Proc: want,
+		key := ConnectCount{Netns: ns.Inode, PID: uint32(r.PID), Comm: want.Comm, Proc: want, CgroupID: evs[0].CgroupID,
 			Daddr: srv.Addr.Addr(), Dport: srv.Addr.Port()}
 		if counts[key] != 1 {
 			t.Errorf("connect counts %+v, want 1 for %+v", counts, key)

@@ -645,13 +645,15 @@ type ConnectCount struct {
 	Netns uint32
 	PID   uint32
 	Comm  [16]byte // NUL-padded, chosen by the process: escape it
-	// Proc is who the opener was inside connect(): part of the kernel's
-	// key, so an exec starts a count of its own.
-	Proc  event.Proc
-	IPv6  bool // family; v4-mapped destinations are reported as IPv4
-	Daddr netip.Addr
-	Dport uint16
-	N     uint64
+	// Proc is who the opener was inside connect(), and CgroupID its
+	// cgroup v2: part of the kernel's key, so an exec or a move to
+	// another cgroup starts a count of its own.
+	Proc     event.Proc
+	CgroupID uint64
+	IPv6     bool // family; v4-mapped destinations are reported as IPv4
+	Daddr    netip.Addr
+	Dport    uint16
+	N        uint64
 }
 
 // ReadConnects calls fn, for each process and destination, with the
@@ -675,7 +677,7 @@ func (t *Tracer) ReadConnects(fn func(*ConnectCount)) error {
 			return
 		}
 		t.connSeen[*k] = total
-		c = ConnectCount{Netns: k.Netns, PID: k.Pid, Dport: k.Dport, N: total - seen}
+		c = ConnectCount{Netns: k.Netns, PID: k.Pid, CgroupID: k.CgroupId, Dport: k.Dport, N: total - seen}
 		for i, b := range k.Comm {
 			c.Comm[i] = byte(b)
 		}

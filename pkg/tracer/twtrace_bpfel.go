@@ -32,15 +32,16 @@ const (
 )
 
 type twtraceConnectKey struct {
-	_      structs.HostLayout
-	Netns  uint32
-	Pid    uint32
-	Proc   twtraceProcId
-	Comm   [16]int8
-	Daddr  [16]uint8
-	Dport  uint16
-	Family uint16
-	Pad    uint32
+	_        structs.HostLayout
+	Netns    uint32
+	Pid      uint32
+	CgroupId uint64
+	Proc     twtraceProcId
+	Comm     [16]int8
+	Daddr    [16]uint8
+	Dport    uint16
+	Family   uint16
+	Pad      uint32
 }
 
 type twtraceConnectSource struct {

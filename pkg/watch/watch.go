@@ -168,7 +168,7 @@ func owner(cfg *Config, e *event.Event, id *workload.Identity) {
 
 // processOf is what the kernel recorded about e's process.
 func processOf(e *event.Event) workload.Process {
-	return workload.Process{PID: e.PID, Comm: e.Comm}
+	return workload.Process{PID: e.PID, PPID: e.Proc.PPID, ExeDev: e.Proc.ExeDev, ExeIno: e.Proc.ExeIno, Comm: e.Proc.Comm}
 }
 
 // writer writes an event and what owns its process to bw in format; the
