@@ -238,6 +238,9 @@ func (s *session) losses(f *Frame, snap *aggregate.Snapshot, refused uint64) err
 	f.Losses.UncountedProcesses = snap.UncountedProcesses + s.untallied
 	s.mu.Unlock()
 	f.Losses.UnresolvedOwners = s.unresolved.Load()
+	if o, ok := s.cfg.Owners.(interface{ CRIFailures() uint64 }); ok {
+		f.Losses.CRIFailures = o.CRIFailures()
+	}
 	if s.cfg.Follow != nil {
 		f.Losses.UnfollowedForks = l.UnfollowedForks
 		_, err := s.tr.SweepFollowed()

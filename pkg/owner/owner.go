@@ -102,3 +102,12 @@ func (h *Host) Name(id *workload.Identity) {
 		id.PodUID = n.PodUID
 	}
 }
+
+// CRIFailures counts the CRI listings that failed (the CRI absent, slow or
+// gone): names fell back to ids meanwhile.
+func (h *Host) CRIFailures() uint64 {
+	if h.names == nil {
+		return 0
+	}
+	return h.names.Stats().Failures
+}

@@ -97,6 +97,9 @@ type Losses struct {
 	// UnresolvedOwners: rows whose cgroup could not be resolved to a
 	// path (their container, pod and unit are "").
 	UnresolvedOwners uint64 `json:"unresolved_owners"`
+	// CRIFailures: listings of the node's CRI that failed (absent, slow,
+	// gone); meanwhile pod and container names fell back to ids.
+	CRIFailures uint64 `json:"cri_failures"`
 	// StillClosing: with a drain, sockets closed first whose end was not
 	// seen within the drain time (final frame only).
 	StillClosing uint64 `json:"still_closing,omitempty"`
