@@ -233,6 +233,7 @@ func (s *session) losses(f *Frame, snap *aggregate.Snapshot, refused uint64) err
 		UncountedConnects: l.UncountedConnects,
 		FoldedEvents:      snap.Overflowed,
 		JoinRefused:       refused,
+		UnknownParents:    l.UnknownParents,
 	}
 	s.mu.Lock()
 	f.Losses.UncountedProcesses = snap.UncountedProcesses + s.untallied

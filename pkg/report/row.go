@@ -100,6 +100,10 @@ type Losses struct {
 	// CRIFailures: listings of the node's CRI that failed (absent, slow,
 	// gone); meanwhile pod and container names fell back to ids.
 	CRIFailures uint64 `json:"cri_failures"`
+	// UnknownParents: processes whose parent the kernel could not tell
+	// (its identity cache had pushed them out): ppid 0, so they fold by
+	// program apart from their siblings.
+	UnknownParents uint64 `json:"unknown_parents"`
 	// StillClosing: with a drain, sockets closed first whose end was not
 	// seen within the drain time (final frame only).
 	StillClosing uint64 `json:"still_closing,omitempty"`
