@@ -34,32 +34,7 @@ func WriteText(w io.Writer, r *Report) error {
 		fmt.Fprintf(&b, "  %d sockets closed first had not ended when the drain time ran out (their timewait entries, if any, are not counted)\n", r.Losses.StillClosing)
 	}
 
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	if len(r.Processes) > 0 {
-		fmt.Fprintln(tw, "\nPROCESS\tPID\tCONNECTS\tTIMEWAIT\tCONNECT ERR\tBIND ERR\tVERDICT")
-		for _, p := range r.Processes {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", esc(p.Comm), p.PID, p.Connects, p.Timewait, p.ConnectErrors, p.BindErrors, p.Verdict)
-		}
-	}
-	if len(r.Workloads) > 0 {
-		fmt.Fprintf(tw, "\nWORKLOAD (by %s)\tPROCESSES\tCONNECTS\tTIMEWAIT\tCONNECT ERR\tVERDICT\n", r.By)
-		for i := range r.Workloads {
-			w := &r.Workloads[i]
-			name := event.Escape(w.Workload)
-			if o := report.Owner(&w.Identity); o != "" && w.Workload == w.Comm {
-				name += " in " + o
-			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", name, w.ProcessCount, w.Connects, w.Timewait, w.ConnectErrors, w.Verdict)
-		}
-	}
-	if len(r.Destinations) > 0 {
-		fmt.Fprintln(tw, "\nDESTINATION\tCONNECTS\t/S\tTIMEWAIT\tPEAK HELD\tUSABLE PORTS\tCEILING /S\tCONNECT ERR")
-		for i := range r.Destinations {
-			d := &r.Destinations[i]
-			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%d\t%d\t%d\t%.1f\t%d\n", d.String(), d.Connects, d.ConnectsPerS, d.Timewait, d.TimewaitPeak, d.PortsUsable, d.CeilingPerS, d.ConnectErrors)
-		}
-	}
-	tw.Flush()
+	writeTables(&b, r)
 	for _, row := range r.Rows {
 		if row.Verdict != "per-request" && len(row.Advice) == 0 {
 			continue
@@ -93,6 +68,36 @@ func WriteText(w io.Writer, r *Report) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeTables writes the processes, workloads and destinations tables.
+func writeTables(b *strings.Builder, r *Report) {
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
+	if len(r.Processes) > 0 {
+		fmt.Fprintln(tw, "\nPROCESS\tPID\tCONNECTS\tTIMEWAIT\tCONNECT ERR\tBIND ERR\tVERDICT")
+		for _, p := range r.Processes {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", esc(p.Comm), p.PID, p.Connects, p.Timewait, p.ConnectErrors, p.BindErrors, p.Verdict)
+		}
+	}
+	if len(r.Workloads) > 0 {
+		fmt.Fprintf(tw, "\nWORKLOAD (by %s)\tPROCESSES\tCONNECTS\tTIMEWAIT\tCONNECT ERR\tVERDICT\n", r.By)
+		for i := range r.Workloads {
+			w := &r.Workloads[i]
+			name := event.Escape(w.Workload)
+			if o := report.Owner(&w.Identity); o != "" && w.Workload == w.Comm {
+				name += " in " + o
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", name, w.ProcessCount, w.Connects, w.Timewait, w.ConnectErrors, w.Verdict)
+		}
+	}
+	if len(r.Destinations) > 0 {
+		fmt.Fprintln(tw, "\nDESTINATION\tCONNECTS\t/S\tTIMEWAIT\tPEAK HELD\tUSABLE PORTS\tCEILING /S\tCONNECT ERR")
+		for i := range r.Destinations {
+			d := &r.Destinations[i]
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%d\t%d\t%d\t%.1f\t%d\n", d.String(), d.Connects, d.ConnectsPerS, d.Timewait, d.TimewaitPeak, d.PortsUsable, d.CeilingPerS, d.ConnectErrors)
+		}
+	}
+	tw.Flush()
 }
 
 // quoteArgv shows argv as a shell would take it back. The text report
