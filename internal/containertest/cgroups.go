@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"github.com/twtrace/twtrace/internal/mountinfo"
 	"io"
 	"io/fs"
 	"os"
@@ -90,7 +91,7 @@ func ParseCgroupMounts(r io.Reader) ([]CgroupMount, error) {
 			}
 			return nil, fmt.Errorf("mountinfo line %q: no \"- FSTYPE SOURCE OPTIONS\" part", sc.Text())
 		}
-		m := CgroupMount{Root: unescapeOctal(fields[3]), Dir: unescapeOctal(fields[4]), Options: fields[sep+3]}
+		m := CgroupMount{Root: mountinfo.Unescape(fields[3]), Dir: mountinfo.Unescape(fields[4]), Options: fields[sep+3]}
 		switch fields[sep+1] {
 		case "cgroup":
 			m.Version = 1
@@ -102,26 +103,6 @@ func ParseCgroupMounts(r io.Reader) ([]CgroupMount, error) {
 		out = append(out, m)
 	}
 	return out, sc.Err()
-}
-
-// unescapeOctal undoes the kernel's \NNN escaping of space, tab, newline
-// and backslash in mountinfo paths; anything malformed stays as it is.
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // cgroupDirs returns, for a cgroup path such as "/kubepods/besteffort/pod1/c1",

@@ -61,16 +61,6 @@ func TestParseCgroupMounts(t *testing.T) {
 	}
 }
 
-func TestUnescapeOctal(t *testing.T) {
-	for in, want := range map[string]string{
-		`a\040b`: "a b", `\134`: `\`, `tail\04`: `tail\04`, `\777`: `\777`, `\x41`: `\x41`, `plain`: "plain",
-	} {
-		if got := unescapeOctal(in); got != want {
-			t.Errorf("unescapeOctal(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func FuzzParseProcCgroup(f *testing.F) {
 	f.Add(procCgroupHybrid)
 	f.Add("0::/\n")

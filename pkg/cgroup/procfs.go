@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"github.com/twtrace/twtrace/internal/mountinfo"
 	"strings"
 )
 
@@ -29,7 +30,7 @@ func parseMountinfo(text string) (mount, bool) {
 		if sep < 0 || sep+1 >= len(fields) || fields[sep+1] != "cgroup2" {
 			continue
 		}
-		m := mount{point: unescapeMount(fields[4]), root: unescapeMount(fields[3])}
+		m := mount{point: mountinfo.Unescape(fields[4]), root: mountinfo.Unescape(fields[3])}
 		if m.root == "/" {
 			return m, true
 		}
@@ -39,26 +40,6 @@ func parseMountinfo(text string) (mount, bool) {
 	}
 	return found, ok
 }
-
-// unescapeMount undoes the kernel's octal escapes of space, tab, newline
-// and backslash in mountinfo paths ("\040").
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(c byte) bool { return c >= '0' && c <= '7' }
 
 // pathFromProcCgroup picks, from /proc/PID/cgroup's text
 // ("HIERARCHY:CONTROLLERS:PATH" lines), the path that says most about

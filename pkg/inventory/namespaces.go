@@ -3,6 +3,7 @@ package inventory
 import (
 	"bufio"
 	"fmt"
+	"github.com/twtrace/twtrace/internal/mountinfo"
 	"io"
 	"os"
 	"path/filepath"
@@ -163,32 +164,13 @@ func nsfsMounts(r io.Reader) ([]string, error) {
 		if sep < 5 || sep+1 >= len(fields) || fields[sep+1] != "nsfs" || !strings.HasPrefix(fields[3], "net:[") {
 			continue
 		}
-		out = append(out, unescapeMount(fields[4]))
+		out = append(out, mountinfo.Unescape(fields[4]))
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("reading mountinfo: %w", err)
 	}
 	return out, nil
 }
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(c byte) bool { return c >= '0' && c <= '7' }
 
 // statNetns returns the inode of the network namespace path refers to.
 func statNetns(path string) (uint32, error) {
