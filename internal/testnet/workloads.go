@@ -33,25 +33,9 @@ func ShellLoop(t *testing.T, ns *Netns, spec ClientSpec, n int) (int, []ClientRe
 	t.Helper()
 	raw, _ := json.Marshal(spec)
 	script := `i=0; while [ $i -lt ` + strconv.Itoa(n) + ` ]; do "$0" || exit 1; i=$((i+1)); done`
-	var out []byte
-	var shell int
-	ns.Do(t, func() error {
-		cmd := exec.Command("/bin/sh", "-c", script, os.Args[0])
-		cmd.Env = append(os.Environ(), helperEnv+"="+string(raw))
-		cmd.Stderr = os.Stderr
-		var stdout bytes.Buffer
-		cmd.Stdout = &stdout
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		shell = cmd.Process.Pid
-		err := cmd.Wait()
-		out = stdout.Bytes()
-		if err != nil {
-			return fmt.Errorf("shell loop of %+v: %w", spec, err)
-		}
-		return nil
-	})
+	cmd := exec.Command("/bin/sh", "-c", script, os.Args[0])
+	cmd.Env = append(os.Environ(), helperEnv+"="+string(raw))
+	shell, out := runIn(t, ns, cmd)
 	return shell, decodeResults(t, out, n)
 }
 
@@ -61,26 +45,27 @@ func ShellLoop(t *testing.T, ns *Netns, spec ClientSpec, n int) (int, []ClientRe
 func Pool(t *testing.T, ns *Netns, spec ClientSpec, k int) (int, []ClientResult) {
 	t.Helper()
 	raw, _ := json.Marshal(spec)
-	var out []byte
-	var parent int
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), poolEnv+"="+strconv.Itoa(k), helperEnv+"="+string(raw))
+	parent, out := runIn(t, ns, cmd)
+	return parent, decodeResults(t, out, k)
+}
+
+// runIn runs cmd in ns to its end and returns its pid and its stdout.
+func runIn(t *testing.T, ns *Netns, cmd *exec.Cmd) (int, []byte) {
+	t.Helper()
+	var stdout bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, os.Stderr
 	ns.Do(t, func() error {
-		cmd := exec.Command(os.Args[0])
-		cmd.Env = append(os.Environ(), poolEnv+"="+strconv.Itoa(k), helperEnv+"="+string(raw))
-		cmd.Stderr = os.Stderr
-		var stdout bytes.Buffer
-		cmd.Stdout = &stdout
 		if err := cmd.Start(); err != nil {
 			return err
 		}
-		parent = cmd.Process.Pid
-		err := cmd.Wait()
-		out = stdout.Bytes()
-		if err != nil {
-			return fmt.Errorf("pool of %d × %+v: %w", k, spec, err)
+		if err := cmd.Wait(); err != nil {
+			return fmt.Errorf("%s: %w", cmd.Args, err)
 		}
 		return nil
 	})
-	return parent, decodeResults(t, out, k)
+	return cmd.Process.Pid, stdout.Bytes()
 }
 
 func decodeResults(t *testing.T, out []byte, n int) []ClientResult {

@@ -52,17 +52,7 @@ func TestTopChurnerAndPooledClient(t *testing.T) {
 	// Wait for a frame that has seen both clients' timewait entries, and
 	// in which the servers have closed their side (no client timewait
 	// left in substate FIN_WAIT2).
-	f := run.frameWhere(t, func(fr *Frame) bool {
-		var tw uint64
-		for _, r := range fr.Rows {
-			tw += r.Timewait
-		}
-		fw2 := 0
-		for _, d := range fr.Destinations {
-			fw2 += d.FinWait2
-		}
-		return tw >= 31 && fw2 == 0
-	})
+	f := run.frameWhere(t, settled(31))
 
 	if len(f.Rows) != 2 {
 		t.Fatalf("rows = %+v, want the churner's and the pooled client's", f.Rows)
