@@ -32,7 +32,11 @@ func (r *Row) Whose() string {
 	}
 	var parts []string
 	if r.ProcessCount > 1 && r.Workload == r.Comm && r.PPID != 0 {
-		parts = append(parts, strings.TrimSpace("← "+event.Escape(r.ParentComm)+" "+strconv.FormatUint(uint64(r.PPID), 10)))
+		parent := strconv.FormatUint(uint64(r.PPID), 10)
+		if r.ParentComm != "" {
+			parent = event.Escape(r.ParentComm) + " " + parent
+		}
+		parts = append(parts, "← "+parent)
 	}
 	if r.Workload == r.Comm {
 		if o := Owner(&r.Identity); o != "" {
