@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,9 +16,11 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/twtrace/twtrace/internal/containertest"
 	"github.com/twtrace/twtrace/internal/testnet"
 	"github.com/twtrace/twtrace/pkg/aggregate"
 	twrun "github.com/twtrace/twtrace/pkg/run"
+	"github.com/twtrace/twtrace/pkg/workload"
 )
 
 // clientCmd is the argv of a testnet client process doing spec: this
@@ -318,5 +322,84 @@ func TestRunFoldsShellLoop(t *testing.T) {
 	}
 	if !strings.Contains(res.stderr, testnet.ClientComm+" ×30 ← sh ") {
 		t.Errorf("text report does not name the folded workload: %s", res.stderr)
+	}
+}
+
+// A pre-fork pool of 4 workers, 5 connections each: under --by program
+// (the default) one workload of 20 connections, judged per-request (and
+// so is each worker); under --by pid 4 rows of 5, none of which reaches
+// the verdict's threshold alone.
+func TestRunFoldsPool(t *testing.T) {
+	requireBPF(t)
+	for _, by := range []string{"program", "pid"} {
+		t.Run(by, func(t *testing.T) {
+			ns, s := churnNetns(t)
+			pool := append([]string{"env", "TWTRACE_TEST_POOL=4"}, clientCmd(t, testnet.ClientSpec{Dest: s.Dest(false), N: 5})[1:]...)
+			res := twtraceRun(t, ns, append([]string{"--by", by, "--"}, pool...)...)
+			if res.code != 0 || res.report == nil || len(res.clients) != 4 {
+				t.Fatalf("exit %d, report %v, %d workers; stderr %s", res.code, res.report != nil, len(res.clients), res.stderr)
+			}
+			r := res.report
+			perRequest := "per-request"
+			if by == "pid" {
+				perRequest = "ok"
+			}
+			for _, c := range res.clients {
+				if p := procOf(t, r, c.PID); p.Connects != 5 || p.Timewait != 5 || p.Verdict != perRequest {
+					t.Errorf("worker %+v: want 5 connects, 5 timewait, %s", p, perRequest)
+				}
+			}
+			if by == "pid" {
+				if len(r.Workloads) != 4 || len(r.Rows) != 4 {
+					t.Errorf("%d workloads, %d rows; want 4 of each", len(r.Workloads), len(r.Rows))
+				}
+				return
+			}
+			if len(r.Workloads) != 1 {
+				t.Fatalf("workloads %+v, want the pool's workers as one", r.Workloads)
+			}
+			if w := r.Workloads[0]; w.ProcessCount != 4 || w.Connects != 20 || w.Timewait != 20 || w.Verdict != "per-request" {
+				t.Errorf("workload %+v: want 4 processes, 20 connects and timewait, per-request", w)
+			}
+			if len(r.Rows) != 1 || r.Rows[0].ParentComm != testnet.PoolComm {
+				t.Errorf("rows %+v: want one, under %s", r.Rows, testnet.PoolComm)
+			}
+		})
+	}
+}
+
+// A container that runc runs under twtrace run (followed like any child:
+// runc forks it), with Docker's cgroup layout, whose shell loop makes 20
+// one-shot connections: under --by container, one workload named by its
+// runtime and short id, every owner field exact, per-request.
+func TestRunNamesContainer(t *testing.T) {
+	requireBPF(t)
+	runc := testnet.RequireHost(t, "runc")[0]
+	ns, s := churnNetns(t)
+	b := make([]byte, 32)
+	rand.Read(b)
+	id := hex.EncodeToString(b)
+	cgroup := "/twtrace-test.slice/docker-" + id + ".scope"
+	host, port, _ := strings.Cut(s.Dest(false), ":")
+	loop := fmt.Sprintf(`i=0; while [ $i -lt 20 ]; do nc %s %s </dev/null || exit 1; i=$((i+1)); done`, host, port)
+	bundle := containertest.Bundle(t, []string{"sh", "-c", loop}, containertest.BundleOptions{CgroupsPath: cgroup})
+	containertest.CleanCgroups(t, cgroup)
+	res := twtraceRun(t, ns, "--by", "container", "--", runc, "--root", t.TempDir(), "run", "--bundle", bundle, "twt-"+id[:12])
+	if res.code != 0 || res.report == nil {
+		t.Fatalf("exit %d, report %v; stderr %s", res.code, res.report != nil, res.stderr)
+	}
+	r := res.report
+	var w *twrun.Workload
+	for i := range r.Workloads {
+		if r.Workloads[i].ContainerID == id {
+			w = &r.Workloads[i]
+		}
+	}
+	if w == nil {
+		t.Fatalf("workloads %+v: none is the container", r.Workloads)
+	}
+	want := workload.Identity{Cgroup: cgroup, ContainerID: id, ContainerRuntime: "docker"}
+	if w.Identity != want || w.Workload != "docker "+id[:12] || w.ProcessCount != 20 || w.Connects != 20 || w.Timewait != 20 || w.Verdict != "per-request" {
+		t.Errorf("workload %+v: want %q, 20 processes, 20 connects and timewait, per-request, owner %+v", *w, "docker "+id[:12], want)
 	}
 }

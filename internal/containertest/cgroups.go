@@ -180,3 +180,12 @@ func hasChildCgroup(dir string) bool {
 	}
 	return false
 }
+
+// CleanCgroups removes, when the test ends, the cgroup directories of
+// cgroupsPath (and its parents) that do not exist now: for a container a
+// runtime other than RunC starts (runc deletes only its own cgroup).
+func CleanCgroups(t *testing.T, cgroupsPath string) {
+	t.Helper()
+	created := missingCgroupDirs(t, cgroupsPath)
+	t.Cleanup(func() { removeCgroupDirs(t, created) })
+}
