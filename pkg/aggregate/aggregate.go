@@ -33,10 +33,12 @@
 //
 // # Bounded memory
 //
-// New(maxKeys) sets the most keys a Table holds. Rows are never evicted;
-// once maxKeys keys exist, events of any further key are summed into a
-// single row flagged Other, and Snapshot.Overflowed counts those events. Each
-// key costs about 4.3 KiB, mostly its two histograms.
+// New(maxKeys) sets the most keys a Table holds. Once maxKeys keys exist,
+// events of any further key are summed into a single row flagged Other,
+// and Snapshot.Overflowed counts those events. Each key costs about 4.3
+// KiB, mostly its two histograms. Rows are removed only by Expire, which a
+// long-running user (the agent) calls to drop the rows of workloads gone
+// quiet, so that new ones find room.
 //
 // Adding an event of an existing key takes a map lookup and a few additions
 // under a mutex, and does not allocate.
@@ -49,7 +51,9 @@
 // of every later snapshot of the same Table. Snapshot.Delta(prev) uses this
 // to set each row's Recent counters to what happened since an earlier
 // snapshot prev, and Snapshot.Interval to the time between the two, in one
-// pass without lookups. A display refreshing every second keeps the previous
+// pass without lookups. Expire keeps the order of the rows it leaves, and
+// Snapshot.Drop removes the expired rows from a snapshot taken before, so
+// that it can still be the prev of the next Delta. A display refreshing every second keeps the previous
 // snapshot, takes a new one, calls Delta and shows Recent/Interval as rates.
 // Ranking and cutting the rows is the display's choice.
 package aggregate
@@ -211,6 +215,9 @@ type Row struct {
 	// Recent counts what happened in the snapshot's Interval; it is set by
 	// Snapshot.Delta and zero otherwise.
 	Recent Counts
+
+	// gen is the table's snapshot count when the row last counted.
+	gen uint64
 }
 
 // LifetimeQuantile estimates the q-quantile of connection lifetimes, within
@@ -301,7 +308,9 @@ type Table struct {
 	index   map[Key]*Row
 	rows    []*Row // in the order keys first appeared
 	free    []Row  // allocated, not yet used rows; pointers into it stay valid
+	spent   []*Row // expired rows, to be used again
 	other   Row
+	gen     uint64 // snapshots taken
 	// uncounted: PIDs a row had no room to remember (MaxRowProcesses).
 	uncounted uint64
 	now       func() time.Time // time.Now; tests pin it
@@ -340,6 +349,7 @@ func (t *Table) AddAs(k Key, e *event.Event, p *workload.Process) {
 		r = t.insert(&k)
 	}
 	r.add(e)
+	r.gen = t.gen
 	ppid, comm := uint32(0), &e.Comm
 	if p != nil {
 		ppid, comm = p.PPID, &p.Comm
@@ -363,6 +373,7 @@ func (t *Table) AddConnects(k Key, p *workload.Process, n uint64) {
 		r = t.insert(&k)
 	}
 	r.Connects += n
+	r.gen = t.gen
 	if !r.process(p.PID, p.PPID, &p.Comm) {
 		t.uncounted++
 	}
@@ -374,15 +385,53 @@ func (t *Table) insert(k *Key) *Row {
 	if len(t.rows) >= t.maxKeys {
 		return &t.other
 	}
-	if len(t.free) == 0 {
-		t.free = make([]Row, min(chunkRows, t.maxKeys-len(t.rows)))
+	var r *Row
+	if n := len(t.spent); n > 0 {
+		r, t.spent = t.spent[n-1], t.spent[:n-1]
+		*r = Row{}
+	} else {
+		if len(t.free) == 0 {
+			t.free = make([]Row, min(chunkRows, t.maxKeys-len(t.rows)))
+		}
+		r = &t.free[0]
+		t.free = t.free[1:]
 	}
-	r := &t.free[0]
-	t.free = t.free[1:]
-	r.Key = *k
+	r.Key, r.gen = *k, t.gen
 	t.index[*k] = r
 	t.rows = append(t.rows, r)
 	return r
+}
+
+// Expire removes the rows that counted nothing since the snapshot taken
+// idle snapshots ago (Snapshot, SnapshotTo; 1 is the latest), keeping the
+// order of the others, and returns the keys it removed in the order they had. Their
+// memory serves the next new keys.
+func (t *Table) Expire(idle uint64) []Key {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var gone []Key
+	kept := t.rows[:0]
+	for _, r := range t.rows {
+		if t.gen-r.gen <= idle {
+			kept = append(kept, r)
+			continue
+		}
+		gone = append(gone, r.Key)
+		delete(t.index, r.Key)
+		r.pids = nil
+		t.spent = append(t.spent, r)
+	}
+	clear(t.rows[len(kept):])
+	t.rows = kept
+	return gone
+}
+
+// Has tells whether k has a row of its own.
+func (t *Table) Has(k Key) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.index[k]
+	return ok
 }
 
 // Len is the number of keys held, not counting the Other row.

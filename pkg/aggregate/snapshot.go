@@ -45,6 +45,7 @@ func (t *Table) SnapshotTo(s *Snapshot) {
 		rows = append(rows, t.other)
 	}
 	now, uncounted := t.now(), t.uncounted
+	t.gen++
 	t.mu.Unlock()
 	*s = Snapshot{Time: now, Rows: rows, Overflowed: overflowed, UncountedProcesses: uncounted}
 }
@@ -83,6 +84,26 @@ func (s *Snapshot) Delta(prev *Snapshot) error {
 	}
 	s.Interval = s.Time.Sub(prev.Time)
 	return nil
+}
+
+// Drop removes from s the rows of the keys Expire removed (gone, in the
+// order Expire returned them), so that s stays an earlier snapshot of the
+// table for Delta.
+func (s *Snapshot) Drop(gone []Key) {
+	if len(gone) == 0 {
+		return
+	}
+	kept, next := s.Rows[:0], 0
+	for i := range s.Rows {
+		r := &s.Rows[i]
+		if next < len(gone) && !r.Other && r.Key == gone[next] {
+			next++
+			continue
+		}
+		kept = append(kept, *r)
+	}
+	clear(s.Rows[len(kept):])
+	s.Rows = kept
 }
 
 // PerSecond converts a count over s.Interval to a rate; 0 when Interval is.

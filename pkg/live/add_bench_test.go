@@ -23,7 +23,7 @@ func benchSession(by workload.By, owners workload.Resolver, perProcess bool) *se
 		keyIdx: map[aggregate.Key]int32{},
 		owners: map[aggregate.Key]*rowOwner{},
 		procs:  map[uint32]*Process{},
-		twDest: map[headroom.Key]uint64{},
+		twDest: map[headroom.Key]*twCount{},
 	}
 }
 

@@ -39,8 +39,13 @@ func (s *session) add(e *event.Event) {
 	}
 	if e.Role != event.RoleServer {
 		dk := destKey{Netns: e.Netns, Saddr: e.Saddr, Daddr: e.Daddr, Dport: e.Dport}
-		if _, seen := s.twDest[dk]; seen || len(s.twDest) < maxTwDest {
-			s.twDest[dk]++
+		c := s.twDest[dk]
+		if c == nil && len(s.twDest) < maxTwDest {
+			c = &twCount{}
+			s.twDest[dk] = c
+		}
+		if c != nil {
+			c.n++
 		}
 	}
 	s.mu.Unlock()
@@ -65,10 +70,12 @@ func (s *session) frame() (*Frame, error) {
 		Tier:         s.tr.Tier().Tier,
 		By:           s.cfg.By,
 	}
+	t0 := time.Now()
 	sc, err := s.scanNamespaces(f)
 	if err != nil {
 		return nil, err
 	}
+	f.ScanTime = time.Since(t0)
 	// A socket the scan found in timewait may have its event still in the
 	// ring (records wait up to a poll interval): let the reader empty it
 	// once more before joining, or the socket would count as unattributed.
@@ -81,6 +88,7 @@ func (s *session) frame() (*Frame, error) {
 		return nil, err
 	}
 	s.prev, s.spare = snap, s.prev
+	s.frames++
 	return f, nil
 }
 
@@ -182,9 +190,12 @@ func (s *session) joinTimewait(sc scan, snap *aggregate.Snapshot, complete bool)
 		s.attribute(sd.ns, sc.number, &j)
 	}
 	j.rate = make(map[destKey]float64, len(s.twDest))
-	for k, n := range s.twDest {
-		j.rate[k] = snap.PerSecond(n - s.prevTw[k])
-		s.prevTw[k] = n
+	for k, c := range s.twDest {
+		j.rate[k] = snap.PerSecond(c.n - c.prev)
+		if c.n != c.prev {
+			c.frame = s.frames
+		}
+		c.prev = c.n
 	}
 	// A namespace that could not be read would look empty: prune only
 	// after complete scans.

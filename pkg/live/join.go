@@ -117,3 +117,16 @@ func (j *join) prune(scan uint32, scanStart, now time.Time) {
 		}
 	}
 }
+
+// renumber moves each entry to row to[row], dropping those whose row is
+// -1.
+func (j *join) renumber(to []int32) {
+	for h, v := range j.index {
+		if n := to[v.row]; n < 0 {
+			delete(j.index, h)
+		} else if n != v.row {
+			v.row = n
+			j.index[h] = v
+		}
+	}
+}

@@ -61,6 +61,16 @@ type Config struct {
 	// Ready; it typically follows itself, starts a command and unfollows
 	// itself.
 	Follow func(Follower) error
+	// Expire drops the rows that counted nothing for this long (and the
+	// per-destination timewait counters quiet as long), so that a session
+	// that runs for days keeps room for the workloads that come after the
+	// ones gone; their counts leave the frames with them. 0: rows stay for
+	// the session (top, run). At least a minute: a timewait socket lives 60 s
+	// and its row must still be there to be joined.
+	Expire time.Duration
+	// Immediate emits a first frame as soon as tracing is live (its
+	// interval is the time since tracing began), then one every Interval.
+	Immediate bool
 	// Drain, when ctx is done, waits up to this long for the sockets
 	// closed by then to reach their end (their timewait entry, or the
 	// reset that ends them), and emits one last frame (Final). 0: stop at
@@ -98,6 +108,8 @@ type Frame struct {
 	Losses       report.Losses
 	Tier         tracer.Tier
 	Errors       []string // namespaces that could not be read
+	// ScanTime is how long reading every namespace's sockets took.
+	ScanTime time.Duration
 	// Final marks the frame emitted after the drain (Config.Drain).
 	Final bool
 }
@@ -109,6 +121,8 @@ type Row struct {
 	// full; it has counts and rates only.
 	Other            bool
 	aggregate.Counts // cumulative
+	// Recent is what the row counted over the frame's interval.
+	Recent aggregate.Counts
 	// Processes is how many distinct PIDs the row folds; PID the first of
 	// them, Comm its thread-group leader's comm, PPID its parent and
 	// ParentComm the parent's comm when it could be read.
@@ -166,13 +180,14 @@ type session struct {
 	join      *join
 	keys      []aggregate.Key
 	keyIdx    map[aggregate.Key]int32
-	twDest    map[destKey]uint64 // timewait entries per destination, cumulative
-	prevTw    map[destKey]uint64
+	twDest    map[destKey]*twCount
 	prev      aggregate.Snapshot
 	spare     aggregate.Snapshot // memory for the next snapshot
 	prevNs    map[uint32]inventory.Counters
 	nsMem     map[uint32]*inventory.Namespace // each namespace's scan, reused
 	drains    atomic.Uint64                   // times the reader emptied the ring
+	frames    uint64                          // frames made
+	expired   uint64                          // frames made at the last expiry
 	// unresolved counts the events and connect counts whose cgroup had
 	// no path (Config.Owners).
 	unresolved atomic.Uint64
@@ -220,8 +235,7 @@ func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
 		keyIdx: map[aggregate.Key]int32{},
 		owners: map[aggregate.Key]*rowOwner{},
 		procs:  map[uint32]*Process{},
-		twDest: map[destKey]uint64{},
-		prevTw: map[destKey]uint64{},
+		twDest: map[destKey]*twCount{},
 		prevNs: map[uint32]inventory.Counters{},
 		nsMem:  map[uint32]*inventory.Namespace{},
 	}
@@ -292,6 +306,12 @@ func (s *session) loop(ctx context.Context, done chan error, emit func(*Frame) e
 	tick := time.NewTicker(s.cfg.Interval)
 	defer tick.Stop()
 	for n := 0; s.cfg.Count == 0 || n < s.cfg.Count; n++ {
+		if n == 0 && s.cfg.Immediate {
+			if err := s.emitFrame(emit); err != nil {
+				return err
+			}
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			if s.cfg.Drain > 0 {
@@ -303,14 +323,23 @@ func (s *session) loop(ctx context.Context, done chan error, emit func(*Frame) e
 			return fmt.Errorf("reading events: %w", err)
 		case <-tick.C:
 		}
-		f, err := s.frame()
-		if err != nil {
-			return err
-		}
-		if err := emit(f); err != nil {
+		if err := s.emitFrame(emit); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// emitFrame makes a frame and emits it, then lets rows expire.
+func (s *session) emitFrame(emit func(*Frame) error) error {
+	f, err := s.frame()
+	if err != nil {
+		return err
+	}
+	if err := emit(f); err != nil {
+		return err
+	}
+	s.expire()
 	return nil
 }
 

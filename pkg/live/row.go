@@ -18,7 +18,7 @@ func (s *session) rows(snap *aggregate.Snapshot, tw joined, worstOf map[rowDest]
 	for i := range snap.Rows {
 		r := &snap.Rows[i]
 		row := Row{
-			Key: r.Key, Other: r.Other, Counts: r.Counts,
+			Key: r.Key, Other: r.Other, Counts: r.Counts, Recent: r.Recent,
 			ConnectsPerS: snap.PerSecond(r.Recent.Connects),
 			TimewaitPerS: snap.PerSecond(r.Recent.Timewait),
 		}
