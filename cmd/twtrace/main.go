@@ -240,7 +240,7 @@ Without a subcommand it runs 'watch'.`,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return runWatch(cmd, &wf) },
 	}
 	addWatchFlags(watchCmd, &wf)
-	root.AddCommand(watchCmd, newTopCommand(), newSnapshotCommand(), newRunCommand(), newDoctorCommand(), newDemoCommand())
+	root.AddCommand(watchCmd, newTopCommand(), newSnapshotCommand(), newRunCommand(), newDoctorCommand(), newDemoCommand(), newAgentCommand())
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	return root
 }

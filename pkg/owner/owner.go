@@ -25,6 +25,10 @@ type Options struct {
 	Endpoint string
 	// Log gets one line per CRI problem (and recovery); os.Stderr when nil.
 	Log io.Writer
+	// CgroupRoot is the host's cgroup v2 mount ("": found in
+	// /proc/self/mountinfo); a container sees the host's where it is
+	// mounted in.
+	CgroupRoot string
 }
 
 // Host resolves what owns the processes of this host.
@@ -37,7 +41,7 @@ type Host struct {
 // New starts a Host: the cgroup hierarchy is walked now, the CRI (if
 // any) is listed in the background until Close.
 func New(o Options) (*Host, error) {
-	cg, err := cgroup.NewResolver(cgroup.Options{})
+	cg, err := cgroup.NewResolver(cgroup.Options{Root: o.CgroupRoot})
 	if err != nil {
 		return nil, err
 	}
