@@ -47,6 +47,7 @@ type Config struct {
 	SeriesTTL       time.Duration
 	MaxDestinations int
 	Filter          *filter.Filter
+	Netns           uint32 // in-kernel namespace filter; 0: all
 	Tier            tracer.Tier
 	By              workload.By
 	Owners          workload.Resolver
@@ -133,6 +134,7 @@ func (a *Agent) liveConfig() live.Config {
 	return live.Config{
 		Interval:  a.cfg.Interval,
 		Filter:    a.cfg.Filter,
+		Netns:     a.cfg.Netns,
 		Tier:      a.cfg.Tier,
 		By:        a.cfg.By,
 		Owners:    a.cfg.Owners,
