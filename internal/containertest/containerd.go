@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -42,6 +43,22 @@ type CRI struct {
 	dir    string
 	socket string
 	log    string
+	proc   *os.Process
+}
+
+// Freeze stops containerd (SIGSTOP): its CRI accepts connections and never
+// answers, as a runtime that hangs. The containers it started keep
+// running (their shims are separate processes). thaw resumes it; cleanup
+// thaws it too.
+func (c *CRI) Freeze(t *testing.T) (thaw func()) {
+	t.Helper()
+	if err := c.proc.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("freezing containerd: %v", err)
+	}
+	var once sync.Once
+	thaw = func() { once.Do(func() { _ = c.proc.Signal(syscall.SIGCONT) }) }
+	t.Cleanup(thaw)
+	return thaw
 }
 
 // Containerd starts containerd as a node runs it for the kubelet: the CRI
@@ -79,6 +96,7 @@ func Containerd(t *testing.T) *CRI {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting containerd: %v", err)
 	}
+	c.proc = cmd.Process
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait(); logFile.Close() }()
 	t.Cleanup(func() {

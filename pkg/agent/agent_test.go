@@ -35,14 +35,24 @@ type running struct {
 // and waits until it is ready.
 func startAgent(t *testing.T, ns *testnet.Netns, set func(*Config)) *running {
 	t.Helper()
+	return startAgentIn(t, ns.Inode, set)
+}
+
+// startAgentIn is startAgent for the namespace of that inode; 0: every
+// namespace.
+func startAgentIn(t *testing.T, netns uint32, set func(*Config)) *running {
+	t.Helper()
 	testnet.RequireBPF(t, tracer.Preflight)
-	inode := strconv.FormatUint(uint64(ns.Inode), 10)
-	flt, err := filter.Parse(filter.Options{Netns: []string{inode}, Events: "timewait,connect_error"})
+	var only []string
+	if netns != 0 {
+		only = []string{strconv.FormatUint(uint64(netns), 10)}
+	}
+	flt, err := filter.Parse(filter.Options{Netns: only, Events: "timewait,connect_error"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := Config{Listen: "127.0.0.1:0", Interval: time.Second, MaxSeries: DefaultMaxSeries,
-		SeriesTTL: DefaultSeriesTTL, MaxDestinations: DefaultMaxDestinations, Filter: flt, Netns: ns.Inode, Version: "test"}
+		SeriesTTL: DefaultSeriesTTL, MaxDestinations: DefaultMaxDestinations, Filter: flt, Netns: netns, Version: "test"}
 	if set != nil {
 		set(&cfg)
 	}

@@ -41,10 +41,33 @@ type seriesTable struct {
 	folded uint64 // counts (events and connect attempts) folded into other
 	// perRequest holds the series judged per-request in the last frame.
 	perRequest map[pair]bool
+	// unnamed holds the counts of rows in a pod the CRI has not named
+	// yet (see nameGrace).
+	unnamed map[aggregate.Key]*held
 }
 
+// held is a row's counts waiting for its pod's names.
+type held struct {
+	aggregate.Counts
+	w     pair // its labels without the names
+	since time.Time
+}
+
+// nameGrace is how long a pod's row waits for the CRI to name it (the
+// engine lists the CRI within a second of a miss) before its counts go
+// to a series without names: counted under one label set from the first,
+// not split between the ids and the names.
+const nameGrace = 30 * time.Second
+
 func newSeriesTable(max int, ttl time.Duration) *seriesTable {
-	return &seriesTable{max: max, ttl: ttl, m: map[pair]*tally{}, perRequest: map[pair]bool{}}
+	return &seriesTable{max: max, ttl: ttl, m: map[pair]*tally{}, perRequest: map[pair]bool{},
+		unnamed: map[aggregate.Key]*held{}}
+}
+
+// awaitingNames tells whether row is in a pod its cgroup names (by uid)
+// but the CRI has not named yet.
+func awaitingNames(row *live.Row) bool {
+	return !row.Other && row.Owner.PodUID != "" && row.Owner.Pod == ""
 }
 
 // labelsOf is row's label set.
@@ -75,24 +98,25 @@ func (t *seriesTable) add(f *live.Frame) {
 	clear(t.perRequest)
 	for i := range f.Rows {
 		row := &f.Rows[i]
-		w := labelsOf(row)
-		s := t.m[w]
-		if row.Recent != (aggregate.Counts{}) {
-			if s == nil && w != other && len(t.m) < t.max {
-				s = &tally{}
-				t.m[w] = s
-			}
-			if s == nil {
-				s = &t.other
-				if w != other {
-					t.folded += row.Recent.Events() + row.Recent.Connects
-				}
-			}
-			s.Add(&row.Recent)
-			s.seen = f.Time
+		recent := row.Recent
+		if awaitingNames(row) {
+			t.hold(row, f.Time)
+			continue
 		}
+		if h := t.unnamed[row.Key]; h != nil {
+			recent.Add(&h.Counts)
+			delete(t.unnamed, row.Key)
+		}
+		w := labelsOf(row)
+		s := t.count(w, &recent, f.Time)
 		if s != nil && s != &t.other && row.Verdict.Verdict == verdict.PerRequest {
 			t.perRequest[w] = true
+		}
+	}
+	for k, h := range t.unnamed {
+		if f.Time.Sub(h.since) >= nameGrace {
+			t.count(h.w, &h.Counts, f.Time)
+			delete(t.unnamed, k)
 		}
 	}
 	for w, s := range t.m {
@@ -100,4 +124,36 @@ func (t *seriesTable) add(f *live.Frame) {
 			delete(t.m, w)
 		}
 	}
+}
+
+// hold keeps the recent counts of a row whose pod is not named yet.
+func (t *seriesTable) hold(row *live.Row, now time.Time) {
+	h := t.unnamed[row.Key]
+	if h == nil {
+		h = &held{w: labelsOf(row), since: now}
+		t.unnamed[row.Key] = h
+	}
+	h.Add(&row.Recent)
+}
+
+// count adds c to w's series (made if there is room, else other's) and
+// returns it; nil when c is zero and w has no series.
+func (t *seriesTable) count(w pair, c *aggregate.Counts, now time.Time) *tally {
+	s := t.m[w]
+	if *c == (aggregate.Counts{}) {
+		return s
+	}
+	if s == nil && w != other && len(t.m) < t.max {
+		s = &tally{}
+		t.m[w] = s
+	}
+	if s == nil {
+		s = &t.other
+		if w != other {
+			t.folded += c.Events() + c.Connects
+		}
+	}
+	s.Add(c)
+	s.seen = now
+	return s
 }

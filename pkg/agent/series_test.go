@@ -211,3 +211,43 @@ func TestDestinationGauges(t *testing.T) {
 		}
 	}
 }
+
+// TestSeriesWaitForNames: a pod's row the CRI has not named yet holds
+// its counts; named a frame later, the series has them all under the
+// names. A pod never named goes without the names after nameGrace.
+func TestSeriesWaitForNames(t *testing.T) {
+	a := testAgent(t, 10, time.Hour, 50)
+	r := row(10, "nc", "10.0.0.9:80", timewaits(3))
+	r.Owner = workload.Identity{PodUID: "u1", ContainerID: "c1"}
+	a.update(&live.Frame{Time: t0, Rows: []live.Row{r}})
+	if got := gather(t, a); len(filterPrefix(got, "twtrace_timewait_entries_total")) != 0 {
+		t.Fatalf("an unnamed pod's counts were exposed: %v", got)
+	}
+	r.Owner.Pod, r.Owner.PodNamespace, r.Owner.Container = "web-1", "shop", "api"
+	r.Recent = timewaits(2)
+	a.update(&live.Frame{Time: t0.Add(time.Second), Rows: []live.Row{r}})
+	named := "twtrace_timewait_entries_total{comm=nc,daddr=10.0.0.9,dport=80,k8s_container_name=api,k8s_namespace_name=shop,k8s_pod_name=web-1,role=client}"
+	if got := gather(t, a); got[named] != 5 || len(filterPrefix(got, "twtrace_timewait_entries_total")) != 1 {
+		t.Errorf("after the names: %v, want %s = 5 alone", filterPrefix(got, "twtrace_timewait_entries_total"), named)
+	}
+
+	never := row(11, "nc", "10.0.0.8:80", timewaits(4))
+	never.Owner = workload.Identity{PodUID: "u2", ContainerID: "c2"}
+	a.update(&live.Frame{Time: t0.Add(2 * time.Second), Rows: []live.Row{never}})
+	never.Recent = aggregate.Counts{}
+	a.update(&live.Frame{Time: t0.Add(2*time.Second + nameGrace), Rows: []live.Row{never}})
+	bare := "twtrace_timewait_entries_total{comm=nc,daddr=10.0.0.8,dport=80,k8s_container_name=,k8s_namespace_name=,k8s_pod_name=,role=client}"
+	if got := gather(t, a); got[bare] != 4 {
+		t.Errorf("a pod never named: %s = %v, want 4 after the grace", bare, got[bare])
+	}
+}
+
+func filterPrefix(m map[string]float64, prefix string) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range m {
+		if strings.HasPrefix(k, prefix) {
+			out[k] = v
+		}
+	}
+	return out
+}
