@@ -135,13 +135,13 @@ func TestPrometheusScrapesAgent(t *testing.T) {
 	w := fmt.Sprintf(`{comm="churner",daddr=%q,dport=%q}`, host, port)
 	d := fmt.Sprintf(`{netns="%d",daddr=%q,dport=%q}`, ns.Inode, host, port)
 	want := map[string]float64{
-		"twtrace_connect_attempts_total" + w:                                   125,
-		"twtrace_timewait_entries_total" + w:                                   float64(made),
-		"twtrace_connect_errors_total" + w:                                     float64(failed),
-		"twtrace_per_request_connections" + w:                                  1,
-		"twtrace_destination_timewait_sockets" + d:                             float64(made),
-		"twtrace_destination_ports_available" + d:                              0,
-		"twtrace_destination_ports_usable" + d:                                 testnet.SmallRangeUsable,
+		"twtrace_connect_attempts_total" + w:                                        125,
+		"twtrace_timewait_entries_total" + w:                                        float64(made),
+		"twtrace_connect_errors_total" + w:                                          float64(failed),
+		"twtrace_per_request_connections" + w:                                       1,
+		"twtrace_destination_timewait_sockets" + d:                                  float64(made),
+		"twtrace_destination_ports_available" + d:                                   0,
+		"twtrace_destination_ports_usable" + d:                                      testnet.SmallRangeUsable,
 		fmt.Sprintf(`twtrace_namespace_port_usage_max_ratio{netns="%d"}`, ns.Inode): 1,
 	}
 	got := map[string]float64{}

@@ -113,17 +113,17 @@ func TestSeriesSumFoldExpire(t *testing.T) {
 	}
 	got := gather(t, a)
 	for name, want := range map[string]float64{
-		"twtrace_timewait_entries_total{" + curlTo + ",role=client}":                                                           7,
-		"twtrace_connect_attempts_total{" + curlTo + "}":                                                                       7,
-		"twtrace_per_request_connections{" + curlTo + "}":                                                                      1,
+		"twtrace_timewait_entries_total{" + curlTo + ",role=client}": 7,
+		"twtrace_connect_attempts_total{" + curlTo + "}":             7,
+		"twtrace_per_request_connections{" + curlTo + "}":            1,
 		"twtrace_connect_errors_total{comm=wget,daddr=10.0.0.8,dport=443,errno=EADDRNOTAVAIL,k8s_container_name=,k8s_namespace_name=,k8s_pod_name=}": 2,
 		// nc's bind error found the table full (two pairs): other, with
 		// the engine's own Other row's 5 timewaits.
 		"twtrace_bind_errors_total{comm=other,daddr=,dport=,errno=EADDRINUSE,k8s_container_name=,k8s_namespace_name=,k8s_pod_name=}": 1,
 		"twtrace_timewait_entries_total{comm=other,daddr=,dport=,k8s_container_name=,k8s_namespace_name=,k8s_pod_name=,role=client}": 5,
-		"twtrace_losses_total{kind=folded_series}":                                                                             1,
-		"twtrace_workload_series{}":                                                                                            3,
-		"twtrace_build_info{tier=auto,version=test}":                                                                           1,
+		"twtrace_losses_total{kind=folded_series}":   1,
+		"twtrace_workload_series{}":                  3,
+		"twtrace_build_info{tier=auto,version=test}": 1,
 	} {
 		if got[name] != want {
 			t.Errorf("%s = %v, want %v", name, got[name], want)
