@@ -75,6 +75,13 @@ type ClientSpec struct {
 	// IOUringAsync also sets IOSQE_ASYNC: each connect runs in an io-wq
 	// worker.
 	IOUringAsync bool
+	// Rename names the process Comm followed by the connection's number
+	// (PR_SET_NAME) before each connection: one process, as many names
+	// as connections.
+	Rename bool
+	// Dests, when set, are dialled in turn (connection i toward
+	// Dests[i%len(Dests)]) instead of Dest; not with IOUring.
+	Dests []string
 }
 
 // ClientResult is what the client reports on stdout.
@@ -101,7 +108,7 @@ func runClient(raw string) int {
 	if comm == "" {
 		comm = ClientComm
 	}
-	if err := unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&append([]byte(comm), 0)[0])), 0, 0, 0); err != nil {
+	if err := setComm(comm); err != nil {
 		fmt.Fprintln(os.Stderr, "prctl:", err)
 		return 2
 	}
@@ -115,6 +122,11 @@ func runClient(raw string) int {
 	return 0
 }
 
+// setComm names the calling thread (the process's, on the main thread).
+func setComm(comm string) error {
+	return unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&append([]byte(comm), 0)[0])), 0, 0, 0)
+}
+
 func sockaddrOf(ap netip.AddrPort) (unix.Sockaddr, int) {
 	a := ap.Addr()
 	if a.Is4() {
@@ -124,11 +136,22 @@ func sockaddrOf(ap netip.AddrPort) (unix.Sockaddr, int) {
 }
 
 func clientRun(spec ClientSpec) (*ClientResult, error) {
+	if spec.Dest == "" && len(spec.Dests) > 0 {
+		spec.Dest = spec.Dests[0]
+	}
 	dest, err := netip.ParseAddrPort(spec.Dest)
 	if err != nil {
 		return nil, err
 	}
 	sa, family := sockaddrOf(dest)
+	targets := make([]unix.Sockaddr, len(spec.Dests))
+	for i, d := range spec.Dests {
+		ap, err := netip.ParseAddrPort(d)
+		if err != nil {
+			return nil, err
+		}
+		targets[i], _ = sockaddrOf(ap)
+	}
 	res := &ClientResult{Ports: []int{}}
 	var keep []int // bind mode and Hold keep their sockets until the end
 	defer func() {
@@ -151,6 +174,15 @@ func clientRun(spec ClientSpec) (*ClientResult, error) {
 		}
 	}
 	for i := 0; i < spec.N; i++ {
+		if len(targets) > 0 {
+			sa = targets[i%len(targets)]
+		}
+		if spec.Rename {
+			name := spec.Comm + strconv.Itoa(i)
+			if err := setComm(name[:min(len(name), 15)]); err != nil {
+				return nil, err
+			}
+		}
 		fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			return nil, fmt.Errorf("socket: %w", err)
