@@ -1,9 +1,13 @@
 package deploy
 
 import (
+	"encoding/json"
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
@@ -85,4 +89,43 @@ func TestPromtool(t *testing.T) {
 			t.Errorf("promtool %v: %v\n%s", args, err, out)
 		}
 	}
+	// The dashboard's queries are PromQL too: promtool parses them as
+	// recording rules, Grafana's variables given values.
+	rules := dashboardAsRules(t, readDashboard(t))
+	out, err := exec.Command(promtool, "check", "rules", rules).CombinedOutput()
+	if err != nil {
+		t.Errorf("promtool check rules (the dashboard's queries): %v\n%s", err, out)
+	}
+}
+
+// dashboardAsRules writes a rule file with one recording rule per query of
+// the dashboard and returns its path.
+func dashboardAsRules(t *testing.T, d dashboard) string {
+	t.Helper()
+	values := strings.NewReplacer("$__rate_interval", "5m", "$node", ".*", "$namespace", ".*", "$pod", ".*")
+	type rule struct {
+		Record string `json:"record"`
+		Expr   string `json:"expr"`
+	}
+	var rules []rule
+	var walk func([]panel)
+	walk = func(ps []panel) {
+		for _, p := range ps {
+			walk(p.Panels)
+			for _, tg := range p.Targets {
+				rules = append(rules, rule{fmt.Sprintf("dashboard:query_%d", len(rules)), values.Replace(tg.Expr)})
+			}
+		}
+	}
+	walk(d.Panels)
+	file := map[string]any{"groups": []any{map[string]any{"name": "dashboard", "rules": rules}}}
+	data, err := json.Marshal(file) // JSON is YAML
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "dashboard.yml")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
