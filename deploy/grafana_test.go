@@ -66,16 +66,16 @@ func TestDashboard(t *testing.T) {
 		if v.Type == "datasource" {
 			continue
 		}
-		var q struct {
-			Query string `json:"query"`
-		}
+		// A plain string: every Grafana version reads it (newer ones
+		// migrate it to their query editor's object).
+		var q string
 		if err := json.Unmarshal(v.Query, &q); err != nil {
 			t.Errorf("variable %s: %v", v.Name, err)
 			continue
 		}
-		m := labelValues.FindStringSubmatch(q.Query)
+		m := labelValues.FindStringSubmatch(q)
 		if m == nil {
-			t.Errorf("variable %s: %q is not label_values(selector, label)", v.Name, q.Query)
+			t.Errorf("variable %s: %q is not label_values(selector, label)", v.Name, q)
 			continue
 		}
 		checkMetrics(t, "variable "+v.Name, m[1])
