@@ -8,10 +8,13 @@ BIN       := bin/twtrace
 LOAD      := bin/twload
 DEB_PKGS  := clang-14 llvm-14 libbpf-dev
 # The real components some tests run against (docs/vmtest.md lists them).
-TEST_PKGS := runc containerd busybox-static
+TEST_PKGS := runc containerd busybox-static prometheus podman
+# make image: the static binary it copies, and the tag it builds.
+STATIC    := bin/twtrace-static
+IMAGE     ?= twtrace:dev
 FUZZTIME  ?= 10s
 
-.PHONY: all build generate check-generated deps test-deps test vmtest vmtest-kernels fuzz lint run demo bench clean
+.PHONY: all build image generate check-generated deps test-deps test vmtest vmtest-kernels fuzz lint run demo bench clean
 
 all: build
 
@@ -20,6 +23,15 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/twtrace
 	CGO_ENABLED=0 $(GO) build -o $(LOAD) ./cmd/twload
+
+# The agent's container image (Containerfile: FROM scratch plus the static
+# binary). A FROM scratch + COPY build runs nothing, so podman needs no
+# container runtime for it; as root it works with its defaults (overlay
+# storage). IMAGE=registry/twtrace:tag to name it for a push.
+image:
+	@command -v podman >/dev/null || { echo "make image needs podman (apt-get install podman, or make test-deps as root)" >&2; exit 1; }
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(STATIC) ./cmd/twtrace
+	podman build -t $(IMAGE) -f Containerfile .
 
 # Regenerate the Go bindings and BPF objects from bpf/*.c (committed).
 generate: deps
@@ -54,7 +66,8 @@ test: test-deps
 	$(GO) test -p 1 -count=1 ./...
 
 # Installs the real components tests run against (a container runtime,
-# busybox for container images) when missing and root with apt-get;
+# busybox for container images, Prometheus and promtool, podman for make
+# image) when missing and root with apt-get;
 # otherwise says what is missing: those tests then skip, except under
 # CI=true, where they fail.
 test-deps:
@@ -62,6 +75,8 @@ test-deps:
 	command -v runc >/dev/null || missing="$$missing runc"; \
 	command -v containerd >/dev/null || missing="$$missing containerd"; \
 	test -x /bin/busybox && ! ldd /bin/busybox >/dev/null 2>&1 || missing="$$missing busybox-static"; \
+	command -v promtool >/dev/null && command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v podman >/dev/null || missing="$$missing podman"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "installing:$$missing"; \
