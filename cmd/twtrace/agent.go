@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -147,6 +148,9 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 		Version: buildVersion(), Log: log,
 	})
 	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EADDRNOTAVAIL) {
+			return err // the host's, not the flag's
+		}
 		return usageError{err}
 	}
 	log.Info("serving", "address", a.Addr().String(), "version", buildVersion())

@@ -109,6 +109,15 @@ func TestBadFlagsExitTwo(t *testing.T) {
 		{[]string{"run", "--interval", "1ms", "--", "true"}, "invalid --interval"},
 		{[]string{"run", "--user", "no-such-user-here", "--", "true"}, "--user no-such-user-here"},
 		{[]string{"run", "--events", "nope", "--", "true"}, "nope"},
+		{[]string{"agent", "--max-series", "0"}, "invalid --max-series"},
+		{[]string{"agent", "--series-ttl", "10s"}, "invalid --series-ttl"},
+		{[]string{"agent", "--inventory-interval", "100ms"}, "invalid --inventory-interval"},
+		{[]string{"agent", "--max-destinations", "-1"}, "invalid --max-destinations"},
+		{[]string{"agent", "--log-format", "xml"}, "invalid --log-format"},
+		{[]string{"agent", "--listen", "no-port"}, "listening on no-port"},
+		{[]string{"agent", "--web.config.file", "/nonexistent/web.yml"}, "invalid --web.config.file"},
+		{[]string{"agent", "--by", "nope"}, "nope"},
+		{[]string{"agent", "extra"}, "unknown command"},
 	}
 	for _, c := range cases {
 		code, stderr := runChild(t, "TWTRACE_TEST_CLI=1", c.args...)
