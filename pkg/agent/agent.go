@@ -66,7 +66,8 @@ type Agent struct {
 	current atomic.Pointer[[]prometheus.Metric]
 	ready   atomic.Bool
 	last    atomic.Int64 // unix nanoseconds of the last frame
-	mu      sync.Mutex   // guards series (one frame at a time)
+	mu      sync.Mutex   // guards series and failing (one frame at a time)
+	failing map[string]bool
 }
 
 // New checks cfg and binds the listener: a bad address fails before any
@@ -168,10 +169,27 @@ func (a *Agent) update(f *live.Frame) error {
 	if !a.ready.Swap(true) {
 		a.cfg.Log.Info("ready", "namespaces", len(f.Namespaces), "tier", f.Tier.String())
 	}
-	for _, msg := range f.Errors {
-		a.cfg.Log.Warn("inventory", "error", msg)
-	}
+	a.logErrors(f.Errors)
 	return nil
+}
+
+// logErrors logs each inventory error once while it lasts (a namespace
+// that cannot be read stays unreadable refresh after refresh), and once
+// when it is over.
+func (a *Agent) logErrors(errs []string) {
+	now := make(map[string]bool, len(errs))
+	for _, msg := range errs {
+		now[msg] = true
+		if !a.failing[msg] {
+			a.cfg.Log.Warn("inventory", "error", msg)
+		}
+	}
+	for msg := range a.failing {
+		if !now[msg] {
+			a.cfg.Log.Info("inventory recovered", "error", msg)
+		}
+	}
+	a.failing = now
 }
 
 // collector sends the metrics of the last frame.

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"log/slog"
 	"net/netip"
 	"strings"
 	"testing"
@@ -250,4 +251,19 @@ func filterPrefix(m map[string]float64, prefix string) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// TestLogErrorsOnce: an inventory error is logged when it starts and when
+// it ends, not at every refresh.
+func TestLogErrorsOnce(t *testing.T) {
+	a := testAgent(t, 10, time.Minute, 10)
+	var log syncBuffer
+	a.cfg.Log = slog.New(slog.NewTextHandler(&log, nil))
+	for _, errs := range [][]string{{"netns 7: setns: EPERM"}, {"netns 7: setns: EPERM"}, {"netns 7: setns: EPERM", "netns 9: gone"}, nil} {
+		a.update(&live.Frame{Time: t0, Errors: errs})
+	}
+	out := log.String()
+	if strings.Count(out, "msg=inventory ") != 2 || strings.Count(out, `msg="inventory recovered"`) != 2 {
+		t.Errorf("log:\n%s\nwant two errors logged once each, and their recovery", out)
+	}
 }
