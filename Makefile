@@ -13,6 +13,9 @@ TEST_PKGS := runc containerd busybox-static prometheus podman
 STATIC    := bin/twtrace-static
 IMAGE     ?= twtrace:dev
 FUZZTIME  ?= 10s
+# The version twtrace reports (twtrace_build_info): the commit, or a tag.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS   := -X main.version=$(VERSION)
 
 .PHONY: all build image generate check-generated deps test-deps test vmtest vmtest-kernels fuzz lint run demo bench clean
 
@@ -21,7 +24,7 @@ all: build
 # Static binaries (no cgo): one file to copy to a host or into a VM, and
 # no C library mapped into the process (~1 MiB of twtrace's RSS).
 build:
-	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/twtrace
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/twtrace
 	CGO_ENABLED=0 $(GO) build -o $(LOAD) ./cmd/twload
 
 # The agent's container image (Containerfile: FROM scratch plus the static
@@ -30,7 +33,7 @@ build:
 # storage). IMAGE=registry/twtrace:tag to name it for a push.
 image:
 	@command -v podman >/dev/null || { echo "make image needs podman (apt-get install podman, or make test-deps as root)" >&2; exit 1; }
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(STATIC) ./cmd/twtrace
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(STATIC) ./cmd/twtrace
 	podman build -t $(IMAGE) -f Containerfile .
 
 # Regenerate the Go bindings and BPF objects from bpf/*.c (committed).
