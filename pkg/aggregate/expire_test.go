@@ -78,3 +78,40 @@ func TestExpireConnects(t *testing.T) {
 		t.Fatalf("quiet row kept: %v", gone)
 	}
 }
+
+// TestExpireWithOther: a full table folds into its Other row; rows expire
+// and new keys take their room, ahead of Other in the next snapshot: the
+// delta still matches Other with Other (the agent's soak stopped on this).
+func TestExpireWithOther(t *testing.T) {
+	tab := New(2)
+	a, b, c := timewait(1, "a", "10.0.0.9:80", 1, 0), timewait(2, "b", "10.0.0.9:80", 1, 0), timewait(3, "c", "10.0.0.9:80", 1, 0)
+	tab.Add(&a)
+	tab.Add(&b)
+	tab.Add(&c) // full: Other
+	prev := tab.Snapshot()
+	tab.Add(&b)
+	tab.Add(&c) // Other again
+	mid := tab.Snapshot()
+	if err := mid.Delta(&prev); err != nil {
+		t.Fatal(err)
+	}
+	gone := tab.Expire(1) // a: nothing since before the snapshot one ago
+	if len(gone) != 1 || gone[0] != KeyOf(&a) {
+		t.Fatalf("Expire removed %v, want a's key", gone)
+	}
+	mid.Drop(gone)
+	d := timewait(4, "d", "10.0.0.9:80", 1, 0)
+	tab.Add(&d) // a's room
+	tab.Add(&c) // still Other: c never got a row
+	next := tab.Snapshot()
+	if err := next.Delta(&mid); err != nil {
+		t.Fatalf("Delta after a new key took an expired row's room: %v", err)
+	}
+	o := next.Rows[len(next.Rows)-1]
+	if !o.Other || o.Timewait != 3 || o.Recent.Timewait != 1 {
+		t.Errorf("Other row %+v: want 3 timewaits, 1 recent", o.Counts)
+	}
+	if r := find(t, next.Rows, KeyOf(&d)); r.Recent.Timewait != 1 {
+		t.Errorf("d's recent timewaits %d, want 1", r.Recent.Timewait)
+	}
+}

@@ -63,27 +63,50 @@ var ErrNotEarlier = errors.New("aggregate: not an earlier snapshot of the same t
 // row's Recent becomes its cumulative count, and Interval is meaningless;
 // take a first snapshot when tracing starts instead.
 //
-// Rows are matched by position, which is stable because a Table never
-// removes or reorders rows; the keys are checked, not looked up.
+// Keyed rows are matched by position, which is stable because a Table
+// never reorders rows (and Drop takes from prev the rows Expire removed);
+// the keys are checked, not looked up. The Other rows are matched with each
+// other: once rows expire, new keys take their room, ahead of Other.
 func (s *Snapshot) Delta(prev *Snapshot) error {
-	if len(prev.Rows) > len(s.Rows) || s.Time.Before(prev.Time) {
+	rows, other := splitOther(s.Rows)
+	prows, pother := splitOther(prev.Rows)
+	if len(prows) > len(rows) || s.Time.Before(prev.Time) || (pother != nil && other == nil) {
 		return ErrNotEarlier
 	}
-	for i := range prev.Rows {
-		r, p := &s.Rows[i], &prev.Rows[i]
-		if r.Key != p.Key || r.Other != p.Other || !r.Counts.covers(&p.Counts) {
+	for i := range prows {
+		r, p := &rows[i], &prows[i]
+		if r.Key != p.Key || !r.Counts.covers(&p.Counts) {
 			return ErrNotEarlier
 		}
 	}
-	for i := range s.Rows {
-		r := &s.Rows[i]
+	if pother != nil && !other.Counts.covers(&pother.Counts) {
+		return ErrNotEarlier
+	}
+	for i := range rows {
+		r := &rows[i]
 		r.Recent = r.Counts
-		if i < len(prev.Rows) {
-			r.Recent.sub(&prev.Rows[i].Counts)
+		if i < len(prows) {
+			r.Recent.sub(&prows[i].Counts)
+		}
+	}
+	if other != nil {
+		other.Recent = other.Counts
+		if pother != nil {
+			other.Recent.sub(&pother.Counts)
 		}
 	}
 	s.Interval = s.Time.Sub(prev.Time)
 	return nil
+}
+
+// splitOther splits a snapshot's rows into the keyed ones and the Other
+// row (last, if any). Once rows expire, new keys take their room and the
+// Other row is no longer at the same position in a later snapshot.
+func splitOther(rows []Row) ([]Row, *Row) {
+	if n := len(rows); n > 0 && rows[n-1].Other {
+		return rows[:n-1], &rows[n-1]
+	}
+	return rows, nil
 }
 
 // Drop removes from s the rows of the keys Expire removed (gone, in the
