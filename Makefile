@@ -11,7 +11,7 @@ DEB_PKGS  := clang-14 llvm-14 libbpf-dev
 TEST_PKGS := runc containerd busybox-static
 FUZZTIME  ?= 10s
 
-.PHONY: all build generate check-generated deps test-deps test vmtest vmtest-kernels fuzz lint run demo bench clean
+.PHONY: all build generate check-generated deps test-deps test vmtest vmtest-kernels fuzz lint run demo bench soak clean
 
 all: build
 
@@ -112,6 +112,14 @@ demo: build
 BENCH_FLAGS ?=
 bench: build
 	$(GO) run ./test/bench -twtrace $(BIN) -twload $(LOAD) $(BENCH_FLAGS)
+
+# An accelerated day of churn under twtrace agent, sampled every second
+# (memory, scrape time, series, CPU) into bin/soak.csv: see
+# docs/performance.md. Root; about 10 minutes. SOAK_FLAGS="-processes
+# 5000 -connections 500000" for a shorter one.
+SOAK_FLAGS ?=
+soak: build
+	$(GO) run ./test/soak -twtrace $(BIN) -twload $(LOAD) -csv bin/soak.csv $(SOAK_FLAGS)
 
 clean:
 	rm -rf bin
