@@ -129,14 +129,18 @@ func runSoak(cfg config) error {
 	defer ag.stop()
 	fmt.Printf("agent ready in %s: %s\n", ag.startup.Round(time.Millisecond), strings.Join(ag.argv[1:], " "))
 	samples, err := sampleRun(cfg, ag, out)
-	if err != nil {
-		return err
-	}
-	if err := ag.stop(); err != nil {
-		return err
-	}
 	summarize(os.Stdout, cfg, samples)
-	return nil
+	if err != nil {
+		// The agent's log says why it stopped answering, if it did.
+		ag.stop()
+		return fmt.Errorf("%w; the agent's log ends:\n%s", err, lastLines(ag.stderr.String(), 30))
+	}
+	return ag.stop()
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // makeNames makes one symlink to twload per process name.
