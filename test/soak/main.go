@@ -368,7 +368,7 @@ func (a *agent) sample(phase string) (sample, error) {
 		return s, fmt.Errorf("scrape: %w", err)
 	}
 	e := readExposition(body)
-	s.scrape, s.samples, s.workloads, s.folded, s.lost = d, e.samples, e.workloads, e.folded, e.lost
+	s.scrape, s.samples, s.workloads, s.other, s.folded, s.lost = d, e.samples, e.workloads, e.other, e.folded, e.lost
 	return s, nil
 }
 

@@ -20,17 +20,18 @@ type sample struct {
 	scrape    time.Duration // one GET /metrics, to the last byte
 	samples   int           // twtrace_* sample lines in that scrape
 	workloads int           // twtrace_workload_series
+	other     bool          // the folded comm="other" series is among them
 	folded    int64         // twtrace_losses_total{kind="folded_series"}
 	lost      int64         // losses that are uncounted events (agentLosses)
 	cpu       time.Duration // agent user + system time so far
 }
 
-var csvHeader = "t_s,phase,processes,connections,errors,rss_kib,scrape_ms,twtrace_samples,workload_series,folded_series,lost,agent_cpu_s"
+var csvHeader = "t_s,phase,processes,connections,errors,rss_kib,scrape_ms,twtrace_samples,workload_series,folded_series,lost,agent_cpu_s,other"
 
 func (s sample) csv() string {
-	return fmt.Sprintf("%.0f,%s,%d,%d,%d,%d,%.2f,%d,%d,%d,%d,%.2f",
+	return fmt.Sprintf("%.0f,%s,%d,%d,%d,%d,%.2f,%d,%d,%d,%d,%.2f,%t",
 		s.at.Seconds(), s.phase, s.churn.processes, s.churn.connections, s.churn.errors,
-		s.rss>>10, float64(s.scrape.Microseconds())/1000, s.samples, s.workloads, s.folded, s.lost, s.cpu.Seconds())
+		s.rss>>10, float64(s.scrape.Microseconds())/1000, s.samples, s.workloads, s.folded, s.lost, s.cpu.Seconds(), s.other)
 }
 
 // agentLosses are the losses_total kinds that are events twtrace failed
@@ -57,6 +58,7 @@ func scrape(c *http.Client, url string) ([]byte, time.Duration, error) {
 type exposition struct {
 	samples   int // sample lines of twtrace_* families
 	workloads int
+	other     bool // some family has its comm="other" series
 	folded    int64
 	lost      int64
 }
@@ -71,6 +73,9 @@ func readExposition(body []byte) exposition {
 			continue
 		}
 		e.samples++
+		if bytes.Contains(line, []byte(`comm="other"`)) {
+			e.other = true
+		}
 		series, value, ok := splitSample(string(line))
 		if !ok {
 			continue

@@ -50,8 +50,18 @@ go_goroutines 12
 func TestReadExposition(t *testing.T) {
 	got := readExposition([]byte(exposition1))
 	want := exposition{samples: 6, workloads: 500, folded: 1234, lost: 5}
+	if got.other {
+		t.Error("no comm=\"other\" series, but other is set")
+	}
 	if got != want {
 		t.Errorf("readExposition = %+v, want %+v", got, want)
+	}
+}
+
+func TestReadExpositionOther(t *testing.T) {
+	got := readExposition([]byte("twtrace_workload_series 3\ntwtrace_connect_attempts_total{comm=\"other\",daddr=\"\"} 9\n"))
+	if !got.other || got.workloads != 3 || labelledSeries(sample{workloads: 3, other: true}) != 2 {
+		t.Errorf("readExposition = %+v", got)
 	}
 }
 

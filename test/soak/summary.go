@@ -22,7 +22,7 @@ type summary struct {
 	scrapeMax, scrapeP99     time.Duration
 	samplesMax, workloadsMax int
 	baseline, final          int // twtrace_* sample lines before the churn and at the end
-	baselineWL, finalWL      int
+	baselineWL, finalWL      int // workload series, the folded one not counted
 	folded, lost             int64
 	cpuChurn                 time.Duration
 }
@@ -52,8 +52,8 @@ func summarizeSamples(ss []sample) summary {
 	m.scrapeMax = scrapes[len(scrapes)-1]
 	m.scrapeP99 = scrapes[max(0, (len(scrapes)*99+99)/100-1)]
 	first, last := ss[0], ss[len(ss)-1]
-	m.baseline, m.baselineWL = first.samples, first.workloads
-	m.final, m.finalWL = last.samples, last.workloads
+	m.baseline, m.baselineWL = first.samples, labelledSeries(first)
+	m.final, m.finalWL = last.samples, labelledSeries(last)
 	m.folded, m.lost = last.folded, last.lost
 	if len(churn) > 0 {
 		c0, c1 := churn[0], churn[len(churn)-1]
@@ -65,6 +65,16 @@ func summarizeSamples(ss []sample) summary {
 		}
 	}
 	return m
+}
+
+// labelledSeries are s's workload series but the folded one: that one
+// is cumulative counters of workloads that had no series of their own,
+// and stays, as counters do (one series per family, whatever the churn).
+func labelledSeries(s sample) int {
+	if s.other {
+		return max(0, s.workloads-1)
+	}
+	return s.workloads
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
@@ -94,7 +104,7 @@ func summarize(w io.Writer, cfg config, ss []sample) {
 		leak = "LEAK"
 	}
 	perMinute(w, ss)
-	fmt.Fprintf(w, "after the churn and the TTL: %d twtrace_* samples (baseline %d), %d workload series (baseline %d): %s\n",
+	fmt.Fprintf(w, "after the churn and the TTL: %d twtrace_* samples (baseline %d), %d labelled workload series besides comm=\"other\" (baseline %d): %s\n",
 		m.final, m.baseline, m.finalWL, m.baselineWL, leak)
 }
 
