@@ -82,6 +82,9 @@ func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
 
 func summarize(w io.Writer, cfg config, ss []sample) {
+	if len(ss) == 0 {
+		return
+	}
 	m := summarizeSamples(ss)
 	fmt.Fprintf(w, "churn: %d processes (%d names), %d connections, %d errors toward %d destinations in %s (%.0f conn/s)\n",
 		m.churn.processes, cfg.names, m.churn.connections, m.churn.errors, cfg.destinations,
@@ -99,6 +102,10 @@ func summarize(w io.Writer, cfg config, ss []sample) {
 	fmt.Fprintf(w, "scrape: max %s, p99 %s over %d scrapes\n", ms(m.scrapeMax), ms(m.scrapeP99), len(ss))
 	fmt.Fprintf(w, "series: max %d twtrace_* samples, max %d workload series (--max-series %d); folded_series %d; lost %d\n",
 		m.samplesMax, m.workloadsMax, cfg.maxSeries, m.folded, m.lost)
+	if ss[len(ss)-1].phase != "cooldown" {
+		fmt.Fprintln(w, "the run ended before the cooldown: no verdict on leaks")
+		return
+	}
 	leak := "no leak"
 	if m.final > m.baseline || m.finalWL > m.baselineWL {
 		leak = "LEAK"
