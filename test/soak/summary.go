@@ -106,6 +106,10 @@ func summarize(w io.Writer, cfg config, ss []sample) {
 		fmt.Fprintln(w, "the run ended before the cooldown: no verdict on leaks")
 		return
 	}
+	if cfg.cooldown < cfg.ttl+cfg.interval {
+		fmt.Fprintf(w, "the cooldown (%s) is shorter than the series TTL (%s): no verdict on leaks\n", cfg.cooldown, cfg.ttl)
+		return
+	}
 	leak := "no leak"
 	if m.final > m.baseline || m.finalWL > m.baselineWL {
 		leak = "LEAK"
