@@ -17,7 +17,7 @@ FUZZTIME  ?= 10s
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS   := -X main.version=$(VERSION)
 
-.PHONY: all build image generate check-generated deps test-deps test vmtest vmtest-kernels fuzz lint run demo bench clean
+.PHONY: all build image generate check-generated deps test-deps test vmtest vmtest-kernels fuzz lint run demo bench soak clean
 
 all: build
 
@@ -130,6 +130,14 @@ demo: build
 BENCH_FLAGS ?=
 bench: build
 	$(GO) run ./test/bench -twtrace $(BIN) -twload $(LOAD) $(BENCH_FLAGS)
+
+# An accelerated day of churn under twtrace agent, sampled every second
+# (memory, scrape time, series, CPU) into bin/soak.csv: see
+# docs/performance.md. Root; about 10 minutes. SOAK_FLAGS="-processes
+# 5000 -connections 500000" for a shorter one.
+SOAK_FLAGS ?=
+soak: build
+	$(GO) run ./test/soak -twtrace $(BIN) -twload $(LOAD) -csv bin/soak.csv $(SOAK_FLAGS)
 
 clean:
 	rm -rf bin

@@ -1,6 +1,7 @@
 // Command bench measures what tracing costs a host that churns connections,
 // side by side with the anchors: connections per second under twload with
-// no tracer, `twtrace watch -o json`, `twtrace top -o json`, a bare BPF
+// no tracer, `twtrace watch -o json`, `twtrace top -o json`, `twtrace
+// agent` scraped once a second, a bare BPF
 // counter on the same tracepoint (the floor) and, when installed, a
 // bpftrace script printing every TCP state change. Runs are interleaved
 // (every tracer once per round, the order rotated each round, the first
@@ -59,7 +60,7 @@ func main() {
 	flag.IntVar(&cfg.clients, "clients", 4, "concurrent twload clients")
 	flag.DurationVar(&cfg.settle, "settle", 3*time.Second, "pause before each run: the previous run's network namespace, with its tens of thousands of timewait sockets, is torn down in the background meanwhile")
 	flag.StringVar(&modes, "modes", "client-close,server-close", "close modes to measure")
-	flag.StringVar(&tracers, "tracers", "none,watch,top,counter,bpftrace", "tracers to measure")
+	flag.StringVar(&tracers, "tracers", "none,watch,top,agent,counter,bpftrace", "tracers to measure")
 	flag.Parse()
 	cfg.modes = strings.Split(modes, ",")
 	cfg.tracers = strings.Split(tracers, ",")
@@ -179,6 +180,12 @@ func available(cfg config, name string) (bool, string) {
 			return false, "this twtrace has no 'top' command yet"
 		}
 		return true, ""
+	case "agent":
+		out, err := exec.Command(cfg.twtrace, "agent", "--help").CombinedOutput()
+		if err != nil || !bytes.Contains(out, []byte("twtrace agent")) {
+			return false, "this twtrace has no 'agent' command yet"
+		}
+		return true, ""
 	case "bpftrace":
 		if _, err := exec.LookPath("bpftrace"); err != nil {
 			return false, "bpftrace is not installed (apt-get install bpftrace)"
@@ -215,6 +222,8 @@ func newTracer(cfg config, name, out string) tracer {
 		return &process{argv: []string{cfg.twtrace, "watch", "-o", "json"}, out: out, ready: "twtrace: tracing", count: true}
 	case "top":
 		return &process{argv: []string{cfg.twtrace, "top", "-o", "json", "--interval", "1s"}, out: out, ready: "twtrace: tracing"}
+	case "agent":
+		return newAgent(cfg.twtrace)
 	case "bpftrace":
 		return &process{argv: []string{"bpftrace", "-e", bpftraceScript}, ready: "Attaching", readyOnStdout: true}
 	}
@@ -330,6 +339,8 @@ func (p *process) start() (time.Duration, error) {
 	}
 	return time.Since(t0), nil
 }
+
+func (p *process) pid() int { return p.cmd.Process.Pid }
 
 func (p *process) finish(s *sample) error {
 	s.peakRSS = peakRSS(p.cmd.Process.Pid)
@@ -474,8 +485,8 @@ func measure(cfg config, name, mode string, d time.Duration) (sample, error) {
 	}
 	s.startup = startup
 	pid := 0
-	if p, ok := tr.(*process); ok {
-		pid = p.cmd.Process.Pid
+	if p, ok := tr.(interface{ pid() int }); ok {
+		pid = p.pid()
 	}
 	cpu0 := processCPU(pid)
 	r, lerr := runLoad(cfg, mode, d)
