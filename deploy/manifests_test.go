@@ -185,8 +185,8 @@ func TestDaemonSetScheduling(t *testing.T) {
 			t.Errorf("requests %s = %v, want %s", name, r.Requests[name], want)
 		}
 	}
-	if q, ok := r.Limits[corev1.ResourceMemory]; !ok || q.Cmp(resource.MustParse("256Mi")) != 0 {
-		t.Errorf("limits memory = %v, want 256Mi", r.Limits[corev1.ResourceMemory])
+	if q, ok := r.Limits[corev1.ResourceMemory]; !ok || q.Cmp(resource.MustParse("512Mi")) != 0 {
+		t.Errorf("limits memory = %v, want 512Mi", r.Limits[corev1.ResourceMemory])
 	}
 	// CFS throttling would stall the ring buffer's reader.
 	if _, ok := r.Limits[corev1.ResourceCPU]; ok {
