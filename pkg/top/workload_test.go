@@ -11,19 +11,24 @@ import (
 	"github.com/twtrace/twtrace/pkg/workload"
 )
 
-// settled: a frame that has seen n timewait entries, with the servers'
+// settled: a frame that has seen n timewait entries and n connects, with the servers'
 // side closed (no client timewait left in FIN_WAIT2).
 func settled(n uint64) func(*Frame) bool {
 	return func(fr *Frame) bool {
-		var tw uint64
+		// Connect counts are read from the kernel just before the table's
+		// snapshot, and timewait events keep arriving in between: under
+		// emulation a frame can show a connection's timewait and not yet its
+		// connect. Every timewait here had a connect: wait for both.
+		var tw, conns uint64
 		for _, r := range fr.Rows {
 			tw += r.Timewait
+			conns += r.Connects
 		}
 		fw2 := 0
 		for _, d := range fr.Destinations {
 			fw2 += d.FinWait2
 		}
-		return tw >= n && fw2 == 0
+		return tw >= n && conns >= n && fw2 == 0
 	}
 }
 
