@@ -2,7 +2,6 @@ package agent
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -15,29 +14,6 @@ import (
 	"github.com/twtrace/twtrace/internal/testnet"
 	"github.com/twtrace/twtrace/pkg/owner"
 )
-
-// hostServer listens on 127.0.0.1 in this namespace and reads each
-// connection to EOF (the client closes first); it returns its address.
-func hostServer(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(io.Discard, c)
-				c.Close()
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
 
 func ownNetns(t *testing.T) uint32 {
 	var st unix.Stat_t
@@ -54,7 +30,7 @@ func ownNetns(t *testing.T) uint32 {
 // second loop is counted, still under its names) and answering.
 func TestAgentPodAndCRIOutage(t *testing.T) {
 	rt := containertest.Containerd(t)
-	dest := hostServer(t)
+	dest := testnet.LoopbackServer(t)
 	owners, err := owner.New(owner.Options{Endpoint: rt.Endpoint})
 	if err != nil {
 		t.Fatal(err)

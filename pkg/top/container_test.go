@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"net"
 	"testing"
 
@@ -23,30 +22,6 @@ import (
 func ncLoop(dest string, n int, then string) []string {
 	host, port, _ := net.SplitHostPort(dest)
 	return []string{"sh", "-c", fmt.Sprintf(`i=0; while [ $i -lt %d ]; do nc %s %s </dev/null || exit 1; i=$((i+1)); done; %s`, n, host, port, then)}
-}
-
-// hostServer listens on 127.0.0.1 in this namespace, reads each
-// connection to EOF and closes it (the client closes first), and returns
-// its address.
-func hostServer(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(io.Discard, c)
-				c.Close()
-			}()
-		}
-	}()
-	return ln.Addr().String()
 }
 
 // startTopHost is startTop over this process's own network namespace.
@@ -116,7 +91,7 @@ func TestTopNamesContainer(t *testing.T) {
 func TestTopNamesPod(t *testing.T) {
 	requireBPF(t)
 	rt := containertest.Containerd(t)
-	dest := hostServer(t)
+	dest := testnet.LoopbackServer(t)
 	uid := "6f1d2c3b-8a9e-4f70-b1c2-d3e4f5a6b7c8"
 	owners := hostOwners(t, rt.Endpoint)
 	run := startTopHost(t, func(c *live.Config) {
