@@ -40,7 +40,7 @@ func BenchmarkScan(b *testing.B) {
 			b.ReportAllocs()
 			var sockets int
 			for b.Loop() {
-				sockets = len(scan(b, s, p.ref).Sockets)
+				sockets = scan(b, s, p.ref).Len()
 			}
 			if sockets != want {
 				b.Fatalf("scanned %d sockets, want %d", sockets, want)

@@ -160,7 +160,7 @@ func dial(t testing.TB, ns *testnet.Netns, dst netip.AddrPort, bindFirst bool) (
 
 func timewaits(ns *Namespace, substate State) []Socket {
 	var out []Socket
-	for _, s := range ns.Sockets {
+	for _, s := range ns.All() {
 		if s.State == TimeWait && s.Substate == substate {
 			out = append(out, s)
 		}
@@ -171,7 +171,7 @@ func timewaits(ns *Namespace, substate State) []Socket {
 // withState returns the sockets in state st, sorted by local then remote port.
 func withState(ns *Namespace, st State) []Socket {
 	var out []Socket
-	for _, s := range ns.Sockets {
+	for _, s := range ns.All() {
 		if s.State == st {
 			out = append(out, s)
 		}

@@ -48,8 +48,8 @@ func TestScanClientsThatCloseFirst(t *testing.T) {
 	if !reflect.DeepEqual(before.Sysctls, wantSysctls) {
 		t.Fatalf("sysctls read\n%+v\nwant\n%+v", before.Sysctls, wantSysctls)
 	}
-	if before.Counters != (Counters{}) || len(before.Sockets) != 0 {
-		t.Fatalf("a new namespace has counters %+v and sockets %+v", before.Counters, before.Sockets)
+	if before.Counters != (Counters{}) || before.Len() != 0 {
+		t.Fatalf("a new namespace has counters %+v and sockets %+v", before.Counters, before.All())
 	}
 	if before.Inode != ns.Inode || before.Time.IsZero() {
 		t.Fatalf("scanned namespace %d at %v, want %d", before.Inode, before.Time, ns.Inode)
@@ -67,7 +67,7 @@ func TestScanClientsThatCloseFirst(t *testing.T) {
 	var after *Namespace
 	testnet.WaitFor(10*time.Second, func() bool {
 		after = scan(t, s, p.ref)
-		return len(timewaits(after, TimeWait)) == K && len(after.Sockets) == K+2
+		return len(timewaits(after, TimeWait)) == K && after.Len() == K+2
 	})
 
 	wantListeners := []Socket{
@@ -93,10 +93,10 @@ func TestScanClientsThatCloseFirst(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("timewait sockets\n%+v\nwant\n%+v", got, want)
 	}
-	if len(after.Sockets) != K+2 {
-		t.Errorf("%d sockets, want %d listeners and %d timewait: %+v", len(after.Sockets), 2, K, after.Sockets)
+	if after.Len() != K+2 {
+		t.Errorf("%d sockets, want %d listeners and %d timewait: %+v", after.Len(), 2, K, after.All())
 	}
-	for _, sock := range after.Sockets {
+	for _, sock := range after.All() {
 		port := sock.Sport
 		if sock.State == TimeWait && (port < 40000 || port > 40099 || (port >= 40050 && port <= 40059) || port == 40090) {
 			t.Errorf("client port %d outside the range or reserved", port)
@@ -119,7 +119,7 @@ func TestScanClientsThatCloseFirst(t *testing.T) {
 	if host.Sysctls.PortRange == wantSysctls.PortRange {
 		t.Errorf("host's port range reads as the test namespace's")
 	}
-	for _, sock := range host.Sockets {
+	for _, sock := range host.All() {
 		for _, tw := range want {
 			if sock.Saddr == tw.Saddr && sock.Sport == tw.Sport && sock.Daddr == tw.Daddr && sock.Dport == tw.Dport {
 				t.Errorf("host namespace shows the test namespace's socket %+v", sock)
@@ -152,7 +152,7 @@ func TestScanEstablishedAndBound(t *testing.T) {
 	var inv *Namespace
 	testnet.WaitFor(10*time.Second, func() bool {
 		inv = scan(t, s, p.ref)
-		return len(inv.Sockets) == 5
+		return inv.Len() == 5
 	})
 	sport := srv.Addr.Port()
 	want := []Socket{
@@ -163,7 +163,7 @@ func TestScanEstablishedAndBound(t *testing.T) {
 		{State: Established, Substate: Established, Saddr: lo4, Sport: sport, Daddr: lo4, Dport: viaBind.Port(), Bound: true},
 	}
 	sortSockets(want)
-	got := slices.Clone(inv.Sockets)
+	got := inv.All()
 	sortSockets(got)
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("sockets\n%+v\nwant\n%+v", got, want)
@@ -206,7 +206,7 @@ func TestScanOrphanedFinWait2(t *testing.T) {
 		return len(withState(inv, FinWait2)) == 1
 	})
 	if got := withState(inv, FinWait2); len(got) != 1 {
-		t.Fatalf("after shutdown(SHUT_WR), no FIN_WAIT2 socket: %+v", inv.Sockets)
+		t.Fatalf("after shutdown(SHUT_WR), no FIN_WAIT2 socket: %+v", inv.All())
 	}
 	unix.Close(fd)
 	testnet.WaitFor(10*time.Second, func() bool {
@@ -216,7 +216,7 @@ func TestScanOrphanedFinWait2(t *testing.T) {
 	sport := srv.Addr.Port()
 	tws := timewaits(inv, FinWait2)
 	if len(tws) != 1 {
-		t.Fatalf("no FIN_WAIT2 timewait socket: %+v", inv.Sockets)
+		t.Fatalf("no FIN_WAIT2 timewait socket: %+v", inv.All())
 	}
 	orphan := Socket{State: TimeWait, Substate: FinWait2, Saddr: lo4, Sport: client.Port(), Daddr: lo4, Dport: sport, RemainingKnown: true, Timestamps: true}
 	t.Logf("orphan: %v left of the FIN_WAIT2 timer (tcp_fin_timeout 30 s)", tws[0].Remaining)
@@ -227,8 +227,8 @@ func TestScanOrphanedFinWait2(t *testing.T) {
 	if got := withState(inv, CloseWait); len(got) != 1 || got[0] != peer {
 		t.Errorf("server side %+v, want %+v", got, peer)
 	}
-	if len(inv.Sockets) != 3 {
-		t.Errorf("sockets %+v, want the listener, the orphan and its peer", inv.Sockets)
+	if inv.Len() != 3 {
+		t.Errorf("sockets %+v, want the listener, the orphan and its peer", inv.All())
 	}
 	counting := twCountingOf(t, inv.Counters, Counters{TW: 1})
 	t.Logf("timewait sockets %s", counting)
@@ -237,11 +237,11 @@ func TestScanOrphanedFinWait2(t *testing.T) {
 	srv.Release()
 	testnet.WaitFor(10*time.Second, func() bool {
 		inv = scan(t, s, p.ref)
-		return len(timewaits(inv, TimeWait)) == 1 && len(inv.Sockets) == 2
+		return len(timewaits(inv, TimeWait)) == 1 && inv.Len() == 2
 	})
 	tws = timewaits(inv, TimeWait)
-	if len(tws) != 1 || len(inv.Sockets) != 2 {
-		t.Fatalf("after the server's close: %+v, want the listener and one TIME_WAIT", inv.Sockets)
+	if len(tws) != 1 || inv.Len() != 2 {
+		t.Fatalf("after the server's close: %+v, want the listener and one TIME_WAIT", inv.All())
 	}
 	t.Logf("after the peer's FIN: %v left of the TIME_WAIT timer", tws[0].Remaining)
 	// Re-armed: more than the 30 s the FIN_WAIT2 substate had.
@@ -273,7 +273,7 @@ func TestScanIPv6AndMapped(t *testing.T) {
 	var inv *Namespace
 	testnet.WaitFor(10*time.Second, func() bool {
 		inv = scan(t, s, p.ref)
-		return len(timewaits(inv, TimeWait)) == 4 && len(inv.Sockets) == 7
+		return len(timewaits(inv, TimeWait)) == 4 && inv.Len() == 7
 	})
 	want := []Socket{
 		{State: Listen, Substate: Listen, IPv6: true, Saddr: lo6, Sport: srv6.Addr.Port(), Daddr: netip.IPv6Unspecified(), Bound: true},
@@ -288,7 +288,7 @@ func TestScanIPv6AndMapped(t *testing.T) {
 	}
 	sortSockets(want)
 	var got []Socket
-	for _, sock := range inv.Sockets {
+	for _, sock := range inv.All() {
 		if sock.State == TimeWait {
 			sock = withoutTimer(t, sock, 60*time.Second)
 		}
@@ -316,7 +316,7 @@ func TestScanWithoutTimestamps(t *testing.T) {
 	})
 	tws := timewaits(inv, TimeWait)
 	if len(tws) != 1 {
-		t.Fatalf("sockets %+v, want one TIME_WAIT", inv.Sockets)
+		t.Fatalf("sockets %+v, want one TIME_WAIT", inv.All())
 	}
 	want := Socket{State: TimeWait, Substate: TimeWait, Saddr: lo4, Sport: uint16(res.Ports[0]), Daddr: lo4, Dport: srv.Addr.Port(), RemainingKnown: true}
 	if got := withoutTimer(t, tws[0], 60*time.Second); got != want {
@@ -531,7 +531,7 @@ func TestCountersShortFinTimeout(t *testing.T) {
 	})
 	tws := timewaits(inv, FinWait2)
 	if len(tws) != 1 {
-		t.Fatalf("no FIN_WAIT2 timewait socket: %+v", inv.Sockets)
+		t.Fatalf("no FIN_WAIT2 timewait socket: %+v", inv.All())
 	}
 	want := Socket{State: TimeWait, Substate: FinWait2, Saddr: lo4, Sport: client.Port(), Daddr: lo4, Dport: srv.Addr.Port(), RemainingKnown: true, Timestamps: true}
 	if got := withoutTimer(t, tws[0], 3*time.Second); got != want {

@@ -39,8 +39,8 @@ type Scanner struct {
 	mu   sync.Mutex
 	prog *ebpf.Program
 	iter *link.Iter
-	hz   uint32 // kernel's CONFIG_HZ, 0 when unknown
 	buf  []byte // iterator output, reused between scans
+	dec  decoder
 }
 
 // preflight reports the first reason Open cannot work here, or nil.
@@ -80,7 +80,7 @@ func OpenWithCache(cache *btf.Cache) (*Scanner, error) {
 		progs.Close()
 		return nil, loadError("attaching", err)
 	}
-	return &Scanner{prog: progs.InventoryTcp, iter: it, hz: kernelHZ(), buf: make([]byte, 0, 64<<10)}, nil
+	return &Scanner{prog: progs.InventoryTcp, iter: it, dec: decoder{hz: kernelHZ()}, buf: make([]byte, 0, 64<<10)}, nil
 }
 
 // loadError turns a load or attach failure into one of the package's
@@ -140,7 +140,7 @@ func (s *Scanner) Scan(ref NamespaceRef) (*Namespace, error) {
 	return ns, nil
 }
 
-// ScanInto is Scan into ns, reusing the memory of ns.Sockets: a caller
+// ScanInto is Scan into ns, reusing the memory of ns's slices: a caller
 // that scans the same namespaces over and over keeps one Namespace each
 // and stops allocating once they have grown. On error ns is unspecified.
 func (s *Scanner) ScanInto(ref NamespaceRef, ns *Namespace) error {
@@ -149,7 +149,7 @@ func (s *Scanner) ScanInto(ref NamespaceRef, ns *Namespace) error {
 	if s.iter == nil {
 		return errClosed
 	}
-	*ns = Namespace{NamespaceRef: ref, Sockets: ns.Sockets[:0]}
+	*ns = Namespace{NamespaceRef: ref, Sockets: ns.Sockets[:0], Groups: ns.Groups[:0], Conns: ns.Conns[:0]}
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -207,7 +207,7 @@ func (s *Scanner) read(ns *Namespace) error {
 	if err != nil {
 		return fmt.Errorf("opening the TCP socket iterator: %w", err)
 	}
-	ns.Sockets, err = s.decodeAll(r, ns.Sockets)
+	err = s.decodeAll(r, ns)
 	r.Close()
 	if err != nil {
 		return fmt.Errorf("reading the TCP socket iterator: %w", err)
@@ -219,30 +219,30 @@ func (s *Scanner) read(ns *Namespace) error {
 	return err
 }
 
-// decodeAll decodes everything r has, a chunk at a time, appending the
-// sockets to out: memory for the iterator's output is one chunk, however
-// many sockets the namespace holds. A read may end inside a record; the
-// rest of it comes with the next read.
-func (s *Scanner) decodeAll(r io.Reader, out []Socket) ([]Socket, error) {
+// decodeAll decodes everything r has, a chunk at a time, into ns: memory
+// for the iterator's output is one chunk, however many sockets the
+// namespace holds. A read may end inside a record; the rest of it comes
+// with the next read.
+func (s *Scanner) decodeAll(r io.Reader, ns *Namespace) error {
+	s.dec.reset(ns)
 	have := 0 // bytes of an unfinished record at the start of s.buf
 	buf := s.buf[:cap(s.buf)]
 	for {
 		n, err := r.Read(buf[have:])
 		have += n
 		whole := have - have%recordSize
-		var derr error
-		if out, derr = decodeRecords(buf[:whole], s.hz, out); derr != nil {
-			return out, derr
+		if derr := s.dec.records(buf[:whole]); derr != nil {
+			return derr
 		}
 		have = copy(buf, buf[whole:have])
 		if err == io.EOF {
 			if have != 0 {
-				return out, fmt.Errorf("iterator output ends inside a %d-byte record", recordSize)
+				return fmt.Errorf("iterator output ends inside a %d-byte record", recordSize)
 			}
-			return out, nil
+			return nil
 		}
 		if err != nil {
-			return out, err
+			return err
 		}
 	}
 }
