@@ -161,14 +161,14 @@ func checkReport(t *testing.T, ns *inventory.Namespace, r Report) {
 			if servers[k] == nil {
 				servers[k] = new(ByState)
 			}
-			servers[k].add(&s)
+			servers[k].add(s.State, s.Substate)
 			continue
 		}
 		k := Key{netns, s.Saddr, s.Daddr, s.Dport}
 		if dests[k] == nil {
 			dests[k] = &dest{ports: map[uint16][]inventory.Socket{}}
 		}
-		dests[k].add(&s)
+		dests[k].add(s.State, s.Substate)
 		dests[k].ports[s.Sport] = append(dests[k].ports[s.Sport], s)
 	}
 	if got.Timewait != timewaits || got.FinWait2 != finWait2s {

@@ -28,5 +28,6 @@ func FuzzCompute(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ns := decodeNamespace(data)
 		checkReport(t, ns, Compute(ns))
+		checkCompact(t, ns)
 	})
 }

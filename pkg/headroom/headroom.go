@@ -82,6 +82,7 @@ import (
 	"math/bits"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/twtrace/twtrace/pkg/inventory"
@@ -123,13 +124,13 @@ type ByState struct {
 // Total is the number of sockets counted.
 func (b *ByState) Total() int { return b.Timewait + b.FinWait2 + b.Established + b.Other }
 
-func (b *ByState) add(s *inventory.Socket) {
+func (b *ByState) add(state, substate inventory.State) {
 	switch {
-	case s.State == inventory.TimeWait && s.Substate == inventory.FinWait2:
+	case state == inventory.TimeWait && substate == inventory.FinWait2:
 		b.FinWait2++
-	case s.State == inventory.TimeWait:
+	case state == inventory.TimeWait:
 		b.Timewait++
-	case s.State == inventory.Established:
+	case state == inventory.Established:
 		b.Established++
 	default:
 		b.Other++
@@ -250,12 +251,14 @@ func Compute(ns *inventory.Namespace) Report {
 	if n.TwReuseDelay <= 0 {
 		n.TwReuseDelay = DefaultTwReuseDelay
 	}
-	t := tally{socks: ns.Sockets, delay: n.TwReuseDelay, reuseHold: min(n.TwReuseDelay, TimewaitLen)}
+	t := tally{socks: socketsOf(ns), delay: n.TwReuseDelay, reuseHold: min(n.TwReuseDelay, TimewaitLen)}
 	var listening portSet
 	budget(ns, &n, &t.usable, &listening)
 
 	g := grouping{ns: ns}
-	g.classify(&n, &listening)
+	scratch := scratchPool.Get().(*[]int32)
+	defer scratchPool.Put(scratch)
+	g.classify(&n, &listening, scratch)
 	end := make([]int, len(g.dests))
 	order := g.order(end)
 	t.expiries = make([]time.Duration, 0, len(order))
@@ -283,7 +286,8 @@ func Compute(ns *inventory.Namespace) Report {
 }
 
 // grouping sorts a namespace's sockets into destinations (connections it
-// opened) and servers (connections accepted on a listening port).
+// opened) and servers (connections accepted on a listening port). Socket
+// i of the namespace is ns.Sockets[i], or ns.Conns[i-len(ns.Sockets)].
 type grouping struct {
 	ns *inventory.Namespace
 
@@ -293,62 +297,109 @@ type grouping struct {
 	destOf  []int32
 	scratch []int32
 	servers []Server
+
+	index       map[Key]int32
+	serverIndex map[netip.AddrPort]int
 }
+
+// scratchPool holds the grouping's scratch, 8 bytes per socket, from one
+// Compute to the next.
+var scratchPool = sync.Pool{New: func() any { return new([]int32) }}
 
 // classify counts the namespace's timewait sockets and finds each
 // socket's destination or server.
-func (g *grouping) classify(n *Namespace, listening *portSet) {
-	socks := g.ns.Sockets
-	g.scratch = make([]int32, 2*len(socks))
-	g.destOf = g.scratch[:len(socks)]
-	index := make(map[Key]int32)
-	var serverIndex map[netip.AddrPort]int
-	var last Key
-	lastIdx := int32(-1)
+func (g *grouping) classify(n *Namespace, listening *portSet, scratch *[]int32) {
+	socks, total := g.ns.Sockets, g.ns.Len()
+	if cap(*scratch) < 2*total {
+		*scratch = make([]int32, 2*total)
+	}
+	g.scratch = (*scratch)[:2*total]
+	g.destOf = g.scratch[:total]
+	g.index = make(map[Key]int32)
 	for i := range socks {
 		s := &socks[i]
 		g.destOf[i] = -1
-		if s.State == inventory.TimeWait {
-			if s.Substate == inventory.FinWait2 {
-				n.FinWait2++
-			} else {
-				n.Timewait++
-			}
-		}
+		n.count(s.State, s.Substate)
 		if s.State == inventory.Listen || s.State == inventory.Close || !hasPeer(s) {
 			continue
 		}
 		if listening.has(s.Sport) {
-			if serverIndex == nil {
-				serverIndex = make(map[netip.AddrPort]int)
-			}
-			ap := netip.AddrPortFrom(s.Saddr, s.Sport)
-			j, ok := serverIndex[ap]
-			if !ok {
-				j = len(g.servers)
-				serverIndex[ap] = j
-				g.servers = append(g.servers, Server{Addr: s.Saddr, Port: s.Sport})
-			}
-			g.servers[j].add(s)
+			g.servers[g.server(s.Saddr, s.Sport)].add(s.State, s.Substate)
 			continue
 		}
-		k := Key{Netns: g.ns.Inode, Saddr: s.Saddr, Daddr: s.Daddr, Dport: s.Dport}
-		// Sockets toward one destination tend to come in runs.
-		if lastIdx < 0 || k != last {
-			j, ok := index[k]
-			if !ok {
-				j = int32(len(g.dests))
-				index[k] = j
-				g.dests = append(g.dests, Destination{Key: k, Usable: n.Usable, Reuse: reuseApplies(&g.ns.Sysctls, &k)})
-			}
-			last, lastIdx = k, j
-		}
-		g.dests[lastIdx].add(s)
-		g.destOf[i] = lastIdx
+		j := g.dest(Key{Netns: g.ns.Inode, Saddr: s.Saddr, Daddr: s.Daddr, Dport: s.Dport}, n)
+		g.dests[j].add(s.State, s.Substate)
+		g.destOf[i] = j
 	}
+	g.classifyConns(n)
 	for i := range g.servers {
 		n.AcceptedTimewait += g.servers[i].Timewait
 		n.AcceptedFinWait2 += g.servers[i].FinWait2
+	}
+}
+
+// classifyConns does what classify does for the namespace's groups:
+// a group's destination or server is found once.
+func (g *grouping) classifyConns(n *Namespace) {
+	groups, conns, base := g.ns.Groups, g.ns.Conns, len(g.ns.Sockets)
+	of := make([]int32, len(groups)) // a group's destination or server
+	for i := range groups {
+		gr := &groups[i]
+		if gr.Server {
+			of[i] = int32(g.server(gr.Saddr, gr.Port))
+		} else {
+			of[i] = g.dest(Key{Netns: g.ns.Inode, Saddr: gr.Saddr, Daddr: gr.Daddr, Dport: gr.Port}, n)
+		}
+	}
+	for k := range conns {
+		c := &conns[k]
+		n.count(c.State, c.Substate)
+		j := of[c.Group]
+		if groups[c.Group].Server {
+			g.servers[j].add(c.State, c.Substate)
+			g.destOf[base+k] = -1
+			continue
+		}
+		g.dests[j].add(c.State, c.Substate)
+		g.destOf[base+k] = j
+	}
+}
+
+// dest is the index of destination k, made when new.
+func (g *grouping) dest(k Key, n *Namespace) int32 {
+	j, ok := g.index[k]
+	if !ok {
+		j = int32(len(g.dests))
+		g.index[k] = j
+		g.dests = append(g.dests, Destination{Key: k, Usable: n.Usable, Reuse: reuseApplies(&g.ns.Sysctls, &k)})
+	}
+	return j
+}
+
+// server is the index of the server of local address and port, made when
+// new.
+func (g *grouping) server(addr netip.Addr, port uint16) int {
+	if g.serverIndex == nil {
+		g.serverIndex = make(map[netip.AddrPort]int)
+	}
+	ap := netip.AddrPortFrom(addr, port)
+	j, ok := g.serverIndex[ap]
+	if !ok {
+		j = len(g.servers)
+		g.serverIndex[ap] = j
+		g.servers = append(g.servers, Server{Addr: addr, Port: port})
+	}
+	return j
+}
+
+// count counts a timewait socket of the namespace by its substate.
+func (n *Namespace) count(state, substate inventory.State) {
+	if state == inventory.TimeWait {
+		if substate == inventory.FinWait2 {
+			n.FinWait2++
+		} else {
+			n.Timewait++
+		}
 	}
 }
 
@@ -375,7 +426,7 @@ func (g *grouping) order(end []int) []int32 {
 
 // tally counts the ports of the sockets toward each destination in turn.
 type tally struct {
-	socks []inventory.Socket
+	socks sockets
 	// usable holds the ports connect() may pick toward a destination with
 	// nothing in use; seen is empty between destinations.
 	usable, seen     portSet
@@ -388,29 +439,29 @@ type tally struct {
 // ports sets the port figures of d, given the indices in t.socks of its
 // sockets.
 func (t *tally) ports(d *Destination, group []int32) {
-	socks := t.socks
+	socks := &t.socks
 	shared := false
 	for _, i := range group {
-		p := socks[i].Sport
+		p := socks.port(i)
 		shared = shared || t.seen.has(p)
 		t.seen.add(p)
 	}
 	for _, i := range group {
-		t.seen.remove(socks[i].Sport)
+		t.seen.remove(socks.port(i))
 	}
 	if shared {
 		// Rare: the kernel keeps one socket per 4-tuple.
-		slices.SortFunc(group, func(a, b int32) int { return cmp.Compare(socks[a].Sport, socks[b].Sport) })
+		slices.SortFunc(group, func(a, b int32) int { return cmp.Compare(socks.port(a), socks.port(b)) })
 	}
 	e0, t0 := len(t.expiries), len(t.takeable)
 	inUse := 0
 	for k := 0; k < len(group); {
 		// The port of group[k], and of the sockets after it that share
 		// it: released when they all are.
-		p := socks[group[k]].Sport
-		h := release(&socks[group[k]], d.Reuse, t.delay)
-		for k++; shared && k < len(group) && socks[group[k]].Sport == p; k++ {
-			h = h.and(release(&socks[group[k]], d.Reuse, t.delay))
+		p := socks.port(group[k])
+		h := socks.release(group[k], d.Reuse, t.delay)
+		for k++; shared && k < len(group) && socks.port(group[k]) == p; k++ {
+			h = h.and(socks.release(group[k], d.Reuse, t.delay))
 		}
 		d.PortsInUse++
 		if !t.usable.has(p) {
@@ -507,19 +558,47 @@ func (h hold) and(o hold) hold {
 	return hold{free: max(h.free, o.free), takeable: max(h.takeable, o.takeable), now: h.now && o.now}
 }
 
-// release is the hold of s on its port toward its destination. A timewait
-// whose Remaining is unknown is taken to hold its port the longest it can,
-// TimewaitLen, and not to be reusable.
-func release(s *inventory.Socket, reuse bool, delay time.Duration) hold {
-	if s.State != inventory.TimeWait {
+// sockets are a namespace's sockets by index: Sockets, then Conns.
+type sockets struct {
+	socks []inventory.Socket
+	conns []inventory.Conn
+}
+
+func socketsOf(ns *inventory.Namespace) sockets { return sockets{ns.Sockets, ns.Conns} }
+
+// port is socket i's local port; only asked of sockets toward a
+// destination (a conn of a client group).
+func (s *sockets) port(i int32) uint16 {
+	if int(i) < len(s.socks) {
+		return s.socks[i].Sport
+	}
+	return s.conns[int(i)-len(s.socks)].Port
+}
+
+// release is the hold of socket i on its port toward its destination.
+func (s *sockets) release(i int32, reuse bool, delay time.Duration) hold {
+	if int(i) < len(s.socks) {
+		sk := &s.socks[i]
+		return release(sk.State, sk.Substate, sk.Remaining, sk.RemainingKnown, sk.Timestamps, reuse, delay)
+	}
+	c := &s.conns[int(i)-len(s.socks)]
+	remaining, known := c.Remaining()
+	return release(c.State, c.Substate, remaining, known, c.Timestamps(), reuse, delay)
+}
+
+// release is the hold of a socket on its port toward its destination. A
+// timewait whose remaining timer is unknown is taken to hold its port the
+// longest it can, TimewaitLen, and not to be reusable.
+func release(state, substate inventory.State, remaining time.Duration, known, timestamps, reuse bool, delay time.Duration) hold {
+	if state != inventory.TimeWait {
 		return hold{free: never, takeable: never}
 	}
-	if !s.RemainingKnown {
+	if !known {
 		return hold{free: TimewaitLen, takeable: TimewaitLen}
 	}
-	remaining := min(max(s.Remaining, 0), TimewaitLen)
+	remaining = min(max(remaining, 0), TimewaitLen)
 	h := hold{free: remaining, takeable: remaining}
-	if reuse && s.Substate != inventory.FinWait2 && s.Timestamps {
+	if reuse && substate != inventory.FinWait2 && timestamps {
 		age := TimewaitLen - remaining
 		if age >= delay {
 			h.takeable, h.now = 0, true

@@ -92,17 +92,16 @@ func (d *decoder) record(rec []byte) error {
 	if state == Listen {
 		d.listening.add(sport)
 	}
-	bound := flags&flagBound != 0
-	if state == Listen || state == Close || dport == 0 || !hasPeer(family, rec[offDaddr:offDaddr+16]) ||
-		(bound && !d.listening.has(sport)) {
+	server := d.listening.has(sport)
+	if !groupable(state, flags&flagBound != 0, server) || dport == 0 || !hasPeer(family, rec[offDaddr:offDaddr+16]) {
 		d.ns.Sockets = append(d.ns.Sockets, Socket{})
 		decodeRecord(rec, d.hz, &d.ns.Sockets[len(d.ns.Sockets)-1])
 		return nil
 	}
-	k := groupKey{family: family, port: dport, server: bound,
+	k := groupKey{family: family, port: dport, server: server,
 		saddr: [16]byte(rec[offSaddr : offSaddr+16]), daddr: [16]byte(rec[offDaddr : offDaddr+16])}
 	c := Conn{Port: sport, State: state, Substate: State(rec[offSubstate])}
-	if bound {
+	if server {
 		k.port, c.Port = sport, dport
 	}
 	id, ok := d.index[k]
@@ -121,6 +120,14 @@ func (d *decoder) record(rec []byte) error {
 	}
 	d.ns.Conns = append(d.ns.Conns, c)
 	return nil
+}
+
+// groupable: a socket with a peer goes in a group when it is an accepted
+// connection (its port has a listener: a server group) or a connection
+// connect() gave a port (not bound: a client group). Listeners, sockets in
+// CLOSE and bound sockets that are not accepted stay Sockets.
+func groupable(state State, bound, listening bool) bool {
+	return state != Listen && state != Close && (listening || !bound)
 }
 
 // hasPeer reports a remote address: not any (0.0.0.0, ::, ::ffff:0.0.0.0).

@@ -162,7 +162,8 @@ type Group struct {
 // Conn is one socket of a Group: a connected or closing socket, or a
 // timewait socket. A client group's sockets are never Bound (a port
 // whose bucket bind() or listen() marked is never one connect() picks,
-// and the mark is per port); a server group's always are.
+// and the mark is per port); a server group's share their listener's
+// bucket, and are.
 type Conn struct {
 	Group uint32 // index in Namespace.Groups
 	Port  uint16 // the local port in a client group, the remote one in a server group
@@ -212,4 +213,49 @@ func (ns *Namespace) All() []Socket {
 		out = append(out, ns.Socket(&ns.Conns[i]))
 	}
 	return out
+}
+
+// Compact moves the sockets of ns.Sockets that belong in groups to
+// ns.Groups and ns.Conns, as a scan would have put them, and returns ns:
+// for a Namespace built by hand. A timer is kept to the millisecond.
+func Compact(ns *Namespace) *Namespace {
+	var listening portSet
+	for i := range ns.Sockets {
+		if ns.Sockets[i].State == Listen {
+			listening.add(ns.Sockets[i].Sport)
+		}
+	}
+	index := map[Group]uint32{}
+	for i := range ns.Groups {
+		index[ns.Groups[i]] = uint32(i)
+	}
+	kept := ns.Sockets[:0]
+	for _, s := range ns.Sockets {
+		server := listening.has(s.Sport)
+		if !groupable(s.State, s.Bound, server) || s.Dport == 0 || !s.Daddr.IsValid() || s.Daddr.IsUnspecified() {
+			kept = append(kept, s)
+			continue
+		}
+		g := Group{Server: server, IPv6: s.IPv6, Saddr: s.Saddr, Daddr: s.Daddr, Port: s.Dport}
+		c := Conn{Port: s.Sport, State: s.State, Substate: s.Substate}
+		if server {
+			g.Port, c.Port = s.Sport, s.Dport
+		}
+		id, ok := index[g]
+		if !ok {
+			id = uint32(len(ns.Groups))
+			index[g] = id
+			ns.Groups = append(ns.Groups, g)
+		}
+		c.Group = id
+		if s.Timestamps {
+			c.flags |= connTimestamps
+		}
+		if s.RemainingKnown {
+			c.RemainingMs, c.flags = uint16(min(max(s.Remaining.Milliseconds(), 0), 1<<16-1)), c.flags|connTimer
+		}
+		ns.Conns = append(ns.Conns, c)
+	}
+	ns.Sockets = kept
+	return ns
 }
