@@ -3,6 +3,7 @@ package live
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/twtrace/twtrace/pkg/aggregate"
@@ -117,7 +118,7 @@ type scanned struct {
 // scan is one frame's pass over the namespaces, numbered for the join.
 type scan struct {
 	all    []scanned
-	number uint32
+	number uint16
 	start  time.Time
 }
 
@@ -177,7 +178,7 @@ type joined struct {
 // joinTimewait attributes each timewait socket of the scan to the row
 // whose event reported it, and takes the timewait rates per destination.
 // After a complete scan (no namespace unreadable), the join drops the
-// entries of sockets that are gone.
+// entries of sockets that are gone; after any, those too old to be alive.
 func (s *session) joinTimewait(sc scan, snap *aggregate.Snapshot, complete bool) joined {
 	j := joined{
 		now:          make(map[aggregate.Key]int),
@@ -186,9 +187,14 @@ func (s *session) joinTimewait(sc scan, snap *aggregate.Snapshot, complete bool)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	buckets := 0
 	for _, sd := range sc.all {
 		s.attribute(sd.ns, sc.number, &j)
+		buckets += sd.ns.Sysctls.MaxTwBuckets
 	}
+	// The kernel holds at most tcp_max_tw_buckets timewait sockets per
+	// namespace: so may the join.
+	s.join.setMax(buckets)
 	j.rate = make(map[destKey]float64, len(s.twDest))
 	for k, c := range s.twDest {
 		j.rate[k] = snap.PerSecond(c.n - c.prev)
@@ -197,23 +203,27 @@ func (s *session) joinTimewait(sc scan, snap *aggregate.Snapshot, complete bool)
 		}
 		c.prev = c.n
 	}
-	// A namespace that could not be read would look empty: prune only
-	// after complete scans.
-	if complete {
-		s.join.prune(sc.number, sc.start, snap.Time)
+	// A namespace that could not be read would look empty: only a
+	// complete scan tells which sockets are gone.
+	number := sc.number
+	if !complete {
+		number = 0
 	}
+	s.join.prune(number, sc.start, snap.Time)
 	j.refused = s.join.refused
 	return j
 }
 
 // attribute joins the timewait sockets of one namespace; s.mu is held.
-func (s *session) attribute(ns *inventory.Namespace, number uint32, j *joined) {
+func (s *session) attribute(ns *inventory.Namespace, number uint16, j *joined) {
 	listening := map[uint16]bool{}
 	for i := range ns.Sockets {
 		if sk := &ns.Sockets[i]; sk.State == inventory.Listen {
 			listening[sk.Sport] = true
 		}
 	}
+	perRow := slices.Grow(s.perRow[:0], len(s.keys))[:len(s.keys)]
+	clear(perRow)
 	for i := range ns.Sockets {
 		sk := &ns.Sockets[i]
 		if sk.State != inventory.TimeWait {
@@ -224,11 +234,52 @@ func (s *session) attribute(ns *inventory.Namespace, number uint32, j *joined) {
 		}
 		t := tuple{netns: ns.Inode, saddr: sk.Saddr, sport: sk.Sport, daddr: sk.Daddr, dport: sk.Dport}
 		if i, ok := s.join.find(&t, number); ok {
-			j.now[s.keys[i]]++
+			perRow[i]++
 		} else if !listening[sk.Sport] {
 			j.unattributed[destKey{Netns: ns.Inode, Saddr: sk.Saddr, Daddr: sk.Daddr, Dport: sk.Dport}]++
 		}
 	}
+	s.attributeConns(ns, number, perRow, j)
+	for i, n := range perRow {
+		if n > 0 {
+			j.now[s.keys[i]] += n
+		}
+	}
+	s.perRow = perRow
+}
+
+// attributeConns joins the timewait sockets of ns's groups, counting them
+// per row in perRow; a group's addresses are hashed once.
+func (s *session) attributeConns(ns *inventory.Namespace, number uint16, perRow []int, j *joined) {
+	bases := slices.Grow(s.bases[:0], len(ns.Groups))[:len(ns.Groups)]
+	missed := slices.Grow(s.missed[:0], len(ns.Groups))[:len(ns.Groups)]
+	for i := range ns.Groups {
+		g := &ns.Groups[i]
+		bases[i], missed[i] = s.join.base(ns.Inode, g.Saddr, g.Daddr), 0
+	}
+	for k := range ns.Conns {
+		c := &ns.Conns[k]
+		if c.State != inventory.TimeWait {
+			continue
+		}
+		g := &ns.Groups[c.Group]
+		sport, dport := c.Port, g.Port
+		if g.Server {
+			sport, dport = g.Port, c.Port
+		}
+		if i, ok := s.join.findKey(key(bases[c.Group], sport, dport), number); ok {
+			perRow[i]++
+		} else {
+			missed[c.Group]++
+		}
+	}
+	for i, n := range missed {
+		// An accepted connection's timewait holds no ephemeral port.
+		if g := &ns.Groups[i]; n > 0 && !g.Server {
+			j.unattributed[destKey{Netns: ns.Inode, Saddr: g.Saddr, Daddr: g.Daddr, Dport: g.Port}] += n
+		}
+	}
+	s.bases, s.missed = bases, missed
 }
 
 // losses sets f's losses: the tracer's, the rows folded, the join's

@@ -1,6 +1,7 @@
 package live
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
@@ -72,8 +73,93 @@ func TestJoinPrune(t *testing.T) {
 		t.Error("an entry made while the scan ran was dropped")
 	}
 	j.prune(j.beginScan(), scanStart, t0.Add(joinHold+2*time.Second))
-	if _, ok := j.find(&found, 9); ok || len(j.index) != 1 {
-		t.Errorf("after joinHold: %d entries, want only the young one", len(j.index))
+	if _, ok := j.find(&found, 9); ok || j.n != 1 {
+		t.Errorf("after joinHold: %d entries, want only the young one", j.n)
+	}
+}
+
+// The open-addressed table against a map, through random adds, finds,
+// prunes and renumberings, growing from its first size: every entry the
+// map has is found with its row, and no other.
+func TestJoinTableMatchesMap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	t0 := time.Unix(1000, 0)
+	j := testJoin(0, t0)
+	model := map[tuple]int32{}
+	check := func(step int) {
+		t.Helper()
+		if j.n != len(model) {
+			t.Fatalf("step %d: %d entries, want %d", step, j.n, len(model))
+		}
+		for tp, row := range model {
+			if r, ok := j.find(&tp, j.scan); !ok || r != row {
+				t.Fatalf("step %d: find %v = %d, %v; want %d", step, tp, r, ok, row)
+			}
+		}
+	}
+	for step := range 40 {
+		for range rng.IntN(3000) {
+			tp := tup(uint16(rng.IntN(6000)))
+			row := int32(rng.IntN(50))
+			j.add(&tp, row, t0)
+			model[tp] = row
+		}
+		check(step)
+		// Renumber: drop the odd rows, halve the even ones.
+		if step%5 == 4 {
+			to := make([]int32, 50)
+			for r := range to {
+				to[r] = int32(r / 2)
+				if r%2 == 1 {
+					to[r] = -1
+				}
+			}
+			j.renumber(to)
+			for tp, row := range model {
+				if to[row] < 0 {
+					delete(model, tp)
+				} else {
+					model[tp] = to[row]
+				}
+			}
+			check(step)
+		}
+		// A complete scan that finds a random half.
+		scan := j.beginScan()
+		for tp := range model {
+			if rng.IntN(2) == 0 {
+				j.find(&tp, scan)
+				continue
+			}
+			delete(model, tp)
+		}
+		j.prune(scan, t0.Add(10*time.Second), t0.Add(10*time.Second))
+		check(step)
+	}
+	if len(j.slots) <= 1024 {
+		t.Fatalf("the table never grew: %d slots", len(j.slots))
+	}
+}
+
+// The join holds what the namespaces' tcp_max_tw_buckets allow, at least
+// DefaultJoinEntries, unless its size was set.
+func TestJoinMax(t *testing.T) {
+	j := newJoin(0)
+	if j.max != DefaultJoinEntries {
+		t.Fatalf("max %d", j.max)
+	}
+	j.setMax(2_000_000)
+	if j.max != 2_000_000 {
+		t.Fatalf("max %d after setMax(2M)", j.max)
+	}
+	j.setMax(1000)
+	if j.max != DefaultJoinEntries {
+		t.Fatalf("max %d after setMax(1000)", j.max)
+	}
+	j = newJoin(5)
+	j.setMax(2_000_000)
+	if j.max != 5 {
+		t.Fatalf("a configured max became %d", j.max)
 	}
 }
 
@@ -85,8 +171,41 @@ func BenchmarkJoinAdd(b *testing.B) {
 		tp := tup(uint16(i))
 		tp.netns = uint32(i >> 16)
 		j.add(&tp, 1, t0)
-		if len(j.index) == DefaultJoinEntries {
-			clear(j.index)
+		if j.n == DefaultJoinEntries {
+			clear(j.slots)
+			j.n = 0
 		}
 	}
+}
+
+// BenchmarkJoinFind looks up each of a quarter of a million timewait
+// sockets, as a frame's attribution does (a group's addresses hashed
+// once, the ports mixed in per socket): no allocation.
+func BenchmarkJoinFind(b *testing.B) {
+	const n, dests = 250_000, 40
+	j := newJoin(0)
+	t0 := time.Now()
+	bases := make([]uint64, dests)
+	for d := range dests {
+		bases[d] = j.base(7, netip.MustParseAddr("10.0.0.1"), netip.AddrFrom4([4]byte{10, 0, 1, byte(d)}))
+	}
+	for i := range n {
+		tp := tuple{netns: 7, saddr: netip.MustParseAddr("10.0.0.1"), daddr: netip.AddrFrom4([4]byte{10, 0, 1, byte(i % dests)}),
+			sport: uint16(1024 + i/dests), dport: 80}
+		j.add(&tp, int32(i%100), t0)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		found := 0
+		for i := range n {
+			if _, ok := j.findKey(key(bases[i%dests], uint16(1024+i/dests), 80), 1); ok {
+				found++
+			}
+		}
+		if found != n {
+			b.Fatalf("found %d of %d", found, n)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/record")
+	b.ReportMetric(float64(len(j.slots)*16)/(1<<20), "MiB")
 }

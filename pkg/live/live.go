@@ -178,16 +178,20 @@ type session struct {
 	procOrder []uint32
 	untallied uint64 // processes it had no room for
 	join      *join
-	keys      []aggregate.Key
-	keyIdx    map[aggregate.Key]int32
-	twDest    map[destKey]*twCount
-	prev      aggregate.Snapshot
-	spare     aggregate.Snapshot // memory for the next snapshot
-	prevNs    map[uint32]inventory.Counters
-	nsMem     map[uint32]*inventory.Namespace // each namespace's scan, reused
-	drains    atomic.Uint64                   // times the reader emptied the ring
-	frames    uint64                          // frames made
-	expired   uint64                          // frames made at the last expiry
+	// Scratch of the join's attribution, reused frame after frame.
+	perRow  []int
+	bases   []uint64
+	missed  []int
+	keys    []aggregate.Key
+	keyIdx  map[aggregate.Key]int32
+	twDest  map[destKey]*twCount
+	prev    aggregate.Snapshot
+	spare   aggregate.Snapshot // memory for the next snapshot
+	prevNs  map[uint32]inventory.Counters
+	nsMem   map[uint32]*inventory.Namespace // each namespace's scan, reused
+	drains  atomic.Uint64                   // times the reader emptied the ring
+	frames  uint64                          // frames made
+	expired uint64                          // frames made at the last expiry
 	// unresolved counts the events and connect counts whose cgroup had
 	// no path (Config.Owners).
 	unresolved atomic.Uint64
