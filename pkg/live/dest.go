@@ -3,6 +3,7 @@ package live
 import (
 	"cmp"
 	"slices"
+	"time"
 
 	"github.com/twtrace/twtrace/pkg/aggregate"
 	"github.com/twtrace/twtrace/pkg/headroom"
@@ -22,13 +23,23 @@ type worst struct {
 // destinations fills f's namespaces (with their TcpExt rates) and
 // destinations (with their forecasts), and returns the worst of each
 // destination over its source addresses, for the rows.
-func (s *session) destinations(f *Frame, sc scan, snap *aggregate.Snapshot, tw joined) map[rowDest]*worst {
+//
+// The headroom is the last read's (sc): its forecasts are made from it,
+// then shortened by the time since it (a destination heading for
+// exhaustion is that much closer).
+func (s *session) destinations(f *Frame, sc scan, snap *aggregate.Snapshot, tw joined, fresh bool) map[rowDest]*worst {
 	connRate := connectRates(snap)
 	worstOf := map[rowDest]*worst{}
+	age := max(snap.Time.Sub(sc.start).Seconds(), 0)
+	if fresh {
+		age = 0
+	}
 	for _, sd := range sc.all {
 		nsView, dests, _ := report.FromNamespace(sd.ns, &sd.r)
 		nsView.Owner = report.OwnerOf(s.cfg.Owners, nsView.PID)
-		s.namespaceRates(&nsView, sd.ns, snap.Interval.Seconds())
+		if r, ok := s.nsRates[sd.ns.Inode]; ok {
+			nsView.TWPerS, nsView.RecycledPerS, nsView.OverflowPerS = r.tw, r.recycled, r.overflow
+		}
 		f.Namespaces = append(f.Namespaces, nsView)
 		for i := range dests {
 			d := &sd.r.Destinations[i]
@@ -36,6 +47,7 @@ func (s *session) destinations(f *Frame, sc scan, snap *aggregate.Snapshot, tw j
 			rd := rowDest{d.Netns, d.Daddr, d.Dport}
 			var ex *float64
 			if secs, ok := forecast(d, tw.rate[k], connRate[rd]); ok {
+				secs = max(secs-age, 0)
 				ex = &secs
 			}
 			live := report.Live(dests[i], connRate[rd], tw.rate[k], tw.unattributed[k], ex)
@@ -70,17 +82,30 @@ func connectRates(snap *aggregate.Snapshot) map[rowDest]float64 {
 	return rates
 }
 
-// namespaceRates sets the rates of ns's TcpExt timewait counters since
-// the previous frame (none on its first).
-func (s *session) namespaceRates(v *report.Namespace, ns *inventory.Namespace, interval float64) {
-	if p, ok := s.prevNs[ns.Inode]; ok && interval > 0 {
-		c := ns.Counters
-		tw := report.Round3(float64(c.TW-p.TW) / interval)
-		rec := report.Round3(float64(c.TWRecycled-p.TWRecycled) / interval)
-		ovf := report.Round3(float64(c.TCPTimeWaitOverflow-p.TCPTimeWaitOverflow) / interval)
-		v.TWPerS, v.RecycledPerS, v.OverflowPerS = &tw, &rec, &ovf
+// nsCounters are a namespace's TcpExt counters as one read found them.
+type nsCounters struct {
+	c  inventory.Counters
+	at time.Time
+}
+
+// nsRates are the rates of a namespace's TcpExt timewait counters
+// between its last two reads.
+type nsRates struct{ tw, recycled, overflow *float64 }
+
+// namespaceRates takes the rates of ns's TcpExt timewait counters since
+// its previous read (none on its first).
+func (s *session) namespaceRates(ns *inventory.Namespace) {
+	cur := nsCounters{ns.Counters, ns.Time}
+	if p, ok := s.prevNs[ns.Inode]; ok {
+		if secs := cur.at.Sub(p.at).Seconds(); secs > 0 {
+			c := ns.Counters
+			tw := report.Round3(float64(c.TW-p.c.TW) / secs)
+			rec := report.Round3(float64(c.TWRecycled-p.c.TWRecycled) / secs)
+			ovf := report.Round3(float64(c.TCPTimeWaitOverflow-p.c.TCPTimeWaitOverflow) / secs)
+			s.nsRates[ns.Inode] = nsRates{&tw, &rec, &ovf}
+		}
 	}
-	s.prevNs[ns.Inode] = ns.Counters
+	s.prevNs[ns.Inode] = cur
 }
 
 // sortDestinations puts the soonest exhaustion first, then the least

@@ -55,7 +55,7 @@ func (s *session) add(e *event.Event) {
 // frame makes one frame: the counts since the last one, the inventory
 // joined to them, the destinations' forecasts, the rows judged, the
 // losses.
-func (s *session) frame() (*Frame, error) {
+func (s *session) frame(final bool) (*Frame, error) {
 	if err := s.readConnects(); err != nil {
 		return nil, err
 	}
@@ -71,18 +71,20 @@ func (s *session) frame() (*Frame, error) {
 		Tier:         s.tr.Tier().Tier,
 		By:           s.cfg.By,
 	}
-	t0 := time.Now()
-	sc, err := s.scanNamespaces(f)
-	if err != nil {
-		return nil, err
+	fresh := s.inventoryDue(snap.Time, final)
+	if fresh {
+		if err := s.readInventory(&snap); err != nil {
+			return nil, err
+		}
 	}
-	f.ScanTime = time.Since(t0)
-	// A socket the scan found in timewait may have its event still in the
-	// ring (records wait up to a poll interval): let the reader empty it
-	// once more before joining, or the socket would count as unattributed.
-	s.waitDrains(1)
-	tw := s.joinTimewait(sc, &snap, len(f.Errors) == 0)
-	worst := s.destinations(f, sc, &snap, tw)
+	f.Errors = s.read.errors
+	f.ScanTime, f.InventoryTime = s.read.cost, s.read.sc.start
+	tw := s.read.tw
+	tw.rate = s.timewaitRates(&snap)
+	s.mu.Lock()
+	tw.refused = s.join.refused // refused as events came, not at the read
+	s.mu.Unlock()
+	worst := s.destinations(f, s.read.sc, &snap, tw, fresh)
 	f.Rows = s.rows(&snap, tw, worst)
 	f.Processes = s.processes()
 	if err := s.losses(f, &snap, tw.refused); err != nil {
@@ -91,6 +93,54 @@ func (s *session) frame() (*Frame, error) {
 	s.prev, s.spare = snap, s.prev
 	s.frames++
 	return f, nil
+}
+
+// inventoryRead is the last read of the sockets: what the frames show of
+// them until the next.
+type inventoryRead struct {
+	sc     scan
+	tw     joined // without rates: those are each frame's
+	errors []string
+	cost   time.Duration // of the read, the join and the headroom
+	end    time.Time
+	done   bool
+}
+
+// inventoryDue reports whether the frame at now reads the sockets again:
+// the first and the final frame do, and any at which the last read's
+// cost is within Config.InventoryCPU of the time since it began.
+func (s *session) inventoryDue(now time.Time, final bool) bool {
+	r := &s.read
+	if !r.done || final || s.cfg.InventoryCPU >= 1 {
+		return true
+	}
+	return float64(r.cost) <= s.cfg.InventoryCPU*float64(now.Sub(r.sc.start))
+}
+
+// readInventory reads the sockets of every namespace, joins the timewait
+// sockets to the rows and computes the headroom, for this frame and the
+// next ones until the next read.
+func (s *session) readInventory(snap *aggregate.Snapshot) error {
+	t0 := time.Now()
+	var errs []string
+	sc, err := s.scanNamespaces(&errs)
+	if err != nil {
+		return err
+	}
+	// A socket the scan found in timewait may have its event still in the
+	// ring (records wait up to a poll interval): let the reader empty it
+	// once more before joining, or the socket would count as unattributed.
+	w0 := time.Now()
+	s.waitDrains(1)
+	sc.drainWait = time.Since(w0)
+	s.read = inventoryRead{sc: sc, tw: s.joinTimewait(sc, snap, len(errs) == 0), errors: errs, done: true}
+	for _, sd := range sc.all {
+		s.namespaceRates(sd.ns)
+	}
+	s.read.end = time.Now()
+	// The wait for the reader is not the read's cost.
+	s.read.cost = s.read.end.Sub(t0) - s.read.sc.drainWait
+	return nil
 }
 
 // readConnects moves the kernel's connect counts into the table.
@@ -115,17 +165,18 @@ type scanned struct {
 	r  headroom.Report
 }
 
-// scan is one frame's pass over the namespaces, numbered for the join.
+// scan is one pass over the namespaces, numbered for the join.
 type scan struct {
-	all    []scanned
-	number uint16
-	start  time.Time
+	all       []scanned
+	number    uint16
+	start     time.Time
+	drainWait time.Duration
 }
 
 // scanNamespaces reads the inventory of every namespace the session
-// looks at (a namespace that cannot be read goes to f.Errors) and seeds
-// the listeners found.
-func (s *session) scanNamespaces(f *Frame) (scan, error) {
+// looks at (a namespace that cannot be read goes to errs) and seeds the
+// listeners found.
+func (s *session) scanNamespaces(errs *[]string) (scan, error) {
 	var sc scan
 	s.mu.Lock()
 	sc.number = s.join.beginScan()
@@ -148,7 +199,7 @@ func (s *session) scanNamespaces(f *Frame) (scan, error) {
 		}
 		if err := s.inv.ScanInto(ref, ns); err != nil {
 			if !errors.Is(err, inventory.ErrNamespaceGone) {
-				f.Errors = append(f.Errors, fmt.Sprintf("netns %d: %v", ref.Inode, err))
+				*errs = append(*errs, fmt.Sprintf("netns %d: %v", ref.Inode, err))
 			}
 			continue
 		}
@@ -161,6 +212,7 @@ func (s *session) scanNamespaces(f *Frame) (scan, error) {
 		if !seen[inode] {
 			delete(s.nsMem, inode)
 			delete(s.prevNs, inode)
+			delete(s.nsRates, inode)
 		}
 	}
 	return sc, nil
@@ -173,6 +225,22 @@ type joined struct {
 	bound        map[rowDest]bool      // a bind() port is in use toward it
 	rate         map[destKey]float64   // timewait entries per second
 	refused      uint64                // the join's, cumulative
+}
+
+// timewaitRates are the timewait entries per second toward each
+// destination over the frame's interval.
+func (s *session) timewaitRates(snap *aggregate.Snapshot) map[destKey]float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rate := make(map[destKey]float64, len(s.twDest))
+	for k, c := range s.twDest {
+		rate[k] = snap.PerSecond(c.n - c.prev)
+		if c.n != c.prev {
+			c.frame = s.frames
+		}
+		c.prev = c.n
+	}
+	return rate
 }
 
 // joinTimewait attributes each timewait socket of the scan to the row
@@ -195,14 +263,6 @@ func (s *session) joinTimewait(sc scan, snap *aggregate.Snapshot, complete bool)
 	// The kernel holds at most tcp_max_tw_buckets timewait sockets per
 	// namespace: so may the join.
 	s.join.setMax(buckets)
-	j.rate = make(map[destKey]float64, len(s.twDest))
-	for k, c := range s.twDest {
-		j.rate[k] = snap.PerSecond(c.n - c.prev)
-		if c.n != c.prev {
-			c.frame = s.frames
-		}
-		c.prev = c.n
-	}
 	// A namespace that could not be read would look empty: only a
 	// complete scan tells which sockets are gone.
 	number := sc.number

@@ -71,6 +71,18 @@ type Config struct {
 	// Immediate emits a first frame as soon as tracing is live (its
 	// interval is the time since tracing began), then one every Interval.
 	Immediate bool
+	// InventoryCPU bounds the time reading the sockets of every namespace
+	// takes, as a share of one CPU (0: DefaultInventoryCPU; 1 or more:
+	// every frame). iter/tcp walks the host's whole established hash for
+	// each namespace, ~0.3 µs a socket: a host holding a quarter of a
+	// million timewait sockets costs ~75 ms a read. A frame reads the
+	// sockets again once the last read's cost is at most this share of
+	// the time since; otherwise it keeps the last read's figures (the
+	// timewait sockets held, the headroom, with its time in
+	// Frame.InventoryTime), while the counts and rates from the tracer's
+	// events are the frame's own. The first frame and the final one
+	// always read.
+	InventoryCPU float64
 	// Drain, when ctx is done, waits up to this long for the sockets
 	// closed by then to reach their end (their timewait entry, or the
 	// reset that ends them), and emits one last frame (Final). 0: stop at
@@ -108,8 +120,11 @@ type Frame struct {
 	Losses       report.Losses
 	Tier         tracer.Tier
 	Errors       []string // namespaces that could not be read
-	// ScanTime is how long reading every namespace's sockets took.
-	ScanTime time.Duration
+	// ScanTime is how long the last read of every namespace's sockets
+	// took, and InventoryTime when it began: the time of the figures
+	// that come from the sockets (Config.InventoryCPU).
+	ScanTime      time.Duration
+	InventoryTime time.Time
 	// Final marks the frame emitted after the drain (Config.Drain).
 	Final bool
 }
@@ -187,8 +202,10 @@ type session struct {
 	twDest  map[destKey]*twCount
 	prev    aggregate.Snapshot
 	spare   aggregate.Snapshot // memory for the next snapshot
-	prevNs  map[uint32]inventory.Counters
+	prevNs  map[uint32]nsCounters
+	nsRates map[uint32]nsRates              // the TcpExt rates of the last read
 	nsMem   map[uint32]*inventory.Namespace // each namespace's scan, reused
+	read    inventoryRead                   // the last read of the sockets
 	drains  atomic.Uint64                   // times the reader emptied the ring
 	frames  uint64                          // frames made
 	expired uint64                          // frames made at the last expiry
@@ -212,6 +229,9 @@ func DefaultRingSize() int {
 	return mib << 20
 }
 
+// DefaultInventoryCPU is Config.InventoryCPU's default: 5 % of one CPU.
+const DefaultInventoryCPU = 0.05
+
 // maxTwDest bounds the per-destination timewait counters.
 const maxTwDest = 16384
 
@@ -224,6 +244,9 @@ func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
 	if cfg.MaxKeys <= 0 {
 		cfg.MaxKeys = DefaultMaxKeys
 	}
+	if cfg.InventoryCPU <= 0 {
+		cfg.InventoryCPU = DefaultInventoryCPU
+	}
 	tr, inv, err := open(&cfg)
 	if err != nil {
 		return err
@@ -233,15 +256,16 @@ func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
 
 	s := &session{
 		cfg: cfg, tr: tr, inv: inv,
-		table:  aggregate.New(cfg.MaxKeys),
-		start:  time.Now(),
-		join:   newJoin(cfg.MaxJoin),
-		keyIdx: map[aggregate.Key]int32{},
-		owners: map[aggregate.Key]*rowOwner{},
-		procs:  map[uint32]*Process{},
-		twDest: map[destKey]*twCount{},
-		prevNs: map[uint32]inventory.Counters{},
-		nsMem:  map[uint32]*inventory.Namespace{},
+		table:   aggregate.New(cfg.MaxKeys),
+		start:   time.Now(),
+		join:    newJoin(cfg.MaxJoin),
+		keyIdx:  map[aggregate.Key]int32{},
+		owners:  map[aggregate.Key]*rowOwner{},
+		procs:   map[uint32]*Process{},
+		twDest:  map[destKey]*twCount{},
+		prevNs:  map[uint32]nsCounters{},
+		nsRates: map[uint32]nsRates{},
+		nsMem:   map[uint32]*inventory.Namespace{},
 	}
 	s.prev = s.table.Snapshot()
 	if err := s.seedAll(); err != nil {
@@ -336,7 +360,7 @@ func (s *session) loop(ctx context.Context, done chan error, emit func(*Frame) e
 
 // emitFrame makes a frame and emits it, then lets rows expire.
 func (s *session) emitFrame(emit func(*Frame) error) error {
-	f, err := s.frame()
+	f, err := s.frame(false)
 	if err != nil {
 		return err
 	}
@@ -365,7 +389,7 @@ func (s *session) drain(d time.Duration, emit func(*Frame) error) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	s.waitDrains(2)
-	f, err := s.frame()
+	f, err := s.frame(true)
 	if err != nil {
 		return err
 	}

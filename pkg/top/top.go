@@ -77,6 +77,12 @@ type Frame struct {
 	Tier string `json:"tier"`
 	// Final marks the frame emitted after the drain (live.Config.Drain).
 	Final bool `json:"final,omitempty"`
+	// InventoryTime is when the sockets were last read: the time of the
+	// timewait sockets held and of the headroom, which a frame reads
+	// again only within live.Config.InventoryCPU; ScanS is what that read
+	// took.
+	InventoryTime time.Time `json:"inventory_time"`
+	ScanS         float64   `json:"scan_s"`
 }
 
 // Run runs the live engine and calls emit with each of its frames as top
@@ -110,6 +116,9 @@ func View(f *live.Frame, by Sort, k int) *Frame {
 		Errors:       f.Errors,
 		Tier:         f.Tier.String(),
 		Final:        f.Final,
+
+		InventoryTime: f.InventoryTime,
+		ScanS:         report.Round3(f.ScanTime.Seconds()),
 	}
 }
 
