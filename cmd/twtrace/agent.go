@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/twtrace/twtrace/pkg/agent"
+	"github.com/twtrace/twtrace/pkg/live"
 	"github.com/twtrace/twtrace/pkg/owner"
 )
 
@@ -59,6 +60,7 @@ type agentFlags struct {
 	listen, webConfig, logFormat, cgroupRoot, by string
 	interval, seriesTTL                          time.Duration
 	maxSeries, maxDestinations                   int
+	inventoryCPU                                 float64
 }
 
 func newAgentCommand() *cobra.Command {
@@ -87,6 +89,7 @@ Every metric, label and alert: docs/agent.md. SIGTERM or SIGINT: exit 0.`,
 	fl.StringVar(&f.cgroupRoot, "cgroup-root", "", "the host's cgroup v2 mount (default: found in /proc/self/mountinfo; in a container, where the host's is mounted)")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log lines: text or json (log/slog)")
 	fl.StringVar(&f.by, "by", "program", byUsage)
+	fl.Float64Var(&f.inventoryCPU, "inventory-cpu", 100*live.DefaultInventoryCPU, inventoryCPUUsage)
 	return cmd
 }
 
@@ -107,7 +110,8 @@ func (f *agentFlags) check() error {
 	if f.events == "" {
 		f.events = "timewait,connect_error"
 	}
-	return nil
+	_, err := checkInventoryCPU(f.inventoryCPU)
+	return err
 }
 
 func newLogger(format string, w io.Writer) *slog.Logger {
@@ -142,7 +146,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	}
 	defer owners.Close()
 	a, err := agent.New(agent.Config{
-		Listen: f.listen, WebConfig: f.webConfig, Interval: f.interval,
+		Listen: f.listen, WebConfig: f.webConfig, Interval: f.interval, InventoryCPU: f.inventoryCPU / 100,
 		MaxSeries: f.maxSeries, SeriesTTL: f.seriesTTL, MaxDestinations: f.maxDestinations,
 		Filter: flt, Tier: tier, By: by, Owners: owners, Select: f.selector(),
 		Version: buildVersion(), Log: log,

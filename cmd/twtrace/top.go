@@ -28,11 +28,24 @@ import (
 
 type topFlags struct {
 	watchFlags
-	interval time.Duration
-	count    int
-	sort     string
-	rows     int
-	by       string
+	interval     time.Duration
+	count        int
+	sort         string
+	rows         int
+	by           string
+	inventoryCPU float64
+}
+
+// inventoryCPUUsage is --inventory-cpu's help, top's and the agent's.
+const inventoryCPUUsage = "the most of one CPU, in percent, that reading the sockets of every namespace may take: a refresh reads them again only within it and otherwise shows the last read's timewait sockets and headroom, with its time (100: every refresh)"
+
+// checkInventoryCPU validates --inventory-cpu and returns it as a share
+// of one CPU.
+func checkInventoryCPU(pct float64) (float64, error) {
+	if !(pct > 0 && pct <= 100) {
+		return 0, usageError{fmt.Errorf("invalid --inventory-cpu %v: want more than 0 and at most 100 (percent of one CPU)", pct)}
+	}
+	return pct / 100, nil
 }
 
 // byUsage is --by's help, top's and run's.
@@ -65,6 +78,7 @@ interval (schema in docs/json.md); --count N stops after N.`,
 	fl.StringVar(&f.sort, "sort", "timewait", "row order: timewait (entries/s), connects (/s), now (timewait sockets held) or errors")
 	fl.IntVar(&f.rows, "rows", top.DefaultRows, "rows shown; the rest are summed into one")
 	fl.StringVar(&f.by, "by", "program", byUsage)
+	fl.Float64Var(&f.inventoryCPU, "inventory-cpu", 100*live.DefaultInventoryCPU, inventoryCPUUsage)
 	return cmd
 }
 
@@ -122,6 +136,10 @@ func runTop(cmd *cobra.Command, f *topFlags) error {
 	if err != nil {
 		return usageError{err}
 	}
+	invCPU, err := checkInventoryCPU(f.inventoryCPU)
+	if err != nil {
+		return err
+	}
 	by, err := parseBy(f.by)
 	if err != nil {
 		return err
@@ -154,7 +172,7 @@ func runTop(cmd *cobra.Command, f *topFlags) error {
 		Config: live.Config{
 			Interval: f.interval, Count: f.count, Filter: flt,
 			Netns: flt.SingleNetns(), RingSize: f.ringSize, MaxSockets: f.maxSockets, Tier: tier,
-			By: by, Select: f.selector(), Owners: owners,
+			By: by, Select: f.selector(), Owners: owners, InventoryCPU: invCPU,
 		},
 		Rows: f.rows,
 		Sort: func() top.Sort { return top.Sort(sortNow.Load()) },

@@ -40,6 +40,8 @@ type Config struct {
 	WebConfig string // exporter-toolkit web config file (TLS, basic auth); "" none
 	// Interval between refreshes of the inventory and the metrics.
 	Interval time.Duration
+	// InventoryCPU bounds the reads of the sockets (live.Config.InventoryCPU).
+	InventoryCPU float64
 	// MaxSeries bounds the workload x destination pairs; SeriesTTL drops
 	// those quiet this long; MaxDestinations bounds the destinations
 	// exposed.
@@ -133,17 +135,18 @@ func (a *Agent) Run(ctx context.Context) error {
 // expiring as series do, a first frame at once (readiness).
 func (a *Agent) liveConfig() live.Config {
 	return live.Config{
-		Interval:  a.cfg.Interval,
-		Filter:    a.cfg.Filter,
-		Netns:     a.cfg.Netns,
-		Tier:      a.cfg.Tier,
-		By:        a.cfg.By,
-		Owners:    a.cfg.Owners,
-		Select:    a.cfg.Select,
-		MaxKeys:   max(live.DefaultMaxKeys, 2*a.cfg.MaxSeries),
-		Expire:    a.cfg.SeriesTTL,
-		Immediate: true,
-		Ready:     func() { a.cfg.Log.Info("tracing", "interval", a.cfg.Interval.String()) },
+		Interval:     a.cfg.Interval,
+		InventoryCPU: a.cfg.InventoryCPU,
+		Filter:       a.cfg.Filter,
+		Netns:        a.cfg.Netns,
+		Tier:         a.cfg.Tier,
+		By:           a.cfg.By,
+		Owners:       a.cfg.Owners,
+		Select:       a.cfg.Select,
+		MaxKeys:      max(live.DefaultMaxKeys, 2*a.cfg.MaxSeries),
+		Expire:       a.cfg.SeriesTTL,
+		Immediate:    true,
+		Ready:        func() { a.cfg.Log.Info("tracing", "interval", a.cfg.Interval.String()) },
 	}
 }
 
