@@ -32,6 +32,7 @@ var specMetrics = []string{
 	"twtrace_losses_total",
 	"twtrace_build_info",
 	"twtrace_inventory_scan_duration_seconds",
+	"twtrace_inventory_read_timestamp_seconds",
 	"twtrace_workload_series",
 }
 

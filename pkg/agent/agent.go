@@ -162,6 +162,7 @@ func (a *Agent) update(f *live.Frame) error {
 	e.losses(&f.Losses, a.series.folded)
 	e.add(descBuild, prometheus.GaugeValue, 1, a.cfg.Version, f.Tier.String())
 	e.add(descScan, prometheus.GaugeValue, f.ScanTime.Seconds())
+	e.add(descReadTime, prometheus.GaugeValue, float64(f.InventoryTime.UnixNano())/1e9)
 	n := len(a.series.m)
 	if a.series.other != (tally{}) {
 		n++

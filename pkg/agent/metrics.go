@@ -66,7 +66,9 @@ var (
 	descBuild = prometheus.NewDesc("twtrace_build_info",
 		"1, labelled with twtrace's version and the kernel hooks' tier.", []string{"version", "tier"}, nil)
 	descScan = prometheus.NewDesc("twtrace_inventory_scan_duration_seconds",
-		"How long the last refresh took to read the sockets of every network namespace.", nil, nil)
+		"What the last read of the sockets of every network namespace cost (the walk, the join, the headroom).", nil, nil)
+	descReadTime = prometheus.NewDesc("twtrace_inventory_read_timestamp_seconds",
+		"When the sockets were last read (--inventory-cpu): the time of the timewait and headroom gauges.", nil, nil)
 	descSeries = prometheus.NewDesc("twtrace_workload_series",
 		"Workload x destination pairs exposed now (at most --max-series, plus the folded one).", nil, nil)
 	descDestinations = prometheus.NewDesc("twtrace_destinations",
@@ -77,7 +79,7 @@ var allDescs = []*prometheus.Desc{
 	descConnects, descTimewait, descConnectErrors, descBindErrors, descOverflows, descReuses, descPerRequest,
 	descAvailable, descUsable, descDestTimewait, descExhaustion,
 	descNsTimewait, descNsUsable, descNsUsage, descNsTW, descNsRecycled, descNsOverflow,
-	descLosses, descBuild, descScan, descSeries, descDestinations,
+	descLosses, descBuild, descScan, descReadTime, descSeries, descDestinations,
 }
 
 // exposition builds one frame's metrics.

@@ -417,8 +417,12 @@ func (s *session) seedAll() error {
 		if !s.wantNetns(ref.Inode) {
 			continue
 		}
-		ns, err := s.inv.Scan(ref)
-		if err != nil {
+		ns := s.nsMem[ref.Inode]
+		if ns == nil {
+			ns = &inventory.Namespace{}
+			s.nsMem[ref.Inode] = ns
+		}
+		if err := s.inv.ScanInto(ref, ns); err != nil {
 			continue // gone, or unreadable: the first frame says which
 		}
 		if err := s.seedListeners(ns); err != nil {

@@ -88,7 +88,12 @@ func (sc *screen) header(f *Frame) {
 		loss = fmt.Sprintf("  LOST: %d records, %d sockets untracked, %d runs missed, %d connects uncounted",
 			l.Records, l.Untracked, l.Missed, l.UncountedConnects)
 	}
-	sc.add("%d %s, %.0f timewait sockets (%s new/s)%s", len(f.Namespaces), plural(len(f.Namespaces), "namespace", "namespaces"), tw, rate(twps), loss)
+	read := ""
+	if age := f.Time.Sub(f.InventoryTime); !f.InventoryTime.IsZero() && age > time.Duration(f.IntervalS*1e9)/2 {
+		// The sockets were not read this frame (--inventory-cpu).
+		read = fmt.Sprintf(" as read %s ago", age.Round(100*time.Millisecond))
+	}
+	sc.add("%d %s, %.0f timewait sockets%s (%s new/s)%s", len(f.Namespaces), plural(len(f.Namespaces), "namespace", "namespaces"), tw, read, rate(twps), loss)
 }
 
 // block is one destination's head lines and the rows toward it.
