@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -246,8 +247,17 @@ Without a subcommand it runs 'watch'.`,
 }
 
 func main() {
+	// twtrace's live heap is small and allocated mostly at each read of
+	// the sockets; a collection at half the live heap, not the whole,
+	// keeps its peak RSS lower at no measurable CPU. GOGC still decides.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	os.Exit(run(os.Args[1:]))
 }
+
+// gcPercent is twtrace's GOGC.
+const gcPercent = 50
 
 func run(args []string) int {
 	root := newRootCommand()
