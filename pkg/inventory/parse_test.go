@@ -226,3 +226,47 @@ func TestKernelHZ(t *testing.T) {
 	}
 	t.Logf("HZ %d", hz)
 }
+
+const sockstatSample = `sockets: used 10
+TCP: inuse 3 orphan 0 tw 250000 alloc 4 mem 0
+UDP: inuse 0 mem 0
+`
+
+func TestParseSockstat(t *testing.T) {
+	for _, tc := range []struct {
+		in        string
+		inuse, tw int
+		ok        bool
+	}{
+		{sockstatSample, 3, 250000, true},
+		{"TCP: inuse 0 orphan 0 tw 0 alloc 4 mem 0\n", 0, 0, true},
+		{"TCP: inuse 0 orphan 0 alloc 4\n", 0, 0, false}, // no tw
+		{"TCP: inuse x orphan 0 tw 0\n", 0, 0, false},
+		{"TCP: inuse -1 tw 0\n", 0, 0, false},
+		{"UDP: inuse 0 mem 0\n", 0, 0, false},
+		{"", 0, 0, false},
+	} {
+		inuse, tw, err := parseSockstat(tc.in)
+		if (err == nil) != tc.ok || inuse != tc.inuse || tw != tc.tw {
+			t.Errorf("parseSockstat(%q) = %d, %d, %v; want %d, %d, ok %v", tc.in, inuse, tw, err, tc.inuse, tc.tw, tc.ok)
+		}
+	}
+}
+
+func FuzzParseSockstat(f *testing.F) {
+	f.Add(sockstatSample)
+	f.Add("TCP: inuse 1 tw\n")
+	f.Add("TCP:\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		inuse, tw, err := parseSockstat(s)
+		if err != nil {
+			if inuse != 0 || tw != 0 {
+				t.Fatalf("parseSockstat(%q) failed (%v) but returned %d, %d", s, err, inuse, tw)
+			}
+			return
+		}
+		if inuse < 0 || tw < 0 || !strings.Contains(s, "TCP: ") {
+			t.Fatalf("parseSockstat(%q) = %d, %d", s, inuse, tw)
+		}
+	})
+}

@@ -202,7 +202,25 @@ func (s *Scanner) scanOnThread(ref NamespaceRef, ns *Namespace) (home bool, err 
 // read fills ns from the namespace the calling thread is in.
 func (s *Scanner) read(ns *Namespace) error {
 	ns.Time = time.Now()
-	// The iterator takes the namespace of the thread that opens it.
+	// The iterator walks the whole host's established hash whatever
+	// namespace it reads: a namespace whose hash tables hold no TCP socket
+	// at all (sockstat) is not walked.
+	if inuse, tw, err := readSockstat(); err != nil || inuse+tw > 0 {
+		if err := s.walk(ns); err != nil {
+			return err
+		}
+	}
+	var err error
+	if ns.Sysctls, err = ReadSysctls(); err != nil {
+		return err
+	}
+	ns.Counters, err = ReadCounters()
+	return err
+}
+
+// walk reads the iterator into ns. The iterator takes the namespace of
+// the thread that opens it.
+func (s *Scanner) walk(ns *Namespace) error {
 	r, err := s.iter.Open()
 	if err != nil {
 		return fmt.Errorf("opening the TCP socket iterator: %w", err)
@@ -212,11 +230,7 @@ func (s *Scanner) read(ns *Namespace) error {
 	if err != nil {
 		return fmt.Errorf("reading the TCP socket iterator: %w", err)
 	}
-	if ns.Sysctls, err = ReadSysctls(); err != nil {
-		return err
-	}
-	ns.Counters, err = ReadCounters()
-	return err
+	return nil
 }
 
 // decodeAll decodes everything r has, a chunk at a time, into ns: memory

@@ -220,3 +220,42 @@ func ReadCounters() (Counters, error) {
 	defer f.Close()
 	return ParseNetstat(f)
 }
+
+// readSockstat reads the TCP line of the calling thread's namespace's
+// sockstat: the sockets its hash tables hold and its timewait sockets.
+func readSockstat() (inuse, tw int, err error) {
+	b, err := os.ReadFile("/proc/thread-self/net/sockstat")
+	if err != nil {
+		return 0, 0, err
+	}
+	return parseSockstat(string(b))
+}
+
+// parseSockstat finds "TCP: inuse N orphan N tw N ..." in a sockstat file.
+func parseSockstat(s string) (inuse, tw int, err error) {
+	for line := range strings.Lines(s) {
+		rest, ok := strings.CutPrefix(line, "TCP: ")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		inuse, tw = -1, -1
+		for i := 0; i+1 < len(f); i += 2 {
+			v, err := strconv.Atoi(f[i+1])
+			if err != nil || v < 0 {
+				return 0, 0, fmt.Errorf("sockstat: TCP %s %q is not a count", f[i], f[i+1])
+			}
+			switch f[i] {
+			case "inuse":
+				inuse = v
+			case "tw":
+				tw = v
+			}
+		}
+		if inuse < 0 || tw < 0 {
+			return 0, 0, fmt.Errorf("sockstat: no inuse and tw in %q", strings.TrimSpace(line))
+		}
+		return inuse, tw, nil
+	}
+	return 0, 0, errors.New("sockstat: no TCP line")
+}
