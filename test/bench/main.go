@@ -6,6 +6,8 @@
 // bpftrace script printing every TCP state change. Runs are interleaved
 // (every tracer once per round, the order rotated each round, the first
 // round discarded as warm-up), each load in a fresh network namespace.
+// Then the scale section (scale.go): ss, `twtrace snapshot`, `twtrace
+// top` and the agent over piles of N timewait sockets (-scale).
 // `make bench` builds the binaries and runs it as root.
 package main
 
@@ -48,6 +50,8 @@ type config struct {
 	modes           []string
 	tracers         []string
 	workdir         string
+	scale           scaleConfig
+	scaleOnly       bool
 }
 
 func main() {
@@ -61,9 +65,24 @@ func main() {
 	flag.DurationVar(&cfg.settle, "settle", 3*time.Second, "pause before each run: the previous run's network namespace, with its tens of thousands of timewait sockets, is torn down in the background meanwhile")
 	flag.StringVar(&modes, "modes", "client-close,server-close", "close modes to measure")
 	flag.StringVar(&tracers, "tracers", "none,watch,top,agent,counter,bpftrace", "tracers to measure")
+	var sizes string
+	flag.StringVar(&sizes, "scale", "10000,100000,250000,1000000", "scale section: timewait pile sizes to measure ss, snapshot, top and the agent over (\"\": none)")
+	flag.IntVar(&cfg.scale.destinations, "scale-destinations", 40, "scale section: destinations the pile is spread over")
+	flag.DurationVar(&cfg.scale.build, "scale-build", 55*time.Second, "scale section: the longest a pile may take to build (TIME_WAIT lasts 60 s; a larger pile holds what was made by then)")
+	flag.DurationVar(&cfg.scale.run, "scale-run", 10*time.Second, "scale section: how long top and the agent run over each pile")
+	flag.BoolVar(&cfg.scaleOnly, "scale-only", false, "run only the scale section")
 	flag.Parse()
 	cfg.modes = strings.Split(modes, ",")
 	cfg.tracers = strings.Split(tracers, ",")
+	var err error
+	if cfg.scale.sizes, err = parseSizes(sizes); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(2)
+	}
+	if cfg.scale.destinations < 1 || cfg.scale.destinations > 254 || cfg.scale.run < time.Second {
+		fmt.Fprintln(os.Stderr, "bench: -scale-destinations must be 1 to 254 and -scale-run at least 1s")
+		os.Exit(2)
+	}
 	if err := run(cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
@@ -103,7 +122,23 @@ func run(cfg config) error {
 		return err
 	}
 	defer os.RemoveAll(cfg.workdir)
+	if !cfg.scaleOnly {
+		if err := runThroughput(cfg); err != nil {
+			return err
+		}
+	}
+	if len(cfg.scale.sizes) == 0 {
+		return nil
+	}
+	points, err := runScale(cfg, cfg.scale)
+	fmt.Println()
+	reportScale(os.Stdout, cfg.scale, points)
+	return err
+}
 
+// runThroughput is the throughput section: every tracer under the load,
+// interleaved, then the in-kernel cost and the latency.
+func runThroughput(cfg config) error {
 	var active []string
 	for _, name := range cfg.tracers {
 		if ok, why := available(cfg, name); !ok {
