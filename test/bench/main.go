@@ -52,9 +52,11 @@ type config struct {
 	workdir         string
 	scale           scaleConfig
 	scaleOnly       bool
+	churn           churnConfig
 }
 
 func main() {
+	connectOnceIfAsked()
 	var cfg config
 	var modes, tracers string
 	flag.StringVar(&cfg.twtrace, "twtrace", "bin/twtrace", "twtrace binary")
@@ -71,6 +73,10 @@ func main() {
 	flag.DurationVar(&cfg.scale.build, "scale-build", 55*time.Second, "scale section: the longest a pile may take to build (TIME_WAIT lasts 60 s; a larger pile holds what was made by then)")
 	flag.DurationVar(&cfg.scale.run, "scale-run", 10*time.Second, "scale section: how long top and the agent run over each pile")
 	flag.BoolVar(&cfg.scaleOnly, "scale-only", false, "run only the scale section")
+	flag.DurationVar(&cfg.churn.duration, "churn", 90*time.Second, "scale section: the churn soak's length, top over waves of connections and short-lived processes (0: none)")
+	flag.IntVar(&cfg.churn.processes, "churn-processes", 2500, "churn soak: short-lived processes, one connection each")
+	flag.IntVar(&cfg.churn.wave, "churn-wave", 150000, "churn soak: connections per wave (3 waves, 200 destinations)")
+	cfg.churn.waves, cfg.churn.destinations = 3, 200
 	flag.Parse()
 	cfg.modes = strings.Split(modes, ",")
 	cfg.tracers = strings.Split(tracers, ",")
@@ -79,8 +85,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(2)
 	}
-	if cfg.scale.destinations < 1 || cfg.scale.destinations > 254 || cfg.scale.run < time.Second {
-		fmt.Fprintln(os.Stderr, "bench: -scale-destinations must be 1 to 254 and -scale-run at least 1s")
+	if cfg.scale.destinations < 1 || cfg.scale.destinations > 254 || cfg.scale.run < time.Second ||
+		cfg.churn.duration != 0 && cfg.churn.duration < 10*time.Second || cfg.churn.processes < 0 || cfg.churn.wave < 0 {
+		fmt.Fprintln(os.Stderr, "bench: -scale-destinations must be 1 to 254, -scale-run at least 1s, -churn 0 or at least 10s, -churn-processes and -churn-wave ≥ 0")
 		os.Exit(2)
 	}
 	if err := run(cfg); err != nil {
@@ -127,12 +134,21 @@ func run(cfg config) error {
 			return err
 		}
 	}
-	if len(cfg.scale.sizes) == 0 {
+	if len(cfg.scale.sizes) > 0 {
+		points, err := runScale(cfg, cfg.scale)
+		fmt.Println()
+		reportScale(os.Stdout, cfg.scale, points)
+		if err != nil {
+			return err
+		}
+	}
+	if cfg.churn.duration == 0 {
 		return nil
 	}
-	points, err := runScale(cfg, cfg.scale)
+	time.Sleep(cfg.settle)
+	r, err := runChurn(cfg, cfg.churn)
 	fmt.Println()
-	reportScale(os.Stdout, cfg.scale, points)
+	reportChurn(os.Stdout, r)
 	return err
 }
 

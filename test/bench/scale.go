@@ -500,6 +500,9 @@ func reportScale(w io.Writer, sc scaleConfig, points []scalePoint) {
 			if prev != nil && c.pileNow != prev.pileNow {
 				dn := float64(c.pileNow - prev.pileNow)
 				mem := float64(c.peakRSS+c.mapBytes-prev.peakRSS-prev.mapBytes) / dn
+				if mem > -0.5 && mem < 0.5 {
+					mem = 0 // not "-0 B"
+				}
 				cpu := cpuFigure(*c) - cpuFigure(*prev)
 				fmt.Fprintf(w, "| %s | %s → %s | %.0f B | %s |  |\n", tool, thousands(prev.pileNow), thousands(c.pileNow),
 					mem, cpuCell(tool, cpu/dn*100000))
