@@ -233,7 +233,7 @@ func (c *pileClients) run() error {
 			c.left[i].Add(1)
 			return fmt.Errorf("pile: socket: %w", err)
 		}
-		err = unix.Connect(fd, &addrs[i])
+		err = connectFully(fd, &addrs[i])
 		unix.Close(fd)
 		if err == nil {
 			c.made[i].Add(1)
@@ -243,6 +243,35 @@ func (c *pileClients) run() error {
 		if f := c.failed[i].Add(1); f > c.made[i].Load()+c.left[i].Load() {
 			return fmt.Errorf("pile: %d connects to %s failed (last: %w)", f, c.dests[i].Addr, err)
 		}
+	}
+}
+
+// connectFully is a blocking connect() that a signal cannot cut short:
+// interrupted (EINTR), the kernel carries on with the handshake, so it
+// waits for its outcome rather than closing a connection that may yet
+// be made (it would leave a timewait socket no count holds).
+func connectFully(fd int, sa unix.Sockaddr) error {
+	err := unix.Connect(fd, sa)
+	if err != unix.EINTR {
+		return err
+	}
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	for {
+		_, err := unix.Poll(pfd, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err != nil {
+			return err
+		}
+		if soErr != 0 {
+			return unix.Errno(soErr)
+		}
+		return nil
 	}
 }
 
@@ -295,7 +324,7 @@ func (p *Pile) waitTimewait(nsPath string) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("pile: after 30 s the servers closed %d of %d connections, %d sockets not yet in TIME_WAIT or gone", closed, made, settling)
+			return fmt.Errorf("pile: after 30 s the servers closed %d of %d connections, and %d sockets are short of TIME_WAIT (by state: %v)", closed, made, settling, states)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
