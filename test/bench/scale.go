@@ -148,7 +148,11 @@ func scaleOne(cfg config, sc scaleConfig, n int) (scalePoint, error) {
 			return p, fmt.Errorf("%s: %w", s.tool, err)
 		}
 		c.tool, c.pileNow = s.tool, now.pileNow
-		c.note = exactness(c, p)
+		if c.note != "" { // what the tool said it lost
+			c.note = exactness(c, p) + "; " + c.note
+		} else {
+			c.note = exactness(c, p)
+		}
 		fmt.Fprintf(os.Stderr, "scale: %d %-8s pile %d  wall %s  cpu %s  steady %.1f%%  rss %.1f MiB  maps %.1f MiB  %s\n",
 			p.made, s.tool, c.pileNow, c.wall.Round(time.Millisecond), c.cpu.Round(time.Millisecond), c.cpuPct(),
 			mib(c.peakRSS), mib(c.mapBytes), c.note)
