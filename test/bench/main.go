@@ -6,6 +6,8 @@
 // bpftrace script printing every TCP state change. Runs are interleaved
 // (every tracer once per round, the order rotated each round, the first
 // round discarded as warm-up), each load in a fresh network namespace.
+// Then the scale section (scale.go): ss, `twtrace snapshot`, `twtrace
+// top` and the agent over piles of N timewait sockets (-scale).
 // `make bench` builds the binaries and runs it as root.
 package main
 
@@ -48,9 +50,13 @@ type config struct {
 	modes           []string
 	tracers         []string
 	workdir         string
+	scale           scaleConfig
+	scaleOnly       bool
+	churn           churnConfig
 }
 
 func main() {
+	connectOnceIfAsked()
 	var cfg config
 	var modes, tracers string
 	flag.StringVar(&cfg.twtrace, "twtrace", "bin/twtrace", "twtrace binary")
@@ -61,9 +67,29 @@ func main() {
 	flag.DurationVar(&cfg.settle, "settle", 3*time.Second, "pause before each run: the previous run's network namespace, with its tens of thousands of timewait sockets, is torn down in the background meanwhile")
 	flag.StringVar(&modes, "modes", "client-close,server-close", "close modes to measure")
 	flag.StringVar(&tracers, "tracers", "none,watch,top,agent,counter,bpftrace", "tracers to measure")
+	var sizes string
+	flag.StringVar(&sizes, "scale", "10000,100000,250000,1000000", "scale section: timewait pile sizes to measure ss, snapshot, top and the agent over (\"\": none)")
+	flag.IntVar(&cfg.scale.destinations, "scale-destinations", 40, "scale section: destinations the pile is spread over")
+	flag.DurationVar(&cfg.scale.build, "scale-build", 55*time.Second, "scale section: the longest a pile may take to build (TIME_WAIT lasts 60 s; a larger pile holds what was made by then)")
+	flag.DurationVar(&cfg.scale.run, "scale-run", 10*time.Second, "scale section: how long top and the agent run over each pile")
+	flag.BoolVar(&cfg.scaleOnly, "scale-only", false, "run only the scale section")
+	flag.DurationVar(&cfg.churn.duration, "churn", 90*time.Second, "scale section: the churn soak's length, top over waves of connections and short-lived processes (0: none)")
+	flag.IntVar(&cfg.churn.processes, "churn-processes", 2500, "churn soak: short-lived processes, one connection each")
+	flag.IntVar(&cfg.churn.wave, "churn-wave", 150000, "churn soak: connections per wave (3 waves, 200 destinations)")
+	cfg.churn.waves, cfg.churn.destinations = 3, 200
 	flag.Parse()
 	cfg.modes = strings.Split(modes, ",")
 	cfg.tracers = strings.Split(tracers, ",")
+	var err error
+	if cfg.scale.sizes, err = parseSizes(sizes); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(2)
+	}
+	if cfg.scale.destinations < 1 || cfg.scale.destinations > 254 || cfg.scale.run < time.Second ||
+		cfg.churn.duration != 0 && cfg.churn.duration < 10*time.Second || cfg.churn.processes < 0 || cfg.churn.wave < 0 {
+		fmt.Fprintln(os.Stderr, "bench: -scale-destinations must be 1 to 254, -scale-run at least 1s, -churn 0 or at least 10s, -churn-processes and -churn-wave ≥ 0")
+		os.Exit(2)
+	}
 	if err := run(cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
@@ -103,7 +129,32 @@ func run(cfg config) error {
 		return err
 	}
 	defer os.RemoveAll(cfg.workdir)
+	if !cfg.scaleOnly {
+		if err := runThroughput(cfg); err != nil {
+			return err
+		}
+	}
+	if len(cfg.scale.sizes) > 0 {
+		points, err := runScale(cfg, cfg.scale)
+		fmt.Println()
+		reportScale(os.Stdout, cfg.scale, points)
+		if err != nil {
+			return err
+		}
+	}
+	if cfg.churn.duration == 0 {
+		return nil
+	}
+	time.Sleep(cfg.settle)
+	r, err := runChurn(cfg, cfg.churn)
+	fmt.Println()
+	reportChurn(os.Stdout, r)
+	return err
+}
 
+// runThroughput is the throughput section: every tracer under the load,
+// interleaved, then the in-kernel cost and the latency.
+func runThroughput(cfg config) error {
 	var active []string
 	for _, name := range cfg.tracers {
 		if ok, why := available(cfg, name); !ok {
