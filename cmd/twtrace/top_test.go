@@ -33,7 +33,8 @@ func TestTopJSONCountTwo(t *testing.T) {
 	requireBPF(t)
 	ns, s := churnNetns(t)
 	inode := strconv.FormatUint(uint64(ns.Inode), 10)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCLIHelper$", "--", "top", "-o", "json", "--count", "2", "--netns", inode)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCLIHelper$", "--", "top", "-o", "json", "--count", "2", "--netns", inode,
+		"--inventory-cpu", "100") // the second frame reads the sockets however busy the host
 	cmd.Env = append(os.Environ(), "TWTRACE_TEST_CLI=1")
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout

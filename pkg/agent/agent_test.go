@@ -51,7 +51,9 @@ func startAgentIn(t *testing.T, netns uint32, set func(*Config)) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Listen: "127.0.0.1:0", Interval: time.Second, MaxSeries: DefaultMaxSeries,
+	// Every refresh reads the sockets: the tests hold each scrape's gauges
+	// to the kernel's.
+	cfg := Config{Listen: "127.0.0.1:0", Interval: time.Second, InventoryCPU: 1, MaxSeries: DefaultMaxSeries,
 		SeriesTTL: DefaultSeriesTTL, MaxDestinations: DefaultMaxDestinations, Filter: flt, Netns: netns, Version: "test"}
 	if set != nil {
 		set(&cfg)

@@ -160,8 +160,10 @@ func Run(ctx context.Context, cfg Config, emit func(*live.Frame) error) (err err
 			cfg.Ready(info)
 		}
 	}
+	// The demo's namespace holds a few hundred sockets: every frame reads
+	// them (the budget is for hosts that hold hundreds of thousands).
 	err = live.Run(ctx, live.Config{
-		Interval: cfg.Interval, Count: cfg.Count, Netns: ns.inode, Ready: ready,
+		Interval: cfg.Interval, Count: cfg.Count, Netns: ns.inode, Ready: ready, InventoryCPU: 1,
 	}, emit)
 	g.stop()
 	// What stopped the demo comes first: a process that ended early

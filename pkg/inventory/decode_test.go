@@ -259,7 +259,7 @@ func TestDecodeAllInChunks(t *testing.T) {
 	} {
 		s := &Scanner{buf: make([]byte, 0, 5*recordSize+7), dec: decoder{hz: 250}}
 		ns := &Namespace{}
-		err := s.decodeAll(rd(), ns)
+		err := s.decodeAll(rd(), ns, false)
 		if err != nil || len(ns.Conns) != 100 || len(ns.Groups) != 1 {
 			t.Fatalf("%s: %d conns in %d groups, %v; want 100 in 1", name, len(ns.Conns), len(ns.Groups), err)
 		}
@@ -270,7 +270,50 @@ func TestDecodeAllInChunks(t *testing.T) {
 		}
 	}
 	s := &Scanner{buf: make([]byte, 0, 64), dec: decoder{hz: 250}}
-	if err := s.decodeAll(bytes.NewReader(raw[:len(raw)-1]), &Namespace{}); err == nil {
+	if err := s.decodeAll(bytes.NewReader(raw[:len(raw)-1]), &Namespace{}, false); err == nil {
 		t.Fatal("output ending inside a record decoded without error")
 	}
+}
+
+// Reading the listeners only stops at the first chunk that holds another
+// socket and keeps only the listeners, read in small chunks or whole.
+func TestDecodeListenersOnly(t *testing.T) {
+	var recs []inventorySockRecord
+	for _, port := range []uint16{80, 443} {
+		l := record(afInet, "0.0.0.0", "0.0.0.0")
+		l.State, l.Substate, l.Sport, l.Flags = uint8(Listen), uint8(Listen), port, flagBound
+		recs = append(recs, l)
+	}
+	for i := range 1000 {
+		r := record(afInet, "10.0.0.1", "10.0.0.2")
+		r.Sport, r.Dport = uint16(40000+i), 80
+		r.State, r.Substate = uint8(TimeWait), uint8(TimeWait)
+		recs = append(recs, r)
+	}
+	raw := encode(t, recs...)
+	for _, size := range []int{recordSize, 3 * recordSize, len(raw)} {
+		rd := &countingReader{r: bytes.NewReader(raw)}
+		s := &Scanner{buf: make([]byte, 0, size), dec: decoder{hz: 250}}
+		ns := &Namespace{}
+		if err := s.decodeAll(rd, ns, true); err != nil {
+			t.Fatal(err)
+		}
+		if len(ns.Sockets) != 2 || ns.Sockets[0].Sport != 80 || ns.Sockets[1].Sport != 443 || len(ns.Conns) != 0 {
+			t.Fatalf("chunks of %d: %d sockets %+v, %d conns; want the 2 listeners", size, len(ns.Sockets), ns.Sockets, len(ns.Conns))
+		}
+		if size < len(raw) && rd.n > 4*recordSize {
+			t.Errorf("chunks of %d: read %d bytes, want the listeners and one chunk more", size, rd.n)
+		}
+	}
+}
+
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += n
+	return n, err
 }

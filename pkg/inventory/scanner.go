@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -144,6 +145,17 @@ func (s *Scanner) Scan(ref NamespaceRef) (*Namespace, error) {
 // that scans the same namespaces over and over keeps one Namespace each
 // and stops allocating once they have grown. On error ns is unspecified.
 func (s *Scanner) ScanInto(ref NamespaceRef, ns *Namespace) error {
+	return s.scanInto(ref, ns, false)
+}
+
+// ScanListeners is ScanInto reading only the listening sockets: the walk
+// stops at the first socket of the established hash, which iter/tcp walks
+// after the listening one. Cheap whatever the namespace holds.
+func (s *Scanner) ScanListeners(ref NamespaceRef, ns *Namespace) error {
+	return s.scanInto(ref, ns, true)
+}
+
+func (s *Scanner) scanInto(ref NamespaceRef, ns *Namespace, listeners bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.iter == nil {
@@ -153,7 +165,7 @@ func (s *Scanner) ScanInto(ref NamespaceRef, ns *Namespace) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		home, err := s.scanOnThread(ref, ns)
+		home, err := s.scanOnThread(ref, ns, listeners)
 		if home {
 			runtime.UnlockOSThread()
 		}
@@ -170,7 +182,7 @@ func (s *Scanner) ScanInto(ref NamespaceRef, ns *Namespace) error {
 // scanOnThread runs on a locked OS thread. home reports that the thread is
 // back in the namespace it started in and may be handed back to the Go
 // scheduler.
-func (s *Scanner) scanOnThread(ref NamespaceRef, ns *Namespace) (home bool, err error) {
+func (s *Scanner) scanOnThread(ref NamespaceRef, ns *Namespace, listeners bool) (home bool, err error) {
 	origFD, origIno, err := openNetns("/proc/thread-self/ns/net")
 	if err != nil {
 		return true, fmt.Errorf("opening our own network namespace: %w", err)
@@ -196,17 +208,18 @@ func (s *Scanner) scanOnThread(ref NamespaceRef, ns *Namespace) (home bool, err 
 			}
 		}()
 	}
-	return true, s.read(ns)
+	return true, s.read(ns, listeners)
 }
 
-// read fills ns from the namespace the calling thread is in.
-func (s *Scanner) read(ns *Namespace) error {
+// read fills ns from the namespace the calling thread is in (its
+// listeners only, if listeners).
+func (s *Scanner) read(ns *Namespace, listeners bool) error {
 	ns.Time = time.Now()
 	// The iterator walks the whole host's established hash whatever
 	// namespace it reads: a namespace whose hash tables hold no TCP socket
 	// at all (sockstat) is not walked.
 	if inuse, tw, err := readSockstat(); err != nil || inuse+tw > 0 {
-		if err := s.walk(ns); err != nil {
+		if err := s.walk(ns, listeners); err != nil {
 			return err
 		}
 	}
@@ -220,12 +233,12 @@ func (s *Scanner) read(ns *Namespace) error {
 
 // walk reads the iterator into ns. The iterator takes the namespace of
 // the thread that opens it.
-func (s *Scanner) walk(ns *Namespace) error {
+func (s *Scanner) walk(ns *Namespace, listeners bool) error {
 	r, err := s.iter.Open()
 	if err != nil {
 		return fmt.Errorf("opening the TCP socket iterator: %w", err)
 	}
-	err = s.decodeAll(r, ns)
+	err = s.decodeAll(r, ns, listeners)
 	r.Close()
 	if err != nil {
 		return fmt.Errorf("reading the TCP socket iterator: %w", err)
@@ -236,9 +249,13 @@ func (s *Scanner) walk(ns *Namespace) error {
 // decodeAll decodes everything r has, a chunk at a time, into ns: memory
 // for the iterator's output is one chunk, however many sockets the
 // namespace holds. A read may end inside a record; the rest of it comes
-// with the next read.
-func (s *Scanner) decodeAll(r io.Reader, ns *Namespace) error {
+// with the next read. With listeners, it stops at the first chunk that
+// holds another socket and keeps the listeners only.
+func (s *Scanner) decodeAll(r io.Reader, ns *Namespace, listeners bool) error {
 	s.dec.reset(ns)
+	if listeners {
+		defer keepListeners(ns)
+	}
 	have := 0 // bytes of an unfinished record at the start of s.buf
 	buf := s.buf[:cap(s.buf)]
 	for {
@@ -249,6 +266,9 @@ func (s *Scanner) decodeAll(r io.Reader, ns *Namespace) error {
 			return derr
 		}
 		have = copy(buf, buf[whole:have])
+		if listeners && (len(ns.Conns) > 0 || !allListening(ns.Sockets)) {
+			return nil
+		}
 		if err == io.EOF {
 			if have != 0 {
 				return fmt.Errorf("iterator output ends inside a %d-byte record", recordSize)
@@ -259,6 +279,16 @@ func (s *Scanner) decodeAll(r io.Reader, ns *Namespace) error {
 			return err
 		}
 	}
+}
+
+// keepListeners drops every socket of ns but the listeners.
+func keepListeners(ns *Namespace) {
+	ns.Sockets = slices.DeleteFunc(ns.Sockets, func(s Socket) bool { return s.State != Listen })
+	ns.Groups, ns.Conns = ns.Groups[:0], ns.Conns[:0]
+}
+
+func allListening(socks []Socket) bool {
+	return !slices.ContainsFunc(socks, func(s Socket) bool { return s.State != Listen })
 }
 
 // openNetns opens a network namespace file and returns its inode.

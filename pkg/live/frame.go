@@ -122,6 +122,9 @@ func (s *session) inventoryDue(now time.Time, final bool) bool {
 // next ones until the next read.
 func (s *session) readInventory(snap *aggregate.Snapshot) error {
 	t0 := time.Now()
+	// The last read's figures go: their memory (the expiries of every
+	// destination) may be reused while this one is made.
+	s.read.sc, s.read.tw = scan{}, joined{}
 	var errs []string
 	sc, err := s.scanNamespaces(&errs)
 	if err != nil {

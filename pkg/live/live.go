@@ -407,25 +407,22 @@ func (s *session) waitDrains(n uint64) {
 	}
 }
 
-// seedAll seeds the listeners of every namespace the session looks at.
+// seedAll seeds the listeners of every namespace the session looks at,
+// reading their listeners only: the first frame reads the rest.
 func (s *session) seedAll() error {
 	refs, err := inventory.Namespaces()
 	if err != nil {
 		return err
 	}
+	var ns inventory.Namespace
 	for _, ref := range refs {
 		if !s.wantNetns(ref.Inode) {
 			continue
 		}
-		ns := s.nsMem[ref.Inode]
-		if ns == nil {
-			ns = &inventory.Namespace{}
-			s.nsMem[ref.Inode] = ns
-		}
-		if err := s.inv.ScanInto(ref, ns); err != nil {
+		if err := s.inv.ScanListeners(ref, &ns); err != nil {
 			continue // gone, or unreadable: the first frame says which
 		}
-		if err := s.seedListeners(ns); err != nil {
+		if err := s.seedListeners(&ns); err != nil {
 			return err
 		}
 	}

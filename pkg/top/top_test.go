@@ -221,7 +221,10 @@ func startTopIn(t *testing.T, inode uint32, set func(*live.Config)) *topRun {
 	go func() {
 		cfg := live.Config{
 			Interval: 300 * time.Millisecond, Filter: flt, Netns: inode,
-			Ready: func() { close(ready) },
+			// Every frame reads the sockets: the tests hold each frame's
+			// held timewait sockets and headroom to the kernel's.
+			InventoryCPU: 1,
+			Ready:        func() { close(ready) },
 		}
 		set(&cfg)
 		r.done <- Run(ctx, Config{Config: cfg}, func(f *Frame) error {
