@@ -244,14 +244,7 @@ func BenchmarkDecode(b *testing.B) {
 // chunk smaller than the output is enough, and output that ends inside a
 // record is an error.
 func TestDecodeAllInChunks(t *testing.T) {
-	var recs []inventorySockRecord
-	for i := range 100 {
-		r := record(afInet, "10.0.0.1", "10.0.0.2")
-		r.Sport, r.Dport = uint16(40000+i), 80
-		r.State, r.Substate = uint8(TimeWait), uint8(TimeWait)
-		recs = append(recs, r)
-	}
-	raw := encode(t, recs...)
+	raw := encode(t, timewaitRecords(100)...)
 	for name, rd := range map[string]func() io.Reader{
 		"whole":    func() io.Reader { return bytes.NewReader(raw) },
 		"one byte": func() io.Reader { return iotest.OneByteReader(bytes.NewReader(raw)) },
@@ -284,13 +277,7 @@ func TestDecodeListenersOnly(t *testing.T) {
 		l.State, l.Substate, l.Sport, l.Flags = uint8(Listen), uint8(Listen), port, flagBound
 		recs = append(recs, l)
 	}
-	for i := range 1000 {
-		r := record(afInet, "10.0.0.1", "10.0.0.2")
-		r.Sport, r.Dport = uint16(40000+i), 80
-		r.State, r.Substate = uint8(TimeWait), uint8(TimeWait)
-		recs = append(recs, r)
-	}
-	raw := encode(t, recs...)
+	raw := encode(t, append(recs, timewaitRecords(1000)...)...)
 	for _, size := range []int{recordSize, 3 * recordSize, len(raw)} {
 		rd := &countingReader{r: bytes.NewReader(raw)}
 		s := &Scanner{buf: make([]byte, 0, size), dec: decoder{hz: 250}}
@@ -316,4 +303,16 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.n += n
 	return n, err
+}
+
+// timewaitRecords are n timewait sockets from 10.0.0.1, ports 40000 on,
+// toward 10.0.0.2:80.
+func timewaitRecords(n int) []inventorySockRecord {
+	recs := make([]inventorySockRecord, n)
+	for i := range recs {
+		recs[i] = record(afInet, "10.0.0.1", "10.0.0.2")
+		recs[i].Sport, recs[i].Dport = uint16(40000+i), 80
+		recs[i].State, recs[i].Substate = uint8(TimeWait), uint8(TimeWait)
+	}
+	return recs
 }
