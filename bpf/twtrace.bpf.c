@@ -48,31 +48,39 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* -------------------------------------------------------------------- */
 
 /* CLOSE->SYN_SENT runs inside connect(): current is the opener. The
- * source port is not chosen yet; we only need who and when. */
+ * source port is not chosen yet; we only need who and when. The record is
+ * made whole and inserted with one update, the cheapest the hash map
+ * offers: each walk of its buckets is a cache miss or two per socket. */
 static __always_inline void connecting(const struct sock *sk)
 {
 	if (!current_followed())
 		return;
-	struct sock_owner *o = owner_of(sk, true);
-	if (!o) {
-		if (count_connects)
-			count_connect(sk, NULL);
-		return;
+	struct sock_owner fresh = {
+		.open_ns = bpf_ktime_get_ns(),
+		.opener_pid = bpf_get_current_pid_tgid() >> 32,
+		.role = ROLE_CLIENT,
+	};
+	current_comm(fresh.opener_comm);
+	u64 key = (u64)sk;
+	long err = bpf_map_update_elem(&owners, &key, &fresh, BPF_NOEXIST);
+	struct sock_owner *o = &fresh;
+	if (err == -EEXIST) {
+		/* A record marked closed belongs to an earlier socket at this
+		 * address whose move to CLOSE no program saw (every program on
+		 * the tracepoint was skipped by the kernel's recursion guard,
+		 * which happens, rarely, at saturation): its timewait entry, if
+		 * it had one, is missing. Count it, never silently. */
+		struct sock_owner *old = bpf_map_lookup_elem(&owners, &key);
+		if (old) {
+			if (old->closed)
+				recover(old);
+			*old = fresh;
+			o = old;
+		}
+	} else if (err) {
+		count_lost(LOST_OWNERS);
+		o = NULL;
 	}
-	/* A record marked closed belongs to an earlier socket at this
-	 * address whose move to CLOSE no program saw (every program on the
-	 * tracepoint was skipped by the kernel's recursion guard, which
-	 * happens, rarely, at saturation): its timewait entry, if it had
-	 * one, is missing. Count it, never silently. */
-	if (o->closed)
-		recover(o);
-	o->open_ns = bpf_ktime_get_ns();
-	o->opener_pid = bpf_get_current_pid_tgid() >> 32;
-	o->role = ROLE_CLIENT;
-	o->closed = 0;
-	o->reset = 0;
-	o->reported = 0;
-	current_comm(o->opener_comm);
 	if (count_connects)
 		count_connect(sk, o);
 }
