@@ -285,6 +285,9 @@ func configure(spec *ebpf.CollectionSpec, opts *Options) error {
 			return fmt.Errorf("setting netns filter: %w", err)
 		}
 	}
+	if opts.KindMask != 0 && opts.KindMask&(1<<event.KindBindError) == 0 {
+		spec.Maps["binds"].MaxEntries = 1 // no bind() hook attached: unused
+	}
 	spec.Maps["followed"].MaxEntries = 1 // unused: as small as it gets
 	if opts.Follow {
 		if err := sizeMap(spec, "followed", "max followed", opts.MaxFollowed, DefaultMaxFollowed, 1<<22); err != nil {
