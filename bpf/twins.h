@@ -27,6 +27,18 @@
  * skipped primary runs with the twin's count of rescues, so a transition
  * neither handled is still reported.
  *
+ * Why every transition goes through this, even the ~60 % that set_state()
+ * ignores (SYN_SENT->ESTABLISHED, ->CLOSE_WAIT, ...): the count of skipped
+ * runs the kernel keeps is per program, whatever the edge, and the twin
+ * can only count the skipped runs it can tell apart. For an edge the
+ * primary returned from without a mark, the twin cannot tell a skipped
+ * run from one that returned early; marking busy alone would leave out the
+ * runs skipped in the instructions the kernel runs around the program
+ * (it marks the program running before its first one), and userspace
+ * would report them as missed. The mark is kept cheap instead: the table
+ * is packed, so a primary and its twin compare against the one or two
+ * entries there, not every slot.
+ *
  * Which entry is whose: the address of ctx. The kernel calls each program
  * of a tracepoint from the same frame, with the arguments copied to the
  * same place on the stack, so a primary and its twin see the same ctx,

@@ -124,7 +124,7 @@ type Tracer struct {
 const DefaultPollInterval = 100 * time.Millisecond
 
 // DefaultMaxSockets is how many sockets can be between connect() (or their
-// first close) and their end at once. Each costs ~120 bytes of kernel
+// first close) and their end at once. Each costs 224 bytes of kernel
 // memory, preallocated.
 const DefaultMaxSockets = 131072
 
