@@ -77,20 +77,25 @@ struct {
 	__type(value, struct listener);
 } listeners SEC(".maps");
 
-/* Owner record of sk; with create, a zeroed one is made if absent. */
-static __always_inline struct sock_owner *owner_of(const struct sock *sk, bool create)
+/* Owner record of sk, or NULL. */
+static __always_inline struct sock_owner *owner_of(const struct sock *sk)
 {
 	u64 key = (u64)sk;
-	struct sock_owner *o = bpf_map_lookup_elem(&owners, &key);
-	if (o || !create)
-		return o;
-	struct sock_owner fresh = {};
-	if (bpf_map_update_elem(&owners, &key, &fresh, BPF_NOEXIST) == -EEXIST)
-		return bpf_map_lookup_elem(&owners, &key);
-	o = bpf_map_lookup_elem(&owners, &key);
-	if (!o)
+	return bpf_map_lookup_elem(&owners, &key);
+}
+
+/* Makes fresh (whole, on the caller's stack) the record of sk with one
+ * walk of the table: each walk is a cache miss or two, and looking up,
+ * inserting an empty record and looking it up again took three. Returns
+ * 0; -EEXIST when sk has a record already, left as it is; another error
+ * when the table is full, counted (the socket goes untracked). */
+static __always_inline long owner_insert(const struct sock *sk, const struct sock_owner *fresh)
+{
+	u64 key = (u64)sk;
+	long err = bpf_map_update_elem(&owners, &key, fresh, BPF_NOEXIST);
+	if (err && err != -EEXIST)
 		count_lost(LOST_OWNERS);
-	return o;
+	return err;
 }
 
 /* The socket's end: its record goes with it. */

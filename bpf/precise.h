@@ -77,7 +77,7 @@ int BPF_PROG(tw_alloc, const struct sock *sk, void *dr, int state, struct inet_t
 {
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	struct sock_owner *o = owner_of(sk, false);
+	struct sock_owner *o = owner_of(sk);
 	if (!o || !o->closed || o->reset || o->reported)
 		return 0;
 	o->reported = 1;

@@ -52,10 +52,12 @@ static __always_inline void exe_of(struct mm_struct *mm, struct proc_entry *p)
 	p->exe_dev = BPF_CORE_READ(ino, i_sb, s_dev);
 }
 
-/* current's process entry, made from current when missing or stale. */
-static __always_inline void current_entry(struct task_struct *task, u32 tgid, struct proc_entry *p)
+/* current's process entry, made from current (task, whose group leader is
+ * leader) when missing or stale. */
+static __always_inline void current_entry(struct task_struct *task, struct task_struct *leader,
+					  u32 tgid, struct proc_entry *p)
 {
-	u64 start = BPF_CORE_READ(task, group_leader, start_time);
+	u64 start = BPF_CORE_READ(leader, start_time);
 	struct proc_entry *cached = bpf_map_lookup_elem(&procs, &tgid);
 	if (cached && cached->start_ns == start) {
 		*p = *cached;
@@ -69,7 +71,7 @@ static __always_inline void current_entry(struct task_struct *task, u32 tgid, st
 		p->ppid = 0;
 		count_lost(LOST_PARENTS);
 	} else {
-		p->ppid = BPF_CORE_READ(task, group_leader, real_parent, tgid);
+		p->ppid = BPF_CORE_READ(leader, real_parent, tgid);
 	}
 	bpf_map_update_elem(&procs, &tgid, p, BPF_ANY);
 }
@@ -78,12 +80,13 @@ static __always_inline void current_entry(struct task_struct *task, u32 tgid, st
 static __always_inline void current_proc(struct proc_id *id)
 {
 	struct task_struct *task = (void *)bpf_get_current_task();
+	/* Read once: each read of a task field here is a helper call. */
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
 	struct proc_entry p = {};
-	current_entry(task, bpf_get_current_pid_tgid() >> 32, &p);
+	current_entry(task, leader, bpf_get_current_pid_tgid() >> 32, &p);
 	id->ppid = p.ppid;
 	id->exe_dev = p.exe_dev;
 	id->exe_ino = p.exe_ino;
-	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
 	bpf_core_read_str(id->comm, TASK_COMM_LEN, &leader->comm);
 }
 
@@ -111,7 +114,7 @@ int BPF_PROG(tw_exec, struct task_struct *task, int old_pid, struct linux_binprm
 {
 	u32 tgid = task->tgid;
 	struct proc_entry p = {};
-	current_entry(task, tgid, &p);
+	current_entry(task, task->group_leader, tgid, &p);
 	exe_of(task->mm, &p);
 	bpf_map_update_elem(&procs, &tgid, &p, BPF_ANY);
 	return 0;

@@ -27,6 +27,18 @@
  * skipped primary runs with the twin's count of rescues, so a transition
  * neither handled is still reported.
  *
+ * Why every transition goes through this, even the ~60 % that set_state()
+ * ignores (SYN_SENT->ESTABLISHED, ->CLOSE_WAIT, ...): the count of skipped
+ * runs the kernel keeps is per program, whatever the edge, and the twin
+ * can only count the skipped runs it can tell apart. For an edge the
+ * primary returned from without a mark, the twin cannot tell a skipped
+ * run from one that returned early; marking busy alone would leave out the
+ * runs skipped in the instructions the kernel runs around the program
+ * (it marks the program running before its first one), and userspace
+ * would report them as missed. The mark is kept cheap instead: the table
+ * is packed, so a primary and its twin compare against the one or two
+ * entries there, not every slot.
+ *
  * Which entry is whose: the address of ctx. The kernel calls each program
  * of a tracepoint from the same frame, with the arguments copied to the
  * same place on the stack, so a primary and its twin see the same ctx,
@@ -57,14 +69,19 @@
  * behind at once (see above). */
 #define PENDING 8
 
-/* One hook's twin machinery on one CPU. */
+/* One hook's twin machinery on one CPU. The pending entries are packed
+ * in the first pend_n slots, so that the common table (the entry of the
+ * invocation under way, perhaps one left behind) costs a compare or two,
+ * not a scan of every slot. */
 struct guard {
 	u64 busy;               /* its primary is running on this CPU */
 	u64 seq;                /* entries made, to find the oldest */
-	u64 pend_ctx[PENDING];  /* the invocation (its ctx address); 0: free */
+	u64 pend_ctx[PENDING];  /* the invocation (its ctx address) */
 	u64 pend_sk[PENDING];   /* the socket of the transition it handled */
 	u64 pend_seq[PENDING];  /* when (seq), to find the oldest */
 	u32 pend_edge[PENDING]; /* and its (oldstate, newstate) */
+	u32 pend_n;             /* slots in use: [0, pend_n) */
+	u32 pad;
 	u64 rescued;            /* transitions its twins handled: read by userspace */
 };
 
@@ -87,27 +104,32 @@ static __always_inline struct guard *guard_of(u32 slot)
 
 /* Note a handled transition as pending for the twin of the same
  * invocation: its slot if it has one (left behind by an earlier
- * invocation at that address whose twin was skipped), else a free slot,
- * else the oldest. */
+ * invocation at that address whose twin was skipped), else a new one at
+ * the end, else the oldest. It runs with the CPU marked busy: no twin
+ * nested in it touches the table. */
 static __always_inline void pend(struct guard *g, u64 ctx, u64 sk, u32 edge)
 {
-	u32 slot = PENDING, free = PENDING, old = 0;
-	u64 oldest = ~0ULL;
+	u32 n = g->pend_n, slot = PENDING;
 	for (u32 i = 0; i < PENDING; i++) {
-		u64 c = g->pend_ctx[i];
-		if (c == ctx) {
+		if (i >= n)
+			break;
+		if (g->pend_ctx[i] == ctx) {
 			slot = i;
 			break;
 		}
-		if (c == 0)
-			free = i;
-		else if (g->pend_seq[i] < oldest) {
-			oldest = g->pend_seq[i];
-			old = i;
+	}
+	if (slot == PENDING && n < PENDING) {
+		slot = n;
+		g->pend_n = n + 1;
+	} else if (slot == PENDING) {
+		u64 oldest = ~0ULL;
+		for (u32 i = 0; i < PENDING; i++) {
+			if (g->pend_seq[i] < oldest) {
+				oldest = g->pend_seq[i];
+				slot = i;
+			}
 		}
 	}
-	if (slot == PENDING)
-		slot = free < PENDING ? free : old;
 	slot &= PENDING - 1;
 	g->pend_ctx[slot] = ctx;
 	g->pend_sk[slot] = sk;
@@ -116,15 +138,26 @@ static __always_inline void pend(struct guard *g, u64 ctx, u64 sk, u32 edge)
 }
 
 /* The twin's question: did the primary of this invocation handle this
- * transition? If so, take it off the table. */
+ * transition? If so, take it off the table: the last entry moves into
+ * its slot. A primary nested in this (its own twin skipped) may add an
+ * entry meanwhile and see it dropped by the count written last: that
+ * entry was left behind anyway, no twin looks for it. */
 static __always_inline bool unpend(struct guard *g, u64 ctx, u64 sk, u32 edge)
 {
+	u32 n = g->pend_n;
 	for (u32 i = 0; i < PENDING; i++) {
+		if (i >= n)
+			break;
 		if (g->pend_ctx[i] != ctx)
 			continue;
 		if (g->pend_sk[i] != sk || g->pend_edge[i] != edge)
 			return false;
-		g->pend_ctx[i] = 0;
+		u32 last = (n - 1) & (PENDING - 1);
+		g->pend_ctx[i] = g->pend_ctx[last];
+		g->pend_sk[i] = g->pend_sk[last];
+		g->pend_edge[i] = g->pend_edge[last];
+		g->pend_seq[i] = g->pend_seq[last];
+		g->pend_n = n - 1;
 		return true;
 	}
 	return false;

@@ -53,26 +53,30 @@ static __always_inline void connecting(const struct sock *sk)
 {
 	if (!current_followed())
 		return;
-	struct sock_owner *o = owner_of(sk, true);
-	if (!o) {
-		if (count_connects)
-			count_connect(sk, NULL);
-		return;
+	struct sock_owner fresh = {
+		.open_ns = bpf_ktime_get_ns(),
+		.opener_pid = bpf_get_current_pid_tgid() >> 32,
+		.role = ROLE_CLIENT,
+	};
+	current_comm(fresh.opener_comm);
+	struct sock_owner *o = &fresh;
+	long err = owner_insert(sk, &fresh);
+	if (err == -EEXIST) {
+		/* A record marked closed belongs to an earlier socket at this
+		 * address whose move to CLOSE no program saw (every program on
+		 * the tracepoint was skipped by the kernel's recursion guard,
+		 * which happens, rarely, at saturation): its timewait entry, if
+		 * it had one, is missing. Count it, never silently. */
+		struct sock_owner *old = owner_of(sk);
+		if (old) {
+			if (old->closed)
+				recover(old);
+			*old = fresh;
+			o = old;
+		}
+	} else if (err) {
+		o = NULL;
 	}
-	/* A record marked closed belongs to an earlier socket at this
-	 * address whose move to CLOSE no program saw (every program on the
-	 * tracepoint was skipped by the kernel's recursion guard, which
-	 * happens, rarely, at saturation): its timewait entry, if it had
-	 * one, is missing. Count it, never silently. */
-	if (o->closed)
-		recover(o);
-	o->open_ns = bpf_ktime_get_ns();
-	o->opener_pid = bpf_get_current_pid_tgid() >> 32;
-	o->role = ROLE_CLIENT;
-	o->closed = 0;
-	o->reset = 0;
-	o->reported = 0;
-	current_comm(o->opener_comm);
 	if (count_connects)
 		count_connect(sk, o);
 }
@@ -118,17 +122,40 @@ static __always_inline void record_close(struct sock_owner *o, const struct sock
 	o->closed = 1;
 }
 
+/* No connect() seen: accepted, if its local port is one a process listens
+ * on in this namespace (connect() never picks a port held by listen() or
+ * bind()). */
+static __always_inline void accepted(struct sock_owner *o, const struct sock *sk)
+{
+	struct listen_key k = { .netns = sock_netns(sk), .port = local_port(sk) };
+	struct listener *l = bpf_map_lookup_elem(&listeners, &k);
+	if (l) {
+		o->role = ROLE_SERVER;
+		o->opener_pid = l->pid;
+		__builtin_memcpy(o->opener_comm, l->comm, sizeof(o->opener_comm));
+	}
+}
+
 /* ESTABLISHED->FIN_WAIT1 (or SYN_RECV->FIN_WAIT1) runs in close(),
  * shutdown() or the exit of the last holder: current closed first and
  * will own the TIME_WAIT. Accepted sockets, and sockets opened before we
  * attached, get their record here: the closer is known. */
 static __always_inline void closing_first(const struct sock *sk)
 {
-	/* When following, a process outside the set closing first matters
-	 * only for a socket a followed process opened. */
-	struct sock_owner *o = owner_of(sk, current_followed());
-	if (!o)
+	struct sock_owner *o = owner_of(sk);
+	if (!o) {
+		/* When following, a process outside the set closing first
+		 * matters only for a socket a followed process opened. */
+		if (!current_followed())
+			return;
+		struct sock_owner fresh = {};
+		accepted(&fresh, sk);
+		record_close(&fresh, sk);
+		/* -EEXIST cannot happen: the socket's lock orders its
+		 * transitions, and no record was there a moment ago. */
+		owner_insert(sk, &fresh);
 		return;
+	}
 	if (o->closed) {
 		/* Either this very transition, handled a second time (a safety
 		 * net: the twins' pending table keeps a twin from handling what
@@ -145,18 +172,8 @@ static __always_inline void closing_first(const struct sock *sk)
 		recover(o);
 		__builtin_memset(o, 0, sizeof(*o));
 	}
-	if (o->role == ROLE_UNKNOWN) {
-		/* No connect() seen: accepted, if its local port is one a
-		 * process listens on in this namespace (connect() never picks
-		 * a port held by listen() or bind()). */
-		struct listen_key k = { .netns = sock_netns(sk), .port = local_port(sk) };
-		struct listener *l = bpf_map_lookup_elem(&listeners, &k);
-		if (l) {
-			o->role = ROLE_SERVER;
-			o->opener_pid = l->pid;
-			__builtin_memcpy(o->opener_comm, l->comm, sizeof(o->opener_comm));
-		}
-	}
+	if (o->role == ROLE_UNKNOWN)
+		accepted(o, sk);
 	record_close(o, sk);
 }
 
@@ -166,7 +183,7 @@ static __always_inline void closing_first(const struct sock *sk)
  * comes from the record, not current. */
 static __always_inline void moved_to_close(const struct sock *sk, int oldstate)
 {
-	struct sock_owner *o = owner_of(sk, false);
+	struct sock_owner *o = owner_of(sk);
 	if (!o)
 		return;
 	/* Only FIN_WAIT1/2 and CLOSING follow a close that came first. Any
@@ -244,7 +261,7 @@ int BPF_PROG(tw_state_nest, const struct sock *sk, int oldstate, int newstate)
  * socket behind it: mark it so the move is not reported. */
 static __always_inline void receive_reset(const struct sock *sk)
 {
-	struct sock_owner *o = owner_of(sk, false);
+	struct sock_owner *o = owner_of(sk);
 	if (o)
 		o->reset = 1;
 }

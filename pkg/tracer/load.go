@@ -22,6 +22,13 @@ func loadObjects(spec *ebpf.CollectionSpec, objs *twtraceObjects, cache *btf.Cac
 	if cache == nil {
 		cache = btf.NewCache() // one decoded copy of the kernel's types for all groups
 	}
+	// Only the precise tier's programs use tw_socks, and loadPrecise
+	// makes their own from spec: the tracepoint tier's stays as small as
+	// a map gets. Its buckets alone (16 bytes each, however empty) are
+	// 4 MiB at the default size, for nothing where the tier cannot load.
+	full := spec
+	spec = spec.Copy()
+	spec.Maps["tw_socks"].MaxEntries = 1
 	onlyMaps := spec.Copy()
 	onlyMaps.Programs = nil
 	coll, err := ebpf.NewCollectionWithOptions(onlyMaps, ebpf.CollectionOptions{})
@@ -46,7 +53,7 @@ func loadObjects(spec *ebpf.CollectionSpec, objs *twtraceObjects, cache *btf.Cac
 	if precise {
 		go func() {
 			defer close(preDone)
-			ld.pre, ld.preErr = loadPrecise(spec, opts, cache)
+			ld.pre, ld.preErr = loadPrecise(full, opts, cache)
 		}()
 	} else {
 		close(preDone)

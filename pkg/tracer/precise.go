@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"syscall"
 
@@ -157,6 +158,7 @@ type preciseObjs struct {
 	progs   map[string]*ebpf.Program // by program name
 	targets map[string]string        // program name -> kernel function
 	partial []string                 // optional hooks that could not load
+	twSocks *ebpf.Map                // its table of live timewait sockets
 }
 
 func (p *preciseObjs) close() {
@@ -165,6 +167,9 @@ func (p *preciseObjs) close() {
 	}
 	for _, prog := range p.progs {
 		prog.Close()
+	}
+	if p.twSocks != nil {
+		p.twSocks.Close()
 	}
 }
 
@@ -176,6 +181,17 @@ func loadPrecise(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions, cache 
 		return nil, fmt.Errorf("reading the kernel's BTF: %w", err)
 	}
 	p := &preciseObjs{progs: map[string]*ebpf.Program{}, targets: map[string]string{}}
+	// The table of live timewait sockets, at its full size, made here
+	// rather than with the maps both tiers share: where the tier cannot
+	// load, it is never made.
+	p.twSocks, err = ebpf.NewMap(spec.Maps["tw_socks"])
+	if err != nil {
+		return nil, fmt.Errorf("creating the table of timewait sockets: %w", err)
+	}
+	own := *opts
+	own.MapReplacements = maps.Clone(opts.MapReplacements)
+	own.MapReplacements["tw_socks"] = p.twSocks
+	opts = &own
 	for i := range preciseHooks {
 		h := &preciseHooks[i]
 		name, err := h.resolve(kernel)

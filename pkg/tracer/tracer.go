@@ -124,7 +124,7 @@ type Tracer struct {
 const DefaultPollInterval = 100 * time.Millisecond
 
 // DefaultMaxSockets is how many sockets can be between connect() (or their
-// first close) and their end at once. Each costs ~120 bytes of kernel
+// first close) and their end at once. Each costs 224 bytes of kernel
 // memory, preallocated.
 const DefaultMaxSockets = 131072
 
@@ -284,6 +284,9 @@ func configure(spec *ebpf.CollectionSpec, opts *Options) error {
 		if err := spec.Variables["target_netns"].Set(opts.Netns); err != nil {
 			return fmt.Errorf("setting netns filter: %w", err)
 		}
+	}
+	if opts.KindMask != 0 && opts.KindMask&(1<<event.KindBindError) == 0 {
+		spec.Maps["binds"].MaxEntries = 1 // no bind() hook attached: unused
 	}
 	spec.Maps["followed"].MaxEntries = 1 // unused: as small as it gets
 	if opts.Follow {

@@ -110,6 +110,8 @@ type twtraceGuard struct {
 	PendSk   [8]uint64
 	PendSeq  [8]uint64
 	PendEdge [8]uint32
+	PendN    uint32
+	Pad      uint32
 	Rescued  uint64
 }
 
