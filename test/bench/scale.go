@@ -114,11 +114,11 @@ func scaleOne(cfg config, sc scaleConfig, n int) (scalePoint, error) {
 	defer pile.Close()
 	p := scalePoint{asked: n, made: int(pile.Made()), took: pile.Took, made1: map[string]int64{}}
 	for _, d := range pile.Destinations {
-		p.made1[d.Addr.Addr().String()] = d.Made
+		p.made1[d.Addr.Addr().String()] = d.Made - d.FinWait2 // in TIME_WAIT
 		p.failed += d.Failed
 	}
-	fmt.Fprintf(os.Stderr, "scale: pile of %d (asked %d) over %d destinations in %s, %d connects failed\n",
-		p.made, n, sc.destinations, pile.Took.Round(time.Millisecond), p.failed)
+	fmt.Fprintf(os.Stderr, "scale: pile of %d (asked %d) over %d destinations in %s, %d connects failed, %d left in FIN_WAIT2\n",
+		p.made, n, sc.destinations, pile.Took.Round(time.Millisecond), p.failed, pile.FinWait2())
 
 	steps := []struct {
 		tool string
