@@ -206,11 +206,12 @@ type Row struct {
 	FirstComm           [16]byte
 	pids                map[uint32]struct{} // nil while it holds one PID
 
-	// Lifetime counts connection lifetimes in nanoseconds, for timewaits
-	// whose open time is known.
-	Lifetime Histogram
-	// Bytes counts bytes sent plus received per connection, per timewait.
-	Bytes Histogram
+	// Medians are the row's median connection lifetime and bytes per
+	// connection as of the snapshot; set in a Snapshot's rows.
+	Medians Medians
+	// hist holds the table's histograms (4 KiB): a Snapshot's rows have
+	// none, so that a snapshot of a full table is small.
+	hist *histograms
 
 	// Recent counts what happened in the snapshot's Interval; it is set by
 	// Snapshot.Delta and zero otherwise.
@@ -220,11 +221,38 @@ type Row struct {
 	gen uint64
 }
 
-// LifetimeQuantile estimates the q-quantile of connection lifetimes, within
-// the bound documented on Histogram. ok is false when no lifetime is known.
-func (r *Row) LifetimeQuantile(q float64) (d time.Duration, ok bool) {
-	v, ok := r.Lifetime.Quantile(q)
-	return time.Duration(min(v, 1<<63-1)), ok
+// histograms are a table row's distributions.
+type histograms struct {
+	// lifetime counts connection lifetimes in nanoseconds, for timewaits
+	// whose open time is known.
+	lifetime Histogram
+	// bytes counts bytes sent plus received per connection, per timewait.
+	bytes Histogram
+}
+
+// Medians are the medians of a row's histograms, within the bound
+// documented on Histogram.
+type Medians struct {
+	// Lifetime is the median connection lifetime of the LifetimeN known.
+	Lifetime  time.Duration
+	LifetimeN uint64
+	// Bytes is the median of bytes sent plus received per connection, of
+	// BytesN connections.
+	Bytes  uint64
+	BytesN uint64
+}
+
+// medians computes the medians of h (none when h is nil).
+func (h *histograms) medians() Medians {
+	if h == nil {
+		return Medians{}
+	}
+	m := Medians{LifetimeN: h.lifetime.Count(), BytesN: h.bytes.Count()}
+	if v, ok := h.lifetime.Quantile(0.5); ok {
+		m.Lifetime = time.Duration(min(v, 1<<63-1))
+	}
+	m.Bytes, _ = h.bytes.Quantile(0.5)
+	return m
 }
 
 // MaxRowProcesses bounds the PIDs a row remembers to count them once: a
@@ -282,10 +310,10 @@ func (c *Counts) Count(e *event.Event) {
 func (r *Row) add(e *event.Event) {
 	first := r.Events() == 0
 	r.Count(e)
-	if e.Kind == event.KindTimewait {
-		r.Bytes.Add(e.BytesSent + e.BytesRecv)
+	if e.Kind == event.KindTimewait && r.hist != nil {
+		r.hist.bytes.Add(e.BytesSent + e.BytesRecv)
 		if e.Lifetime > 0 {
-			r.Lifetime.Add(uint64(e.Lifetime))
+			r.hist.lifetime.Add(uint64(e.Lifetime))
 		}
 	}
 	switch {
@@ -323,7 +351,7 @@ func New(maxKeys int) *Table {
 	return &Table{
 		maxKeys: max(maxKeys, 0),
 		index:   make(map[Key]*Row),
-		other:   Row{Other: true},
+		other:   Row{Other: true, hist: new(histograms)},
 		now:     time.Now,
 	}
 }
@@ -388,13 +416,16 @@ func (t *Table) insert(k *Key) *Row {
 	var r *Row
 	if n := len(t.spent); n > 0 {
 		r, t.spent = t.spent[n-1], t.spent[:n-1]
-		*r = Row{}
+		h := r.hist
+		*h = histograms{}
+		*r = Row{hist: h}
 	} else {
 		if len(t.free) == 0 {
 			t.free = make([]Row, min(chunkRows, t.maxKeys-len(t.rows)))
 		}
 		r = &t.free[0]
 		t.free = t.free[1:]
+		r.hist = new(histograms)
 	}
 	r.Key, r.gen = *k, t.gen
 	t.index[*k] = r

@@ -145,18 +145,10 @@ func TestCountsPerKey(t *testing.T) {
 	if !r.First.Equal(t0.Add(time.Second)) || !r.Last.Equal(t0.Add(5*time.Second)) {
 		t.Errorf("first %v last %v, want t0+1s and t0+5s", r.First, r.Last)
 	}
-	if r.Lifetime.Count() != 2 || r.Bytes.Count() != 3 {
-		t.Errorf("%d lifetimes and %d byte counts, want 2 and 3", r.Lifetime.Count(), r.Bytes.Count())
-	}
-	// Lifetimes 2ms and 4ms, in [1835008, 2097151] and [3670016, 4194303] ns.
-	for q, want := range map[float64]time.Duration{0.5: 1966080, 1: 3932160} {
-		if got, ok := r.LifetimeQuantile(q); !ok || got != want {
-			t.Errorf("lifetime q%v = %v, want %v", q, got, want)
-		}
-	}
+	// Lifetimes 2ms and 4ms: the median 2 ms in [1835008, 2097151] ns.
 	// Bytes per connection 1100, 2200, 3300: median 2200 in [2048, 2559].
-	if got, _ := r.Bytes.Quantile(0.5); got != 2304 {
-		t.Errorf("median bytes %d, want 2304", got)
+	if want := (Medians{Lifetime: 1966080, LifetimeN: 2, Bytes: 2304, BytesN: 3}); r.Medians != want {
+		t.Errorf("medians %+v, want %+v", r.Medians, want)
 	}
 	if r := s.Rows[1]; r.Counts != (Counts{ConnectErrors: 1}) || !r.First.Equal(t0.Add(4*time.Second)) || !r.Last.Equal(r.First) {
 		t.Errorf("row 1: %+v first %v last %v", r.Counts, r.First, r.Last)

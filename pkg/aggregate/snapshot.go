@@ -38,16 +38,23 @@ func (t *Table) SnapshotTo(s *Snapshot) {
 	t.mu.Lock()
 	rows = slices.Grow(rows, len(t.rows)+1)
 	for _, r := range t.rows {
-		rows = append(rows, *r)
+		rows = append(rows, r.snapshot())
 	}
 	overflowed := t.other.Events()
 	if overflowed > 0 || t.other.Connects > 0 {
-		rows = append(rows, t.other)
+		rows = append(rows, t.other.snapshot())
 	}
 	now, uncounted := t.now(), t.uncounted
 	t.gen++
 	t.mu.Unlock()
 	*s = Snapshot{Time: now, Rows: rows, Overflowed: overflowed, UncountedProcesses: uncounted}
+}
+
+// snapshot is r as a Snapshot holds it: its medians, not its histograms.
+func (r *Row) snapshot() Row {
+	c := *r
+	c.Medians, c.hist = r.hist.medians(), nil
+	return c
 }
 
 // ErrNotEarlier is returned by Delta when prev is not an earlier snapshot

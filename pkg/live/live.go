@@ -97,8 +97,9 @@ type Follower interface {
 	Unfollow(pid uint32) error
 }
 
-// DefaultMaxKeys: each row holds two histograms (~4.3 KiB), and the
-// engine keeps the table and two snapshots of it.
+// DefaultMaxKeys: each row of the table holds two histograms (~4.4 KiB
+// with the row); the engine's two snapshots hold its counts and medians
+// (~400 bytes a row).
 const DefaultMaxKeys = 1024
 
 // Frame is one interval of a session.

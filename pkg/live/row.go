@@ -57,13 +57,13 @@ func evidence(r *aggregate.Row, now time.Time, uptime time.Duration) verdict.Evi
 // judge completes row from r (medians) and its destination (headroom,
 // forecast, bound ports), and gives its verdict.
 func judge(row *Row, r *aggregate.Row, ev verdict.Evidence, bound map[rowDest]bool, worstOf map[rowDest]*worst) {
-	if d, ok := r.LifetimeQuantile(0.5); ok {
-		row.LifetimeP50, row.LifetimeKnown = d, true
-		ev.LifetimeP50, ev.LifetimeKnown = d, true
+	if m := &r.Medians; m.LifetimeN > 0 {
+		row.LifetimeP50, row.LifetimeKnown = m.Lifetime, true
+		ev.LifetimeP50, ev.LifetimeKnown = m.Lifetime, true
 	}
-	if b, ok := r.Bytes.Quantile(0.5); ok {
-		row.BytesP50, row.BytesKnown = b, true
-		ev.BytesP50, ev.BytesKnown = b, true
+	if m := &r.Medians; m.BytesN > 0 {
+		row.BytesP50, row.BytesKnown = m.Bytes, true
+		ev.BytesP50, ev.BytesKnown = m.Bytes, true
 	}
 	if !r.Key.Server {
 		rd := rowDest{r.Key.Netns, r.Key.Daddr, r.Key.Port}

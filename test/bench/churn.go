@@ -81,16 +81,11 @@ func runChurn(cfg config, cc churnConfig) (churnResult, error) {
 	if err != nil {
 		return r, err
 	}
-	name := fmt.Sprintf("twtrace-churn-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return r, fmt.Errorf("ip netns add: %v: %s", err, bytes.TrimSpace(out))
-	}
-	defer exec.Command("ip", "netns", "del", name).Run()
-	path := filepath.Join("/run/netns", name)
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
+	path, inode, cleanup, err := churnNetns()
+	if err != nil {
 		return r, err
 	}
+	defer cleanup()
 	// The processes' servers: an empty pile on port 79, for the run.
 	procServers, err := testnet.BuildPile(path, testnet.PileSpec{N: 0, Destinations: cc.destinations, Port: 79})
 	if err != nil {
@@ -99,22 +94,9 @@ func runChurn(cfg config, cc churnConfig) (churnResult, error) {
 	defer procServers.Close()
 
 	frames := int(cc.duration / time.Second)
-	top := exec.Command(cfg.twtrace, "top", "-o", "json", "--interval", "1s", "--count", strconv.Itoa(frames),
-		"--netns", strconv.FormatUint(st.Ino, 10))
-	var stdout bytes.Buffer
-	top.Stdout = &stdout
-	stderr, err := top.StderrPipe()
+	top, stdout, rd, err := startChurnTop(cfg.twtrace, frames, inode)
 	if err != nil {
 		return r, err
-	}
-	if err := top.Start(); err != nil {
-		return r, err
-	}
-	rd := bufio.NewReader(stderr)
-	if line, err := rd.ReadString('\n'); err != nil || !strings.HasPrefix(line, "twtrace: tracing") {
-		top.Process.Kill()
-		top.Wait()
-		return r, fmt.Errorf("top not ready: %q %v", line, err)
 	}
 	ready := time.Now()
 	cpu0 := processCPU(top.Process.Pid)
@@ -128,6 +110,66 @@ func runChurn(cfg config, cc churnConfig) (churnResult, error) {
 		}
 	}()
 
+	loadErr := r.load(self, path, procServers, cc)
+	rest, _ := io.ReadAll(rd)
+	werr := top.Wait()
+	cpu := top.ProcessState.UserTime() + top.ProcessState.SystemTime()
+	r.cpuPct = 100 * (cpu - cpu0).Seconds() / time.Since(ready).Seconds()
+	s.stop()
+	<-rssDone
+	r.peakRSS, r.mapBytes = s.peakRSS, s.mapBytes
+	if err := errors.Join(loadErr, werr); err != nil {
+		return r, fmt.Errorf("churn: %w: %s", err, rest)
+	}
+	if c, err := runSS(path); err == nil {
+		r.pileEnd = c.pileNow
+	}
+	r.losses, r.rows, err = lastFrame(stdout.Bytes())
+	return r, err
+}
+
+// churnNetns makes the soak's namespace; cleanup deletes it.
+func churnNetns() (path string, inode uint64, cleanup func(), err error) {
+	name := fmt.Sprintf("twtrace-churn-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return "", 0, nil, fmt.Errorf("ip netns add: %v: %s", err, bytes.TrimSpace(out))
+	}
+	cleanup = func() { exec.Command("ip", "netns", "del", name).Run() }
+	path = filepath.Join("/run/netns", name)
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		cleanup()
+		return "", 0, nil, err
+	}
+	return path, st.Ino, cleanup, nil
+}
+
+// startChurnTop starts top for frames frames over the namespace inode
+// and waits for its ready line; the rest of its stderr is in rd.
+func startChurnTop(twtrace string, frames int, inode uint64) (*exec.Cmd, *bytes.Buffer, *bufio.Reader, error) {
+	top := exec.Command(twtrace, "top", "-o", "json", "--interval", "1s", "--count", strconv.Itoa(frames),
+		"--netns", strconv.FormatUint(inode, 10))
+	stdout := &bytes.Buffer{}
+	top.Stdout = stdout
+	stderr, err := top.StderrPipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := top.Start(); err != nil {
+		return nil, nil, nil, err
+	}
+	rd := bufio.NewReader(stderr)
+	if line, err := rd.ReadString('\n'); err != nil || !strings.HasPrefix(line, "twtrace: tracing") {
+		top.Process.Kill()
+		top.Wait()
+		return nil, nil, nil, fmt.Errorf("top not ready: %q %v", line, err)
+	}
+	return top, stdout, rd, nil
+}
+
+// load runs the soak's waves of connections and its short-lived
+// processes, and returns when they are done.
+func (r *churnResult) load(self, path string, procServers *testnet.Pile, cc churnConfig) error {
 	var wg sync.WaitGroup
 	waveErrs := make([]error, cc.waves)
 	r.waveMade = make([]int64, cc.waves)
@@ -149,30 +191,20 @@ func runChurn(cfg config, cc churnConfig) (churnResult, error) {
 		r.processes, r.procFails, procErr = churnProcesses(self, path, procServers, cc)
 	})
 	wg.Wait()
+	return errors.Join(append(waveErrs, procErr)...)
+}
 
-	rest, _ := io.ReadAll(rd)
-	werr := top.Wait()
-	cpu := top.ProcessState.UserTime() + top.ProcessState.SystemTime()
-	r.cpuPct = 100 * (cpu - cpu0).Seconds() / time.Since(ready).Seconds()
-	s.stop()
-	<-rssDone
-	r.peakRSS, r.mapBytes = s.peakRSS, s.mapBytes
-	if err := errors.Join(append(waveErrs, procErr, werr)...); err != nil {
-		return r, fmt.Errorf("churn: %w: %s", err, rest)
-	}
-	if c, err := runSS(path); err == nil {
-		r.pileEnd = c.pileNow
-	}
-	lines := bytes.Split(bytes.TrimSpace(stdout.Bytes()), []byte("\n"))
+// lastFrame reads the losses and the row count of top's last frame.
+func lastFrame(out []byte) (map[string]int64, int, error) {
+	lines := bytes.Split(bytes.TrimSpace(out), []byte("\n"))
 	var last struct {
 		Rows   []json.RawMessage `json:"rows"`
 		Losses map[string]int64  `json:"losses"`
 	}
 	if err := json.Unmarshal(lines[len(lines)-1], &last); err != nil {
-		return r, fmt.Errorf("top's last frame: %w", err)
+		return nil, 0, fmt.Errorf("top's last frame: %w", err)
 	}
-	r.losses, r.rows = last.Losses, len(last.Rows)
-	return r, nil
+	return last.Losses, len(last.Rows), nil
 }
 
 // churnProcesses starts cc.processes processes evenly over the run, each
