@@ -187,13 +187,16 @@ func (j *join) findKey(k uint64, scan uint16) (int32, bool) {
 // before scanStart) but not found by it.
 func (j *join) prune(scan uint16, scanStart, now time.Time) {
 	nowSec, startSec := j.seconds(now), j.seconds(scanStart)
-	hold := uint16(joinHold / time.Second)
+	hold := int16(joinHold / time.Second)
 	j.sweep(func(s *joinSlot) bool {
-		if nowSec-s.at > hold {
+		// Ages are signed: an event's time, converted from the kernel's
+		// clock, can be a little ahead of ours.
+		if int16(nowSec-s.at) > hold {
 			return true
 		}
 		// Entered timewait before scanStart−1s (whole seconds).
-		return scan != 0 && s.seen != scan && startSec-s.at >= 2 && startSec-s.at <= hold
+		age := int16(startSec - s.at)
+		return scan != 0 && s.seen != scan && age >= 2 && age <= hold
 	})
 }
 

@@ -78,6 +78,20 @@ func TestJoinPrune(t *testing.T) {
 	}
 }
 
+// An entry whose time is ahead of the clock (an event's time converted
+// from the kernel's) is young, not 65,535 seconds old.
+func TestJoinPruneEventAhead(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	j := testJoin(10, t0)
+	ahead := tup(1)
+	j.add(&ahead, 0, t0.Add(1500*time.Millisecond))
+	scan := j.beginScan()
+	j.prune(scan, t0, t0)
+	if _, ok := j.find(&ahead, scan); !ok {
+		t.Fatal("an entry a second and a half ahead of the clock was pruned")
+	}
+}
+
 // The open-addressed table against a map, through random adds, finds,
 // prunes and renumberings, growing from its first size: every entry the
 // map has is found with its row, and no other.
