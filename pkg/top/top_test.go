@@ -287,8 +287,11 @@ func TestTopExhaustedDestination(t *testing.T) {
 	if len(c.Ports) != 94 || c.Failures != 6 {
 		t.Fatalf("client made %d connections and %d failures, want 94 and 6", len(c.Ports), c.Failures)
 	}
+	// The failed connects' events come last and may reach a frame after
+	// the timewaits (seen under emulation): wait for both.
 	f := run.frameWhere(t, func(fr *Frame) bool {
-		return len(fr.Rows) == 1 && fr.Rows[0].Timewait == 94 && len(fr.Destinations) == 1 && fr.Destinations[0].FinWait2 == 0
+		return len(fr.Rows) == 1 && fr.Rows[0].Timewait == 94 && fr.Rows[0].ConnectErrors >= 6 &&
+			len(fr.Destinations) == 1 && fr.Destinations[0].FinWait2 == 0
 	})
 	r, d := f.Rows[0], f.Destinations[0]
 	if r.PID != uint32(c.PID) || r.Connects != 100 || r.ConnectErrors != 6 || r.TimewaitNow != 94 || r.Verdict != "per-request" {
