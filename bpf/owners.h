@@ -54,14 +54,17 @@ struct listener {
 };
 
 /* Socket pointer -> owner, from connect() (or the first close) to the move
- * to CLOSE, where the entry is deleted. Preallocated: an insert or delete
- * is a per-CPU freelist operation, about half the cost of an LRU hash or of
- * socket-local storage on the kernels we measured. Sized by the loader;
- * when it is full, the socket goes untracked and is counted (never
- * silently). No entry outlives its socket: every socket we record ends
- * with a move to CLOSE while we are attached (or the map goes with us). */
+ * to CLOSE, where the entry is deleted. Not preallocated: the table holds
+ * only the sockets open now (a few hundred on most hosts), where a
+ * preallocated one kept 30 MiB on every node for its 131,072 entries; an
+ * insert costs ~30-50 ns more (docs/performance.md). Sized by the loader;
+ * when it is full, or an entry cannot be allocated, the socket goes
+ * untracked and is counted (never silently). No entry outlives its
+ * socket: every socket we record ends with a move to CLOSE while we are
+ * attached (or the map goes with us). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 131072);
 	__type(key, u64);
 	__type(value, struct sock_owner);

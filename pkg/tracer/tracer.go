@@ -124,8 +124,8 @@ type Tracer struct {
 const DefaultPollInterval = 100 * time.Millisecond
 
 // DefaultMaxSockets is how many sockets can be between connect() (or their
-// first close) and their end at once. Each costs 224 bytes of kernel
-// memory, preallocated.
+// first close) and their end at once. Each open socket costs 224 bytes of
+// kernel memory; the table is not preallocated.
 const DefaultMaxSockets = 131072
 
 // ProgramNames are the names of every BPF program twtrace loads, for tools
