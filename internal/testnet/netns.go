@@ -110,3 +110,16 @@ func (n *Netns) Park(t testing.TB) {
 func (n *Netns) Path() string {
 	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), n.file.Fd())
 }
+
+// TCPListing is the namespace's /proc/net/tcp as the kernel prints it now
+// (states in hex, timers, queues): for a failed test's message.
+func (n *Netns) TCPListing(t testing.TB) string {
+	t.Helper()
+	var b []byte
+	n.Do(t, func() error {
+		var err error
+		b, err = os.ReadFile("/proc/thread-self/net/tcp")
+		return err
+	})
+	return string(b)
+}

@@ -195,6 +195,9 @@ type topRun struct {
 	done   chan error
 	mu     sync.Mutex
 	frames []*Frame
+	// sockets, when set, lists the namespace's sockets for a failure's
+	// message.
+	sockets func() string
 }
 
 func startTop(t *testing.T, ns *testnet.Netns) *topRun {
@@ -205,7 +208,9 @@ func startTop(t *testing.T, ns *testnet.Netns) *topRun {
 // startTopWith is startTop with the engine's configuration changed by set.
 func startTopWith(t *testing.T, ns *testnet.Netns, set func(*live.Config)) *topRun {
 	t.Helper()
-	return startTopIn(t, ns.Inode, set)
+	r := startTopIn(t, ns.Inode, set)
+	r.sockets = func() string { return ns.TCPListing(t) }
+	return r
 }
 
 // startTopIn is startTopWith for the namespace of that inode.
@@ -271,7 +276,11 @@ func (r *topRun) frameWhere(t *testing.T, cond func(*Frame) bool) *Frame {
 			last, _ = json.Marshal(r.frames[n-1])
 		}
 		r.mu.Unlock()
-		t.Fatalf("no frame showed what the test waits for; the last one: %s", last)
+		listing := ""
+		if r.sockets != nil {
+			listing = "\nthe namespace's sockets now:\n" + r.sockets()
+		}
+		t.Fatalf("no frame showed what the test waits for; the last one: %s%s", last, listing)
 	}
 	return f
 }
