@@ -45,8 +45,9 @@ struct {
 
 /* One connection attempt toward the destination connect() has just set on
  * sk, by the opener recorded in o (or current, when the owner table had no
- * room: we run inside connect()). */
-static __always_inline void count_connect(const struct sock *sk, const struct sock_owner *o)
+ * room: we run inside connect()). Returns the attempts counted on this CPU
+ * so far (for sampling stacks.h's captures), 0 when it could not count. */
+static __always_inline u64 count_connect(const struct sock *sk, const struct sock_owner *o)
 {
 	struct connect_key k;
 	__builtin_memset(&k, 0, sizeof(k));
@@ -71,19 +72,17 @@ static __always_inline void count_connect(const struct sock *sk, const struct so
 		__builtin_memcpy(k.daddr, &d4, 4);
 	}
 	u64 *n = bpf_map_lookup_elem(&connects, &k);
-	if (n) {
-		(*n)++;
-		return;
-	}
+	if (n)
+		return ++(*n);
 	u64 one = 1;
 	if (bpf_map_update_elem(&connects, &k, &one, BPF_NOEXIST) == 0)
-		return;
+		return 1;
 	/* Another CPU made the key just now: count on ours. */
 	n = bpf_map_lookup_elem(&connects, &k);
 	if (n)
-		(*n)++;
-	else
-		count_lost(LOST_CONNECTS);
+		return ++(*n);
+	count_lost(LOST_CONNECTS);
+	return 0;
 }
 
 /* Set by userspace once the precise tier's connect() hooks are attached
@@ -101,6 +100,7 @@ const enum connect_exit *unused_connect_exit __attribute__((unused));
  * tcp_v4/v6_connect's return (precise tier only). */
 struct connect_source {
 	u64 sk;
+	u64 stack;      /* the caller's stack (stacks.h), 0 = not taken */
 	u8 saddr6[16];  /* an AF_INET6 socket's */
 	__be32 saddr4;  /* and the IPv4 one (of a v4-mapped connect too) */
 	u16 sport;
@@ -131,11 +131,14 @@ static __always_inline void failed_connect(const struct sock *sk)
 	struct socket *so = sk->sk_socket;
 	if (!so || so->state != SS_UNCONNECTED || !current_followed())
 		return;
+	/* The record connecting() made a moment ago, in this connect(). */
+	const struct sock_owner *o = owner_of(sk);
+	u64 stack = o ? o->stack : 0;
 	if (connect_exits & (sk->__sk_common.skc_family == AF_INET6 ? CONNECT_EXIT6 : CONNECT_EXIT4)) {
 		/* The precise tier reports it when connect() returns, with the
 		 * errno; the source address is gone by then (reset on the
 		 * failure path since 6.1): hand it over. */
-		struct connect_source src = { .sk = (u64)sk, .sport = local_port(sk) };
+		struct connect_source src = { .sk = (u64)sk, .stack = stack, .sport = local_port(sk) };
 		src.saddr4 = sk->__sk_common.skc_rcv_saddr;
 		__builtin_memcpy(src.saddr6, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
 		u32 tid = (u32)bpf_get_current_pid_tgid();
@@ -149,6 +152,7 @@ static __always_inline void failed_connect(const struct sock *sk)
 	if (!e)
 		return;
 	e->err = EADDRNOTAVAIL;
+	e->stack = stack;
 	u16 family = sk->__sk_common.skc_family;
 	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	e->sport = local_port(sk);

@@ -37,6 +37,7 @@ struct sock_owner {
 	u8 daddr[16];
 	u32 pad3;
 	struct proc_id closer; /* who closer_pid is */
+	u64 stack; /* the opener's connect() stack, 0 = not taken (stacks.h) */
 };
 
 /* A listening socket's owner, found by accepted children through
@@ -123,6 +124,7 @@ static __always_inline void timewait_owner(struct event *e, const struct sock_ow
 	__builtin_memcpy(e->comm, o->closer_comm, sizeof(e->comm));
 	__builtin_memcpy(e->opener_comm, o->opener_comm, sizeof(e->opener_comm));
 	e->proc = o->closer;
+	e->stack = o->stack;
 }
 
 /* o is the record of an earlier socket at this address that a process

@@ -275,8 +275,10 @@ static __always_inline void connect_failed(const struct sock *sk, const void *ua
 	u32 tid = e->tid;
 	struct connect_source *src = bpf_map_lookup_elem(&connect_sources, &tid);
 	if (src) {
-		if (src->sk == (u64)sk)
+		if (src->sk == (u64)sk) {
 			here = *src;
+			e->stack = src->stack;
+		}
 		bpf_map_delete_elem(&connect_sources, &tid);
 	}
 	e->sport = here.sport;

@@ -41,6 +41,9 @@ enum event_kind {
 	EVENT_TIMEWAIT_END = 4,  /* a timewait socket went away */
 	EVENT_TW_OVERFLOW = 5,   /* closed with no timewait: tcp_max_tw_buckets */
 	EVENT_TW_REUSE = 6,      /* connect() took over a timewait socket */
+	/* Not reported as such: a connect() stack seen for the first time
+	 * (stacks.h), for userspace to read its process's mappings. */
+	EVENT_STACK = 7,
 };
 
 /* Why a timewait socket ended (EVENT_TIMEWAIT_END). */
@@ -94,6 +97,7 @@ struct event {
 	u8 reason;      /* timewait_end: enum end_reason */
 	u8 substate;    /* TIME_WAIT, or FIN_WAIT2 for an orphan's short wait; 0 = not known */
 	struct proc_id proc; /* the process in pid */
+	u64 stack;      /* the opener's connect() stack (stacks.h); 0 = not taken */
 };
 
 /* A timewait entry whose move to CLOSE no program saw, reported when its
@@ -142,6 +146,8 @@ enum lost_slot {
 			     * no room for: their end is not reported */
 	LOST_PARENTS = 6,   /* identities made again after the cache pushed
 			     * them out, with the parent unknown (procs.h) */
+	LOST_STACKS = 7,    /* connect() stacks the stack table had no room
+			     * for (stacks.h) */
 	LOST_SLOTS,
 };
 /* Keeps enum lost_slot in BTF for bpf2go. */

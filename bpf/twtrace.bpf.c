@@ -20,6 +20,7 @@
  *              by the fork and exec hooks for every record to carry
  *   owners.h   per-socket owner records, listeners, timewait records
  *   connect.h  connect() attempts counted, failures to find a port
+ *   stacks.h   the user stack of a connect(), its call site
  *   twins.h    how a run the kernel skipped is still handled, once
  *   bind.h     bind() failures, at the syscall
  *   precise.h  the precise tier's fentry/fexit programs
@@ -37,6 +38,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #include "procs.h"
 #include "owners.h"
 #include "connect.h"
+#include "stacks.h"
 #include "twins.h"
 #include "bind.h"
 #include "precise.h"
@@ -48,8 +50,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* -------------------------------------------------------------------- */
 
 /* CLOSE->SYN_SENT runs inside connect(): current is the opener. The
- * source port is not chosen yet; we only need who and when. */
-static __always_inline void connecting(const struct sock *sk)
+ * source port is not chosen yet; we only need who, when, and from where
+ * in its code (stacks.h). */
+static __always_inline void connecting(void *ctx, const struct sock *sk)
 {
 	if (!current_followed())
 		return;
@@ -59,7 +62,11 @@ static __always_inline void connecting(const struct sock *sk)
 		.role = ROLE_CLIENT,
 	};
 	current_comm(fresh.opener_comm);
-	struct sock_owner *o = &fresh;
+	/* Counted before the record is made: the count samples the stack,
+	 * and the opener is current either way. */
+	u64 n = count_connects ? count_connect(sk, &fresh) : 0;
+	if (stack_wanted(n))
+		fresh.stack = capture_stack(ctx, sock_netns(sk));
 	long err = owner_insert(sk, &fresh);
 	if (err == -EEXIST) {
 		/* A record marked closed belongs to an earlier socket at this
@@ -72,13 +79,8 @@ static __always_inline void connecting(const struct sock *sk)
 			if (old->closed)
 				recover(old);
 			*old = fresh;
-			o = old;
 		}
-	} else if (err) {
-		o = NULL;
 	}
-	if (count_connects)
-		count_connect(sk, o);
 }
 
 /* CLOSE->LISTEN runs inside listen(): remember the server process so the
@@ -203,7 +205,7 @@ static __always_inline void moved_to_close(const struct sock *sk, int oldstate)
 	owner_drop(sk);
 }
 
-static __always_inline void set_state(const struct sock *sk, int oldstate, int newstate)
+static __always_inline void set_state(void *ctx, const struct sock *sk, int oldstate, int newstate)
 {
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return;
@@ -212,7 +214,7 @@ static __always_inline void set_state(const struct sock *sk, int oldstate, int n
 		return;
 
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
-		connecting(sk);
+		connecting(ctx, sk);
 	} else if (newstate == TCP_LISTEN) {
 		listening(sk);
 	} else if (oldstate == TCP_LISTEN) {
@@ -241,7 +243,7 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tw_state, const struct sock *sk, int oldstate, int newstate)
 {
 	struct guard *g = primary_enter(GUARD_STATE);
-	set_state(sk, oldstate, newstate);
+	set_state(ctx, sk, oldstate, newstate);
 	primary_exit(g, ctx, sk, state_edge(oldstate, newstate));
 	return 0;
 }
@@ -251,7 +253,7 @@ int BPF_PROG(tw_state_nest, const struct sock *sk, int oldstate, int newstate)
 {
 	struct guard *g = guard_of(GUARD_STATE);
 	if (twin_must_run(g, ctx, sk, state_edge(oldstate, newstate))) {
-		set_state(sk, oldstate, newstate);
+		set_state(ctx, sk, oldstate, newstate);
 		g->rescued++;
 	}
 	return 0;

@@ -58,6 +58,17 @@ enum {
 	BPF_NOEXIST = 1,
 };
 
+/* bpf_get_stack() flags. */
+enum {
+	BPF_F_USER_STACK = 256,
+};
+
+/* Helpers, for CO-RE to ask whether the running kernel has one
+ * (bpf_core_enum_value_exists): stacks.h. */
+enum bpf_func_id {
+	BPF_FUNC_task_pt_regs = 175,
+};
+
 struct in6_addr {
 	union {
 		__u8 u6_addr8[16];

@@ -35,8 +35,12 @@ const (
 	// (tcp_tw_reuse). PID is the connecting process, OpenerPID the
 	// process whose timewait socket it was, Lifetime that socket's age.
 	KindReuse Kind = 6
+	// KindStack: a connect() stack seen for the first time (Stack names
+	// it), by the process in PID. Not a report: the engine reads what
+	// symbolizing the stack needs while the process lives. Not in Kinds.
+	KindStack Kind = 7
 
-	maxKind = KindReuse
+	maxKind = KindStack
 )
 
 var kindNames = [...]string{KindTimewait: "timewait", KindConnectError: "connect_error", KindBindError: "bind_error",
@@ -88,6 +92,9 @@ func (s Substate) String() string {
 }
 
 func (k Kind) String() string {
+	if k == KindStack {
+		return "stack"
+	}
 	if int(k) < len(kindNames) && kindNames[k] != "" {
 		return kindNames[k]
 	}
@@ -160,6 +167,11 @@ type Event struct {
 	// timewait_end and timewait_overflow the closer, for connect_error,
 	// bind_error and timewait_reuse the caller.
 	Proc Proc
+	// Stack names the user stack of the connect() that opened the
+	// connection (timewait, timewait_overflow, connect_error; and the
+	// new stack of a KindStack), as the kernel's stack table keys it; 0
+	// when it was not taken (sampled out, or no stacks asked for).
+	Stack uint64
 }
 
 // Proc is what the kernel recorded about the process responsible when it
@@ -203,9 +215,10 @@ func DecodeProc(raw []byte, p *Proc) {
 // RecordSize is the size of struct event in bpf/record.h, and ProcSize
 // that of its struct proc_id, at offset procOffset.
 const (
-	RecordSize = 176
-	ProcSize   = 32
-	procOffset = 144
+	RecordSize  = 184
+	ProcSize    = 32
+	procOffset  = 144
+	stackOffset = 176
 )
 
 // EVENT_F_RECOVERED and EVENT_F_CONFIRMED in struct event's flags.
@@ -258,6 +271,7 @@ func Decode(raw []byte, clock Clock, e *Event) error {
 		Confirmed: le.Uint32(raw[132:])&flagConfirmed != 0,
 		Reason:    Reason(raw[136]),
 		Substate:  Substate(raw[137]),
+		Stack:     le.Uint64(raw[stackOffset:]),
 	}
 	if openNs != 0 && ts > openNs {
 		e.Lifetime = time.Duration(ts - openNs)
@@ -269,11 +283,13 @@ func Decode(raw []byte, clock Clock, e *Event) error {
 	family := le.Uint16(raw[60:])
 	saddr := (*[16]byte)(raw[68:84])
 	daddr := (*[16]byte)(raw[84:100])
-	switch family {
-	case afInet:
+	switch {
+	case kind == KindStack:
+		// About a process, not a connection: no addresses.
+	case family == afInet:
 		e.Saddr = netip.AddrFrom4([4]byte(saddr[:4]))
 		e.Daddr = netip.AddrFrom4([4]byte(daddr[:4]))
-	case afInet6:
+	case family == afInet6:
 		s, d := netip.AddrFrom16(*saddr), netip.AddrFrom16(*daddr)
 		// A dual-stack socket talking IPv4 carries v4-mapped addresses:
 		// the wire protocol is IPv4, so report it as such.

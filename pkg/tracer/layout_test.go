@@ -27,7 +27,8 @@ func TestDecodeMatchesBPFLayout(t *testing.T) {
 		Pid: 100, Tid: 101, OpenerPid: 99, Netns: 4026531840, Err: 0,
 		Family: 2, Sport: 40001, Dport: 8080, Kind: 1, Role: 1, Flags: 3,
 		Reason: 4, Substate: 5,
-		Proc: twtraceProcId{Ppid: 98, ExeDev: 259<<20 | 2, ExeIno: 1 << 40},
+		Proc:  twtraceProcId{Ppid: 98, ExeDev: 259<<20 | 2, ExeIno: 1 << 40},
+		Stack: 0xfeedc0de12345678,
 	}
 	for i, c := range "loop.sh" {
 		raw.Proc.Comm[i] = int8(c)
@@ -57,7 +58,8 @@ func TestDecodeMatchesBPFLayout(t *testing.T) {
 		Role: event.RoleClient, OpenerPID: 99,
 		Lifetime: 750 * time.Millisecond, BytesSent: 1234, BytesRecv: 5678,
 		Recovered: true, Confirmed: true, Reason: event.ReasonReused, Substate: event.SubstateFinWait2,
-		Proc: event.Proc{PPID: 98, ExeDev: 259<<20 | 2, ExeIno: 1 << 40},
+		Proc:  event.Proc{PPID: 98, ExeDev: 259<<20 | 2, ExeIno: 1 << 40},
+		Stack: 0xfeedc0de12345678,
 	}
 	copy(want.Proc.Comm[:], "loop.sh")
 	copy(want.Comm[:], "curl")

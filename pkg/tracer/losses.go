@@ -18,6 +18,9 @@ type Losses struct {
 	// UnknownParents: identities made again after the kernel's cache
 	// pushed them out, their parent left unknown.
 	UnknownParents uint64
+	// LostStacks: connect() stacks the kernel's stack table had no room
+	// for; their connections carry no call site.
+	LostStacks uint64
 	// Recovered timewait entries were reported late, not lost: a view
 	// that explains its losses says how many were caught up.
 	Recovered uint64
@@ -41,6 +44,7 @@ func (t *Tracer) Losses() (Losses, error) {
 	read(&l.UnfollowedForks, t.UnfollowedForks)
 	read(&l.UntrackedTimewait, t.UntrackedTimewait)
 	read(&l.UnknownParents, t.UnknownParents)
+	read(&l.LostStacks, t.LostStacks)
 	read(&l.Recovered, t.Recovered)
 	return l, errors.Join(errs...)
 }

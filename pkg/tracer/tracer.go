@@ -70,7 +70,23 @@ type Options struct {
 	// (0 means DefaultMaxTimewait); sockets with no room get no
 	// timewait_end and are counted (UntrackedTimewait).
 	MaxTimewait int
+	// StackSample takes the user stack of connect() calls (their call
+	// site, read with Stack): 0 none, 1 every one, N > 1 the first
+	// StackFirst of each process and destination on each CPU then one in
+	// N (N > 1 needs CountConnects; without it every one is taken).
+	// MaxStacks bounds the distinct stacks kept (0 means
+	// DefaultMaxStacks); stacks with no room are counted (LostStacks).
+	StackSample int
+	MaxStacks   int
 }
+
+// StackFirst is how many connect() calls of each process and destination
+// have their stack taken before sampling starts (Options.StackSample).
+const StackFirst = 8
+
+// DefaultMaxStacks is how many distinct connect() stacks the kernel keeps;
+// the table is not preallocated (528 bytes a stack).
+const DefaultMaxStacks = 16384
 
 // DefaultMaxTimewait is the default tcp_max_tw_buckets of a host with 4 GiB
 // or more; the table is not preallocated, so its size costs nothing.
@@ -298,6 +314,9 @@ func configure(spec *ebpf.CollectionSpec, opts *Options) error {
 		}
 	}
 	if err := sizeMap(spec, "tw_socks", "max timewait", opts.MaxTimewait, DefaultMaxTimewait, 1<<24); err != nil {
+		return err
+	}
+	if err := configureStacks(spec, opts); err != nil {
 		return err
 	}
 	if opts.Tier > TierPrecise {

@@ -47,6 +47,7 @@ type twtraceConnectKey struct {
 type twtraceConnectSource struct {
 	_      structs.HostLayout
 	Sk     uint64
+	Stack  uint64
 	Saddr6 [16]uint8
 	Saddr4 uint32
 	Sport  uint16
@@ -89,6 +90,7 @@ type twtraceEvent struct {
 	Substate      uint8
 	_             [6]byte
 	Proc          twtraceProcId
+	Stack         uint64
 }
 
 type twtraceEventKind uint32
@@ -100,6 +102,7 @@ const (
 	twtraceEventKindEVENT_TIMEWAIT_END  twtraceEventKind = 4
 	twtraceEventKindEVENT_TW_OVERFLOW   twtraceEventKind = 5
 	twtraceEventKindEVENT_TW_REUSE      twtraceEventKind = 6
+	twtraceEventKindEVENT_STACK         twtraceEventKind = 7
 )
 
 type twtraceGuard struct {
@@ -138,7 +141,8 @@ const (
 	twtraceLostSlotLOST_FOLLOW    twtraceLostSlot = 4
 	twtraceLostSlotLOST_TW        twtraceLostSlot = 5
 	twtraceLostSlotLOST_PARENTS   twtraceLostSlot = 6
-	twtraceLostSlotLOST_SLOTS     twtraceLostSlot = 7
+	twtraceLostSlotLOST_STACKS    twtraceLostSlot = 7
+	twtraceLostSlotLOST_SLOTS     twtraceLostSlot = 8
 )
 
 type twtraceProcEntry struct {
@@ -190,6 +194,7 @@ type twtraceSockOwner struct {
 	Daddr         [16]uint8
 	Pad3          uint32
 	Closer        twtraceProcId
+	Stack         uint64
 }
 
 type twtraceTwInfo struct {
@@ -214,6 +219,14 @@ type twtraceTwInfo struct {
 	Proc       twtraceProcId
 }
 
+type twtraceUserStack struct {
+	_   structs.HostLayout
+	Nr  uint32
+	Pid uint32
+	Ret uint64
+	Ip  [64]uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -228,6 +241,8 @@ const (
 	twtraceMapLost              = "lost"
 	twtraceMapOwners            = "owners"
 	twtraceMapProcs             = "procs"
+	twtraceMapStackScratch      = "stack_scratch"
+	twtraceMapStacks            = "stacks"
 	twtraceMapTwSocks           = "tw_socks"
 	twtraceProgTwAlloc          = "tw_alloc"
 	twtraceProgTwConnect4       = "tw_connect4"
@@ -249,6 +264,7 @@ const (
 	twtraceVarEventsMask        = "events_mask"
 	twtraceVarFollow            = "follow"
 	twtraceVarProcsSince        = "procs_since"
+	twtraceVarStackSample       = "stack_sample"
 	twtraceVarTargetNetns       = "target_netns"
 	twtraceVarUnusedConnectExit = "unused_connect_exit"
 	twtraceVarUnusedConnectKey  = "unused_connect_key"
@@ -257,6 +273,7 @@ const (
 	twtraceVarUnusedEventKind   = "unused_event_kind"
 	twtraceVarUnusedLostSlot    = "unused_lost_slot"
 	twtraceVarUnusedRole        = "unused_role"
+	twtraceVarUnusedUserStack   = "unused_user_stack"
 	twtraceVarWakeupBytes       = "wakeup_bytes"
 )
 
@@ -333,6 +350,8 @@ type twtraceMapSpecs struct {
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
 	Owners         *ebpf.MapSpec `ebpf:"owners"`
 	Procs          *ebpf.MapSpec `ebpf:"procs"`
+	StackScratch   *ebpf.MapSpec `ebpf:"stack_scratch"`
+	Stacks         *ebpf.MapSpec `ebpf:"stacks"`
 	TwSocks        *ebpf.MapSpec `ebpf:"tw_socks"`
 }
 
@@ -345,6 +364,7 @@ type twtraceVariableSpecs struct {
 	EventsMask        *ebpf.VariableSpec `ebpf:"events_mask"`
 	Follow            *ebpf.VariableSpec `ebpf:"follow"`
 	ProcsSince        *ebpf.VariableSpec `ebpf:"procs_since"`
+	StackSample       *ebpf.VariableSpec `ebpf:"stack_sample"`
 	TargetNetns       *ebpf.VariableSpec `ebpf:"target_netns"`
 	UnusedConnectExit *ebpf.VariableSpec `ebpf:"unused_connect_exit"`
 	UnusedConnectKey  *ebpf.VariableSpec `ebpf:"unused_connect_key"`
@@ -353,6 +373,7 @@ type twtraceVariableSpecs struct {
 	UnusedEventKind   *ebpf.VariableSpec `ebpf:"unused_event_kind"`
 	UnusedLostSlot    *ebpf.VariableSpec `ebpf:"unused_lost_slot"`
 	UnusedRole        *ebpf.VariableSpec `ebpf:"unused_role"`
+	UnusedUserStack   *ebpf.VariableSpec `ebpf:"unused_user_stack"`
 	WakeupBytes       *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
@@ -386,6 +407,8 @@ type twtraceMaps struct {
 	Lost           *ebpf.Map `ebpf:"lost"`
 	Owners         *ebpf.Map `ebpf:"owners"`
 	Procs          *ebpf.Map `ebpf:"procs"`
+	StackScratch   *ebpf.Map `ebpf:"stack_scratch"`
+	Stacks         *ebpf.Map `ebpf:"stacks"`
 	TwSocks        *ebpf.Map `ebpf:"tw_socks"`
 }
 
@@ -401,6 +424,8 @@ func (m *twtraceMaps) Close() error {
 		m.Lost,
 		m.Owners,
 		m.Procs,
+		m.StackScratch,
+		m.Stacks,
 		m.TwSocks,
 	)
 }
@@ -414,6 +439,7 @@ type twtraceVariables struct {
 	EventsMask        *ebpf.Variable `ebpf:"events_mask"`
 	Follow            *ebpf.Variable `ebpf:"follow"`
 	ProcsSince        *ebpf.Variable `ebpf:"procs_since"`
+	StackSample       *ebpf.Variable `ebpf:"stack_sample"`
 	TargetNetns       *ebpf.Variable `ebpf:"target_netns"`
 	UnusedConnectExit *ebpf.Variable `ebpf:"unused_connect_exit"`
 	UnusedConnectKey  *ebpf.Variable `ebpf:"unused_connect_key"`
@@ -422,6 +448,7 @@ type twtraceVariables struct {
 	UnusedEventKind   *ebpf.Variable `ebpf:"unused_event_kind"`
 	UnusedLostSlot    *ebpf.Variable `ebpf:"unused_lost_slot"`
 	UnusedRole        *ebpf.Variable `ebpf:"unused_role"`
+	UnusedUserStack   *ebpf.Variable `ebpf:"unused_user_stack"`
 	WakeupBytes       *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 

@@ -1,0 +1,64 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
+
+// Stack is a connect() call's user stack as the kernel walked it
+// (bpf/stacks.h): IPs[0] is where the thread entered the kernel, then the
+// return addresses found through frame pointers. Ret is the candidate
+// return address into the caller of a syscall wrapper that sets up no
+// frame (the word at the user stack pointer on x86-64, the link register
+// on arm64), 0 where the kernel cannot give it (before 5.15): trust it
+// only where the code before it is a call. PID is the process the stack
+// was first seen in.
+type Stack struct {
+	PID uint32
+	Ret uint64
+	IPs []uint64
+}
+
+// ErrNoStack means the kernel's stack table has no stack of that id.
+var ErrNoStack = errors.New("no such stack")
+
+// configureStacks sets the stack sampling and sizes the stack table: as
+// small as it gets when no stack is taken.
+func configureStacks(spec *ebpf.CollectionSpec, opts *Options) error {
+	if opts.StackSample < 0 {
+		return fmt.Errorf("stack sample %d: must be 0 (none), 1 (every connect) or more", opts.StackSample)
+	}
+	if opts.StackSample == 0 {
+		spec.Maps["stacks"].MaxEntries = 1
+		return nil
+	}
+	if err := sizeMap(spec, "stacks", "max stacks", opts.MaxStacks, DefaultMaxStacks, 1<<20); err != nil {
+		return err
+	}
+	if err := spec.Variables["stack_sample"].Set(uint32(opts.StackSample)); err != nil {
+		return fmt.Errorf("setting stack sampling: %w", err)
+	}
+	return nil
+}
+
+// Stack reads the stack an event names (event.Event.Stack). Stacks stay
+// in the kernel's table while the tracer runs.
+func (t *Tracer) Stack(id uint64) (Stack, error) {
+	var s twtraceUserStack
+	if err := t.objs.Stacks.Lookup(id, &s); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return Stack{}, ErrNoStack
+		}
+		return Stack{}, fmt.Errorf("reading stack %#x: %w", id, err)
+	}
+	n := min(int(s.Nr), len(s.Ip))
+	return Stack{PID: s.Pid, Ret: s.Ret, IPs: append([]uint64(nil), s.Ip[:n]...)}, nil
+}
+
+// LostStacks is how many connect() stacks the kernel's table had no room
+// for: their connections carry no stack.
+func (t *Tracer) LostStacks() (uint64, error) {
+	return t.lostCount(twtraceLostSlotLOST_STACKS)
+}
