@@ -206,6 +206,13 @@ type Row struct {
 	FirstComm           [16]byte
 	pids                map[uint32]struct{} // nil while it holds one PID
 
+	// Stacks counts the row's connections by the connect() stack that
+	// opened them (event.Event.Stack), the most frequent kept first
+	// when slots run out; StacksOther counts those with a stack no slot
+	// was left for. Connections with no stack taken are not counted.
+	Stacks      [StackSlots]StackCount
+	StacksOther uint64
+
 	// Medians are the row's median connection lifetime and bytes per
 	// connection as of the snapshot; set in a Snapshot's rows.
 	Medians Medians
@@ -219,6 +226,32 @@ type Row struct {
 
 	// gen is the table's snapshot count when the row last counted.
 	gen uint64
+}
+
+// StackSlots is how many distinct call stacks a row counts.
+const StackSlots = 4
+
+// StackCount is how many of a row's connections a stack opened.
+type StackCount struct {
+	Stack uint64 // 0: a free slot
+	N     uint64
+}
+
+// countStack counts one connection opened from stack id.
+func (r *Row) countStack(id uint64) {
+	for i := range r.Stacks {
+		s := &r.Stacks[i]
+		if s.Stack == id || s.Stack == 0 {
+			s.Stack = id
+			s.N++
+			// Keep the slots by count, largest first: a bubble step.
+			for ; i > 0 && r.Stacks[i].N > r.Stacks[i-1].N; i-- {
+				r.Stacks[i], r.Stacks[i-1] = r.Stacks[i-1], r.Stacks[i]
+			}
+			return
+		}
+	}
+	r.StacksOther++
 }
 
 // histograms are a table row's distributions.
@@ -310,6 +343,9 @@ func (c *Counts) Count(e *event.Event) {
 func (r *Row) add(e *event.Event) {
 	first := r.Events() == 0
 	r.Count(e)
+	if e.Stack != 0 {
+		r.countStack(e.Stack)
+	}
 	if e.Kind == event.KindTimewait && r.hist != nil {
 		r.hist.bytes.Add(e.BytesSent + e.BytesRecv)
 		if e.Lifetime > 0 {

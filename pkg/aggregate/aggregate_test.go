@@ -435,3 +435,32 @@ func TestRowProcessesBounded(t *testing.T) {
 		t.Fatalf("%d processes, %d uncounted; want %d, 5", r.Processes, s.UncountedProcesses, MaxRowProcesses)
 	}
 }
+
+// A row counts its connections by stack: the most frequent first, and
+// those past its slots in StacksOther, never dropped.
+func TestRowCountsStacks(t *testing.T) {
+	tb := New(10)
+	e := event.Event{Kind: event.KindTimewait, PID: 7, Role: event.RoleClient}
+	add := func(stack uint64, n int) {
+		for range n {
+			e.Stack = stack
+			tb.Add(&e)
+		}
+	}
+	add(0, 3) // no stack taken: not counted by stack
+	add(11, 1)
+	add(22, 3)
+	add(33, 2)
+	add(44, 1)
+	add(55, 4) // a fifth stack: no slot
+	add(11, 2)
+	s := tb.Snapshot()
+	if len(s.Rows) != 1 {
+		t.Fatalf("rows = %d, want 1", len(s.Rows))
+	}
+	r := s.Rows[0]
+	want := [StackSlots]StackCount{{22, 3}, {11, 3}, {33, 2}, {44, 1}}
+	if r.Stacks != want || r.StacksOther != 4 || r.Timewait != 16 {
+		t.Errorf("stacks %v, other %d, timewait %d; want %v, 4, 16", r.Stacks, r.StacksOther, r.Timewait, want)
+	}
+}
