@@ -1,0 +1,437 @@
+package symbol
+
+import (
+	"debug/dwarf"
+	"debug/elf"
+	"debug/gosym"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/ianlancetaylor/demangle"
+)
+
+// maxLineRows bounds the DWARF line rows kept for one binary (16 bytes
+// each): a binary with more keeps its symbol names and loses its lines.
+const maxLineRows = 4 << 20
+
+// Binary is what one ELF file tells about its code: where its segments
+// go, and which function, file and line an address in its own address
+// space (its p_vaddr space) belongs to. It is read whole when made and
+// holds no file afterwards, so it outlives the file and its process.
+type Binary struct {
+	// BuildID is the GNU build-id note in hex, "" when the file has none.
+	BuildID string
+	loads   []segment
+	goTable *gosym.Table // Go's pclntab, nil for other binaries
+	syms    []elfSymbol  // .symtab and .dynsym functions, sorted by addr
+	lines   []lineRow    // DWARF line rows sorted by addr, when present
+	files   []string     // lines' file names, by index
+}
+
+// segment is one PT_LOAD program header.
+type segment struct {
+	off, filesz, vaddr uint64
+	exec               bool
+}
+
+type elfSymbol struct {
+	addr, end uint64
+	name      string // raw; demangled when looked up
+}
+
+// lineRow starts a run of addresses on one line; a row with line 0 ends a
+// DWARF sequence (the addresses after it have no line).
+type lineRow struct {
+	addr uint64
+	file int32
+	line int32
+}
+
+// OpenBinary reads the ELF file f (which stays the caller's to close).
+func OpenBinary(f *os.File) (*Binary, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("reading binary: %w", err)
+	}
+	return NewBinary(f, st.Size())
+}
+
+// NewBinary reads an ELF image of size bytes from r. The standard
+// library's debug/* packages can panic on corrupt input; such a panic is
+// returned as an error. Tables that are missing or unreadable are left
+// out: a binary with nothing but program headers still maps addresses to
+// its module.
+func NewBinary(r io.ReaderAt, size int64) (b *Binary, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			b, err = nil, fmt.Errorf("reading ELF: corrupt input (%v)", p)
+		}
+	}()
+	f, err := elf.NewFile(r)
+	if err != nil {
+		return nil, fmt.Errorf("reading ELF: %w", err)
+	}
+	b = &Binary{}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD {
+			b.loads = append(b.loads, segment{off: p.Off, filesz: p.Filesz,
+				vaddr: p.Vaddr, exec: p.Flags&elf.PF_X != 0})
+		}
+	}
+	if len(b.loads) == 0 {
+		return nil, errors.New("reading ELF: no loadable segment")
+	}
+	b.BuildID = buildID(f, size)
+	b.syms = functionSymbols(f, size, b.loads)
+	b.goTable = goTable(f, size, b.syms)
+	if b.goTable == nil {
+		b.lines, b.files = dwarfLines(f, size)
+	}
+	return b, nil
+}
+
+// sectionData reads a section, refusing one that claims more bytes than
+// the file holds (corrupt headers must not make us allocate gigabytes).
+func sectionData(s *elf.Section, size int64) ([]byte, bool) {
+	if s == nil || s.Type == elf.SHT_NOBITS || s.Size > uint64(size) ||
+		s.Offset > uint64(size)-s.Size {
+		return nil, false
+	}
+	data, err := s.Data()
+	return data, err == nil
+}
+
+// buildID finds the NT_GNU_BUILD_ID note in the note segments.
+func buildID(f *elf.File, size int64) string {
+	for _, p := range f.Progs {
+		if p.Type != elf.PT_NOTE || p.Filesz > 64<<10 || p.Off > uint64(size) {
+			continue
+		}
+		data := make([]byte, p.Filesz)
+		if _, err := p.ReadAt(data, 0); err != nil {
+			continue
+		}
+		if id := gnuBuildID(data, f.ByteOrder); id != "" {
+			return id
+		}
+	}
+	return ""
+}
+
+// gnuBuildID walks notes: namesz, descsz, type, then name and desc, each
+// padded to 4 bytes.
+func gnuBuildID(data []byte, order binary.ByteOrder) string {
+	const ntGNUBuildID = 3
+	for len(data) >= 12 {
+		namesz := uint64(order.Uint32(data))
+		descsz := uint64(order.Uint32(data[4:]))
+		typ := order.Uint32(data[8:])
+		data = data[12:]
+		nameEnd := (namesz + 3) &^ 3
+		descEnd := nameEnd + (descsz+3)&^3
+		if descEnd > uint64(len(data)) {
+			return ""
+		}
+		if typ == ntGNUBuildID && namesz == 4 && string(data[:4]) == "GNU\x00" {
+			return hex.EncodeToString(data[nameEnd : nameEnd+descsz])
+		}
+		data = data[descEnd:]
+	}
+	return ""
+}
+
+// functionSymbols merges .symtab and .dynsym functions, sorted, one per
+// address (.symtab's name first), each ending where its size says or, when
+// its size is 0, at the next symbol or the end of its segment.
+func functionSymbols(f *elf.File, size int64, loads []segment) []elfSymbol {
+	var all []elf.Symbol
+	for _, name := range []string{".symtab", ".dynsym"} {
+		if _, ok := sectionData(f.Section(name), size); !ok {
+			continue
+		}
+		var syms []elf.Symbol
+		var err error
+		if name == ".symtab" {
+			syms, err = f.Symbols()
+		} else {
+			syms, err = f.DynamicSymbols()
+		}
+		if err == nil {
+			all = append(all, syms...)
+		}
+	}
+	var out []elfSymbol
+	for _, s := range all {
+		typ := elf.ST_TYPE(s.Info)
+		if (typ != elf.STT_FUNC && typ != elf.STT_GNU_IFUNC) ||
+			s.Section == elf.SHN_UNDEF || s.Value == 0 || s.Name == "" {
+			continue
+		}
+		out = append(out, elfSymbol{addr: s.Value, end: s.Value + s.Size, name: s.Name})
+	}
+	// Stable: at one address the first seen (.symtab, sized) wins.
+	slices.SortStableFunc(out, func(a, b elfSymbol) int {
+		switch {
+		case a.addr != b.addr:
+			return cmpUint(a.addr, b.addr)
+		case (a.end > a.addr) != (b.end > b.addr):
+			if a.end > a.addr {
+				return -1
+			}
+			return 1
+		}
+		return 0
+	})
+	out = slices.CompactFunc(out, func(a, b elfSymbol) bool { return a.addr == b.addr })
+	for i := range out {
+		if out[i].end > out[i].addr {
+			continue
+		}
+		if i+1 < len(out) {
+			out[i].end = out[i+1].addr
+		} else {
+			out[i].end = segmentEnd(loads, out[i].addr)
+		}
+	}
+	return slices.Clip(out)
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// segmentEnd is the end of the executable segment holding vaddr, or
+// vaddr+1 (the symbol's first byte only) when none does.
+func segmentEnd(loads []segment, vaddr uint64) uint64 {
+	for _, s := range loads {
+		if s.exec && vaddr >= s.vaddr && vaddr-s.vaddr < s.filesz {
+			return s.vaddr + s.filesz
+		}
+	}
+	return vaddr + 1
+}
+
+// goTable reads Go's pclntab. It is found by section name (.gopclntab,
+// or .data.rel.ro.gopclntab in a PIE), which `-ldflags=-s -w` keeps; only
+// without it does the table come from the runtime.pclntab symbols. The
+// text start comes from runtime.text, else the pclntab's own header, else
+// the .text section (which in a cgo binary starts with C code).
+func goTable(f *elf.File, size int64, syms []elfSymbol) *gosym.Table {
+	var pcln []byte
+	for _, name := range []string{".gopclntab", ".data.rel.ro.gopclntab"} {
+		if data, ok := sectionData(f.Section(name), size); ok {
+			pcln = data
+			break
+		}
+	}
+	if pcln == nil {
+		pcln = pclntabFromSymbols(f)
+	}
+	if len(pcln) < 16 {
+		return nil
+	}
+	var text uint64
+	if s := f.Section(".text"); s != nil {
+		text = s.Addr
+	}
+	if t := pclntabTextStart(pcln, f.ByteOrder); t != 0 {
+		text = t
+	}
+	if i := slices.IndexFunc(syms, func(s elfSymbol) bool { return s.name == "runtime.text" }); i >= 0 {
+		text = syms[i].addr
+	}
+	table, err := gosym.NewTable(nil, gosym.NewLineTable(pcln, text))
+	if err != nil || len(table.Funcs) == 0 {
+		return nil
+	}
+	return table
+}
+
+// pclntabTextStart reads textStart from a Go 1.18+ pclntab header (magic,
+// 2 pad bytes, minLC, ptrSize, nfunc, nfiles, textStart); 0 when the
+// header is older or the field is left for a relocation to fill.
+func pclntabTextStart(pcln []byte, order binary.ByteOrder) uint64 {
+	magic := order.Uint32(pcln)
+	if magic != 0xfffffff0 && magic != 0xfffffff1 {
+		return 0
+	}
+	switch ptrSize := int(pcln[7]); ptrSize {
+	case 8:
+		if len(pcln) >= 8+3*8 {
+			return order.Uint64(pcln[8+2*8:])
+		}
+	case 4:
+		if len(pcln) >= 8+3*4 {
+			return uint64(order.Uint32(pcln[8+2*4:]))
+		}
+	}
+	return 0
+}
+
+// pclntabFromSymbols reads the bytes between runtime.pclntab and
+// runtime.epclntab, for a binary whose section names are gone.
+func pclntabFromSymbols(f *elf.File) []byte {
+	syms, err := f.Symbols()
+	if err != nil {
+		return nil
+	}
+	var start, end uint64
+	for _, s := range syms {
+		switch s.Name {
+		case "runtime.pclntab":
+			start = s.Value
+		case "runtime.epclntab":
+			end = s.Value
+		}
+	}
+	if start == 0 || end <= start || end-start > 1<<30 {
+		return nil
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && start >= p.Vaddr && end <= p.Vaddr+p.Filesz {
+			data := make([]byte, end-start)
+			if _, err := p.ReadAt(data, int64(start-p.Vaddr)); err != nil {
+				return nil
+			}
+			return data
+		}
+	}
+	return nil
+}
+
+// dwarfLines reads every compilation unit's line table. Only non-Go
+// binaries use it: Go's pclntab already has the lines.
+func dwarfLines(f *elf.File, size int64) ([]lineRow, []string) {
+	if _, ok := sectionData(f.Section(".debug_line"), size); !ok {
+		if _, ok := sectionData(f.Section(".zdebug_line"), size); !ok {
+			return nil, nil
+		}
+	}
+	d, err := f.DWARF()
+	if err != nil {
+		return nil, nil
+	}
+	var rows []lineRow
+	var files []string
+	index := map[string]int32{}
+	r := d.Reader()
+	for {
+		e, err := r.Next()
+		if err != nil || e == nil {
+			break
+		}
+		if e.Tag != dwarf.TagCompileUnit {
+			r.SkipChildren()
+			continue
+		}
+		lr, err := d.LineReader(e)
+		r.SkipChildren()
+		if err != nil || lr == nil {
+			continue
+		}
+		var le dwarf.LineEntry
+		for lr.Next(&le) == nil {
+			if len(rows) >= maxLineRows {
+				return nil, nil
+			}
+			row := lineRow{addr: le.Address}
+			if !le.EndSequence && le.File != nil && le.Line > 0 {
+				i, ok := index[le.File.Name]
+				if !ok {
+					i = int32(len(files))
+					index[le.File.Name] = i
+					files = append(files, le.File.Name)
+				}
+				row.file, row.line = i, int32(min(le.Line, 1<<31-1))
+			}
+			rows = append(rows, row)
+		}
+	}
+	// At one address a sequence's end sorts before the next one's start.
+	slices.SortStableFunc(rows, func(a, b lineRow) int {
+		if c := cmpUint(a.addr, b.addr); c != 0 {
+			return c
+		}
+		return cmpUint(uint64(min(a.line, 1)), uint64(min(b.line, 1)))
+	})
+	return slices.Clip(rows), files
+}
+
+// FileAddress translates an address of a process into this binary's
+// address space, given the mapping holding it: the mapping says which
+// file offset the address reads, and the PT_LOAD holding that offset says
+// where the linker placed it.
+func (b *Binary) FileAddress(m Mapping, addr uint64) (uint64, bool) {
+	if addr < m.Start || addr >= m.End {
+		return 0, false
+	}
+	off := addr - m.Start + m.Offset
+	for _, s := range b.loads {
+		if off >= s.off && off-s.off < s.filesz {
+			return off - s.off + s.vaddr, true
+		}
+	}
+	return 0, false
+}
+
+// BiasFromStartCode gives the load bias (process address − file address)
+// of an executable from its mm->start_code, for when its maps are gone.
+// fs/binfmt_elf.c sets start_code to the lowest p_vaddr among the PF_X
+// PT_LOADs plus load_bias, unrounded (the segment itself is mapped from
+// the page holding it, but start_code is not moved to that page).
+func (b *Binary) BiasFromStartCode(startCode uint64) (uint64, bool) {
+	lowest, found := uint64(0), false
+	for _, s := range b.loads {
+		if s.exec && (!found || s.vaddr < lowest) {
+			lowest, found = s.vaddr, true
+		}
+	}
+	return startCode - lowest, found
+}
+
+// Lookup names the function, file and line of a file address. ok is false
+// when no table knows the address; file and line are empty when only a
+// symbol name does.
+func (b *Binary) Lookup(vaddr uint64) (function, file string, line int, ok bool) {
+	defer func() {
+		if recover() != nil { // gosym on a corrupt table
+			function, file, line, ok = "", "", 0, false
+		}
+	}()
+	if b.goTable != nil {
+		if file, line, fn := b.goTable.PCToLine(vaddr); fn != nil {
+			return fn.Name, file, line, true
+		}
+	}
+	i := sort.Search(len(b.syms), func(i int) bool { return b.syms[i].addr > vaddr }) - 1
+	if i < 0 || vaddr >= b.syms[i].end {
+		return "", "", 0, false
+	}
+	function = demangled(b.syms[i].name)
+	if j := sort.Search(len(b.lines), func(j int) bool { return b.lines[j].addr > vaddr }) - 1; j >= 0 && b.lines[j].line > 0 {
+		file, line = b.files[b.lines[j].file], int(b.lines[j].line)
+	}
+	return function, file, line, true
+}
+
+// demangled turns C++ (_Z) and Rust (_R, or _ZN…E with a hash) names
+// into source names; any other name, or one it cannot read, is kept.
+func demangled(name string) string {
+	if !strings.HasPrefix(name, "_Z") && !strings.HasPrefix(name, "_R") {
+		return name
+	}
+	return demangle.Filter(name)
+}
