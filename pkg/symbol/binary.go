@@ -108,27 +108,45 @@ func sectionData(s *elf.Section, size int64) ([]byte, bool) {
 	return data, err == nil
 }
 
-// buildID finds the NT_GNU_BUILD_ID note in the note segments.
+// buildID identifies the build: the GNU build-id note in hex, else Go's
+// own build ID note as "go:<id>". Notes are looked for in PT_NOTE
+// segments, then in note sections (Go's linker puts .note.gnu.build-id in
+// the text segment, outside PT_NOTE).
 func buildID(f *elf.File, size int64) string {
+	var notes [][]byte
 	for _, p := range f.Progs {
 		if p.Type != elf.PT_NOTE || p.Filesz > 64<<10 || p.Off > uint64(size) {
 			continue
 		}
 		data := make([]byte, p.Filesz)
-		if _, err := p.ReadAt(data, 0); err != nil {
-			continue
-		}
-		if id := gnuBuildID(data, f.ByteOrder); id != "" {
-			return id
+		if _, err := p.ReadAt(data, 0); err == nil {
+			notes = append(notes, data)
 		}
 	}
-	return ""
+	for _, s := range f.Sections {
+		if s.Type == elf.SHT_NOTE && s.Size <= 64<<10 {
+			if data, ok := sectionData(s, size); ok {
+				notes = append(notes, data)
+			}
+		}
+	}
+	var goID string
+	for _, data := range notes {
+		gnu, golang := readNotes(data, f.ByteOrder)
+		if gnu != "" {
+			return gnu
+		}
+		if goID == "" && golang != "" {
+			goID = "go:" + golang
+		}
+	}
+	return goID
 }
 
-// gnuBuildID walks notes: namesz, descsz, type, then name and desc, each
-// padded to 4 bytes.
-func gnuBuildID(data []byte, order binary.ByteOrder) string {
-	const ntGNUBuildID = 3
+// readNotes walks notes — namesz, descsz, type, then name and desc, each
+// padded to 4 bytes — for NT_GNU_BUILD_ID (hex) and Go's build ID (text).
+func readNotes(data []byte, order binary.ByteOrder) (gnu, golang string) {
+	const ntGNUBuildID, ntGoBuildID = 3, 4
 	for len(data) >= 12 {
 		namesz := uint64(order.Uint32(data))
 		descsz := uint64(order.Uint32(data[4:]))
@@ -136,15 +154,19 @@ func gnuBuildID(data []byte, order binary.ByteOrder) string {
 		data = data[12:]
 		nameEnd := (namesz + 3) &^ 3
 		descEnd := nameEnd + (descsz+3)&^3
-		if descEnd > uint64(len(data)) {
-			return ""
+		if namesz > uint64(len(data)) || descsz > uint64(len(data)) || descEnd > uint64(len(data)) {
+			return gnu, golang
 		}
-		if typ == ntGNUBuildID && namesz == 4 && string(data[:4]) == "GNU\x00" {
-			return hex.EncodeToString(data[nameEnd : nameEnd+descsz])
+		name, desc := string(data[:namesz]), data[nameEnd:nameEnd+descsz]
+		switch {
+		case typ == ntGNUBuildID && name == "GNU\x00" && len(desc) > 0:
+			gnu = hex.EncodeToString(desc)
+		case typ == ntGoBuildID && name == "Go\x00\x00" && len(desc) > 0:
+			golang = string(desc)
 		}
 		data = data[descEnd:]
 	}
-	return ""
+	return gnu, golang
 }
 
 // functionSymbols merges .symtab and .dynsym functions, sorted, one per

@@ -28,6 +28,7 @@ type Resolver struct {
 	lru     *list.List // of *cached, most recently used first
 	byFile  map[FileID]*list.Element
 	byBuild map[string]*Binary
+	holders map[*Binary]int // cache entries holding each binary
 	stats   Stats
 }
 
@@ -48,7 +49,8 @@ type cached struct {
 // NewResolver makes a Resolver keeping up to size binaries (at least 1).
 func NewResolver(size int) *Resolver {
 	return &Resolver{max: max(size, 1), lru: list.New(),
-		byFile: map[FileID]*list.Element{}, byBuild: map[string]*Binary{}}
+		byFile: map[FileID]*list.Element{}, byBuild: map[string]*Binary{},
+		holders: map[*Binary]int{}}
 }
 
 // Stats returns the cache's counters so far.
@@ -224,22 +226,30 @@ func (r *Resolver) remember(id FileID, bin *Binary, add func(*Stats)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	add(&r.stats)
-	if e, ok := r.byFile[id]; ok { // read twice concurrently
-		e.Value.(*cached).bin = bin
+	if e, ok := r.byFile[id]; ok { // read twice concurrently: keep the first
 		r.lru.MoveToFront(e)
 		return
 	}
 	r.byFile[id] = r.lru.PushFront(&cached{id: id, bin: bin})
-	if bin != nil && bin.BuildID != "" {
-		r.byBuild[bin.BuildID] = bin
+	if bin != nil {
+		r.holders[bin]++
+		if bin.BuildID != "" {
+			r.byBuild[bin.BuildID] = bin
+		}
 	}
 	for r.lru.Len() > r.max {
 		old := r.lru.Remove(r.lru.Back()).(*cached)
 		delete(r.byFile, old.id)
-		if old.bin != nil && r.byBuild[old.bin.BuildID] == old.bin {
-			delete(r.byBuild, old.bin.BuildID)
-		}
 		r.stats.Evicted++
+		if old.bin == nil {
+			continue
+		}
+		if r.holders[old.bin]--; r.holders[old.bin] == 0 {
+			delete(r.holders, old.bin)
+			if r.byBuild[old.bin.BuildID] == old.bin {
+				delete(r.byBuild, old.bin.BuildID)
+			}
+		}
 	}
 }
 

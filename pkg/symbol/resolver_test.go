@@ -66,3 +66,28 @@ func BenchmarkResolve(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(addrs)), "ns/frame")
 }
+
+// A frame-pointer walk that leaves the mapped code has followed something
+// that was not a frame: the stack is cut there, never resolved past it.
+func TestResolveStopsAtTheFirstUntrustedAddress(t *testing.T) {
+	snap := &Snapshot{complete: true, regions: []region{
+		{Mapping: Mapping{Start: 0x1000, End: 0x2000, Path: "/usr/lib/libc.so.6"}, module: "libc.so.6"},
+		{Mapping: Mapping{Start: 0x5000, End: 0x6000, Path: "/app"}, module: "app"},
+	}}
+	r := NewResolver(1)
+	frames := r.Resolve(snap, []uint64{0x1800, 0x5100, 0x3000, 0x5200})
+	want := []Frame{{Module: "libc.so.6", Address: 0x1800}, {Module: "app", Address: 0x5100}}
+	if len(frames) != len(want) || frames[0] != want[0] || frames[1] != want[1] {
+		t.Errorf("frames %+v, want %+v", frames, want)
+	}
+	if frames := r.Resolve(snap, []uint64{0x3000, 0x5100}); len(frames) != 0 || Available(frames) {
+		t.Errorf("frame 0 outside the code: frames %+v, want none (unavailable)", frames)
+	}
+	// A snapshot of an exited process knows only its executable: other
+	// addresses stay, bare.
+	exited := &Snapshot{regions: snap.regions[1:]}
+	frames = r.Resolve(exited, []uint64{0x1800, 0x5100})
+	if len(frames) != 2 || frames[0] != (Frame{Address: 0x1800}) || frames[1].Module != "app" {
+		t.Errorf("exited: frames %+v", frames)
+	}
+}
