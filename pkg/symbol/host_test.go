@@ -239,3 +239,39 @@ func TestCProgramResolves(t *testing.T) {
 		})
 	}
 }
+
+// A symbol name is the binary's to choose: resolved raw, printed escaped.
+func TestHostileSymbolNameIsEscaped(t *testing.T) {
+	clang := requireHost(t, "clang-14")[0]
+	src, err := filepath.Abs("../../internal/testprog/copen/copen.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(t.TempDir(), "copen")
+	build(t, filepath.Dir(src), clang, "-Wall", "-Werror", "-g0", "-DHOSTILE_NAME", "-o", exe, src)
+	p := start(t, exe)
+	r := NewResolver(DefaultCacheSize)
+	snap, err := r.Snapshot(p.cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := r.Resolve(snap, []uint64{p.said.pc})
+	if len(frames) != 1 || frames[0].Function != "open_per_request\x1b[2J\u202e" {
+		t.Fatalf("frames %+v, want the raw hostile name", frames)
+	}
+	want := fmt.Sprintf(`open_per_request\x1b[2J\u202e (copen+%#x)`, frames[0].FileAddress)
+	if got := frames[0].String(); got != want {
+		t.Errorf("screen form %q, want %q", got, want)
+	}
+}
+
+func TestCPlusPlusNameIsDemangled(t *testing.T) {
+	clang := requireHost(t, "clang++-14")[0]
+	src, err := filepath.Abs("../../internal/testprog/cppopen/cppopen.cc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(t.TempDir(), "cppopen")
+	build(t, filepath.Dir(src), clang, "-Wall", "-Wextra", "-Werror", "-O1", "-g", "-fno-omit-frame-pointer", "-o", exe, src)
+	checkProgram(t, exe, "shop::Client::openPerRequest(int)", true)
+}
