@@ -248,33 +248,52 @@ func segmentEnd(loads []segment, vaddr uint64) uint64 {
 
 // goTable reads Go's pclntab. It is found by section name (.gopclntab,
 // or .data.rel.ro.gopclntab in a PIE), which `-ldflags=-s -w` keeps; only
-// without it does the table come from the runtime.pclntab symbols. The
-// text start comes from runtime.text, else the pclntab's own header, else
-// the .text section (which in a cgo binary starts with C code).
+// without it does the table come from the runtime.pclntab symbols.
+//
+// Since Go 1.18 the table's addresses are offsets from the start of Go's
+// text, which is not the .text section's start when an external linker
+// put C start-up code first (cgo, -linkmode=external). It is the
+// runtime.text symbol when the binary has one; in a stripped binary, the
+// text field of the runtime's moduledata (see moduledata). When neither
+// is found the Go table is left out rather than trusted to a guess: its
+// names would all be shifted.
 func goTable(f *elf.File, size int64, syms []elfSymbol) *gosym.Table {
 	var pcln []byte
+	var pclnAddr uint64
 	for _, name := range []string{".gopclntab", ".data.rel.ro.gopclntab"} {
 		if data, ok := sectionData(f.Section(name), size); ok {
-			pcln = data
+			pcln, pclnAddr = data, f.Section(name).Addr
 			break
 		}
 	}
 	if pcln == nil {
-		pcln = pclntabFromSymbols(f)
+		pcln, pclnAddr = pclntabFromSymbols(f)
 	}
 	if len(pcln) < 16 {
 		return nil
 	}
-	var text uint64
-	if s := f.Section(".text"); s != nil {
-		text = s.Addr
-	}
-	if t := pclntabTextStart(pcln, f.ByteOrder); t != 0 {
-		text = t
-	}
 	if i := slices.IndexFunc(syms, func(s elfSymbol) bool { return s.name == "runtime.text" }); i >= 0 {
-		text = syms[i].addr
+		return newGoTable(pcln, syms[i].addr)
 	}
+	// Go 1.16 and 1.17 tables hold absolute entry addresses: then the
+	// first function's entry is minpc whatever the text start.
+	unplaced := newGoTable(pcln, 0)
+	if unplaced == nil {
+		return nil
+	}
+	first := unplaced.Funcs[0].Entry
+	for _, md := range moduledata(f, pclnAddr, size) {
+		switch {
+		case first == md.minpc:
+			return unplaced
+		case md.text+first == md.minpc:
+			return newGoTable(pcln, md.text)
+		}
+	}
+	return nil
+}
+
+func newGoTable(pcln []byte, text uint64) *gosym.Table {
 	table, err := gosym.NewTable(nil, gosym.NewLineTable(pcln, text))
 	if err != nil || len(table.Funcs) == 0 {
 		return nil
@@ -282,33 +301,48 @@ func goTable(f *elf.File, size int64, syms []elfSymbol) *gosym.Table {
 	return table
 }
 
-// pclntabTextStart reads textStart from a Go 1.18+ pclntab header (magic,
-// 2 pad bytes, minLC, ptrSize, nfunc, nfiles, textStart); 0 when the
-// header is older or the field is left for a relocation to fill.
-func pclntabTextStart(pcln []byte, order binary.ByteOrder) uint64 {
-	magic := order.Uint32(pcln)
-	if magic != 0xfffffff0 && magic != 0xfffffff1 {
-		return 0
+// moduleFields is what goTable needs of a runtime.moduledata.
+type moduleFields struct{ minpc, text uint64 }
+
+// moduledata finds the candidates for the runtime's moduledata in the
+// file's data: a pointer-aligned word pointing at the pclntab, followed as
+// in Go 1.16 and later by six slices, findfunctab, minpc, maxpc, text and
+// etext. (A PIE holds these words for its relative relocations too.) The
+// caller checks each candidate against the table itself.
+func moduledata(f *elf.File, pclnAddr uint64, size int64) []moduleFields {
+	ptr := uint64(8)
+	word := f.ByteOrder.Uint64
+	if f.Class == elf.ELFCLASS32 {
+		ptr = 4
+		word = func(b []byte) uint64 { return uint64(f.ByteOrder.Uint32(b)) }
 	}
-	switch ptrSize := int(pcln[7]); ptrSize {
-	case 8:
-		if len(pcln) >= 8+3*8 {
-			return order.Uint64(pcln[8+2*8:])
+	const minpcField, textField, fields = 20, 22, 24
+	var found []moduleFields
+	for _, p := range f.Progs {
+		if p.Type != elf.PT_LOAD || p.Flags&elf.PF_X != 0 || p.Filesz > uint64(size) || p.Off > uint64(size)-p.Filesz {
+			continue
 		}
-	case 4:
-		if len(pcln) >= 8+3*4 {
-			return uint64(order.Uint32(pcln[8+2*4:]))
+		data := make([]byte, p.Filesz)
+		if _, err := p.ReadAt(data, 0); err != nil {
+			continue
+		}
+		start := (ptr - p.Vaddr%ptr) % ptr // first aligned word
+		for off := start; off+fields*ptr <= uint64(len(data)); off += ptr {
+			if word(data[off:]) == pclnAddr && len(found) < 16 {
+				found = append(found, moduleFields{minpc: word(data[off+minpcField*ptr:]),
+					text: word(data[off+textField*ptr:])})
+			}
 		}
 	}
-	return 0
+	return found
 }
 
 // pclntabFromSymbols reads the bytes between runtime.pclntab and
 // runtime.epclntab, for a binary whose section names are gone.
-func pclntabFromSymbols(f *elf.File) []byte {
+func pclntabFromSymbols(f *elf.File) ([]byte, uint64) {
 	syms, err := f.Symbols()
 	if err != nil {
-		return nil
+		return nil, 0
 	}
 	var start, end uint64
 	for _, s := range syms {
@@ -320,18 +354,18 @@ func pclntabFromSymbols(f *elf.File) []byte {
 		}
 	}
 	if start == 0 || end <= start || end-start > 1<<30 {
-		return nil
+		return nil, 0
 	}
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_LOAD && start >= p.Vaddr && end <= p.Vaddr+p.Filesz {
 			data := make([]byte, end-start)
 			if _, err := p.ReadAt(data, int64(start-p.Vaddr)); err != nil {
-				return nil
+				return nil, 0
 			}
-			return data
+			return data, start
 		}
 	}
-	return nil
+	return nil, 0
 }
 
 // dwarfLines reads every compilation unit's line table. Only non-Go

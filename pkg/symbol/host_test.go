@@ -177,11 +177,16 @@ func checkProgram(t *testing.T, exe, function string, wantLine bool) {
 
 func TestStrippedGoProgramResolves(t *testing.T) {
 	gobin := requireHost(t, "go")[0]
-	for _, mode := range []string{"exe", "pie"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, c := range []struct {
+		mode, linkmode string
+	}{{"exe", "internal"}, {"pie", "internal"}, {"exe", "external"}, {"pie", "external"}} {
+		t.Run(c.mode+" "+c.linkmode, func(t *testing.T) {
+			if c.linkmode == "external" {
+				requireHost(t, "gcc") // cgo's default C compiler links
+			}
 			exe := filepath.Join(t.TempDir(), "goopen")
-			build(t, "../../internal/testprog/goopen", gobin, "build", "-buildmode="+mode,
-				"-ldflags=-s -w", "-o", exe, ".")
+			build(t, "../../internal/testprog/goopen", gobin, "build", "-buildmode="+c.mode,
+				"-ldflags=-s -w -linkmode="+c.linkmode, "-o", exe, ".")
 			checkProgram(t, exe, "main.openPerRequest", true)
 		})
 	}
