@@ -1,0 +1,493 @@
+package symbol
+
+import (
+	"debug/dwarf"
+	"debug/elf"
+	"debug/gosym"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/ianlancetaylor/demangle"
+)
+
+// maxLineRows bounds the DWARF line rows kept for one binary (16 bytes
+// each): a binary with more keeps its symbol names and loses its lines.
+const maxLineRows = 4 << 20
+
+// Binary is what one ELF file tells about its code: where its segments
+// go, and which function, file and line an address in its own address
+// space (its p_vaddr space) belongs to. It is read whole when made and
+// holds no file afterwards, so it outlives the file and its process.
+type Binary struct {
+	// BuildID is the GNU build-id note in hex, "" when the file has none.
+	BuildID string
+	loads   []segment
+	goTable *gosym.Table // Go's pclntab, nil for other binaries
+	syms    []elfSymbol  // .symtab and .dynsym functions, sorted by addr
+	lines   []lineRow    // DWARF line rows sorted by addr, when present
+	files   []string     // lines' file names, by index
+}
+
+// segment is one PT_LOAD program header.
+type segment struct {
+	off, filesz, vaddr uint64
+	exec               bool
+}
+
+type elfSymbol struct {
+	addr, end uint64
+	name      string // raw; demangled when looked up
+}
+
+// lineRow starts a run of addresses on one line; a row with line 0 ends a
+// DWARF sequence (the addresses after it have no line).
+type lineRow struct {
+	addr uint64
+	file int32
+	line int32
+}
+
+// OpenBinary reads the ELF file f (which stays the caller's to close).
+func OpenBinary(f *os.File) (*Binary, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("reading binary: %w", err)
+	}
+	return NewBinary(f, st.Size())
+}
+
+// NewBinary reads an ELF image of size bytes from r. The standard
+// library's debug/* packages can panic on corrupt input; such a panic is
+// returned as an error. Tables that are missing or unreadable are left
+// out: a binary with nothing but program headers still maps addresses to
+// its module.
+func NewBinary(r io.ReaderAt, size int64) (b *Binary, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			b, err = nil, fmt.Errorf("reading ELF: corrupt input (%v)", p)
+		}
+	}()
+	f, err := elf.NewFile(r)
+	if err != nil {
+		return nil, fmt.Errorf("reading ELF: %w", err)
+	}
+	b = &Binary{}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD {
+			b.loads = append(b.loads, segment{off: p.Off, filesz: p.Filesz,
+				vaddr: p.Vaddr, exec: p.Flags&elf.PF_X != 0})
+		}
+	}
+	if len(b.loads) == 0 {
+		return nil, errors.New("reading ELF: no loadable segment")
+	}
+	b.BuildID = buildID(f, size)
+	b.syms = functionSymbols(f, size, b.loads)
+	b.goTable = goTable(f, size, b.syms)
+	if b.goTable == nil {
+		b.lines, b.files = dwarfLines(f, size)
+	}
+	return b, nil
+}
+
+// sectionData reads a section, refusing one that claims more bytes than
+// the file holds (corrupt headers must not make us allocate gigabytes).
+func sectionData(s *elf.Section, size int64) ([]byte, bool) {
+	if s == nil || s.Type == elf.SHT_NOBITS || s.Size > uint64(size) ||
+		s.Offset > uint64(size)-s.Size {
+		return nil, false
+	}
+	data, err := s.Data()
+	return data, err == nil
+}
+
+// buildID identifies the build: the GNU build-id note in hex, else Go's
+// own build ID note as "go:<id>". Notes are looked for in PT_NOTE
+// segments, then in note sections (Go's linker puts .note.gnu.build-id in
+// the text segment, outside PT_NOTE).
+func buildID(f *elf.File, size int64) string {
+	var notes [][]byte
+	for _, p := range f.Progs {
+		if p.Type != elf.PT_NOTE || p.Filesz > 64<<10 || p.Off > uint64(size) {
+			continue
+		}
+		data := make([]byte, p.Filesz)
+		if _, err := p.ReadAt(data, 0); err == nil {
+			notes = append(notes, data)
+		}
+	}
+	for _, s := range f.Sections {
+		if s.Type == elf.SHT_NOTE && s.Size <= 64<<10 {
+			if data, ok := sectionData(s, size); ok {
+				notes = append(notes, data)
+			}
+		}
+	}
+	var goID string
+	for _, data := range notes {
+		gnu, golang := readNotes(data, f.ByteOrder)
+		if gnu != "" {
+			return gnu
+		}
+		if goID == "" && golang != "" {
+			goID = "go:" + golang
+		}
+	}
+	return goID
+}
+
+// readNotes walks notes — namesz, descsz, type, then name and desc, each
+// padded to 4 bytes — for NT_GNU_BUILD_ID (hex) and Go's build ID (text).
+func readNotes(data []byte, order binary.ByteOrder) (gnu, golang string) {
+	const ntGNUBuildID, ntGoBuildID = 3, 4
+	for len(data) >= 12 {
+		namesz := uint64(order.Uint32(data))
+		descsz := uint64(order.Uint32(data[4:]))
+		typ := order.Uint32(data[8:])
+		data = data[12:]
+		nameEnd := (namesz + 3) &^ 3
+		descEnd := nameEnd + (descsz+3)&^3
+		if namesz > uint64(len(data)) || descsz > uint64(len(data)) || descEnd > uint64(len(data)) {
+			return gnu, golang
+		}
+		name, desc := string(data[:namesz]), data[nameEnd:nameEnd+descsz]
+		switch {
+		case typ == ntGNUBuildID && name == "GNU\x00" && len(desc) > 0:
+			gnu = hex.EncodeToString(desc)
+		case typ == ntGoBuildID && name == "Go\x00\x00" && len(desc) > 0:
+			golang = string(desc)
+		}
+		data = data[descEnd:]
+	}
+	return gnu, golang
+}
+
+// functionSymbols merges .symtab and .dynsym functions, sorted, one per
+// address (.symtab's name first), each ending where its size says or, when
+// its size is 0, at the next symbol or the end of its segment.
+func functionSymbols(f *elf.File, size int64, loads []segment) []elfSymbol {
+	var all []elf.Symbol
+	for _, name := range []string{".symtab", ".dynsym"} {
+		if _, ok := sectionData(f.Section(name), size); !ok {
+			continue
+		}
+		var syms []elf.Symbol
+		var err error
+		if name == ".symtab" {
+			syms, err = f.Symbols()
+		} else {
+			syms, err = f.DynamicSymbols()
+		}
+		if err == nil {
+			all = append(all, syms...)
+		}
+	}
+	var out []elfSymbol
+	for _, s := range all {
+		typ := elf.ST_TYPE(s.Info)
+		if (typ != elf.STT_FUNC && typ != elf.STT_GNU_IFUNC) ||
+			s.Section == elf.SHN_UNDEF || s.Value == 0 || s.Name == "" {
+			continue
+		}
+		out = append(out, elfSymbol{addr: s.Value, end: s.Value + s.Size, name: s.Name})
+	}
+	// Stable: at one address the first seen (.symtab, sized) wins.
+	slices.SortStableFunc(out, func(a, b elfSymbol) int {
+		switch {
+		case a.addr != b.addr:
+			return cmpUint(a.addr, b.addr)
+		case (a.end > a.addr) != (b.end > b.addr):
+			if a.end > a.addr {
+				return -1
+			}
+			return 1
+		}
+		return 0
+	})
+	out = slices.CompactFunc(out, func(a, b elfSymbol) bool { return a.addr == b.addr })
+	for i := range out {
+		if out[i].end > out[i].addr {
+			continue
+		}
+		if i+1 < len(out) {
+			out[i].end = out[i+1].addr
+		} else {
+			out[i].end = segmentEnd(loads, out[i].addr)
+		}
+	}
+	return slices.Clip(out)
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// segmentEnd is the end of the executable segment holding vaddr, or
+// vaddr+1 (the symbol's first byte only) when none does.
+func segmentEnd(loads []segment, vaddr uint64) uint64 {
+	for _, s := range loads {
+		if s.exec && vaddr >= s.vaddr && vaddr-s.vaddr < s.filesz {
+			return s.vaddr + s.filesz
+		}
+	}
+	return vaddr + 1
+}
+
+// goTable reads Go's pclntab. It is found by section name (.gopclntab,
+// or .data.rel.ro.gopclntab in a PIE), which `-ldflags=-s -w` keeps; only
+// without it does the table come from the runtime.pclntab symbols.
+//
+// Since Go 1.18 the table's addresses are offsets from the start of Go's
+// text, which is not the .text section's start when an external linker
+// put C start-up code first (cgo, -linkmode=external). It is the
+// runtime.text symbol when the binary has one; in a stripped binary, the
+// text field of the runtime's moduledata (see moduledata). When neither
+// is found the Go table is left out rather than trusted to a guess: its
+// names would all be shifted.
+func goTable(f *elf.File, size int64, syms []elfSymbol) *gosym.Table {
+	var pcln []byte
+	var pclnAddr uint64
+	for _, name := range []string{".gopclntab", ".data.rel.ro.gopclntab"} {
+		if data, ok := sectionData(f.Section(name), size); ok {
+			pcln, pclnAddr = data, f.Section(name).Addr
+			break
+		}
+	}
+	if pcln == nil {
+		pcln, pclnAddr = pclntabFromSymbols(f)
+	}
+	if len(pcln) < 16 {
+		return nil
+	}
+	if i := slices.IndexFunc(syms, func(s elfSymbol) bool { return s.name == "runtime.text" }); i >= 0 {
+		return newGoTable(pcln, syms[i].addr)
+	}
+	// Go 1.16 and 1.17 tables hold absolute entry addresses: then the
+	// first function's entry is minpc whatever the text start.
+	unplaced := newGoTable(pcln, 0)
+	if unplaced == nil {
+		return nil
+	}
+	first := unplaced.Funcs[0].Entry
+	for _, md := range moduledata(f, pclnAddr, size) {
+		switch {
+		case first == md.minpc:
+			return unplaced
+		case md.text+first == md.minpc:
+			return newGoTable(pcln, md.text)
+		}
+	}
+	return nil
+}
+
+func newGoTable(pcln []byte, text uint64) *gosym.Table {
+	table, err := gosym.NewTable(nil, gosym.NewLineTable(pcln, text))
+	if err != nil || len(table.Funcs) == 0 {
+		return nil
+	}
+	return table
+}
+
+// moduleFields is what goTable needs of a runtime.moduledata.
+type moduleFields struct{ minpc, text uint64 }
+
+// moduledata finds the candidates for the runtime's moduledata in the
+// file's data: a pointer-aligned word pointing at the pclntab, followed as
+// in Go 1.16 and later by six slices, findfunctab, minpc, maxpc, text and
+// etext. (A PIE holds these words for its relative relocations too.) The
+// caller checks each candidate against the table itself.
+func moduledata(f *elf.File, pclnAddr uint64, size int64) []moduleFields {
+	ptr := uint64(8)
+	word := f.ByteOrder.Uint64
+	if f.Class == elf.ELFCLASS32 {
+		ptr = 4
+		word = func(b []byte) uint64 { return uint64(f.ByteOrder.Uint32(b)) }
+	}
+	const minpcField, textField, fields = 20, 22, 24
+	var found []moduleFields
+	for _, p := range f.Progs {
+		if p.Type != elf.PT_LOAD || p.Flags&elf.PF_X != 0 || p.Filesz > uint64(size) || p.Off > uint64(size)-p.Filesz {
+			continue
+		}
+		data := make([]byte, p.Filesz)
+		if _, err := p.ReadAt(data, 0); err != nil {
+			continue
+		}
+		start := (ptr - p.Vaddr%ptr) % ptr // first aligned word
+		for off := start; off+fields*ptr <= uint64(len(data)); off += ptr {
+			if word(data[off:]) == pclnAddr && len(found) < 16 {
+				found = append(found, moduleFields{minpc: word(data[off+minpcField*ptr:]),
+					text: word(data[off+textField*ptr:])})
+			}
+		}
+	}
+	return found
+}
+
+// pclntabFromSymbols reads the bytes between runtime.pclntab and
+// runtime.epclntab, for a binary whose section names are gone.
+func pclntabFromSymbols(f *elf.File) ([]byte, uint64) {
+	syms, err := f.Symbols()
+	if err != nil {
+		return nil, 0
+	}
+	var start, end uint64
+	for _, s := range syms {
+		switch s.Name {
+		case "runtime.pclntab":
+			start = s.Value
+		case "runtime.epclntab":
+			end = s.Value
+		}
+	}
+	if start == 0 || end <= start || end-start > 1<<30 {
+		return nil, 0
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && start >= p.Vaddr && end <= p.Vaddr+p.Filesz {
+			data := make([]byte, end-start)
+			if _, err := p.ReadAt(data, int64(start-p.Vaddr)); err != nil {
+				return nil, 0
+			}
+			return data, start
+		}
+	}
+	return nil, 0
+}
+
+// dwarfLines reads every compilation unit's line table. Only non-Go
+// binaries use it: Go's pclntab already has the lines.
+func dwarfLines(f *elf.File, size int64) ([]lineRow, []string) {
+	if _, ok := sectionData(f.Section(".debug_line"), size); !ok {
+		if _, ok := sectionData(f.Section(".zdebug_line"), size); !ok {
+			return nil, nil
+		}
+	}
+	d, err := f.DWARF()
+	if err != nil {
+		return nil, nil
+	}
+	var rows []lineRow
+	var files []string
+	index := map[string]int32{}
+	r := d.Reader()
+	for {
+		e, err := r.Next()
+		if err != nil || e == nil {
+			break
+		}
+		if e.Tag != dwarf.TagCompileUnit {
+			r.SkipChildren()
+			continue
+		}
+		lr, err := d.LineReader(e)
+		r.SkipChildren()
+		if err != nil || lr == nil {
+			continue
+		}
+		var le dwarf.LineEntry
+		for lr.Next(&le) == nil {
+			if len(rows) >= maxLineRows {
+				return nil, nil
+			}
+			row := lineRow{addr: le.Address}
+			if !le.EndSequence && le.File != nil && le.Line > 0 {
+				i, ok := index[le.File.Name]
+				if !ok {
+					i = int32(len(files))
+					index[le.File.Name] = i
+					files = append(files, le.File.Name)
+				}
+				row.file, row.line = i, int32(min(le.Line, 1<<31-1))
+			}
+			rows = append(rows, row)
+		}
+	}
+	// At one address a sequence's end sorts before the next one's start.
+	slices.SortStableFunc(rows, func(a, b lineRow) int {
+		if c := cmpUint(a.addr, b.addr); c != 0 {
+			return c
+		}
+		return cmpUint(uint64(min(a.line, 1)), uint64(min(b.line, 1)))
+	})
+	return slices.Clip(rows), files
+}
+
+// FileAddress translates an address of a process into this binary's
+// address space, given the mapping holding it: the mapping says which
+// file offset the address reads, and the PT_LOAD holding that offset says
+// where the linker placed it.
+func (b *Binary) FileAddress(m Mapping, addr uint64) (uint64, bool) {
+	if addr < m.Start || addr >= m.End {
+		return 0, false
+	}
+	off := addr - m.Start + m.Offset
+	for _, s := range b.loads {
+		if off >= s.off && off-s.off < s.filesz {
+			return off - s.off + s.vaddr, true
+		}
+	}
+	return 0, false
+}
+
+// BiasFromStartCode gives the load bias (process address − file address)
+// of an executable from its mm->start_code, for when its maps are gone.
+// fs/binfmt_elf.c sets start_code to the lowest p_vaddr among the PF_X
+// PT_LOADs plus load_bias, unrounded (the segment itself is mapped from
+// the page holding it, but start_code is not moved to that page).
+func (b *Binary) BiasFromStartCode(startCode uint64) (uint64, bool) {
+	lowest, found := uint64(0), false
+	for _, s := range b.loads {
+		if s.exec && (!found || s.vaddr < lowest) {
+			lowest, found = s.vaddr, true
+		}
+	}
+	return startCode - lowest, found
+}
+
+// Lookup names the function, file and line of a file address. ok is false
+// when no table knows the address; file and line are empty when only a
+// symbol name does.
+func (b *Binary) Lookup(vaddr uint64) (function, file string, line int, ok bool) {
+	defer func() {
+		if recover() != nil { // gosym on a corrupt table
+			function, file, line, ok = "", "", 0, false
+		}
+	}()
+	if b.goTable != nil {
+		if file, line, fn := b.goTable.PCToLine(vaddr); fn != nil {
+			return fn.Name, file, line, true
+		}
+	}
+	i := sort.Search(len(b.syms), func(i int) bool { return b.syms[i].addr > vaddr }) - 1
+	if i < 0 || vaddr >= b.syms[i].end {
+		return "", "", 0, false
+	}
+	function = demangled(b.syms[i].name)
+	if j := sort.Search(len(b.lines), func(j int) bool { return b.lines[j].addr > vaddr }) - 1; j >= 0 && b.lines[j].line > 0 {
+		file, line = b.files[b.lines[j].file], int(b.lines[j].line)
+	}
+	return function, file, line, true
+}
+
+// demangled turns C++ (_Z) and Rust (_R, or _ZN…E with a hash) names
+// into source names; any other name, or one it cannot read, is kept.
+func demangled(name string) string {
+	if !strings.HasPrefix(name, "_Z") && !strings.HasPrefix(name, "_R") {
+		return name
+	}
+	return demangle.Filter(name)
+}

@@ -1,0 +1,75 @@
+package symbol
+
+import "testing"
+
+func goFrame(fn string) Frame   { return Frame{Function: fn, File: "x.go", Line: 1, Module: "app"} }
+func libc(fn string) Frame      { return Frame{Function: fn, Module: "libc.so.6"} }
+func native(fn, m string) Frame { return Frame{Function: fn, Module: m} }
+
+func TestCallSite(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		frames []Frame
+		site   string // Function of the site; "" when !ok
+		lib    string
+	}{
+		{"Go net.Dial in the application's goroutine", []Frame{
+			goFrame("internal/runtime/syscall/linux.Syscall6"), goFrame("syscall.RawSyscall6"), goFrame("syscall.connect"),
+			goFrame("internal/poll.(*FD).Connect"), goFrame("net.(*netFD).connect"), goFrame("net.(*sysDialer).dialTCP"),
+			goFrame("net.(*Dialer).DialContext"), goFrame("net.Dial"), goFrame("main.openPerRequest"),
+			goFrame("main.main"), goFrame("runtime.main"), goFrame("runtime.goexit"),
+		}, "main.openPerRequest", ""},
+		{"Go net/http: only its dial goroutine", []Frame{
+			goFrame("syscall.connect"), goFrame("net.(*Dialer).DialContext"),
+			goFrame("net/http.(*Transport).dial"), goFrame("net/http.(*Transport).dialConn"),
+			goFrame("net/http.(*Transport).dialConnFor"), goFrame("runtime.goexit"),
+		}, "net/http.(*Transport).dial", "net/http"},
+		{"Go net/http with the application's DialContext", []Frame{
+			goFrame("syscall.connect"), goFrame("net.(*Dialer).DialContext"),
+			goFrame("main.newClient.func1"), goFrame("net/http.(*Transport).dial"),
+			goFrame("net/http.(*Transport).dialConnFor"), goFrame("runtime.goexit"),
+		}, "main.newClient.func1", "net/http"},
+		{"Go database/sql: past the driver to the query", []Frame{
+			goFrame("syscall.connect"), goFrame("net.Dial"), goFrame("github.com/lib/pq.dial"),
+			goFrame("github.com/lib/pq.(*Connector).open"), goFrame("database/sql.(*DB).conn"),
+			goFrame("database/sql.(*DB).query"), goFrame("database/sql.(*DB).QueryContext"),
+			goFrame("main.lookupUser"), goFrame("main.main"),
+		}, "main.lookupUser", "database/sql"},
+		{"Go grpc", []Frame{
+			goFrame("syscall.connect"), goFrame("net.(*Dialer).DialContext"),
+			goFrame("google.golang.org/grpc/internal/transport.dial"), goFrame("google.golang.org/grpc.(*addrConn).createTransport"),
+			goFrame("runtime.goexit"),
+		}, "google.golang.org/grpc/internal/transport.dial", "grpc"},
+		{"Go TLS dial", []Frame{
+			goFrame("syscall.connect"), goFrame("net.Dial"), goFrame("crypto/tls.DialWithDialer"), goFrame("main.fetch"),
+		}, "main.fetch", ""},
+		{"C: libc's connect, then the application", []Frame{
+			libc("connect"), native("open_per_request", "copen"), native("main", "copen"), libc("__libc_start_call_main"),
+		}, "open_per_request", ""},
+		{"C with libcurl: past libcurl to the application", []Frame{
+			libc("connect"), native("Curl_socket_connect", "libcurl.so.4"), native("curl_easy_perform", "libcurl.so.4"),
+			native("fetch_page", "crawler"), native("main", "crawler"),
+		}, "fetch_page", "libcurl"},
+		{"C: unnamed frames are skipped", []Frame{
+			libc("connect"), {Module: "app", Address: 0x1234}, native("handler", "app"),
+		}, "handler", ""},
+		{"only libc and the loader", []Frame{libc("connect"), native("_dl_start", "ld-linux-x86-64.so.2")}, "", ""},
+		{"unavailable: one frame", []Frame{libc("connect")}, "", ""},
+		{"unavailable: none", nil, "", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			site, lib, ok := CallSite(c.frames)
+			if ok != (c.site != "") || site.Function != c.site || lib != c.lib {
+				t.Errorf("CallSite = %q, %q, %v; want %q, %q", site.Function, lib, ok, c.site, c.lib)
+			}
+		})
+	}
+}
+
+func TestAvailable(t *testing.T) {
+	for n, want := range map[int]bool{0: false, 1: false, 2: true, 64: true} {
+		if got := Available(make([]Frame, n)); got != want {
+			t.Errorf("Available(%d frames) = %v, want %v", n, got, want)
+		}
+	}
+}
