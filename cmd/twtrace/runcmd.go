@@ -43,6 +43,7 @@ type runFlags struct {
 	maxRate       float64
 	failOnConnErr bool
 	by            string
+	stacks        int
 }
 
 func newRunCommand() *cobra.Command {
@@ -82,6 +83,8 @@ run; 2 for bad flags.`,
 	fl.Float64Var(&f.maxRate, "max-connect-rate", -1, "fail when connect() attempts per second toward any one destination exceed this")
 	fl.BoolVar(&f.failOnConnErr, "fail-on-connect-error", false, "fail on any connect() that failed with EADDRNOTAVAIL")
 	fl.StringVar(&f.by, "by", "program", byUsage)
+	fl.IntVar(&f.stacks, "stacks", 1, stacksUsage(1))
+	fl.Lookup("stacks").DefValue = "" // said in the usage
 	return cmd
 }
 
@@ -141,7 +144,7 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 		Stdin: os.Stdin, Stdout: cmd.OutOrStdout(), Stderr: os.Stderr,
 		Interval: f.interval, Drain: f.drain, Filter: flt, Signals: sigs,
 		Thresholds: th, RingSize: f.ringSize, MaxSockets: f.maxSockets, Tier: tier,
-		By: by, Select: f.selector(), Owners: owners,
+		By: by, Select: f.selector(), Owners: owners, Stacks: f.stacks,
 	})
 	if errors.Is(err, twrun.ErrStart) {
 		// As a shell: 127 when COMMAND is not found, 126 when it cannot run.

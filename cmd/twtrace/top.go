@@ -24,6 +24,7 @@ import (
 	"github.com/twtrace/twtrace/pkg/live"
 	"github.com/twtrace/twtrace/pkg/report"
 	"github.com/twtrace/twtrace/pkg/top"
+	"github.com/twtrace/twtrace/pkg/tracer"
 )
 
 type topFlags struct {
@@ -34,7 +35,25 @@ type topFlags struct {
 	rows         int
 	by           string
 	inventoryCPU float64
+	stacks       int
 }
+
+// stacksUsage is --stacks' help; def is the command's default.
+func stacksUsage(def int) string {
+	return fmt.Sprintf("name each row's call site from the user stack of connect(): 1 takes every one, N > 1 the first %d of each process and destination then one in N, 0 none (default %d)", tracer.StackFirst, def)
+}
+
+// checkStacks validates --stacks.
+func checkStacks(n int) error {
+	if n < 0 {
+		return usageError{fmt.Errorf("invalid --stacks %d: want 0 (none), 1 (every connect) or more (one in N)", n)}
+	}
+	return nil
+}
+
+// DefaultTopStacks is top's --stacks: the first few connections of each
+// process and destination, then one in 64.
+const DefaultTopStacks = 64
 
 // inventoryCPUUsage is --inventory-cpu's help, top's and the agent's.
 const inventoryCPUUsage = "the most of one CPU, in percent, that reading the sockets of every namespace may take: a refresh reads them again only within it and otherwise shows the last read's timewait sockets and headroom, with its time (100: every refresh)"
@@ -79,6 +98,8 @@ interval (schema in docs/json.md); --count N stops after N.`,
 	fl.IntVar(&f.rows, "rows", top.DefaultRows, "rows shown; the rest are summed into one")
 	fl.StringVar(&f.by, "by", "program", byUsage)
 	fl.Float64Var(&f.inventoryCPU, "inventory-cpu", 100*live.DefaultInventoryCPU, inventoryCPUUsage)
+	fl.IntVar(&f.stacks, "stacks", DefaultTopStacks, stacksUsage(DefaultTopStacks))
+	fl.Lookup("stacks").DefValue = "" // said in the usage
 	return cmd
 }
 
@@ -136,6 +157,9 @@ func runTop(cmd *cobra.Command, f *topFlags) error {
 	if err != nil {
 		return usageError{err}
 	}
+	if err := checkStacks(f.stacks); err != nil {
+		return err
+	}
 	invCPU, err := checkInventoryCPU(f.inventoryCPU)
 	if err != nil {
 		return err
@@ -172,7 +196,7 @@ func runTop(cmd *cobra.Command, f *topFlags) error {
 		Config: live.Config{
 			Interval: f.interval, Count: f.count, Filter: flt,
 			Netns: flt.SingleNetns(), RingSize: f.ringSize, MaxSockets: f.maxSockets, Tier: tier,
-			By: by, Select: f.selector(), Owners: owners, InventoryCPU: invCPU,
+			By: by, Select: f.selector(), Owners: owners, InventoryCPU: invCPU, Stacks: f.stacks,
 		},
 		Rows: f.rows,
 		Sort: func() top.Sort { return top.Sort(sortNow.Load()) },

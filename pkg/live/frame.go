@@ -16,8 +16,17 @@ import (
 
 // add takes one event from the tracer.
 func (s *session) add(e *event.Event) {
+	if e.Kind == event.KindStack {
+		if s.sites != nil {
+			s.sites.Learn(e)
+		}
+		return
+	}
 	if !s.cfg.Filter.Match(e) {
 		return
+	}
+	if e.Stack != 0 && s.sites != nil {
+		e.Stack = s.sites.Canonical(e.Stack, e.OpenerPID)
 	}
 	p := processOf(e)
 	k := s.keyOf(e, e.CgroupID, &p)

@@ -20,10 +20,12 @@ import (
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/twtrace/twtrace/pkg/aggregate"
+	"github.com/twtrace/twtrace/pkg/callsite"
 	"github.com/twtrace/twtrace/pkg/filter"
 	"github.com/twtrace/twtrace/pkg/headroom"
 	"github.com/twtrace/twtrace/pkg/inventory"
 	"github.com/twtrace/twtrace/pkg/report"
+	"github.com/twtrace/twtrace/pkg/symbol"
 	"github.com/twtrace/twtrace/pkg/tracer"
 	"github.com/twtrace/twtrace/pkg/verdict"
 	"github.com/twtrace/twtrace/pkg/workload"
@@ -83,6 +85,11 @@ type Config struct {
 	// events are the frame's own. The first frame and the final one
 	// always read.
 	InventoryCPU float64
+	// Stacks takes the user stack of connect() calls, to name each row's
+	// call sites (tracer.Options.StackSample): 0 none, 1 every connect,
+	// N > 1 the first tracer.StackFirst of each process and destination
+	// then one in N.
+	Stacks int
 	// Drain, when ctx is done, waits up to this long for the sockets
 	// closed by then to reach their end (their timewait entry, or the
 	// reset that ends them), and emits one last frame (Final). 0: stop at
@@ -166,6 +173,18 @@ type Row struct {
 	// when it is not heading for exhaustion. Client rows only.
 	HeadroomPct, ExhaustionInS *float64
 	Verdict                    verdict.Result
+	// CallSites are the row's call sites, by connections they opened
+	// (of those whose stack was taken: Config.Stacks), most first;
+	// CallSitesOther counts the connections of stacks past the row's
+	// slots. Empty without stacks.
+	CallSites      []CallSite
+	CallSitesOther uint64
+}
+
+// CallSite is one of a row's call sites and the connections it opened.
+type CallSite struct {
+	Site     *callsite.Site // nil: a stack past the bound of known stacks
+	Connects uint64
 }
 
 // destKey is a destination from one source address, as the headroom is.
@@ -213,6 +232,8 @@ type session struct {
 	// unresolved counts the events and connect counts whose cgroup had
 	// no path (Config.Owners).
 	unresolved atomic.Uint64
+	// sites names the connect() stacks (Config.Stacks); nil without.
+	sites *callsite.Sites
 }
 
 // DefaultRingSize is the engine's ring buffer: 1 MiB per CPU, at least 2
@@ -270,6 +291,9 @@ func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
 		nsRates: map[uint32]nsRates{},
 		nsMem:   map[uint32]*inventory.Namespace{},
 	}
+	if cfg.Stacks > 0 {
+		s.sites = callsite.New(tr, symbol.NewResolver(symbol.DefaultCacheSize))
+	}
 	s.prev = s.table.Snapshot()
 	if err := s.seedAll(); err != nil {
 		return err
@@ -311,6 +335,7 @@ func open(cfg *Config) (*tracer.Tracer, *inventory.Scanner, error) {
 		Netns:          cfg.Netns,
 		MaxSockets:     cfg.MaxSockets,
 		CountConnects:  true,
+		StackSample:    cfg.Stacks,
 		Follow:         cfg.Follow != nil,
 		BTFCache:       cache,
 		Tier:           cfg.Tier,

@@ -1,11 +1,14 @@
 package live
 
 import (
+	"cmp"
+	"slices"
 	"time"
 
 	"github.com/twtrace/twtrace/pkg/aggregate"
 	"github.com/twtrace/twtrace/pkg/event"
 	"github.com/twtrace/twtrace/pkg/report"
+	"github.com/twtrace/twtrace/pkg/symbol"
 	"github.com/twtrace/twtrace/pkg/verdict"
 	"github.com/twtrace/twtrace/pkg/workload"
 )
@@ -30,11 +33,39 @@ func (s *session) rows(snap *aggregate.Snapshot, tw joined, worstOf map[rowDest]
 			row.Processes, row.PID, row.PPID = r.Processes, r.FirstPID, r.FirstPPID
 			row.Comm = event.CommString(&r.FirstComm)
 			row.TimewaitNow = tw.now[r.Key]
-			judge(&row, r, evidence(r, snap.Time, uptime), tw.bound, worstOf)
+			row.CallSites, row.CallSitesOther = s.callSites(r)
+			ev := evidence(r, snap.Time, uptime)
+			if len(row.CallSites) > 0 && row.CallSites[0].Site != nil {
+				ev.Library = row.CallSites[0].Site.Library
+			}
+			judge(&row, r, ev, tw.bound, worstOf)
 		}
 		rows = append(rows, row)
 	}
 	return rows
+}
+
+// callSites are r's stacks as call sites: stacks of one site (two
+// processes of a program) summed, most connections first.
+func (s *session) callSites(r *aggregate.Row) ([]CallSite, uint64) {
+	if s.sites == nil || r.Stacks[0].Stack == 0 {
+		return nil, r.StacksOther
+	}
+	var out []CallSite
+	for _, sc := range r.Stacks {
+		if sc.Stack == 0 {
+			break
+		}
+		site := s.sites.Site(sc.Stack)
+		i := slices.IndexFunc(out, func(c CallSite) bool { return c.Site == site && site != nil })
+		if i < 0 {
+			out = append(out, CallSite{Site: site})
+			i = len(out) - 1
+		}
+		out[i].Connects += sc.N
+	}
+	slices.SortStableFunc(out, func(a, b CallSite) int { return cmp.Compare(b.Connects, a.Connects) })
+	return out, r.StacksOther
 }
 
 // evidence is what the verdict weighs of r, but the destination's.
@@ -123,7 +154,37 @@ func (r *Row) Report() report.Row {
 	if out.Advice == nil {
 		out.Advice = []string{}
 	}
+	r.reportCallSites(&out)
 	return out
+}
+
+// reportCallSites puts the row's call sites in out: the first (most
+// connections) as the row's, with its stack; every one in CallSites
+// when there are several.
+func (r *Row) reportCallSites(out *report.Row) {
+	out.Stack = []symbol.Frame{}
+	for i, c := range r.CallSites {
+		rc := report.CallSiteCount{CallSite: c.Site.String(), Connects: c.Connects}
+		if c.Site != nil {
+			rc.ClientLibrary, rc.CallSiteNote = c.Site.Library, c.Site.Note
+		} else {
+			rc.CallSiteNote = "too many stacks to keep"
+		}
+		if i == 0 {
+			out.CallSite, out.CallSiteNote, out.ClientLibrary = rc.CallSite, rc.CallSiteNote, rc.ClientLibrary
+			if c.Site != nil && c.Site.Frames != nil {
+				out.Stack = c.Site.Frames
+			}
+		}
+		out.CallSites = append(out.CallSites, rc)
+	}
+	if r.CallSitesOther > 0 {
+		out.CallSites = append(out.CallSites, report.CallSiteCount{
+			CallSiteNote: "stacks past the row's slots", Connects: r.CallSitesOther})
+	}
+	if len(out.CallSites) < 2 {
+		out.CallSites = nil
+	}
 }
 
 func copyOf[T any](p *T) *T {

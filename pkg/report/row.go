@@ -2,11 +2,12 @@ package report
 
 import (
 	"cmp"
-	"github.com/twtrace/twtrace/pkg/workload"
 	"net/netip"
 	"slices"
 
 	"github.com/twtrace/twtrace/pkg/aggregate"
+	"github.com/twtrace/twtrace/pkg/symbol"
+	"github.com/twtrace/twtrace/pkg/workload"
 )
 
 // Row is one (process, destination) row as `twtrace top -o json` and the
@@ -49,15 +50,36 @@ type Row struct {
 	Verdict       string   `json:"verdict"`
 	Advice        []string `json:"advice"`
 	Reason        string   `json:"reason,omitempty"`
+	// CallSite is the line of code that opened most of the row's
+	// connections, of those whose connect() stack was taken:
+	// "function (file:line)", escaped; "" when not known, and then
+	// CallSiteNote says why when a stack was taken. ClientLibrary is the
+	// client library its stack shows ("net/http", ...), Stack that stack,
+	// innermost first. CallSites lists every call site, when there are
+	// several.
+	CallSite      string          `json:"call_site"`
+	CallSiteNote  string          `json:"call_site_note,omitempty"`
+	ClientLibrary string          `json:"client_library"`
+	Stack         []symbol.Frame  `json:"stack"`
+	CallSites     []CallSiteCount `json:"call_sites,omitempty"`
 	// Other marks the row summing every row not shown (Folded of them).
 	Other  bool `json:"other,omitempty"`
 	Folded int  `json:"folded,omitempty"`
 }
 
+// CallSiteCount is one of a row's call sites and the connections it
+// opened (of those whose stack was taken).
+type CallSiteCount struct {
+	CallSite      string `json:"call_site"` // "" when not known
+	CallSiteNote  string `json:"call_site_note,omitempty"`
+	ClientLibrary string `json:"client_library"`
+	Connects      uint64 `json:"connects"`
+}
+
 // OtherRow is an empty row flagged Other, as it starts before rows are
 // summed into it.
 func OtherRow() Row {
-	return Row{Other: true, Comm: "(other)", Advice: []string{}}
+	return Row{Other: true, Comm: "(other)", Advice: []string{}, Stack: []symbol.Frame{}}
 }
 
 // SortRows orders rows by val, largest first; ties go to the row with

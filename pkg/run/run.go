@@ -53,6 +53,9 @@ type Config struct {
 	By     workload.By
 	Owners workload.Resolver
 	Select workload.Selector
+	// Stacks names call sites (live.Config.Stacks): 1, every connect, by
+	// default in the CLI.
+	Stacks int
 }
 
 // Thresholds are the limits a run must stay within; nil is no limit.
@@ -99,7 +102,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	lcfg := live.Config{
 		Interval: cfg.Interval, Filter: cfg.Filter,
 		RingSize: cfg.RingSize, MaxSockets: cfg.MaxSockets, Drain: cfg.Drain, Tier: cfg.Tier,
-		By: cfg.By, Owners: cfg.Owners, Select: cfg.Select, PerProcess: true,
+		By: cfg.By, Owners: cfg.Owners, Select: cfg.Select, PerProcess: true, Stacks: cfg.Stacks,
 		Follow: func(f live.Follower) error {
 			// The command is forked by this process: following it first
 			// makes the kernel follow the child from its first

@@ -23,6 +23,7 @@ func FuzzJudge(f *testing.F) {
 			LifetimeP50: time.Duration(lifetime), LifetimeKnown: lifetimeKnown,
 			BytesP50: bytes, BytesKnown: bytesKnown,
 			BoundPorts: flags&1 != 0, Exhausting: flags&2 != 0, TwReuse: flags&4 != 0,
+			Library: []string{"", "net/http", "database/sql", "grpc", "libcurl", "other"}[(flags>>3)%6],
 		}
 		r := Judge(e)
 		flagged := client >= MinConnections && window > 0 &&

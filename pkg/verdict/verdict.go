@@ -105,6 +105,9 @@ type Evidence struct {
 	Exhausting bool
 	// TwReuse: tcp_tw_reuse applies to the destination already.
 	TwReuse bool
+	// Library is the client library the connections' call site shows
+	// ("net/http", "database/sql", "grpc", "libcurl"; pkg/symbol), or "".
+	Library string
 }
 
 // Result is Judge's answer.
@@ -137,6 +140,28 @@ const (
 	adviceKeepAlive   = "If the volume matters, keep connections alive so clients open fewer of them."
 )
 
+// libraryAdvice is the per-request advice for a client library the call
+// site shows, its likeliest causes first: it comes before the generic
+// list, which stays.
+var libraryAdvice = map[string][]string{
+	"net/http": {
+		"Go net/http: idle pool per host below the concurrency: raise MaxIdleConnsPerHost (default 2).",
+		"Go net/http: a new Transport or Client per request: create one and share it.",
+		"Go net/http: drain response bodies to EOF and Close them, or the connection is not reused.",
+	},
+	"database/sql": {
+		"Go database/sql: SetMaxIdleConns below the pool's concurrency closes connections: raise it.",
+		"Go database/sql: a short SetConnMaxLifetime or SetConnMaxIdleTime closes connections early.",
+	},
+	"grpc": {
+		"gRPC: one ClientConn per target, made once and shared: a dial per request opens a connection each.",
+	},
+	"libcurl": {
+		"libcurl: reuse the easy handle (or a multi/share handle) so its connection cache is kept.",
+		"libcurl: no CURLOPT_FORBID_REUSE or CURLOPT_FRESH_CONNECT, which close each connection.",
+	},
+}
+
 // Judge returns the verdict on e, the advice it calls for and the reason.
 func Judge(e Evidence) Result {
 	r := Result{Reason: reason(&e)}
@@ -148,6 +173,7 @@ func Judge(e Evidence) Result {
 	}
 	if r.Verdict == PerRequest {
 		// Flagged on ClientTimewait: the process closed first.
+		r.Advice = append(r.Advice, libraryAdvice[e.Library]...)
 		r.Advice = append(r.Advice, advicePool, adviceNewClient, adviceIdleLimit, adviceBody, adviceClose, adviceServerClose)
 	}
 	if e.BindErrors > 0 || e.BoundPorts {

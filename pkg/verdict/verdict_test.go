@@ -2,6 +2,7 @@ package verdict
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -163,5 +164,41 @@ func TestAdviceIsShort(t *testing.T) {
 		if len(a) > 100 {
 			t.Errorf("%d characters: %q", len(a), a)
 		}
+	}
+	for lib, advice := range libraryAdvice {
+		for _, a := range advice {
+			if len(a) > 100 {
+				t.Errorf("%s: %d characters: %q", lib, len(a), a)
+			}
+		}
+	}
+}
+
+// A per-request row whose call site shows its client library gets that
+// library's causes first, then the generic list; any other row, only the
+// generic list.
+func TestLibraryAdviceFirst(t *testing.T) {
+	e := Evidence{Window: 10 * time.Second, Connects: 100, ClientTimewait: 100,
+		LifetimeP50: time.Millisecond, LifetimeKnown: true, BytesKnown: true, Library: "net/http"}
+	r := Judge(e)
+	if r.Verdict != PerRequest || len(r.Advice) < 4 || !strings.Contains(r.Advice[0], "MaxIdleConnsPerHost") ||
+		!slices.Contains(r.Advice, advicePool) {
+		t.Errorf("net/http advice %q, want MaxIdleConnsPerHost first and the generic list after", r.Advice)
+	}
+	e.Library = "database/sql"
+	if r := Judge(e); !strings.Contains(r.Advice[0], "SetMaxIdleConns") {
+		t.Errorf("database/sql advice %q", r.Advice)
+	}
+	e.Library = "libcurl"
+	if r := Judge(e); !strings.Contains(r.Advice[0], "easy handle") {
+		t.Errorf("libcurl advice %q", r.Advice)
+	}
+	e.Library = ""
+	if r := Judge(e); r.Advice[0] != advicePool {
+		t.Errorf("advice without a library %q, want the generic list", r.Advice)
+	}
+	e.Library, e.ClientTimewait = "net/http", 1 // not per-request: no cause
+	if r := Judge(e); len(r.Advice) != 0 {
+		t.Errorf("advice of a pooled client %q, want none", r.Advice)
 	}
 }
