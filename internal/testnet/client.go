@@ -82,6 +82,13 @@ type ClientSpec struct {
 	// Dests, when set, are dialled in turn (connection i toward
 	// Dests[i%len(Dests)]) instead of Dest; not with IOUring.
 	Dests []string
+	// NetDial makes the N connections with Go's net.Dial from one
+	// function (DialCallSite), each closed at once by the client.
+	NetDial bool
+	// HTTPGets, when set, makes that many GETs of Dest (an HTTPServer)
+	// through Go's default HTTP client, HTTPConcurrency at a time,
+	// instead of N connections.
+	HTTPGets, HTTPConcurrency int
 }
 
 // ClientResult is what the client reports on stdout.
@@ -136,6 +143,12 @@ func sockaddrOf(ap netip.AddrPort) (unix.Sockaddr, int) {
 }
 
 func clientRun(spec ClientSpec) (*ClientResult, error) {
+	switch {
+	case spec.NetDial:
+		return netDialRun(spec)
+	case spec.HTTPGets > 0:
+		return httpRun(spec)
+	}
 	if spec.Dest == "" && len(spec.Dests) > 0 {
 		spec.Dest = spec.Dests[0]
 	}

@@ -2,6 +2,7 @@ package report
 
 import (
 	"cmp"
+	"fmt"
 	"net/netip"
 	"slices"
 
@@ -65,6 +66,32 @@ type Row struct {
 	// Other marks the row summing every row not shown (Folded of them).
 	Other  bool `json:"other,omitempty"`
 	Folded int  `json:"folded,omitempty"`
+}
+
+// CallSiteLine says where the row's connections were opened, for a
+// screen or a text report: "called from F (file:line) [via net/http]",
+// the note when the stack said nothing, "" without stacks. Already
+// escaped (symbol.Frame.String, symbol.Escape).
+func CallSiteLine(r *Row) string {
+	via := ""
+	if r.ClientLibrary != "" {
+		via = " via " + r.ClientLibrary
+	}
+	more := ""
+	if n := len(r.CallSites); n > 1 {
+		more = fmt.Sprintf(" (and %d more sites)", n-1)
+	}
+	switch {
+	case r.CallSite != "":
+		return "called from " + r.CallSite + via + more
+	case r.CallSiteNote != "":
+		mod := ""
+		if len(r.Stack) > 0 && r.Stack[0].Module != "" {
+			mod = " in " + symbol.Escape(r.Stack[0].Module)
+		}
+		return "call site unknown: " + r.CallSiteNote + mod + via + more
+	}
+	return ""
 }
 
 // CallSiteCount is one of a row's call sites and the connections it

@@ -52,6 +52,9 @@ func WriteText(w io.Writer, r *Report) error {
 			fmt.Fprintf(&b, " (%s)", row.Reason)
 		}
 		b.WriteString("\n")
+		if s := report.CallSiteLine(&row); s != "" {
+			fmt.Fprintf(&b, "  %s\n", s)
+		}
 		for _, a := range row.Advice {
 			fmt.Fprintf(&b, "  - %s\n", a)
 		}

@@ -202,6 +202,10 @@ func (sc *screen) row(r *report.Row) {
 		sc.add("      %s", cut(n, sc.width-6))
 		sc.left--
 	}
+	if s := report.CallSiteLine(r); s != "" && sc.left > 1 {
+		sc.add("      %s", cut(s, sc.width-6))
+		sc.left--
+	}
 	// Advice: the most pressing first, at most maxAdvice items a row,
 	// wrapped (all of it is in -o json).
 	for i, a := range r.Advice {
