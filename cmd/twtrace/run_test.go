@@ -403,3 +403,24 @@ func TestRunNamesContainer(t *testing.T) {
 		t.Errorf("workload %+v: want %q, 20 processes, 20 connects and timewait, per-request, owner %+v", *w, "docker "+id[:12], want)
 	}
 }
+
+// The issue's Go program under `twtrace run`: every connect's stack is
+// taken, and the report names the line of the net.Dial call, in JSON
+// (with the stack) and in the text report.
+func TestRunCallSite(t *testing.T) {
+	requireBPF(t)
+	ns, s := churnNetns(t)
+	res := twtraceRun(t, ns, append([]string{"--"}, clientCmd(t, testnet.ClientSpec{Dest: s.Dest(false), N: 20, NetDial: true})...)...)
+	if res.code != 0 || res.report == nil || len(res.clients) != 1 || len(res.report.Rows) != 1 {
+		t.Fatalf("exit %d, report %+v, clients %+v; stderr %s", res.code, res.report, res.clients, res.stderr)
+	}
+	fn, file, line := testnet.DialCallSite()
+	want := fmt.Sprintf("%s (%s:%d)", fn, file, line)
+	row := res.report.Rows[0]
+	if row.CallSite != want || row.ClientLibrary != "" || len(row.Stack) < 4 || row.CallSites != nil {
+		t.Errorf("call site %q, library %q, %d frames, sites %+v; want %q, one site", row.CallSite, row.ClientLibrary, len(row.Stack), row.CallSites, want)
+	}
+	if !strings.Contains(res.stderr, "called from "+want) {
+		t.Errorf("text report: no %q in %s", "called from "+want, res.stderr)
+	}
+}

@@ -184,7 +184,8 @@ func (e *exposition) losses(l *report.Losses, foldedSeries uint64) {
 		{"uncounted_connects", l.UncountedConnects}, {"folded_events", l.FoldedEvents},
 		{"join_refused", l.JoinRefused}, {"uncounted_processes", l.UncountedProcesses},
 		{"unresolved_owners", l.UnresolvedOwners}, {"cri_failures", l.CRIFailures},
-		{"unknown_parents", l.UnknownParents}, {"folded_series", foldedSeries},
+		{"unknown_parents", l.UnknownParents}, {"lost_stacks", l.LostStacks},
+		{"unresolved_stacks", l.UnresolvedStacks}, {"folded_series", foldedSeries},
 	} {
 		e.add(descLosses, prometheus.CounterValue, float64(k.n), k.kind)
 	}

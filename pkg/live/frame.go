@@ -373,6 +373,12 @@ func (s *session) losses(f *Frame, snap *aggregate.Snapshot, refused uint64) err
 	f.Losses.UncountedProcesses = snap.UncountedProcesses + s.untallied
 	s.mu.Unlock()
 	f.Losses.UnresolvedOwners = s.unresolved.Load()
+	f.Losses.LostStacks = l.LostStacks
+	if s.sites != nil {
+		st := s.sites.Stats()
+		f.Losses.LostStacks += st.Dropped
+		f.Losses.UnresolvedStacks = st.Unresolved
+	}
 	if o, ok := s.cfg.Owners.(interface{ CRIFailures() uint64 }); ok {
 		f.Losses.CRIFailures = o.CRIFailures()
 	}

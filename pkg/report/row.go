@@ -153,6 +153,13 @@ type Losses struct {
 	// (its identity cache had pushed them out): ppid 0, so they fold by
 	// program apart from their siblings.
 	UnknownParents uint64 `json:"unknown_parents"`
+	// LostStacks: connect() stacks there was no room to keep (the
+	// kernel's stack table, or the call sites' bound): their connections
+	// carry no call site. UnresolvedStacks: stacks kept but not
+	// symbolized (the process was gone before they were read): their
+	// call site is "" with a note.
+	LostStacks       uint64 `json:"lost_stacks"`
+	UnresolvedStacks uint64 `json:"unresolved_stacks"`
 	// StillClosing: with a drain, sockets closed first whose end was not
 	// seen within the drain time (final frame only).
 	StillClosing uint64 `json:"still_closing,omitempty"`
