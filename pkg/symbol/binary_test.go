@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"slices"
 	"testing"
 )
 
@@ -110,9 +111,13 @@ func TestBinarySymbolRules(t *testing.T) {
 		{0x4001ff, "tail"},
 		{0x400200, ""},
 	} {
-		fn, file, line, ok := bin.Lookup(c.vaddr)
-		if fn != c.want || ok != (c.want != "") || file != "" || line != 0 {
-			t.Errorf("Lookup(%#x) = %q %q:%d %v, want %q", c.vaddr, fn, file, line, ok, c.want)
+		locs := bin.Lookup(c.vaddr)
+		var want []Location
+		if c.want != "" {
+			want = []Location{{Function: c.want}}
+		}
+		if !slices.Equal(locs, want) {
+			t.Errorf("Lookup(%#x) = %+v, want %+v", c.vaddr, locs, want)
 		}
 	}
 	// Mapped as the kernel would, one page at 0x7f0000000000.
