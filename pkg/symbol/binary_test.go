@@ -209,7 +209,11 @@ func FuzzBinary(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for _, vaddr := range []uint64{0, 0x400000, 0x400123, 0x401000, 1 << 63} {
+		vaddrs := []uint64{0, 0x400000, 0x400123, 0x401000, 1 << 63}
+		for _, s := range bin.loads {
+			vaddrs = append(vaddrs, s.vaddr, s.vaddr+s.filesz/2, s.vaddr+s.filesz-1)
+		}
+		for _, vaddr := range vaddrs {
 			bin.Lookup(vaddr)
 			bin.FileAddress(Mapping{Start: 0x1000, End: 0x2000}, 0x1800)
 		}
