@@ -102,12 +102,16 @@ func NewBinary(r io.ReaderAt, size int64) (b *Binary, err error) {
 // sectionData reads a section, refusing one that claims more bytes than
 // the file holds (corrupt headers must not make us allocate gigabytes).
 func sectionData(s *elf.Section, size int64) ([]byte, bool) {
-	if s == nil || s.Type == elf.SHT_NOBITS || s.Size > uint64(size) ||
-		s.Offset > uint64(size)-s.Size {
+	if !sectionFits(s, size) {
 		return nil, false
 	}
 	data, err := s.Data()
 	return data, err == nil
+}
+
+func sectionFits(s *elf.Section, size int64) bool {
+	return s != nil && s.Type != elf.SHT_NOBITS && s.Size <= uint64(size) &&
+		s.Offset <= uint64(size)-s.Size
 }
 
 // buildID identifies the build: the GNU build-id note in hex, else Go's
@@ -178,33 +182,30 @@ func readNotes(data []byte, order binary.ByteOrder) (gnu, golang string) {
 // functions: runtime.text and go:func.*.
 func functionSymbols(f *elf.File, size int64, loads []segment) ([]elfSymbol, map[string]uint64) {
 	marks := map[string]uint64{}
-	var all []elf.Symbol
-	for _, name := range []string{".symtab", ".dynsym"} {
-		if _, ok := sectionData(f.Section(name), size); !ok {
-			continue
-		}
-		var syms []elf.Symbol
-		var err error
-		if name == ".symtab" {
-			syms, err = f.Symbols()
-		} else {
-			syms, err = f.DynamicSymbols()
-		}
-		if err == nil {
-			all = append(all, syms...)
-		}
-	}
 	var out []elfSymbol
-	for _, s := range all {
-		if s.Name == "runtime.text" || s.Name == "go:func.*" {
-			marks[s.Name] = s.Value
-		}
-		typ := elf.ST_TYPE(s.Info)
-		if (typ != elf.STT_FUNC && typ != elf.STT_GNU_IFUNC) ||
-			s.Section == elf.SHN_UNDEF || s.Value == 0 || s.Name == "" {
+	for _, name := range []string{".symtab", ".dynsym"} {
+		if !sectionFits(f.Section(name), size) {
 			continue
 		}
-		out = append(out, elfSymbol{addr: s.Value, end: s.Value + s.Size, name: s.Name})
+		read := f.Symbols
+		if name == ".dynsym" {
+			read = f.DynamicSymbols
+		}
+		syms, err := read()
+		if err != nil {
+			continue
+		}
+		for _, s := range syms {
+			if s.Name == "runtime.text" || s.Name == "go:func.*" {
+				marks[s.Name] = s.Value
+			}
+			typ := elf.ST_TYPE(s.Info)
+			if (typ != elf.STT_FUNC && typ != elf.STT_GNU_IFUNC) ||
+				s.Section == elf.SHN_UNDEF || s.Value == 0 || s.Name == "" {
+				continue
+			}
+			out = append(out, elfSymbol{addr: s.Value, end: s.Value + s.Size, name: s.Name})
+		}
 	}
 	// Stable: at one address the first seen (.symtab, sized) wins.
 	slices.SortStableFunc(out, func(a, b elfSymbol) int {
@@ -287,7 +288,7 @@ func goTables(f *elf.File, size int64, marks map[string]uint64) (*gosym.Table, *
 		if table == nil {
 			return nil, nil
 		}
-		return table, newGoInline(f, pcln, text, marks["go:func.*"], size)
+		return table, newGoInline(f, pcln, pclnAddr, text, marks["go:func.*"], size)
 	}
 	// Go 1.16 and 1.17 tables hold absolute entry addresses: then the
 	// first function's entry is minpc whatever the text start.
@@ -301,7 +302,7 @@ func goTables(f *elf.File, size int64, marks map[string]uint64) (*gosym.Table, *
 		case first == md.minpc:
 			return unplaced, nil
 		case md.text+first == md.minpc:
-			return newGoTable(pcln, md.text), newGoInline(f, pcln, md.text, md.gofunc, size)
+			return newGoTable(pcln, md.text), newGoInline(f, pcln, pclnAddr, md.text, md.gofunc, size)
 		}
 	}
 	return nil, nil
@@ -386,10 +387,8 @@ func pclntabFromSymbols(f *elf.File) ([]byte, uint64) {
 // dwarfLines reads every compilation unit's line table. Only non-Go
 // binaries use it: Go's pclntab already has the lines.
 func dwarfLines(f *elf.File, size int64) ([]lineRow, []string) {
-	if _, ok := sectionData(f.Section(".debug_line"), size); !ok {
-		if _, ok := sectionData(f.Section(".zdebug_line"), size); !ok {
-			return nil, nil
-		}
+	if !sectionFits(f.Section(".debug_line"), size) && !sectionFits(f.Section(".zdebug_line"), size) {
+		return nil, nil
 	}
 	d, err := f.DWARF()
 	if err != nil {

@@ -38,7 +38,7 @@ type goInline struct {
 
 // newGoInline reads the pclntab's header and takes gofunc: the bytes from
 // the go:func.* mark to the end of the section (or segment) holding it.
-func newGoInline(f *elf.File, pcln []byte, text, gofuncAddr uint64, size int64) *goInline {
+func newGoInline(f *elf.File, pcln []byte, pclnAddr, text, gofuncAddr uint64, size int64) *goInline {
 	if len(pcln) < 8+8*8 || f.ByteOrder.Uint32(pcln) != 0xfffffff1 || gofuncAddr == 0 {
 		return nil
 	}
@@ -62,7 +62,12 @@ func newGoInline(f *elf.File, pcln []byte, text, gofuncAddr uint64, size int64) 
 	if uint64(len(g.functab)) < (nfunc+1)*8 {
 		return nil
 	}
-	g.gofunc = bytesAt(f, gofuncAddr, size)
+	if gofuncAddr >= pclnAddr && gofuncAddr-pclnAddr < uint64(len(pcln)) {
+		// Go 1.26's linker puts go:func.* inside .gopclntab: no copy.
+		g.gofunc = pcln[gofuncAddr-pclnAddr:]
+	} else {
+		g.gofunc = bytesAt(f, gofuncAddr, size)
+	}
 	if g.gofunc == nil {
 		return nil
 	}
