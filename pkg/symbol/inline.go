@@ -117,24 +117,29 @@ func (g *goInline) inlined(pc uint64) (names []string, pcs []uint64) {
 	if table == 0 || tree == ^uint32(0) {
 		return nil, []uint64{pc}
 	}
+	outer := pc
 	for depth := 0; depth < maxInlineDepth; depth++ {
-		ix, ok := g.pcvalue(table, entry, pc)
-		if !ok || ix < 0 {
-			return names, append(pcs, pc)
+		ix, ok := g.pcvalue(table, entry, outer)
+		if !ok {
+			break
+		}
+		if ix < 0 {
+			return names, append(pcs, outer)
 		}
 		at := uint64(tree) + uint64(ix)*inlinedCallSize
 		if at+inlinedCallSize > uint64(len(g.gofunc)) {
-			return nil, []uint64{pc}
+			break
 		}
 		call := g.gofunc[at:]
 		name, ok := g.name(int32(g.u32(call, 4)))
 		parent := int32(g.u32(call, 8))
 		if !ok || parent < 0 {
-			return nil, []uint64{pc}
+			break
 		}
-		names, pcs = append(names, name), append(pcs, pc)
-		pc = entry + uint64(parent)
+		names, pcs = append(names, name), append(pcs, outer)
+		outer = entry + uint64(parent)
 	}
+	// A tree that does not check out expands nothing.
 	return nil, []uint64{pc}
 }
 
