@@ -15,7 +15,8 @@ import (
 )
 
 // DefaultCacheSize is how many binaries a Resolver keeps by default. A Go
-// binary's tables take about half its size in memory (6 MB for 12 MB).
+// binary's tables take about 60 % of its size in memory (5.4 MB for the
+// 8.8 MB test binary of this package).
 const DefaultCacheSize = 64
 
 // Resolver turns the addresses of a process's stack into Frames. It keeps
