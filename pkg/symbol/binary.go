@@ -30,6 +30,7 @@ type Binary struct {
 	BuildID string
 	loads   []segment
 	goTable *gosym.Table // Go's pclntab, nil for other binaries
+	inline  *goInline    // Go's inline trees, nil when unreadable
 	syms    []elfSymbol  // .symtab and .dynsym functions, sorted by addr
 	lines   []lineRow    // DWARF line rows sorted by addr, when present
 	files   []string     // lines' file names, by index
@@ -89,8 +90,9 @@ func NewBinary(r io.ReaderAt, size int64) (b *Binary, err error) {
 		return nil, errors.New("reading ELF: no loadable segment")
 	}
 	b.BuildID = buildID(f, size)
-	b.syms = functionSymbols(f, size, b.loads)
-	b.goTable = goTable(f, size, b.syms)
+	var marks map[string]uint64
+	b.syms, marks = functionSymbols(f, size, b.loads)
+	b.goTable, b.inline = goTables(f, size, marks)
 	if b.goTable == nil {
 		b.lines, b.files = dwarfLines(f, size)
 	}
@@ -100,12 +102,16 @@ func NewBinary(r io.ReaderAt, size int64) (b *Binary, err error) {
 // sectionData reads a section, refusing one that claims more bytes than
 // the file holds (corrupt headers must not make us allocate gigabytes).
 func sectionData(s *elf.Section, size int64) ([]byte, bool) {
-	if s == nil || s.Type == elf.SHT_NOBITS || s.Size > uint64(size) ||
-		s.Offset > uint64(size)-s.Size {
+	if !sectionFits(s, size) {
 		return nil, false
 	}
 	data, err := s.Data()
 	return data, err == nil
+}
+
+func sectionFits(s *elf.Section, size int64) bool {
+	return s != nil && s.Type != elf.SHT_NOBITS && s.Size <= uint64(size) &&
+		s.Offset <= uint64(size)-s.Size
 }
 
 // buildID identifies the build: the GNU build-id note in hex, else Go's
@@ -171,32 +177,35 @@ func readNotes(data []byte, order binary.ByteOrder) (gnu, golang string) {
 
 // functionSymbols merges .symtab and .dynsym functions, sorted, one per
 // address (.symtab's name first), each ending where its size says or, when
-// its size is 0, at the next symbol or the end of its segment.
-func functionSymbols(f *elf.File, size int64, loads []segment) []elfSymbol {
-	var all []elf.Symbol
-	for _, name := range []string{".symtab", ".dynsym"} {
-		if _, ok := sectionData(f.Section(name), size); !ok {
-			continue
-		}
-		var syms []elf.Symbol
-		var err error
-		if name == ".symtab" {
-			syms, err = f.Symbols()
-		} else {
-			syms, err = f.DynamicSymbols()
-		}
-		if err == nil {
-			all = append(all, syms...)
-		}
-	}
+// its size is 0, at the next symbol or the end of its segment. It also
+// returns the addresses of the Go runtime's marks, which are not
+// functions: runtime.text and go:func.*.
+func functionSymbols(f *elf.File, size int64, loads []segment) ([]elfSymbol, map[string]uint64) {
+	marks := map[string]uint64{}
 	var out []elfSymbol
-	for _, s := range all {
-		typ := elf.ST_TYPE(s.Info)
-		if (typ != elf.STT_FUNC && typ != elf.STT_GNU_IFUNC) ||
-			s.Section == elf.SHN_UNDEF || s.Value == 0 || s.Name == "" {
+	for _, name := range []string{".symtab", ".dynsym"} {
+		if !sectionFits(f.Section(name), size) {
 			continue
 		}
-		out = append(out, elfSymbol{addr: s.Value, end: s.Value + s.Size, name: s.Name})
+		read := f.Symbols
+		if name == ".dynsym" {
+			read = f.DynamicSymbols
+		}
+		syms, err := read()
+		if err != nil {
+			continue
+		}
+		for _, s := range syms {
+			if s.Name == "runtime.text" || s.Name == "go:func.*" {
+				marks[s.Name] = s.Value
+			}
+			typ := elf.ST_TYPE(s.Info)
+			if (typ != elf.STT_FUNC && typ != elf.STT_GNU_IFUNC) ||
+				s.Section == elf.SHN_UNDEF || s.Value == 0 || s.Name == "" {
+				continue
+			}
+			out = append(out, elfSymbol{addr: s.Value, end: s.Value + s.Size, name: s.Name})
+		}
 	}
 	// Stable: at one address the first seen (.symtab, sized) wins.
 	slices.SortStableFunc(out, func(a, b elfSymbol) int {
@@ -222,7 +231,7 @@ func functionSymbols(f *elf.File, size int64, loads []segment) []elfSymbol {
 			out[i].end = segmentEnd(loads, out[i].addr)
 		}
 	}
-	return slices.Clip(out)
+	return slices.Clip(out), marks
 }
 
 func cmpUint(a, b uint64) int {
@@ -246,18 +255,20 @@ func segmentEnd(loads []segment, vaddr uint64) uint64 {
 	return vaddr + 1
 }
 
-// goTable reads Go's pclntab. It is found by section name (.gopclntab,
-// or .data.rel.ro.gopclntab in a PIE), which `-ldflags=-s -w` keeps; only
-// without it does the table come from the runtime.pclntab symbols.
+// goTables reads Go's pclntab, and its inline trees (see goInline). The
+// pclntab is found by section name (.gopclntab, or .data.rel.ro.gopclntab
+// in a PIE), which `-ldflags=-s -w` keeps; only without it does the table
+// come from the runtime.pclntab symbols.
 //
 // Since Go 1.18 the table's addresses are offsets from the start of Go's
 // text, which is not the .text section's start when an external linker
 // put C start-up code first (cgo, -linkmode=external). It is the
 // runtime.text symbol when the binary has one; in a stripped binary, the
-// text field of the runtime's moduledata (see moduledata). When neither
-// is found the Go table is left out rather than trusted to a guess: its
-// names would all be shifted.
-func goTable(f *elf.File, size int64, syms []elfSymbol) *gosym.Table {
+// text field of the runtime's moduledata (see moduledata), which also
+// gives go:func.*, where the inline trees are. When no start is found the
+// Go table is left out rather than trusted to a guess: its names would
+// all be shifted.
+func goTables(f *elf.File, size int64, marks map[string]uint64) (*gosym.Table, *goInline) {
 	var pcln []byte
 	var pclnAddr uint64
 	for _, name := range []string{".gopclntab", ".data.rel.ro.gopclntab"} {
@@ -270,27 +281,31 @@ func goTable(f *elf.File, size int64, syms []elfSymbol) *gosym.Table {
 		pcln, pclnAddr = pclntabFromSymbols(f)
 	}
 	if len(pcln) < 16 {
-		return nil
+		return nil, nil
 	}
-	if i := slices.IndexFunc(syms, func(s elfSymbol) bool { return s.name == "runtime.text" }); i >= 0 {
-		return newGoTable(pcln, syms[i].addr)
+	if text, ok := marks["runtime.text"]; ok {
+		table := newGoTable(pcln, text)
+		if table == nil {
+			return nil, nil
+		}
+		return table, newGoInline(f, pcln, pclnAddr, text, marks["go:func.*"], size)
 	}
 	// Go 1.16 and 1.17 tables hold absolute entry addresses: then the
 	// first function's entry is minpc whatever the text start.
 	unplaced := newGoTable(pcln, 0)
 	if unplaced == nil {
-		return nil
+		return nil, nil
 	}
 	first := unplaced.Funcs[0].Entry
 	for _, md := range moduledata(f, pclnAddr, size) {
 		switch {
 		case first == md.minpc:
-			return unplaced
+			return unplaced, nil
 		case md.text+first == md.minpc:
-			return newGoTable(pcln, md.text)
+			return newGoTable(pcln, md.text), newGoInline(f, pcln, pclnAddr, md.text, md.gofunc, size)
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 func newGoTable(pcln []byte, text uint64) *gosym.Table {
@@ -302,13 +317,14 @@ func newGoTable(pcln []byte, text uint64) *gosym.Table {
 }
 
 // moduleFields is what goTable needs of a runtime.moduledata.
-type moduleFields struct{ minpc, text uint64 }
+type moduleFields struct{ minpc, text, gofunc uint64 }
 
 // moduledata finds the candidates for the runtime's moduledata in the
 // file's data: a pointer-aligned word pointing at the pclntab, followed as
 // in Go 1.16 and later by six slices, findfunctab, minpc, maxpc, text and
-// etext. (A PIE holds these words for its relative relocations too.) The
-// caller checks each candidate against the table itself.
+// etext, and in Go 1.21 to 1.26 by 16 more words up to gofunc. (A PIE
+// holds these words for its relative relocations too.) The caller checks
+// each candidate against the table itself.
 func moduledata(f *elf.File, pclnAddr uint64, size int64) []moduleFields {
 	ptr := uint64(8)
 	word := f.ByteOrder.Uint64
@@ -316,7 +332,7 @@ func moduledata(f *elf.File, pclnAddr uint64, size int64) []moduleFields {
 		ptr = 4
 		word = func(b []byte) uint64 { return uint64(f.ByteOrder.Uint32(b)) }
 	}
-	const minpcField, textField, fields = 20, 22, 24
+	const minpcField, textField, gofuncField, fields = 20, 22, 40, 41
 	var found []moduleFields
 	for _, p := range f.Progs {
 		if p.Type != elf.PT_LOAD || p.Flags&elf.PF_X != 0 || p.Filesz > uint64(size) || p.Off > uint64(size)-p.Filesz {
@@ -330,7 +346,7 @@ func moduledata(f *elf.File, pclnAddr uint64, size int64) []moduleFields {
 		for off := start; off+fields*ptr <= uint64(len(data)); off += ptr {
 			if word(data[off:]) == pclnAddr && len(found) < 16 {
 				found = append(found, moduleFields{minpc: word(data[off+minpcField*ptr:]),
-					text: word(data[off+textField*ptr:])})
+					text: word(data[off+textField*ptr:]), gofunc: word(data[off+gofuncField*ptr:])})
 			}
 		}
 	}
@@ -371,10 +387,8 @@ func pclntabFromSymbols(f *elf.File) ([]byte, uint64) {
 // dwarfLines reads every compilation unit's line table. Only non-Go
 // binaries use it: Go's pclntab already has the lines.
 func dwarfLines(f *elf.File, size int64) ([]lineRow, []string) {
-	if _, ok := sectionData(f.Section(".debug_line"), size); !ok {
-		if _, ok := sectionData(f.Section(".zdebug_line"), size); !ok {
-			return nil, nil
-		}
+	if !sectionFits(f.Section(".debug_line"), size) && !sectionFits(f.Section(".zdebug_line"), size) {
+		return nil, nil
 	}
 	d, err := f.DWARF()
 	if err != nil {
@@ -458,29 +472,55 @@ func (b *Binary) BiasFromStartCode(startCode uint64) (uint64, bool) {
 	return startCode - lowest, found
 }
 
-// Lookup names the function, file and line of a file address. ok is false
-// when no table knows the address; file and line are empty when only a
-// symbol name does.
-func (b *Binary) Lookup(vaddr uint64) (function, file string, line int, ok bool) {
+// Location is a function and, when known, its file and line.
+type Location struct {
+	Function, File string
+	Line           int
+}
+
+// Lookup names the function, file and line of a file address. In Go code
+// inlined there it gives one location per inlined call, innermost first,
+// the function the code was compiled into last. Nil when no table knows
+// the address; File and Line are empty when only a symbol name does.
+func (b *Binary) Lookup(vaddr uint64) (locs []Location) {
 	defer func() {
 		if recover() != nil { // gosym on a corrupt table
-			function, file, line, ok = "", "", 0, false
+			locs = nil
 		}
 	}()
 	if b.goTable != nil {
-		if file, line, fn := b.goTable.PCToLine(vaddr); fn != nil {
-			return fn.Name, file, line, true
+		if fn := b.goTable.PCToFunc(vaddr); fn != nil {
+			return b.goLocations(fn.Name, vaddr)
 		}
 	}
 	i := sort.Search(len(b.syms), func(i int) bool { return b.syms[i].addr > vaddr }) - 1
 	if i < 0 || vaddr >= b.syms[i].end {
-		return "", "", 0, false
+		return nil
 	}
-	function = demangled(b.syms[i].name)
+	loc := Location{Function: demangled(b.syms[i].name)}
 	if j := sort.Search(len(b.lines), func(j int) bool { return b.lines[j].addr > vaddr }) - 1; j >= 0 && b.lines[j].line > 0 {
-		file, line = b.files[b.lines[j].file], int(b.lines[j].line)
+		loc.File, loc.Line = b.files[b.lines[j].file], int(b.lines[j].line)
 	}
-	return function, file, line, true
+	return []Location{loc}
+}
+
+// goLocations expands vaddr's inlined calls, each placed by the pc the
+// inline tree gives for it.
+func (b *Binary) goLocations(outer string, vaddr uint64) []Location {
+	names, pcs := []string(nil), []uint64{vaddr}
+	if b.inline != nil {
+		names, pcs = b.inline.inlined(vaddr)
+	}
+	locs := make([]Location, len(pcs))
+	for i, pc := range pcs {
+		locs[i].File, locs[i].Line, _ = b.goTable.PCToLine(pc)
+		if i < len(names) {
+			locs[i].Function = names[i]
+		} else {
+			locs[i].Function = outer
+		}
+	}
+	return locs
 }
 
 // demangled turns C++ (_Z) and Rust (_R, or _ZN…E with a hash) names

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"slices"
 	"testing"
 )
 
@@ -110,9 +111,13 @@ func TestBinarySymbolRules(t *testing.T) {
 		{0x4001ff, "tail"},
 		{0x400200, ""},
 	} {
-		fn, file, line, ok := bin.Lookup(c.vaddr)
-		if fn != c.want || ok != (c.want != "") || file != "" || line != 0 {
-			t.Errorf("Lookup(%#x) = %q %q:%d %v, want %q", c.vaddr, fn, file, line, ok, c.want)
+		locs := bin.Lookup(c.vaddr)
+		var want []Location
+		if c.want != "" {
+			want = []Location{{Function: c.want}}
+		}
+		if !slices.Equal(locs, want) {
+			t.Errorf("Lookup(%#x) = %+v, want %+v", c.vaddr, locs, want)
 		}
 	}
 	// Mapped as the kernel would, one page at 0x7f0000000000.
@@ -160,7 +165,7 @@ func TestResolverCache(t *testing.T) {
 		t.Error("cached binary not returned")
 	}
 	failed := r.binary(FileID{Dev: 1, Inode: 4}, func() (*os.File, error) { return nil, errors.New("gone") })
-	notELF := r.binary(FileID{Dev: 1, Inode: 5}, func() (*os.File, error) { return os.Open("callsite.go") })
+	notELF := r.binary(FileID{Dev: 1, Inode: 5}, func() (*os.File, error) { return os.Open("/proc/self/maps") })
 	if failed != nil || notELF != nil {
 		t.Error("a failed file gave a binary")
 	}
@@ -204,7 +209,11 @@ func FuzzBinary(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for _, vaddr := range []uint64{0, 0x400000, 0x400123, 0x401000, 1 << 63} {
+		vaddrs := []uint64{0, 0x400000, 0x400123, 0x401000, 1 << 63}
+		for _, s := range bin.loads {
+			vaddrs = append(vaddrs, s.vaddr, s.vaddr+s.filesz/2, s.vaddr+s.filesz-1)
+		}
+		for _, vaddr := range vaddrs {
 			bin.Lookup(vaddr)
 			bin.FileAddress(Mapping{Start: 0x1000, End: 0x2000}, 0x1800)
 		}

@@ -74,11 +74,19 @@ func skipped(f Frame) bool {
 
 // Available reports whether a resolved stack (Resolve's result, cut at
 // the first untrusted address) says anything about its call site: it
-// needs at least 2 frames, frame 0 being the system call's own. Fewer
-// means the walk could not leave the syscall wrapper (no frame pointers)
-// or started outside mapped code: the stack is unavailable and only the
-// executable can be named.
-func Available(frames []Frame) bool { return len(frames) >= 2 }
+// needs at least 2 return addresses, the first being the system call's
+// own. (Frames are counted by address: the inlined calls that Resolve
+// expands one address into do not count.) Fewer means the walk could not
+// leave the syscall wrapper (no frame pointers) or started outside mapped
+// code: the stack is unavailable and only the executable can be named.
+func Available(frames []Frame) bool {
+	for i := 1; i < len(frames); i++ {
+		if frames[i].Address != frames[0].Address {
+			return true
+		}
+	}
+	return false
+}
 
 // CallSite picks the application's frame that opened the connection, and
 // the client library the stack shows ("" when none): see runtimePrefixes,

@@ -58,6 +58,9 @@ func TestCallSite(t *testing.T) {
 		{"unavailable: none", nil, "", ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			for i := range c.frames { // one return address per frame
+				c.frames[i].Address = 0x401000 + uint64(i)*0x10
+			}
 			site, lib, ok := CallSite(c.frames)
 			if ok != (c.site != "") || site.Function != c.site || lib != c.lib {
 				t.Errorf("CallSite = %q, %q, %v; want %q, %q", site.Function, lib, ok, c.site, c.lib)
@@ -67,9 +70,19 @@ func TestCallSite(t *testing.T) {
 }
 
 func TestAvailable(t *testing.T) {
-	for n, want := range map[int]bool{0: false, 1: false, 2: true, 64: true} {
-		if got := Available(make([]Frame, n)); got != want {
-			t.Errorf("Available(%d frames) = %v, want %v", n, got, want)
+	inlined := []Frame{{Function: "net.Dial", Address: 0x10}, {Function: "main.open", Address: 0x10}}
+	for _, c := range []struct {
+		frames []Frame
+		want   bool
+	}{
+		{nil, false},
+		{[]Frame{{Address: 0x10}}, false},
+		{inlined, false}, // one address, two frames
+		{append(inlined, Frame{Address: 0x20}), true},
+		{[]Frame{{Address: 0x10}, {Address: 0x20}}, true},
+	} {
+		if got := Available(c.frames); got != c.want {
+			t.Errorf("Available(%+v) = %v, want %v", c.frames, got, c.want)
 		}
 	}
 }

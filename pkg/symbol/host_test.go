@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -36,11 +37,14 @@ func requireHost(t *testing.T, tools ...string) []string {
 	return paths
 }
 
-// reported is what a test program printed about its call site.
+// reported is what a test program printed about its call site: a return
+// address, its line and file, and the calls inlined there (Go), innermost
+// last.
 type reported struct {
-	pc   uint64
-	line int
-	file string
+	pc      uint64
+	line    int
+	file    string
+	inlined []Frame
 }
 
 // running is a started test program, alive until its stdin is closed.
@@ -71,11 +75,21 @@ func start(t *testing.T, exe string) *running {
 	if err != nil {
 		t.Fatalf("reading what %s reports: %v", exe, err)
 	}
-	var pc string
-	if _, err := fmt.Sscan(line, &pc, &p.said.line, &p.said.file); err != nil {
-		t.Fatalf("%s reported %q: %v", exe, line, err)
+	fields := strings.Fields(line)
+	if len(fields) < 3 || len(fields)%2 == 0 {
+		t.Fatalf("%s reported %q", exe, line)
 	}
-	if p.said.pc, err = strconv.ParseUint(pc, 0, 64); err != nil {
+	p.said.pc, err = strconv.ParseUint(fields[0], 0, 64)
+	if err == nil {
+		p.said.line, err = strconv.Atoi(fields[1])
+	}
+	p.said.file = fields[2]
+	for i := 3; i < len(fields) && err == nil; i += 2 {
+		f := Frame{Function: fields[i], File: p.said.file}
+		f.Line, err = strconv.Atoi(fields[i+1])
+		p.said.inlined = append(p.said.inlined, f)
+	}
+	if err != nil {
 		t.Fatalf("%s reported %q: %v", exe, line, err)
 	}
 	return p
@@ -137,10 +151,16 @@ func build(t *testing.T, dir string, args ...string) {
 func checkProgram(t *testing.T, exe, function string, wantLine bool) {
 	p := start(t, exe)
 	pid := p.cmd.Process.Pid
-	want := Frame{Function: function, Module: filepath.Base(exe), Address: p.said.pc}
+	outer := Frame{Function: function, Module: filepath.Base(exe), Address: p.said.pc}
 	if wantLine {
-		want.File, want.Line = p.said.file, p.said.line
+		outer.File, outer.Line = p.said.file, p.said.line
 	}
+	var want []Frame
+	for _, f := range slices.Backward(p.said.inlined) {
+		f.Module, f.Address = outer.Module, outer.Address
+		want = append(want, f)
+	}
+	want = append(want, outer)
 
 	r := NewResolver(DefaultCacheSize)
 	snap, err := r.Snapshot(pid)
@@ -148,13 +168,12 @@ func checkProgram(t *testing.T, exe, function string, wantLine bool) {
 		t.Fatal(err)
 	}
 	live := r.Resolve(snap, []uint64{p.said.pc})
-	if len(live) != 1 {
-		t.Fatalf("live: %d frames, want 1", len(live))
+	got := slices.Clone(live)
+	for i := range got {
+		got[i].FileAddress = 0
 	}
-	got := live[0]
-	got.FileAddress = 0
-	if got != want {
-		t.Errorf("live: frame %+v, want %+v", got, want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("live: frames %+v, want %+v", got, want)
 	}
 
 	startCode, endCode := codeRange(t, pid)
@@ -169,9 +188,8 @@ func checkProgram(t *testing.T, exe, function string, wantLine bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	after := r.Resolve(exited, []uint64{p.said.pc})
-	if len(after) != 1 || after[0] != live[0] {
-		t.Errorf("exited: frames %+v, want %+v", after, live[0])
+	if after := r.Resolve(exited, []uint64{p.said.pc}); !slices.Equal(after, live) {
+		t.Errorf("exited: frames %+v, want %+v", after, live)
 	}
 }
 
@@ -211,9 +229,9 @@ func TestDeletedGoProgramResolves(t *testing.T) {
 		t.Fatalf("mapping of %#x = %+v, want %s marked deleted", p.said.pc, reg, exe)
 	}
 	frames := r.Resolve(snap, []uint64{p.said.pc})
-	if len(frames) != 1 || frames[0].Function != "main.openPerRequest" ||
-		frames[0].File != p.said.file || frames[0].Line != p.said.line {
-		t.Errorf("frames %+v, want main.openPerRequest at %s:%d", frames, p.said.file, p.said.line)
+	if len(frames) != 2 || frames[1].Function != "main.openPerRequest" ||
+		frames[1].File != p.said.file || frames[1].Line != p.said.line {
+		t.Errorf("frames %+v, want main.dial inlined in main.openPerRequest at %s:%d", frames, p.said.file, p.said.line)
 	}
 }
 

@@ -15,7 +15,8 @@ import (
 )
 
 // DefaultCacheSize is how many binaries a Resolver keeps by default. A Go
-// binary's tables take about half its size in memory (6 MB for 12 MB).
+// binary's tables take about 60 % of its size in memory (5.4 MB for the
+// 8.8 MB test binary of this package).
 const DefaultCacheSize = 64
 
 // Resolver turns the addresses of a process's stack into Frames. It keeps
@@ -273,9 +274,9 @@ func (s *Snapshot) find(addr uint64) *region {
 // ExeSnapshot knows only the executable, so there an unknown address is
 // kept as a bare address and the walk goes on.
 //
-// Go inlining: the pclntab gives, for an address in inlined code, the
-// inlined callee's file and line under the name of the function it was
-// inlined into; frames are not expanded.
+// An address in Go code where calls were inlined gives one frame per
+// inlined call, innermost first, all with the same Address: so there can
+// be more frames than addresses.
 func (r *Resolver) Resolve(s *Snapshot, addrs []uint64) []Frame {
 	frames := make([]Frame, 0, len(addrs))
 	for _, addr := range addrs {
@@ -288,6 +289,7 @@ func (r *Resolver) Resolve(s *Snapshot, addrs []uint64) []Frame {
 			continue
 		}
 		f := Frame{Address: addr, Module: reg.module}
+		var locs []Location
 		if reg.bin != nil && addr > reg.Start {
 			vaddr, ok := addr-1-reg.bias, true
 			if !reg.biased {
@@ -295,10 +297,16 @@ func (r *Resolver) Resolve(s *Snapshot, addrs []uint64) []Frame {
 			}
 			if ok {
 				f.FileAddress = vaddr + 1
-				f.Function, f.File, f.Line, _ = reg.bin.Lookup(vaddr)
+				locs = reg.bin.Lookup(vaddr)
 			}
 		}
-		frames = append(frames, f)
+		if len(locs) == 0 {
+			frames = append(frames, f)
+		}
+		for _, loc := range locs {
+			f.Function, f.File, f.Line = loc.Function, loc.File, loc.Line
+			frames = append(frames, f)
+		}
 	}
 	return frames
 }

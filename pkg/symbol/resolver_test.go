@@ -1,9 +1,15 @@
 package symbol
 
 import (
+	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -89,5 +95,160 @@ func TestResolveStopsAtTheFirstUntrustedAddress(t *testing.T) {
 	frames = r.Resolve(exited, []uint64{0x1800, 0x5100})
 	if len(frames) != 2 || frames[0] != (Frame{Address: 0x1800}) || frames[1].Module != "app" {
 		t.Errorf("exited: frames %+v", frames)
+	}
+}
+
+// dialStack dials with d and returns the stack of the goroutine that
+// made the socket as runtime.Callers gives it: Control runs in that
+// goroutine just before connect(), and its own frame is left out.
+func dialStack(t *testing.T, dial func(d *net.Dialer) error) []uintptr {
+	t.Helper()
+	var pcs []uintptr
+	d := &net.Dialer{Control: func(string, string, syscall.RawConn) error {
+		pcs = make([]uintptr, 64)
+		pcs = pcs[:runtime.Callers(2, pcs)]
+		return nil
+	}}
+	if err := dial(d); err != nil {
+		t.Fatal(err)
+	}
+	return pcs
+}
+
+// physical turns runtime.Callers' PCs into the return addresses a
+// frame-pointer walk (BPF's) finds: Callers adds one made-up PC per
+// inlined call, after the real one, so for an address that resolves to
+// n frames the next n-1 PCs are dropped. (Were n wrong, the frames would
+// not match the runtime's; TestResolveMatchesTheRuntime checks.)
+func physical(t *testing.T, pcs []uintptr) []uint64 {
+	var addrs []uint64
+	for i := 0; i < len(pcs); {
+		addrs = append(addrs, uint64(pcs[i]))
+		i += max(len(resolveOwn(t, []uint64{uint64(pcs[i])})), 1)
+	}
+	return addrs
+}
+
+func listen(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				// Answer one HTTP request, whatever it is, and close.
+				buf := make([]byte, 4096)
+				_, _ = c.Read(buf)
+				_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"))
+				c.Close()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func resolveOwn(t *testing.T, addrs []uint64) []Frame {
+	t.Helper()
+	r := NewResolver(DefaultCacheSize)
+	snap, err := r.Snapshot(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Resolve(snap, addrs)
+}
+
+// A synchronous dial: the call site is the test's own line that dialed,
+// past net's and the runtime's frames.
+func TestCallSiteOfASynchronousDial(t *testing.T) {
+	server := listen(t)
+	var line int
+	addrs := physical(t, dialStack(t, func(d *net.Dialer) error {
+		_, _, line, _ = runtime.Caller(0)
+		c, err := d.Dial("tcp", server) // the call site: one line below Caller
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}))
+	frames := resolveOwn(t, addrs)
+	site, lib, ok := CallSite(frames)
+	_, file, _, _ := runtime.Caller(0)
+	want := "github.com/twtrace/twtrace/pkg/symbol.TestCallSiteOfASynchronousDial.func1"
+	if !ok || site.Function != want || site.File != file || site.Line != line+1 || lib != "" {
+		t.Errorf("call site %v, library %q; want %s (%s:%d), no library\nstack: %v", site, lib, want, file, line+1, frames)
+	}
+}
+
+// net/http dials in a goroutine of its own: the site is net/http's frame
+// and the library is named.
+func TestCallSiteOfNetHTTP(t *testing.T) {
+	server := listen(t)
+	addrs := physical(t, dialStack(t, func(d *net.Dialer) error {
+		client := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+		resp, err := client.Get("http://" + server + "/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}))
+	frames := resolveOwn(t, addrs)
+	site, lib, ok := CallSite(frames)
+	if !ok || site.Function != "net/http.(*Transport).dial" || lib != "net/http" {
+		t.Errorf("call site %v, library %q; want net/http.(*Transport).dial, net/http\nstack: %v", site, lib, frames)
+	}
+}
+
+// The runtime's own symbolization (runtime.CallersFrames, which expands
+// inlined calls) is the ground truth for the test binary's stacks: every
+// frame matches it, net.Dial's inlined frames included.
+func TestResolveMatchesTheRuntime(t *testing.T) {
+	server := listen(t)
+	for name, dial := range map[string]func(d *net.Dialer) error{
+		"dial": func(d *net.Dialer) error {
+			c, err := d.Dial("tcp", server)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		},
+		"net/http": func(d *net.Dialer) error {
+			client := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+			resp, err := client.Get("http://" + server + "/")
+			if err == nil {
+				resp.Body.Close()
+			}
+			return err
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			pcs := dialStack(t, dial)
+			addrs := physical(t, pcs)
+			if len(addrs) == len(pcs) {
+				t.Errorf("no inlined call in the stack: %d addresses", len(addrs))
+			}
+			var want []string
+			frames := runtime.CallersFrames(pcs)
+			for {
+				f, more := frames.Next()
+				want = append(want, fmt.Sprintf("%s %s:%d", f.Function, f.File, f.Line))
+				if !more {
+					break
+				}
+			}
+			var got []string
+			for _, f := range resolveOwn(t, addrs) {
+				got = append(got, fmt.Sprintf("%s %s:%d", f.Function, f.File, f.Line))
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("frames:\n%s\nwant (runtime.CallersFrames):\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
 	}
 }

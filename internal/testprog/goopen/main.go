@@ -1,7 +1,10 @@
-// Command goopen reports the return address and line of a call made in
-// its main.openPerRequest, as "0x<pc> <line> <file>", then lives until its
-// stdin closes. pkg/symbol's tests build it stripped and check that the
-// address resolves to that function and line.
+// Command goopen reports where a call made in its main.openPerRequest
+// is, then lives until its stdin closes. The call goes through dial,
+// which the compiler inlines as it inlines net.Dial into its callers. It
+// prints "0x<pc> <line> <file> main.dial <dial's line>": the return
+// address a stack walk finds, the line in openPerRequest that calls dial,
+// and the line in dial that the inlined code comes from. pkg/symbol's
+// tests build it stripped and check that the address resolves to both.
 package main
 
 import (
@@ -20,16 +23,22 @@ func main() {
 //
 //go:noinline
 func openPerRequest() {
+	dial()
+}
+
+// dial is small enough to be inlined.
+func dial() {
 	report()
 }
 
-// report prints the return address into its caller (what a stack walk
-// finds) and the caller's line of the call.
+// report prints the return address into its caller and the positions
+// the runtime gives for it: dial's line, then openPerRequest's.
 //
 //go:noinline
 func report() {
 	pcs := make([]uintptr, 1)
 	runtime.Callers(2, pcs)
-	_, file, line, _ := runtime.Caller(1)
-	fmt.Printf("%#x %d %s\n", pcs[0], line, file)
+	_, _, dialLine, _ := runtime.Caller(1)
+	_, file, line, _ := runtime.Caller(2)
+	fmt.Printf("%#x %d %s main.dial %d\n", pcs[0], line, file, dialLine)
 }
