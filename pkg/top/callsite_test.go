@@ -1,0 +1,97 @@
+package top
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/twtrace/twtrace/internal/testnet"
+	"github.com/twtrace/twtrace/pkg/live"
+	"github.com/twtrace/twtrace/pkg/report"
+)
+
+// startTopStacks is startTop with top's default stack sampling.
+func startTopStacks(t *testing.T, ns *testnet.Netns) *topRun {
+	return startTopWith(t, ns, func(c *live.Config) { c.Stacks = 64 })
+}
+
+// checkDialSite checks that row's call site is the NetDial client's
+// net.Dial call, exactly, with the stack that leads to it.
+func checkDialSite(t *testing.T, row report.Row) {
+	t.Helper()
+	fn, file, line := testnet.DialCallSite()
+	if want := fmt.Sprintf("%s (%s:%d)", fn, file, line); row.CallSite != want || row.ClientLibrary != "" || row.CallSiteNote != "" {
+		t.Errorf("call site %q (library %q, note %q), want %q", row.CallSite, row.ClientLibrary, row.CallSiteNote, want)
+	}
+	found := false
+	for _, f := range row.Stack {
+		if f.Function == fn && f.File == file && f.Line == line && f.Address != 0 && f.Module != "" {
+			found = true
+		}
+	}
+	if !found || len(row.Stack) < 4 || row.CallSites != nil {
+		t.Errorf("stack %+v (call sites %+v): want the dial's frame in it, one site", row.Stack, row.CallSites)
+	}
+}
+
+// The Go program: a client whose openPerRequest calls net.Dial
+// per request gets that function and the exact file:line of the call
+// as its row's call site, with top's sampling (the first 8 stacks of the
+// process and destination, then 1 in 64).
+func TestTopCallSiteGo(t *testing.T) {
+	requireBPF(t)
+	ns := testnet.New(t)
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
+	run := startTopStacks(t, ns)
+	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Comm: "dialer", Dest: srv.Dest(false), N: 30, NetDial: true})
+	if len(cl.Ports) != 30 {
+		t.Fatalf("client made %d connections, want 30", len(cl.Ports))
+	}
+	f := run.frameWhere(t, settled(30))
+	row := rowsByComm(t, f)["dialer"]
+	if row.Timewait != 30 || row.Verdict != "per-request" {
+		t.Errorf("row: %d timewait, verdict %q; want 30, per-request", row.Timewait, row.Verdict)
+	}
+	checkDialSite(t, row)
+}
+
+// A process that exits right after its connection is still named: 30
+// processes of one connection each, run by a shell loop, fold into one
+// row whose call site is the dial's.
+func TestTopCallSiteShortLived(t *testing.T) {
+	requireBPF(t)
+	ns := testnet.New(t)
+	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
+	run := startTopStacks(t, ns)
+	testnet.ShellLoop(t, ns, testnet.ClientSpec{Comm: "oneshot", Dest: srv.Dest(false), N: 1, NetDial: true}, 30)
+	f := run.frameWhere(t, settled(30))
+	row := rowsByComm(t, f)["oneshot"]
+	if row.Timewait != 30 || row.ProcessCount != 30 {
+		t.Errorf("row: %d timewait of %d processes; want 30 of 30", row.Timewait, row.ProcessCount)
+	}
+	checkDialSite(t, row)
+}
+
+// The net/http client: Go's default client, 16 requests at a
+// time against an idle pool of 2 per host, opens most of its connections
+// per request. Its dial runs in a goroutine of net/http's own, so the
+// library is named, and its advice comes first: MaxIdleConnsPerHost.
+func TestTopCallSiteNetHTTP(t *testing.T) {
+	requireBPF(t)
+	ns := testnet.New(t)
+	srv := testnet.StartHTTPServer(t, ns)
+	run := startTopStacks(t, ns)
+	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Comm: "httpc", Dest: srv.Addr, HTTPGets: 400, HTTPConcurrency: 16})
+	n := uint64(len(cl.Ports))
+	if n < 40 {
+		t.Fatalf("the client made %d connections for 400 requests, want many more", n)
+	}
+	f := run.frameWhere(t, settled(n))
+	row := rowsByComm(t, f)["httpc"]
+	if row.ClientLibrary != "net/http" || !strings.HasPrefix(row.CallSite, "net/http.") {
+		t.Errorf("call site %q, library %q (note %q); want net/http's", row.CallSite, row.ClientLibrary, row.CallSiteNote)
+	}
+	if row.Verdict != "per-request" || len(row.Advice) == 0 || !strings.Contains(row.Advice[0], "MaxIdleConnsPerHost") {
+		t.Errorf("verdict %q (%s), advice %q: want per-request, MaxIdleConnsPerHost first", row.Verdict, row.Reason, row.Advice)
+	}
+}
