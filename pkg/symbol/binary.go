@@ -109,9 +109,11 @@ func sectionData(s *elf.Section, size int64) ([]byte, bool) {
 	return data, err == nil
 }
 
+// sectionFits: the section's bytes lie within the file (FileSize: a
+// compressed section's Size is its size once decompressed).
 func sectionFits(s *elf.Section, size int64) bool {
-	return s != nil && s.Type != elf.SHT_NOBITS && s.Size <= uint64(size) &&
-		s.Offset <= uint64(size)-s.Size
+	return s != nil && s.Type != elf.SHT_NOBITS && s.FileSize <= uint64(size) &&
+		s.Offset <= uint64(size)-s.FileSize
 }
 
 // buildID identifies the build: the GNU build-id note in hex, else Go's

@@ -114,7 +114,9 @@ func (r *Resolver) Snapshot(pid int) (*Snapshot, error) {
 // executable's code, placed by the start_code and end_code the kernel
 // recorded (mm->start_code, mm->end_code). The binary comes from the cache
 // by exe, else from path, which must still be that file (same device and
-// inode). Library addresses keep just their address.
+// inode); path may be /proc/self/fd/N for a descriptor the caller opened
+// at exec, which reaches the file even once deleted. Library addresses
+// keep just their address.
 func (r *Resolver) ExeSnapshot(pid int, exe FileID, path string, startCode, endCode uint64) (*Snapshot, error) {
 	bin := r.binary(exe, func() (*os.File, error) { return openChecked(path, exe) })
 	if bin == nil {

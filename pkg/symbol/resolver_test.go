@@ -252,3 +252,38 @@ func TestResolveMatchesTheRuntime(t *testing.T) {
 		})
 	}
 }
+
+// A path is trusted only while it is still the file that was mapped: a
+// binary replaced since (a new inode) is refused, not symbolized with.
+func TestOpenCheckedRefusesAReplacedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "prog")
+	if err := os.WriteFile(path, []byte("first build"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := st.Sys().(*syscall.Stat_t)
+	mapped := FileID{Dev: sys.Dev, Inode: sys.Ino}
+	f, err := openChecked(path, mapped)
+	if err != nil {
+		t.Fatalf("the mapped file itself: %v", err)
+	}
+	f.Close()
+
+	replacement := path + ".new"
+	if err := os.WriteFile(replacement, []byte("second build"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(replacement, path); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := openChecked(path, mapped); err == nil {
+		f.Close()
+		t.Error("a replaced file was opened as the mapped one")
+	}
+	if _, err := NewResolver(1).ExeSnapshot(1, mapped, path, 0x401000, 0x402000); err == nil {
+		t.Error("ExeSnapshot used a replaced executable")
+	}
+}
