@@ -8,7 +8,7 @@ BIN       := bin/twtrace
 LOAD      := bin/twload
 DEB_PKGS  := clang-14 llvm-14 libbpf-dev
 # The real components some tests run against (docs/vmtest.md lists them).
-TEST_PKGS := runc containerd busybox-static prometheus podman
+TEST_PKGS := runc containerd busybox-static prometheus podman gcc lld-14
 # make image: the static binary it copies, and the tag it builds.
 STATIC    := bin/twtrace-static
 IMAGE     ?= twtrace:dev
@@ -80,6 +80,8 @@ test-deps:
 	test -x /bin/busybox && ! ldd /bin/busybox >/dev/null 2>&1 || missing="$$missing busybox-static"; \
 	command -v promtool >/dev/null && command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	command -v podman >/dev/null || missing="$$missing podman"; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
+	command -v ld.lld-14 >/dev/null || missing="$$missing lld-14"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "installing:$$missing"; \
@@ -106,7 +108,7 @@ vmtest-kernels:
 	test/vm/fetch.sh .cache/vmtest $(KERNELS)
 
 fuzz:
-	@for pkg in ./internal/testnet ./pkg/event ./pkg/filter ./pkg/load ./pkg/inventory ./pkg/headroom ./pkg/verdict ./pkg/run ./internal/containertest ./pkg/cri ./pkg/cgroup ./internal/mountinfo ./deploy ./test/soak ./test/bench; do \
+	@for pkg in ./internal/testnet ./pkg/event ./pkg/filter ./pkg/load ./pkg/inventory ./pkg/headroom ./pkg/verdict ./pkg/run ./internal/containertest ./pkg/cri ./pkg/cgroup ./internal/mountinfo ./deploy ./test/soak ./test/bench ./pkg/symbol; do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 			echo "fuzzing $$pkg $$f for $(FUZZTIME)"; \
 			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \

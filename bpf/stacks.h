@@ -21,6 +21,14 @@ struct user_stack {
 	u32 nr;   /* frames in ip */
 	u32 pid;  /* the process it was first seen in */
 	u64 ret;  /* 0 = not known (kernels before 5.15) */
+	/* That process's executable and where its code was mapped, for a
+	 * process gone before userspace read its mappings: the executable's
+	 * frames are still placed. */
+	u64 exe_ino;
+	u32 exe_dev;
+	u32 pad;
+	u64 start_code;
+	u64 end_code;
 	u64 ip[STACK_FRAMES];
 };
 /* Keeps struct user_stack in BTF for bpf2go. */
@@ -43,7 +51,7 @@ struct {
 } stack_scratch SEC(".maps");
 
 /* Hash of the frames -> the stack. Not preallocated: a host has few
- * distinct connect() stacks (528 bytes each, 8.3 MiB if ever full).
+ * distinct connect() stacks (560 bytes each, 8.8 MiB if ever full).
  * Entries stay while we run: a record names its stack by hash, and a
  * call site is worth keeping. Full: counted (LOST_STACKS). Sized by the
  * loader. */
@@ -128,6 +136,14 @@ static __always_inline u64 capture_stack(void *ctx, u32 netns)
 	s->nr = n / sizeof(s->ip[0]);
 	s->pid = bpf_get_current_pid_tgid() >> 32;
 	s->ret = wrapper_return();
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	struct proc_entry exe = {};
+	exe_of(mm, &exe);
+	s->exe_ino = exe.exe_ino;
+	s->exe_dev = exe.exe_dev;
+	s->start_code = BPF_CORE_READ(mm, start_code);
+	s->end_code = BPF_CORE_READ(mm, end_code);
 	u64 h = stack_hash(s);
 	long err = bpf_map_update_elem(&stacks, &h, s, BPF_NOEXIST);
 	if (err == -EEXIST)

@@ -207,6 +207,9 @@ struct task_struct {
 
 struct mm_struct {
 	struct file *exe_file;
+	/* Where the executable's code is mapped (stacks.h). */
+	unsigned long start_code;
+	unsigned long end_code;
 } __attribute__((preserve_access_index));
 
 struct super_block {

@@ -10,6 +10,7 @@ package callsite
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 
 	"github.com/twtrace/twtrace/pkg/event"
@@ -40,6 +41,9 @@ type Site struct {
 	// Note says why there is no call site, when not Known: the stack was
 	// unavailable, or the process was gone before it could be read.
 	Note string
+
+	stack *tracer.Stack // as the kernel kept it; nil if unreadable
+	tries int           // failed attempts since the process was gone
 }
 
 // String is the call site's screen form, "function (file:line)", escaped;
@@ -69,6 +73,7 @@ type Sites struct {
 	res *symbol.Resolver
 
 	mu     sync.Mutex
+	held   map[uint32]*os.File // executables opened by Learn, by pid
 	byID   map[uint64]*Site
 	bySite map[string]*Site
 	max    int
@@ -77,19 +82,35 @@ type Sites struct {
 
 // New makes Sites that read stacks from tr and symbolize them with res.
 func New(tr StackReader, res *symbol.Resolver) *Sites {
-	return &Sites{tr: tr, res: res, byID: map[uint64]*Site{}, bySite: map[string]*Site{}, max: DefaultMaxStacks}
+	return &Sites{tr: tr, res: res, held: map[uint32]*os.File{}, byID: map[uint64]*Site{},
+		bySite: map[string]*Site{}, max: DefaultMaxStacks}
 }
 
 // Learn symbolizes the stack a KindStack event announces, by its process
-// (e.PID), now.
+// (e.PID), now. The process may be about to exit: its executable is
+// opened first, the quickest hold on it, for when its mappings are gone
+// by the time they are read.
 func (s *Sites) Learn(e *event.Event) {
+	if f, err := os.Open(fmt.Sprintf("/proc/%d/exe", e.PID)); err == nil {
+		defer f.Close()
+		s.mu.Lock()
+		s.held[e.PID] = f
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			delete(s.held, e.PID)
+			s.mu.Unlock()
+		}()
+	}
 	s.Canonical(e.Stack, e.PID)
 }
 
 // Canonical returns the canonical stack id of id's call site, learning
 // the stack first if it is new (pid is the process it was taken in, used
-// when the kernel's record does not say). 0 stays 0; an id past the
-// bound is returned as it is, with no site.
+// when the kernel's record does not say). A stack whose process was gone
+// before it could be read is tried again, a few times, with pid: another
+// process of the same executable places its frames. 0 stays 0; an id
+// past the bound is returned as it is, with no site.
 func (s *Sites) Canonical(id uint64, pid uint32) uint64 {
 	if id == 0 {
 		return 0
@@ -97,30 +118,48 @@ func (s *Sites) Canonical(id uint64, pid uint32) uint64 {
 	s.mu.Lock()
 	site, ok := s.byID[id]
 	full := len(s.byID) >= s.max
-	s.mu.Unlock()
-	if ok {
-		return site.ID
-	}
-	if full {
-		s.mu.Lock()
+	if !ok && full {
 		s.stats.Dropped++
-		s.mu.Unlock()
+	}
+	s.mu.Unlock()
+	switch {
+	case ok && (site.Known || site.tries == 0 || site.tries >= maxTries || pid == 0):
+		return site.ID
+	case !ok && full:
 		return id
 	}
-	site = s.resolve(id, pid)
+	var fresh *Site
+	if ok {
+		fresh = s.retry(site, pid)
+	} else {
+		fresh = s.resolve(id, pid)
+	}
+	return s.publish(id, site, fresh)
+}
+
+// maxTries bounds the attempts at a stack whose process was gone.
+const maxTries = 8
+
+// publish makes fresh the site of id, unless another goroutine has
+// replaced old meanwhile, and returns id's canonical id.
+func (s *Sites) publish(id uint64, old, fresh *Site) uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.byID[id]; ok { // learnt meanwhile
-		return old.ID
+	if cur := s.byID[id]; cur != old {
+		return cur.ID // learnt meanwhile
 	}
-	key := siteKey(site)
-	if canon, ok := s.bySite[key]; ok && key != "" {
-		site = canon
-	} else if key != "" {
-		s.bySite[key] = site
+	if key := siteKey(fresh); key != "" {
+		if canon, ok := s.bySite[key]; ok {
+			fresh = canon
+		} else {
+			s.bySite[key] = fresh
+		}
 	}
-	s.byID[id] = site
-	return site.ID
+	if old != nil && old.tries > 0 && fresh.tries == 0 {
+		s.stats.Unresolved-- // read after all
+	}
+	s.byID[id] = fresh
+	return fresh.ID
 }
 
 // Site returns the site of a canonical stack id, or nil.
@@ -162,34 +201,84 @@ func (s *Sites) resolve(id uint64, pid uint32) *Site {
 		s.unresolved()
 		return site
 	}
+	site.stack = &st
 	if st.PID != 0 {
 		pid = st.PID
 	}
-	snap, err := s.res.Snapshot(int(pid))
-	if err != nil {
-		site.Note = "process gone before its stack was read"
+	if !s.symbolize(site, pid) {
 		s.unresolved()
-		return site
 	}
-	site.Frames = s.res.Resolve(snap, addresses(&st))
-	site.Frame, site.Library, site.Known = symbol.CallSite(site.Frames)
+	return site
+}
+
+// retry is another attempt at old, whose process was gone, through pid.
+func (s *Sites) retry(old *Site, pid uint32) *Site {
+	site := &Site{ID: old.ID, stack: old.stack, tries: old.tries}
+	s.symbolize(site, pid)
+	return site
+}
+
+// symbolize fills site from a snapshot of pid's mappings or, when pid is
+// gone, from its executable placed where the kernel saw its code
+// (start_code), opened through pid (or the cache): false when neither
+// could be had.
+func (s *Sites) symbolize(site *Site, pid uint32) bool {
+	st := site.stack
+	var frames []symbol.Frame
+	if snap, err := s.res.Snapshot(int(pid)); err == nil && snap.Mapped() {
+		frames = s.res.Resolve(snap, st.IPs)
+	}
+	// Gone, or gone between reading its mappings and their files: place
+	// the executable where the kernel saw it.
+	if !named(frames) && !alive(pid) && st.ExeIno != 0 && st.StartCode != 0 {
+		exe := symbol.FileID{Dev: symbol.KernelDev(st.ExeDev), Inode: st.ExeIno}
+		path := fmt.Sprintf("/proc/%d/exe", pid)
+		s.mu.Lock()
+		if f := s.held[pid]; f != nil {
+			path = fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+		}
+		s.mu.Unlock()
+		if snap, err := s.res.ExeSnapshot(int(pid), exe, path, st.StartCode, st.EndCode); err == nil {
+			frames = s.res.Resolve(snap, st.IPs)
+		}
+	}
+	if !named(frames) && !alive(pid) {
+		site.tries++
+		site.Note = "process gone before its stack was read"
+		return false
+	}
+	site.tries = 0
+	site.Frames = frames
+	site.Frame, site.Library, site.Known = symbol.CallSite(frames)
 	switch {
 	case site.Known:
-	case !symbol.Available(site.Frames):
+	case !symbol.Available(frames):
 		site.Note = "stack unavailable (no frame pointers?)"
 	default:
 		site.Note = "no frame outside the runtime and libraries"
 	}
-	return site
+	return true
+}
+
+// named reports whether any frame has a function name.
+func named(frames []symbol.Frame) bool {
+	for i := range frames {
+		if frames[i].Function != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// alive reports whether pid still has its executable mapped (a zombie
+// has not).
+func alive(pid uint32) bool {
+	_, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	return err == nil
 }
 
 func (s *Sites) unresolved() {
 	s.mu.Lock()
 	s.stats.Unresolved++
 	s.mu.Unlock()
-}
-
-// addresses are the stack's frames as Resolve takes them.
-func addresses(st *tracer.Stack) []uint64 {
-	return st.IPs
 }

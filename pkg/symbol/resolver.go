@@ -110,6 +110,10 @@ func (r *Resolver) Snapshot(pid int) (*Snapshot, error) {
 	return s, nil
 }
 
+// Mapped reports whether the snapshot holds any executable mapping: a
+// process that has exited (a zombie not yet reaped) has none left.
+func (s *Snapshot) Mapped() bool { return len(s.regions) > 0 }
+
 // ExeSnapshot is the fallback for a process already gone: only its
 // executable's code, placed by the start_code and end_code the kernel
 // recorded (mm->start_code, mm->end_code). The binary comes from the cache

@@ -14,11 +14,17 @@ import (
 // frame (the word at the user stack pointer on x86-64, the link register
 // on arm64), 0 where the kernel cannot give it (before 5.15): trust it
 // only where the code before it is a call. PID is the process the stack
-// was first seen in.
+// was first seen in, ExeDev and ExeIno its executable (ExeDev in the
+// kernel's encoding, major<<20 | minor), StartCode and EndCode where its
+// code was mapped: they place the executable's frames once the process
+// is gone.
 type Stack struct {
-	PID uint32
-	Ret uint64
-	IPs []uint64
+	PID                uint32
+	Ret                uint64
+	ExeDev             uint32
+	ExeIno             uint64
+	StartCode, EndCode uint64
+	IPs                []uint64
 }
 
 // ErrNoStack means the kernel's stack table has no stack of that id.
@@ -54,7 +60,8 @@ func (t *Tracer) Stack(id uint64) (Stack, error) {
 		return Stack{}, fmt.Errorf("reading stack %#x: %w", id, err)
 	}
 	n := min(int(s.Nr), len(s.Ip))
-	return Stack{PID: s.Pid, Ret: s.Ret, IPs: append([]uint64(nil), s.Ip[:n]...)}, nil
+	return Stack{PID: s.Pid, Ret: s.Ret, ExeDev: s.ExeDev, ExeIno: s.ExeIno,
+		StartCode: s.StartCode, EndCode: s.EndCode, IPs: append([]uint64(nil), s.Ip[:n]...)}, nil
 }
 
 // LostStacks is how many connect() stacks the kernel's table had no room

@@ -55,7 +55,7 @@ func TestConnectStacks(t *testing.T) {
 		}
 		names = append(names, funcName(ip))
 	}
-	t.Logf("stack of pid %d: %s; ret %#x in %s", s.PID, strings.Join(names, " < "), s.Ret, funcName(s.Ret-1))
+	t.Logf("stack of pid %d: %s; ret %#x in %s; exe %d:%d code %#x-%#x", s.PID, strings.Join(names, " < "), s.Ret, funcName(s.Ret-1), s.ExeDev, s.ExeIno, s.StartCode, s.EndCode)
 	if int(s.PID) != cl.PID || len(s.IPs) < 4 {
 		t.Fatalf("stack of pid %d with %d frames, want the client's (%d) with more", s.PID, len(s.IPs), cl.PID)
 	}

@@ -85,7 +85,7 @@ type Options struct {
 const StackFirst = 8
 
 // DefaultMaxStacks is how many distinct connect() stacks the kernel keeps;
-// the table is not preallocated (528 bytes a stack).
+// the table is not preallocated (560 bytes a stack).
 const DefaultMaxStacks = 16384
 
 // DefaultMaxTimewait is the default tcp_max_tw_buckets of a host with 4 GiB

@@ -220,11 +220,16 @@ type twtraceTwInfo struct {
 }
 
 type twtraceUserStack struct {
-	_   structs.HostLayout
-	Nr  uint32
-	Pid uint32
-	Ret uint64
-	Ip  [64]uint64
+	_         structs.HostLayout
+	Nr        uint32
+	Pid       uint32
+	Ret       uint64
+	ExeIno    uint64
+	ExeDev    uint32
+	Pad       uint32
+	StartCode uint64
+	EndCode   uint64
+	Ip        [64]uint64
 }
 
 // Names of all BPF objects in the ELF.
