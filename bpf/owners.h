@@ -93,10 +93,10 @@ static __always_inline struct sock_owner *owner_of(const struct sock *sk)
  * inserting an empty record and looking it up again took three. Returns
  * 0; -EEXIST when sk has a record already, left as it is; another error
  * when the table is full, counted (the socket goes untracked). */
-static __always_inline long owner_insert(const struct sock *sk, const struct sock_owner *fresh)
+static __always_inline int owner_insert(const struct sock *sk, const struct sock_owner *fresh)
 {
 	u64 key = (u64)sk;
-	long err = bpf_map_update_elem(&owners, &key, fresh, BPF_NOEXIST);
+	int err = update_result(bpf_map_update_elem(&owners, &key, fresh, BPF_NOEXIST));
 	if (err && err != -EEXIST)
 		count_lost(LOST_OWNERS);
 	return err;

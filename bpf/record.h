@@ -14,6 +14,12 @@
 #define EADDRINUSE 98
 #define EADDRNOTAVAIL 99
 #define EEXIST 17
+
+/* A map update's result, as an int: before 6.4 the JIT calls a map's
+ * update directly, and that function returned int, so only the low 32
+ * bits of the helper's result are the error (-EEXIST came back as
+ * 0xffffffef). */
+#define update_result(call) ((int)(call))
 #define TASK_COMM_LEN 16
 
 enum tcp_state {

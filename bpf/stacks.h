@@ -145,7 +145,7 @@ static __always_inline u64 capture_stack(void *ctx, u32 netns)
 	s->start_code = BPF_CORE_READ(mm, start_code);
 	s->end_code = BPF_CORE_READ(mm, end_code);
 	u64 h = stack_hash(s);
-	long err = bpf_map_update_elem(&stacks, &h, s, BPF_NOEXIST);
+	int err = update_result(bpf_map_update_elem(&stacks, &h, s, BPF_NOEXIST));
 	if (err == -EEXIST)
 		return h;
 	if (err) {

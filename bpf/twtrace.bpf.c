@@ -67,7 +67,7 @@ static __always_inline void connecting(void *ctx, const struct sock *sk)
 	u64 n = count_connects ? count_connect(sk, &fresh) : 0;
 	if (stack_wanted(n))
 		fresh.stack = capture_stack(ctx, sock_netns(sk));
-	long err = owner_insert(sk, &fresh);
+	int err = owner_insert(sk, &fresh);
 	if (err == -EEXIST) {
 		/* A record marked closed belongs to an earlier socket at this
 		 * address whose move to CLOSE no program saw (every program on
