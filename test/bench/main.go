@@ -66,7 +66,7 @@ func main() {
 	flag.IntVar(&cfg.clients, "clients", 4, "concurrent twload clients")
 	flag.DurationVar(&cfg.settle, "settle", 3*time.Second, "pause before each run: the previous run's network namespace, with its tens of thousands of timewait sockets, is torn down in the background meanwhile")
 	flag.StringVar(&modes, "modes", "client-close,server-close", "close modes to measure")
-	flag.StringVar(&tracers, "tracers", "none,watch,top,agent,counter,bpftrace", "tracers to measure")
+	flag.StringVar(&tracers, "tracers", "none,watch,top,top-nostacks,top-allstacks,agent,counter,bpftrace", "tracers to measure (top: --stacks 64, its default; top-nostacks: 0; top-allstacks: 1)")
 	var sizes string
 	flag.StringVar(&sizes, "scale", "10000,100000,250000,1000000", "scale section: timewait pile sizes to measure ss, snapshot, top and the agent over (\"\": none)")
 	flag.IntVar(&cfg.scale.destinations, "scale-destinations", 40, "scale section: destinations the pile is spread over")
@@ -231,6 +231,12 @@ func available(cfg config, name string) (bool, string) {
 			return false, "this twtrace has no 'top' command yet"
 		}
 		return true, ""
+	case "top-nostacks", "top-allstacks":
+		out, err := exec.Command(cfg.twtrace, "top", "--help").CombinedOutput()
+		if err != nil || !bytes.Contains(out, []byte("--stacks")) {
+			return false, "this twtrace's top has no --stacks"
+		}
+		return true, ""
 	case "agent":
 		out, err := exec.Command(cfg.twtrace, "agent", "--help").CombinedOutput()
 		if err != nil || !bytes.Contains(out, []byte("twtrace agent")) {
@@ -273,6 +279,11 @@ func newTracer(cfg config, name, out string) tracer {
 		return &process{argv: []string{cfg.twtrace, "watch", "-o", "json"}, out: out, ready: "twtrace: tracing", count: true}
 	case "top":
 		return &process{argv: []string{cfg.twtrace, "top", "-o", "json", "--interval", "1s"}, out: out, ready: "twtrace: tracing"}
+	case "top-nostacks", "top-allstacks":
+		// top without call sites, and with every connect's stack taken:
+		// the cost of the sampled default, and of a captured stack.
+		n := map[string]string{"top-nostacks": "0", "top-allstacks": "1"}[name]
+		return &process{argv: []string{cfg.twtrace, "top", "-o", "json", "--interval", "1s", "--stacks", n}, out: out, ready: "twtrace: tracing"}
 	case "agent":
 		return newAgent(cfg.twtrace)
 	case "bpftrace":
