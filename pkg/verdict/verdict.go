@@ -31,7 +31,9 @@
 //
 //   - ConnectErrors > 0: connect() failed with EADDRNOTAVAIL, the
 //     destination's ports ran out.
-//   - PerRequest: reuse connections (a pool, keep-alive), the common causes
+//   - PerRequest: first, when the call site's stack shows a client library
+//     (Evidence.Library), that library's likeliest causes (libraryAdvice);
+//     then reuse connections (a pool, keep-alive), the common causes
 //     of not reusing them (a client or transport per request, an idle
 //     limit per host below the concurrency, bodies not read to EOF and
 //     closed, "Connection: close"), and letting the server close first,
