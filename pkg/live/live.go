@@ -179,6 +179,9 @@ type Row struct {
 	// slots. Empty without stacks.
 	CallSites      []CallSite
 	CallSitesOther uint64
+	// Library is the client library of the first call site, or the proxy
+	// the program is (verdict.Proxy): what the advice was chosen for.
+	Library string
 }
 
 // CallSite is one of a row's call sites and the connections it opened.

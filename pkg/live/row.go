@@ -36,8 +36,12 @@ func (s *session) rows(snap *aggregate.Snapshot, tw joined, worstOf map[rowDest]
 			row.CallSites, row.CallSitesOther = s.callSites(r)
 			ev := evidence(r, snap.Time, uptime)
 			if len(row.CallSites) > 0 && row.CallSites[0].Site != nil {
-				ev.Library = row.CallSites[0].Site.Library
+				row.Library = row.CallSites[0].Site.Library
 			}
+			if p := verdict.Proxy(row.Comm); p != "" && row.Library == "" {
+				row.Library = p
+			}
+			ev.Library = row.Library
 			judge(&row, r, ev, tw.bound, worstOf)
 		}
 		rows = append(rows, row)
@@ -163,6 +167,7 @@ func (r *Row) Report() report.Row {
 // when there are several.
 func (r *Row) reportCallSites(out *report.Row) {
 	out.Stack = []symbol.Frame{}
+	out.ClientLibrary = r.Library
 	for i, c := range r.CallSites {
 		rc := report.CallSiteCount{CallSite: c.Site.String(), Connects: c.Connects}
 		if c.Site != nil {
@@ -171,7 +176,7 @@ func (r *Row) reportCallSites(out *report.Row) {
 			rc.CallSiteNote = "too many stacks to keep"
 		}
 		if i == 0 {
-			out.CallSite, out.CallSiteNote, out.ClientLibrary = rc.CallSite, rc.CallSiteNote, rc.ClientLibrary
+			out.CallSite, out.CallSiteNote = rc.CallSite, rc.CallSiteNote
 			if c.Site != nil && c.Site.Frames != nil {
 				out.Stack = c.Site.Frames
 			}

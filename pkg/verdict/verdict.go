@@ -162,7 +162,26 @@ var libraryAdvice = map[string][]string{
 		"libcurl: reuse the easy handle (or a multi/share handle) so its connection cache is kept.",
 		"libcurl: no CURLOPT_FORBID_REUSE or CURLOPT_FRESH_CONNECT, which close each connection.",
 	},
+	// Proxies, known by their executable (Proxy).
+	"nginx": {
+		"nginx: give the upstream block keepalive N (idle connections kept per worker).",
+		`nginx: with it, proxy_http_version 1.1 and proxy_set_header Connection "".`,
+	},
+	"haproxy": {
+		"HAProxy: keep server connections: http-reuse safe (the default), no option httpclose.",
+	},
+	"envoy": {
+		"Envoy: check the cluster's max_requests_per_connection and its idle_timeout.",
+	},
 }
+
+// proxies are proxies known by their executable's name (a process's
+// comm): their connections to upstreams are theirs, whatever their stack
+// says, and stripped builds have no stack worth reading.
+var proxies = map[string]string{"nginx": "nginx", "haproxy": "haproxy", "envoy": "envoy"}
+
+// Proxy names the proxy a program is by its comm, or "".
+func Proxy(comm string) string { return proxies[comm] }
 
 // Judge returns the verdict on e, the advice it calls for and the reason.
 func Judge(e Evidence) Result {

@@ -202,3 +202,17 @@ func TestLibraryAdviceFirst(t *testing.T) {
 		t.Errorf("advice of a pooled client %q, want none", r.Advice)
 	}
 }
+
+// A proxy is known by its program's name, stripped or not: nginx's
+// per-request connections to an upstream get nginx's advice first.
+func TestProxyAdvice(t *testing.T) {
+	if Proxy("nginx") != "nginx" || Proxy("haproxy") != "haproxy" || Proxy("envoy") != "envoy" || Proxy("curl") != "" {
+		t.Fatal("proxies by comm")
+	}
+	e := Evidence{Window: 10 * time.Second, Connects: 100, ClientTimewait: 100,
+		LifetimeP50: time.Millisecond, LifetimeKnown: true, BytesKnown: true, Library: Proxy("nginx")}
+	r := Judge(e)
+	if len(r.Advice) < 3 || !strings.Contains(r.Advice[0], "keepalive") || !strings.Contains(r.Advice[1], "proxy_http_version 1.1") {
+		t.Errorf("nginx advice %q, want its upstream keepalive first", r.Advice)
+	}
+}
