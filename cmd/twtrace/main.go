@@ -47,6 +47,7 @@ type watchFlags struct {
 	ringSize   int
 	maxSockets int
 	tier       string
+	stacks     bool // watch only: see addStacksFlag
 	workloadFlags
 }
 
@@ -154,6 +155,7 @@ Without a subcommand it runs 'watch'.`,
 		RunE:          func(cmd *cobra.Command, _ []string) error { return runWatch(cmd, &f) },
 	}
 	addWatchFlags(root, &f)
+	addStacksFlag(root, &f)
 
 	var wf watchFlags
 	watchCmd := &cobra.Command{
@@ -163,6 +165,7 @@ Without a subcommand it runs 'watch'.`,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return runWatch(cmd, &wf) },
 	}
 	addWatchFlags(watchCmd, &wf)
+	addStacksFlag(watchCmd, &wf)
 	root.AddCommand(watchCmd, newTopCommand(), newSnapshotCommand(), newRunCommand(), newDoctorCommand(), newDemoCommand(), newAgentCommand())
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	return root

@@ -13,6 +13,13 @@ import (
 	"github.com/twtrace/twtrace/pkg/watch"
 )
 
+// addStacksFlag adds watch's --stacks: off by default, unlike top's and
+// run's, because watch prints every event and would take every
+// connect()'s stack to name them.
+func addStacksFlag(cmd *cobra.Command, f *watchFlags) {
+	cmd.Flags().BoolVar(&f.stacks, "stacks", false, "take the user stack of every connect() and name the line of code that opened each event's connection (call_site, client_library and stack in JSON); costs a stack walk per connect, and reading each new stack's binary")
+}
+
 func runWatch(cmd *cobra.Command, f *watchFlags) error {
 	var format watch.Format
 	switch f.output {
@@ -53,6 +60,7 @@ func runWatch(cmd *cobra.Command, f *watchFlags) error {
 		Select:     f.selector(),
 		Owners:     owners,
 		Tier:       tier,
+		Stacks:     f.stacks,
 		Ready: func() {
 			fmt.Fprintln(stderr, "twtrace: tracing TIME_WAIT entries and ephemeral-port failures; Ctrl-C to stop")
 		},
@@ -84,5 +92,7 @@ func lossLines(loss *watch.Losses) []string {
 	say(loss.Recovered, "reported %d timewait entries late (\"recovered\"): the kernel ran none of twtrace's programs when they happened")
 	say(loss.Unfinished, "%d sockets closed without their end being seen (still closing, or missed by the kernel): up to that many timewait entries are missing")
 	say(loss.Missed, "the kernel skipped %d runs of twtrace's programs (a BPF program was already running on that CPU): up to that many events are missing or misreported")
+	say(loss.LostStacks, "%d connect() stacks had no room to be kept: their events name no call site")
+	say(loss.UnresolvedStacks, "%d connect() stacks were not read before their process exited: their events name no call site")
 	return lines
 }
