@@ -117,19 +117,20 @@ func (c *callSites) suffix(e *event.Event) string {
 }
 
 // siteSuffix is the table's end of an event's line: " at F (file:line)",
-// and " via LIBRARY" when the stack shows a client library; " at ? (why)"
-// when the stack was taken but names no call site; "" when none was
+// and " via LIBRARY" when the stack shows a client library; " at ?: why"
+// when the stack was taken but names no call site (a note may hold
+// parentheses of its own); "" when none was
 // taken. Everything in it is escaped: names come from the traced program.
 func siteSuffix(site *callsite.Site, taken bool) string {
 	switch {
 	case !taken:
 		return ""
 	case site == nil:
-		return " at ? (" + tooManyStacks + ")"
+		return " at ?: " + tooManyStacks
 	case !site.Known && site.Note == "":
 		return " at ?"
 	case !site.Known:
-		return " at ? (" + symbol.Escape(site.Note) + ")"
+		return " at ?: " + symbol.Escape(site.Note)
 	case site.Library != "":
 		return " at " + site.String() + " via " + symbol.Escape(site.Library)
 	}

@@ -41,10 +41,10 @@ func TestSiteSuffix(t *testing.T) {
 		want  string
 	}{
 		{nil, false, ""},
-		{nil, true, " at ? (too many stacks to keep)"},
+		{nil, true, " at ?: too many stacks to keep"},
 		{dialSite(), true, " at main.fetch (/src/app/main.go:42)"},
 		{lib, true, " at main.fetch (/src/app/main.go:42) via net/http"},
-		{&callsite.Site{Note: "process gone before its stack was read"}, true, " at ? (process gone before its stack was read)"},
+		{&callsite.Site{Note: "process gone before its stack was read"}, true, " at ?: process gone before its stack was read"},
 		{&callsite.Site{}, true, " at ?"},
 		{evil, true, ""}, // escaped: symbol.Frame's tests say how
 	}
@@ -141,7 +141,7 @@ func TestWriterStackLost(t *testing.T) {
 	if len(lines) != 4 || !strings.HasPrefix(lines[0], "TIME") {
 		t.Fatalf("want a header and 3 lines:\n%s", out.String())
 	}
-	if !strings.HasSuffix(lines[1], "rx=0 at ? (stack not kept by the kernel)") || strings.Contains(lines[2], " at ") || !strings.HasSuffix(lines[3], "rx=0") {
+	if !strings.HasSuffix(lines[1], "rx=0 at ?: stack not kept by the kernel") || strings.Contains(lines[2], " at ") || !strings.HasSuffix(lines[3], "rx=0") {
 		t.Errorf("table:\n%s", out.String())
 	}
 }
