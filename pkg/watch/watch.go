@@ -10,9 +10,11 @@ import (
 	"io"
 	"time"
 
+	"github.com/twtrace/twtrace/pkg/callsite"
 	"github.com/twtrace/twtrace/pkg/event"
 	"github.com/twtrace/twtrace/pkg/filter"
 	"github.com/twtrace/twtrace/pkg/report"
+	"github.com/twtrace/twtrace/pkg/symbol"
 	"github.com/twtrace/twtrace/pkg/tracer"
 	"github.com/twtrace/twtrace/pkg/workload"
 )
@@ -43,6 +45,11 @@ type Config struct {
 	Owners workload.Resolver
 	// Select keeps the events of some pods and containers only.
 	Select workload.Selector
+	// Stacks takes the user stack of every connect() and names its call
+	// site on the events of its socket (timewait, connect_error,
+	// timewait_overflow). Off by default: each new stack is read and
+	// symbolized while its process lives.
+	Stacks bool
 }
 
 // Losses are what the kernel could not deliver: the tracer's counters
@@ -55,6 +62,10 @@ type Losses struct {
 	Unfinished uint64
 	// Tier is what ran (zero when tracing did not start).
 	Tier tracer.TierInfo
+	// UnresolvedStacks are connect() stacks kept but not symbolized: their
+	// process was gone before they could be read (Config.Stacks). Stacks
+	// past the bound of those remembered count in LostStacks.
+	UnresolvedStacks uint64
 }
 
 // Run traces until ctx is done or the duration passes, writing each
@@ -67,23 +78,36 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Losses, error) {
 }
 
 func run(ctx context.Context, cfg Config, out io.Writer, loss *Losses) (lost uint64, err error) {
-	tr, err := tracer.New(tracer.Options{
+	opts := tracer.Options{
 		RingBufferSize: cfg.RingSize,
 		KindMask:       cfg.Filter.KindMask(),
 		Netns:          cfg.Netns,
 		MaxSockets:     cfg.MaxSockets,
 		Tier:           cfg.Tier,
-	})
+	}
+	if cfg.Stacks {
+		opts.StackSample = 1
+	}
+	tr, err := tracer.New(opts)
 	if err != nil {
 		return 0, err
 	}
 	defer tr.Close()
 	loss.Tier = tr.Tier()
+	var sites *callsite.Sites
+	if cfg.Stacks {
+		sites = callsite.New(tr, symbol.NewResolver(symbol.DefaultCacheSize))
+	}
 	defer func() {
 		// Best effort: what could be read is reported (Records is set
 		// by Run from the read after the drain).
 		loss.Losses, _ = tr.Losses()
 		loss.Unfinished, _ = tr.Unfinished()
+		if sites != nil {
+			st := sites.Stats()
+			loss.LostStacks += st.Dropped
+			loss.UnresolvedStacks = st.Unresolved
+		}
 	}()
 	if cfg.Ready != nil {
 		cfg.Ready()
@@ -93,7 +117,11 @@ func run(ctx context.Context, cfg Config, out io.Writer, loss *Losses) (lost uin
 	// most every poll interval): one write(2) per event cost more than
 	// everything else twtrace does per event together.
 	bw := bufio.NewWriterSize(out, 64<<10)
-	write, err := writer(cfg.Format, bw)
+	var named *callSites
+	if sites != nil {
+		named = newCallSites(sites)
+	}
+	write, err := writer(cfg.Format, bw, named)
 	if err != nil {
 		return 0, err
 	}
@@ -109,6 +137,14 @@ func run(ctx context.Context, cfg Config, out io.Writer, loss *Losses) (lost uin
 		}
 		var id workload.Identity
 		done <- tr.ReadBatches(func(e *event.Event) {
+			if e.Kind == event.KindStack {
+				// Not a report: read the new stack while its process
+				// lives, for the events that will name it.
+				if sites != nil {
+					sites.Learn(e)
+				}
+				return
+			}
 			if writeErr != nil || !cfg.Filter.Match(e) {
 				return
 			}
@@ -171,22 +207,59 @@ func processOf(e *event.Event) workload.Process {
 	return workload.Process{PID: e.PID, PPID: e.Proc.PPID, ExeDev: e.Proc.ExeDev, ExeIno: e.Proc.ExeIno, Comm: e.Proc.Comm}
 }
 
-// writer writes an event and what owns its process to bw in format; the
-// table's header goes out at once.
-func writer(format Format, bw *bufio.Writer) (func(*event.Event, *workload.Identity) error, error) {
+// writer writes an event and what owns its process to bw in format, with
+// its call site when sites is not nil; the table's header goes out at
+// once.
+func writer(format Format, bw *bufio.Writer, sites *callSites) (func(*event.Event, *workload.Identity) error, error) {
 	if format == JSON {
 		var buf []byte
 		return func(e *event.Event, id *workload.Identity) error {
 			buf = appendJSON(buf[:0], e, id)
+			if sites != nil && carriesSite(e.Kind) {
+				buf = sites.appendJSON(buf[:len(buf)-2], e) // before "}\n"
+				buf = append(buf, "}\n"...)
+			}
 			_, err := bw.Write(buf)
 			return err
 		}, nil
 	}
-	tw := event.NewTableWriter(bw)
+	if sites == nil {
+		tw := event.NewTableWriter(bw)
+		if err := tw.WriteHeader(); err != nil {
+			return nil, err
+		}
+		return func(e *event.Event, id *workload.Identity) error { return tw.WriteOwned(e, report.Owner(id)) }, bw.Flush()
+	}
+	// The call site ends the line: the table writer's line is taken
+	// whole, its newline moved after the site.
+	var line lineBuffer
+	tw := event.NewTableWriter(&line)
 	if err := tw.WriteHeader(); err != nil {
 		return nil, err
 	}
-	return func(e *event.Event, id *workload.Identity) error { return tw.WriteOwned(e, report.Owner(id)) }, bw.Flush()
+	if _, err := bw.Write(line); err != nil {
+		return nil, err
+	}
+	return func(e *event.Event, id *workload.Identity) error {
+		line = line[:0]
+		if err := tw.WriteOwned(e, report.Owner(id)); err != nil {
+			return err
+		}
+		if carriesSite(e.Kind) {
+			line = append(line[:len(line)-1], sites.suffix(e)...)
+			line = append(line, '\n')
+		}
+		_, err := bw.Write(line)
+		return err
+	}, bw.Flush()
+}
+
+// lineBuffer keeps what is written to it: one table line at a time.
+type lineBuffer []byte
+
+func (l *lineBuffer) Write(p []byte) (int, error) {
+	*l = append(*l, p...)
+	return len(p), nil
 }
 
 // appendJSON is e's JSON line with what owns its process: every field

@@ -45,6 +45,14 @@ func (b *lockedBuffer) String() string {
 // watchDuring runs Run while work() happens inside ns, then stops it.
 func watchDuring(t *testing.T, ns *testnet.Netns, format Format, opts filter.Options, want int, work func()) string {
 	t.Helper()
+	out, _ := watchWith(t, ns, Config{Format: format}, opts, want, work)
+	return out
+}
+
+// watchWith is watchDuring with cfg (its Filter, Netns and Ready set
+// here), returning what Run counted lost too.
+func watchWith(t *testing.T, ns *testnet.Netns, cfg Config, opts filter.Options, want int, work func()) (string, Losses) {
+	t.Helper()
 	requireBPF(t)
 	flt, err := filter.Parse(opts)
 	if err != nil {
@@ -54,13 +62,14 @@ func watchDuring(t *testing.T, ns *testnet.Netns, format Format, opts filter.Opt
 	ready := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	type result struct {
-		lost uint64
+		loss Losses
 		err  error
 	}
 	done := make(chan result, 1)
+	cfg.Filter, cfg.Netns, cfg.Ready = flt, ns.Inode, func() { close(ready) }
 	go func() {
-		loss, err := Run(ctx, Config{Format: format, Filter: flt, Netns: ns.Inode, Ready: func() { close(ready) }}, out)
-		done <- result{loss.Records, err}
+		loss, err := Run(ctx, cfg, out)
+		done <- result{loss, err}
 	}()
 	select {
 	case <-ready:
@@ -72,10 +81,10 @@ func watchDuring(t *testing.T, ns *testnet.Netns, format Format, opts filter.Opt
 	time.Sleep(300 * time.Millisecond)
 	cancel()
 	r := <-done
-	if r.err != nil || r.lost != 0 {
-		t.Fatalf("watch: lost %d, err %v", r.lost, r.err)
+	if r.err != nil || r.loss.Records != 0 {
+		t.Fatalf("watch: lost %d, err %v", r.loss.Records, r.err)
 	}
-	return out.String()
+	return out.String(), r.loss
 }
 
 // tenPorts is a namespace where connect() has 10 ports (40000-40009,
