@@ -11,7 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/twtrace/twtrace/pkg/event"
 	"github.com/twtrace/twtrace/pkg/symbol"
@@ -231,16 +234,7 @@ func (s *Sites) symbolize(site *Site, pid uint32) bool {
 	// Gone, or gone between reading its mappings and their files: place
 	// the executable where the kernel saw it.
 	if !named(frames) && !alive(pid) && st.ExeIno != 0 && st.StartCode != 0 {
-		exe := symbol.FileID{Dev: symbol.KernelDev(st.ExeDev), Inode: st.ExeIno}
-		path := fmt.Sprintf("/proc/%d/exe", pid)
-		s.mu.Lock()
-		if f := s.held[pid]; f != nil {
-			path = fmt.Sprintf("/proc/self/fd/%d", f.Fd())
-		}
-		s.mu.Unlock()
-		if snap, err := s.res.ExeSnapshot(int(pid), exe, path, st.StartCode, st.EndCode); err == nil {
-			frames = s.res.Resolve(snap, st.IPs)
-		}
+		frames = s.placeExe(st, pid)
 	}
 	if !named(frames) && !alive(pid) {
 		site.tries++
@@ -258,6 +252,50 @@ func (s *Sites) symbolize(site *Site, pid uint32) bool {
 		site.Note = "no frame outside the runtime and libraries"
 	}
 	return true
+}
+
+// placeExe resolves st's frames in its executable alone, placed by the
+// start_code the kernel recorded: the binary from the resolver's cache,
+// else from the descriptor Learn held, else from any process running the
+// same executable now (a worker of the same pool, the next run of a
+// loop). nil when none of them can be had.
+func (s *Sites) placeExe(st *tracer.Stack, pid uint32) []symbol.Frame {
+	exe := symbol.FileID{Dev: symbol.KernelDev(st.ExeDev), Inode: st.ExeIno}
+	paths := []string{fmt.Sprintf("/proc/%d/exe", pid)}
+	s.mu.Lock()
+	if f := s.held[pid]; f != nil {
+		paths[0] = fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	}
+	s.mu.Unlock()
+	if other := runningExe(exe); other != 0 {
+		paths = append(paths, fmt.Sprintf("/proc/%d/exe", other))
+	}
+	for _, path := range paths {
+		if snap, err := s.res.ExeSnapshot(int(pid), exe, path, st.StartCode, st.EndCode); err == nil {
+			return s.res.Resolve(snap, st.IPs)
+		}
+	}
+	return nil
+}
+
+// runningExe is a process running the executable exe now, or 0: a scan
+// of /proc, made only for a stack whose process was gone.
+func runningExe(exe symbol.FileID) int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat("/proc/"+e.Name()+"/exe", &st) == nil && st.Ino == exe.Inode && st.Dev == exe.Dev {
+			return pid
+		}
+	}
+	return 0
 }
 
 // named reports whether any frame has a function name.

@@ -4,8 +4,11 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/twtrace/twtrace/pkg/event"
 	"github.com/twtrace/twtrace/pkg/symbol"
@@ -108,5 +111,50 @@ func TestSitesBound(t *testing.T) {
 	}
 	if st := s.Stats(); st.Dropped != 1 {
 		t.Errorf("stats %+v, want 1 dropped", st)
+	}
+}
+
+// codeRange is this process's start_code and end_code (/proc/self/stat
+// fields 26 and 27), as the kernel records them with a stack.
+func codeRange(t *testing.T) (uint64, uint64) {
+	raw, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the comm's closing parenthesis start at field 3.
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	start, err1 := strconv.ParseUint(f[26-3], 10, 64)
+	end, err2 := strconv.ParseUint(f[27-3], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("start_code %q, end_code %q", f[26-3], f[27-3])
+	}
+	return start, end
+}
+
+// A process gone before its stack was read is named through its
+// executable, placed by the start_code the kernel recorded, read from
+// another process running the same executable (here: this test, whose
+// binary the gone child ran).
+func TestSitesPlaceGoneProcess(t *testing.T) {
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	if err := child.Run(); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/exe", &st); err != nil {
+		t.Fatal(err)
+	}
+	start, end := codeRange(t)
+	gone := uint32(child.Process.Pid)
+	src := stacks{3: {PID: gone, IPs: callsiteDial(), StartCode: start, EndCode: end,
+		ExeDev: unix.Major(st.Dev)<<20 | unix.Minor(st.Dev), ExeIno: st.Ino}}
+	s := New(src, symbol.NewResolver(4))
+	s.Canonical(3, gone)
+	site := s.Site(3)
+	if site == nil || !site.Known || !strings.Contains(site.String(), "callsite.callsiteDial (") {
+		t.Fatalf("site %+v: want callsiteDial, placed by start_code", site)
+	}
+	if st := s.Stats(); st.Unresolved != 0 {
+		t.Errorf("stats %+v, want none unresolved", st)
 	}
 }
