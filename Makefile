@@ -108,7 +108,7 @@ vmtest-kernels:
 	test/vm/fetch.sh .cache/vmtest $(KERNELS)
 
 fuzz:
-	@for pkg in ./internal/testnet ./pkg/event ./pkg/filter ./pkg/load ./pkg/inventory ./pkg/headroom ./pkg/verdict ./pkg/run ./internal/containertest ./pkg/cri ./pkg/cgroup ./internal/mountinfo ./deploy ./test/soak ./test/bench ./pkg/symbol; do \
+	@for pkg in ./internal/testnet ./pkg/event ./pkg/filter ./pkg/load ./pkg/inventory ./pkg/headroom ./pkg/verdict ./pkg/run ./internal/containertest ./pkg/cri ./pkg/cgroup ./internal/mountinfo ./deploy ./test/soak ./test/bench ./pkg/symbol ./pkg/watch; do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 			echo "fuzzing $$pkg $$f for $(FUZZTIME)"; \
 			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
