@@ -61,6 +61,7 @@ type agentFlags struct {
 	interval, seriesTTL                          time.Duration
 	maxSeries, maxDestinations                   int
 	inventoryCPU                                 float64
+	stacks                                       int
 }
 
 func newAgentCommand() *cobra.Command {
@@ -90,6 +91,8 @@ Every metric, label and alert: docs/agent.md. SIGTERM or SIGINT: exit 0.`,
 	fl.StringVar(&f.logFormat, "log-format", "text", "log lines: text or json (log/slog)")
 	fl.StringVar(&f.by, "by", "program", byUsage)
 	fl.Float64Var(&f.inventoryCPU, "inventory-cpu", 100*live.DefaultInventoryCPU, inventoryCPUUsage)
+	fl.IntVar(&f.stacks, "stacks", DefaultTopStacks, stacksUsage(DefaultTopStacks)+"; the per-request workloads' call sites (twtrace_per_request_call_site)")
+	fl.Lookup("stacks").DefValue = "" // said in the usage
 	return cmd
 }
 
@@ -109,6 +112,9 @@ func (f *agentFlags) check() error {
 	}
 	if f.events == "" {
 		f.events = "timewait,connect_error"
+	}
+	if err := checkStacks(f.stacks); err != nil {
+		return err
 	}
 	_, err := checkInventoryCPU(f.inventoryCPU)
 	return err
@@ -146,7 +152,7 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	}
 	defer owners.Close()
 	a, err := agent.New(agent.Config{
-		Listen: f.listen, WebConfig: f.webConfig, Interval: f.interval, InventoryCPU: f.inventoryCPU / 100,
+		Listen: f.listen, WebConfig: f.webConfig, Interval: f.interval, InventoryCPU: f.inventoryCPU / 100, Stacks: f.stacks,
 		MaxSeries: f.maxSeries, SeriesTTL: f.seriesTTL, MaxDestinations: f.maxDestinations,
 		Filter: flt, Tier: tier, By: by, Owners: owners, Select: f.selector(),
 		Version: buildVersion(), Log: log,

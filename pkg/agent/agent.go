@@ -54,7 +54,10 @@ type Config struct {
 	By              workload.By
 	Owners          workload.Resolver
 	Select          workload.Selector
-	Version         string
+	// Stacks samples connect() stacks to name the per-request
+	// workloads' call sites (live.Config.Stacks); 0: none.
+	Stacks  int
+	Version string
 	Log             *slog.Logger
 }
 
@@ -143,6 +146,7 @@ func (a *Agent) liveConfig() live.Config {
 		By:           a.cfg.By,
 		Owners:       a.cfg.Owners,
 		Select:       a.cfg.Select,
+		Stacks:       a.cfg.Stacks,
 		MaxKeys:      max(live.DefaultMaxKeys, 2*a.cfg.MaxSeries),
 		Expire:       a.cfg.SeriesTTL,
 		Immediate:    true,

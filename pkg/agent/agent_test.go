@@ -196,3 +196,32 @@ func TestAgentExactCounts(t *testing.T) {
 		}
 	}
 }
+
+// A per-request workload's call site, from top's sampling of connect()
+// stacks: twtrace_per_request_call_site names the exact line of its
+// net.Dial call beside the per-request gauge.
+func TestAgentCallSite(t *testing.T) {
+	ns, srv := testnet.NewSmallRange(t, 1)
+	r := startAgent(t, ns, func(c *Config) { c.Stacks = 64 })
+	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Comm: "dialer", Dest: srv[0].Dest(false), N: 30, NetDial: true})
+	if len(cl.Ports) != 30 {
+		t.Fatalf("client made %d connections, want 30", len(cl.Ports))
+	}
+	fn, file, line := testnet.DialCallSite()
+	a := srv[0].Dest(false)
+	key := workloadSeries("twtrace_per_request_call_site", "dialer", a,
+		fmt.Sprintf("call_site=%s (%s:%d)", fn, file, line), "client_library=")
+	var got map[string]float64
+	if !testnet.WaitFor(20*time.Second, func() bool {
+		got = r.scrape(t)
+		return got[key] == 1 && got[workloadSeries("twtrace_per_request_connections", "dialer", a)] == 1
+	}) {
+		var have []string
+		for k := range got {
+			if strings.HasPrefix(k, "twtrace_per_request") {
+				have = append(have, k)
+			}
+		}
+		t.Errorf("no %s = 1; the per-request series: %v", key, have)
+	}
+}

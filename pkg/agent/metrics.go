@@ -39,6 +39,9 @@ var (
 	descPerRequest = prometheus.NewDesc("twtrace_per_request_connections",
 		"1 when the workload opens a connection per request toward the destination (reuse connections: a pool, keep-alive).", workloadLabels, nil)
 
+	descCallSite = prometheus.NewDesc("twtrace_per_request_call_site",
+		"1 for the line of code that opens most of a per-request workload's connections toward the destination (from sampled connect() stacks), and the client library its stack shows.", with(workloadLabels, "call_site", "client_library"), nil)
+
 	descAvailable = prometheus.NewDesc("twtrace_destination_ports_available",
 		"Ports connect() can still pick toward the destination from the source address.", destLabels, nil)
 	descUsable = prometheus.NewDesc("twtrace_destination_ports_usable",
@@ -76,7 +79,7 @@ var (
 )
 
 var allDescs = []*prometheus.Desc{
-	descConnects, descTimewait, descConnectErrors, descBindErrors, descOverflows, descReuses, descPerRequest,
+	descConnects, descTimewait, descConnectErrors, descBindErrors, descOverflows, descReuses, descPerRequest, descCallSite,
 	descAvailable, descUsable, descDestTimewait, descExhaustion,
 	descNsTimewait, descNsUsable, descNsUsage, descNsTW, descNsRecycled, descNsOverflow,
 	descLosses, descBuild, descScan, descReadTime, descSeries, descDestinations,
@@ -118,8 +121,11 @@ func (e *exposition) workloads(t *seriesTable) {
 		if s.TimewaitReused > 0 {
 			e.add(descReuses, prometheus.CounterValue, float64(s.TimewaitReused), l...)
 		}
-		if t.perRequest[w] {
+		if cs, ok := t.perRequest[w]; ok {
 			e.add(descPerRequest, prometheus.GaugeValue, 1, l...)
+			if cs != (site{}) {
+				e.add(descCallSite, prometheus.GaugeValue, 1, with(l, cs.callSite, cs.library)...)
+			}
 		}
 	}
 	for w, s := range t.m {

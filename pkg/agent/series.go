@@ -39,8 +39,9 @@ type seriesTable struct {
 	m      map[pair]*tally
 	other  tally
 	folded uint64 // counts (events and connect attempts) folded into other
-	// perRequest holds the series judged per-request in the last frame.
-	perRequest map[pair]bool
+	// perRequest holds the series judged per-request in the last frame,
+	// with their call site when it is known.
+	perRequest map[pair]site
 	// unnamed holds the counts of rows in a pod the CRI has not named
 	// yet (see nameGrace).
 	unnamed map[aggregate.Key]*held
@@ -60,7 +61,7 @@ type held struct {
 const nameGrace = 30 * time.Second
 
 func newSeriesTable(max int, ttl time.Duration) *seriesTable {
-	return &seriesTable{max: max, ttl: ttl, m: map[pair]*tally{}, perRequest: map[pair]bool{},
+	return &seriesTable{max: max, ttl: ttl, m: map[pair]*tally{}, perRequest: map[pair]site{},
 		unnamed: map[aggregate.Key]*held{}}
 }
 
@@ -88,6 +89,19 @@ func labelsOf(row *live.Row) pair {
 	return w
 }
 
+// site is a per-request series' call site and client library; empty
+// when not known.
+type site struct{ callSite, library string }
+
+// siteOf is row's first call site, as labels.
+func siteOf(row *live.Row) site {
+	s := site{library: row.Library}
+	if len(row.CallSites) > 0 {
+		s.callSite = labelValue(row.CallSites[0].Site.String())
+	}
+	return s
+}
+
 // labelValue makes a process-chosen comm a valid label value.
 func labelValue(s string) string {
 	return strings.ToValidUTF8(s, "\uFFFD")
@@ -110,7 +124,7 @@ func (t *seriesTable) add(f *live.Frame) {
 		w := labelsOf(row)
 		s := t.count(w, &recent, f.Time)
 		if s != nil && s != &t.other && row.Verdict.Verdict == verdict.PerRequest {
-			t.perRequest[w] = true
+			t.perRequest[w] = siteOf(row)
 		}
 	}
 	for k, h := range t.unnamed {
