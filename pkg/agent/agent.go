@@ -58,7 +58,7 @@ type Config struct {
 	// workloads' call sites (live.Config.Stacks); 0: none.
 	Stacks  int
 	Version string
-	Log             *slog.Logger
+	Log     *slog.Logger
 }
 
 // Agent is a configured agent, its listener bound.
