@@ -28,6 +28,7 @@ const maxLineRows = 4 << 20
 type Binary struct {
 	// BuildID is the GNU build-id note in hex, "" when the file has none.
 	BuildID string
+	machine elf.Machine
 	loads   []segment
 	goTable *gosym.Table // Go's pclntab, nil for other binaries
 	inline  *goInline    // Go's inline trees, nil when unreadable
@@ -79,7 +80,7 @@ func NewBinary(r io.ReaderAt, size int64) (b *Binary, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading ELF: %w", err)
 	}
-	b = &Binary{}
+	b = &Binary{machine: f.Machine}
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_LOAD {
 			b.loads = append(b.loads, segment{off: p.Off, filesz: p.Filesz,

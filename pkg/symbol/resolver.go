@@ -65,8 +65,12 @@ func (r *Resolver) Stats() Stats {
 // lived: its executable mappings and, for each, the binary read from the
 // mapped file. It holds no file descriptors.
 type Snapshot struct {
-	PID     int
-	regions []region // sorted by Start
+	PID int
+	// Executable is the base name of the process's executable file ("" if
+	// it could not be read): what a stack that names nothing else can
+	// still say.
+	Executable string
+	regions    []region // sorted by Start
 	// complete: the regions are the process's whole executable map, so an
 	// address outside them is not code (see Resolve).
 	complete bool
@@ -80,6 +84,9 @@ type region struct {
 	// start_code), instead of the translation through Mapping.
 	biased bool
 	bias   uint64
+	// open reopens the mapped file, for the few bytes IsReturnAddress
+	// reads; nil when there is no file.
+	open func() (*os.File, error)
 }
 
 // Snapshot reads /proc/PID/maps and the binary behind each executable
@@ -98,11 +105,12 @@ func (r *Resolver) Snapshot(pid int) (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading maps of pid %d: %w", pid, err)
 	}
-	s := &Snapshot{PID: pid, complete: true}
+	s := &Snapshot{PID: pid, complete: true, Executable: linkName(fmt.Sprintf("/proc/%d/exe", pid))}
 	for _, m := range maps {
 		reg := region{Mapping: m, module: m.Module()}
 		if m.File != (FileID{}) && !strings.HasPrefix(m.Path, "[") {
-			reg.bin = r.binary(m.File, func() (*os.File, error) { return openMapped(pid, m) })
+			reg.open = func() (*os.File, error) { return openMapped(pid, m) }
+			reg.bin = r.binary(m.File, reg.open)
 		}
 		s.regions = append(s.regions, reg)
 	}
@@ -130,9 +138,32 @@ func (r *Resolver) ExeSnapshot(pid int, exe FileID, path string, startCode, endC
 	if !ok || endCode <= startCode {
 		return nil, fmt.Errorf("placing executable %s of pid %d: no executable segment", path, pid)
 	}
+	name, module := linkName(path), filepath.Base(path)
+	if name != "" {
+		module = name
+	}
 	reg := region{Mapping: Mapping{Start: startCode, End: endCode, File: exe, Path: path},
-		module: filepath.Base(path), bin: bin, biased: true, bias: bias}
-	return &Snapshot{PID: pid, regions: []region{reg}}, nil
+		module: module, bin: bin, biased: true, bias: bias,
+		open: func() (*os.File, error) { return openChecked(path, exe) }}
+	return &Snapshot{PID: pid, Executable: name, regions: []region{reg}}, nil
+}
+
+// linkName is the base name of the file path leads to: for a link of
+// /proc (/proc/PID/exe, /proc/self/fd/N) the file's own name, without the
+// " (deleted)" the kernel adds; else path's base name. "" for a /proc
+// link that cannot be read.
+func linkName(path string) string {
+	target, err := os.Readlink(path)
+	if err != nil {
+		if strings.HasPrefix(path, "/proc/") {
+			return ""
+		}
+		return filepath.Base(path)
+	}
+	if !strings.HasPrefix(path, "/proc/") || !strings.HasPrefix(target, "/") {
+		return filepath.Base(path) // an ordinary symlink: named as given
+	}
+	return filepath.Base(strings.TrimSuffix(target, " (deleted)"))
 }
 
 func openMapped(pid int, m Mapping) (*os.File, error) {
