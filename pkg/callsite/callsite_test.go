@@ -110,4 +110,3 @@ func TestSitesBound(t *testing.T) {
 		t.Errorf("stats %+v, want 1 dropped", st)
 	}
 }
-
