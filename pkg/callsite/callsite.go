@@ -39,8 +39,13 @@ type Site struct {
 	// "database/sql", "grpc", "libcurl"), or "".
 	Library string
 	// Note says why there is no call site, when not Known: the stack was
-	// unavailable, or the process was gone before it could be read.
+	// unavailable (then naming the executable, when known), or the process
+	// was gone before it could be read.
 	Note string
+	// Executable is the base name of the process's executable, as it was
+	// when the stack was read ("" if unknown): the one thing an unavailable
+	// stack still says. Not escaped.
+	Executable string
 
 	stack *tracer.Stack // as the kernel kept it; nil if unreadable
 	tries int           // failed attempts since the process was gone
@@ -225,8 +230,9 @@ func (s *Sites) retry(old *Site, pid uint32) *Site {
 func (s *Sites) symbolize(site *Site, pid uint32) bool {
 	st := site.stack
 	var frames []symbol.Frame
-	if snap, err := s.res.Snapshot(int(pid)); err == nil && snap.Mapped() {
-		frames = s.res.Resolve(snap, st.IPs)
+	snap, err := s.res.Snapshot(int(pid))
+	if err == nil && snap.Mapped() {
+		frames = s.resolveWithReturn(snap, st)
 	}
 	// Gone, or gone between reading its mappings and their files: place
 	// the executable where the kernel saw it.
@@ -238,8 +244,8 @@ func (s *Sites) symbolize(site *Site, pid uint32) bool {
 			path = fmt.Sprintf("/proc/self/fd/%d", f.Fd())
 		}
 		s.mu.Unlock()
-		if snap, err := s.res.ExeSnapshot(int(pid), exe, path, st.StartCode, st.EndCode); err == nil {
-			frames = s.res.Resolve(snap, st.IPs)
+		if snap, err = s.res.ExeSnapshot(int(pid), exe, path, st.StartCode, st.EndCode); err == nil {
+			frames = s.resolveWithReturn(snap, st)
 		}
 	}
 	if !named(frames) && !alive(pid) {
@@ -249,15 +255,46 @@ func (s *Sites) symbolize(site *Site, pid uint32) bool {
 	}
 	site.tries = 0
 	site.Frames = frames
+	if snap != nil {
+		site.Executable = snap.Executable
+	}
 	site.Frame, site.Library, site.Known = symbol.CallSite(frames)
 	switch {
 	case site.Known:
 	case !symbol.Available(frames):
 		site.Note = "stack unavailable (no frame pointers?)"
+		if site.Executable != "" {
+			site.Note += " in executable " + symbol.Escape(site.Executable)
+		}
 	default:
 		site.Note = "no frame outside the runtime and libraries"
 	}
 	return true
+}
+
+// resolveWithReturn resolves st's frames with the frame a frameless
+// syscall wrapper hides (glibc's connect(), Go's Syscall6) put back as
+// frame 1: st.Ret, the return address the wrapper's caller left at the
+// stack pointer (arm64: in the link register). It is put back only into
+// a stack the frame-pointer walk made available (symbol.Available), when
+// it is not already frame 1, lies in an executable mapping and follows a
+// call instruction (Snapshot.IsReturnAddress). A walk that never left the
+// wrapper means code without frame pointers, and then nothing vouches for
+// the word at the stack pointer: in a wrapper that made room on the stack
+// (glibc's connect() when the process has threads) it is a saved
+// argument, and in any function with a frame a slot that may hold a stale
+// return address, which passes the call check. Such a stack stays
+// unavailable: only the executable is named.
+func (s *Sites) resolveWithReturn(snap *symbol.Snapshot, st *tracer.Stack) []symbol.Frame {
+	frames := s.res.Resolve(snap, st.IPs)
+	if st.Ret == 0 || len(st.IPs) < 2 || st.Ret == st.IPs[1] || !symbol.Available(frames) ||
+		!snap.IsReturnAddress(st.Ret) {
+		return frames
+	}
+	addrs := make([]uint64, 0, len(st.IPs)+1)
+	addrs = append(addrs, st.IPs[0], st.Ret)
+	addrs = append(addrs, st.IPs[1:]...)
+	return s.res.Resolve(snap, addrs)
 }
 
 // named reports whether any frame has a function name.

@@ -3,6 +3,8 @@ package callsite
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -108,5 +110,74 @@ func TestSitesBound(t *testing.T) {
 	}
 	if st := s.Stats(); st.Dropped != 1 {
 		t.Errorf("stats %+v, want 1 dropped", st)
+	}
+}
+
+// wrapperStack is what the kernel sees in a frameless syscall wrapper
+// called by hiddenCaller: the walk's frames from outerCaller outwards, and
+// ret, the return address into hiddenCaller at the stack pointer.
+//
+//go:noinline
+func wrapperStack() (ret uint64, walk []uint64) {
+	pc := make([]uintptr, 32)
+	n := runtime.Callers(2, pc) // from hiddenCaller
+	for i := 1; i < n; i++ {
+		walk = append(walk, uint64(pc[i]))
+	}
+	return uint64(pc[0]), walk
+}
+
+//go:noinline
+func hiddenCaller() (uint64, []uint64) {
+	return wrapperStack() // the call site the wrapper hides
+}
+
+//go:noinline
+func outerCaller() (uint64, []uint64) {
+	return hiddenCaller()
+}
+
+// syscallFrame stands for frame 0, inside the wrapper: an address in the
+// runtime, which CallSite skips.
+func syscallFrame() uint64 { return uint64(reflect.ValueOf(runtime.Gosched).Pointer()) + 1 }
+
+// The frame a frameless wrapper hides is put back from Ret, when Ret is a
+// return address and the walk left the wrapper; otherwise never.
+func TestSitesPutBackTheHiddenCaller(t *testing.T) {
+	ret, walk := outerCaller()
+	pid := uint32(os.Getpid())
+	ips := append([]uint64{syscallFrame()}, walk...)
+	entry := uint64(reflect.ValueOf(hiddenCaller).Pointer())
+	exe, _ := os.Executable()
+	unavailable := "stack unavailable (no frame pointers?) in executable " + filepath.Base(exe)
+	for _, c := range []struct {
+		name  string
+		stack tracer.Stack
+		site  string // function the site names, "" for none
+		ret   bool   // Ret is frame 1
+		note  string
+	}{
+		{"a return address", tracer.Stack{PID: pid, IPs: ips, Ret: ret}, "callsite.hiddenCaller", true, ""},
+		{"no Ret (before 5.15)", tracer.Stack{PID: pid, IPs: ips}, "callsite.outerCaller", false, ""},
+		{"Ret already frame 1", tracer.Stack{PID: pid, IPs: ips, Ret: ips[1]}, "callsite.outerCaller", false, ""},
+		{"Ret a function's entry", tracer.Stack{PID: pid, IPs: ips, Ret: entry}, "callsite.outerCaller", false, ""},
+		{"Ret not code", tracer.Stack{PID: pid, IPs: ips, Ret: uint64(reflect.ValueOf(&ips).Pointer())}, "callsite.outerCaller", false, ""},
+		{"no walk past the wrapper", tracer.Stack{PID: pid, IPs: ips[:1], Ret: ret}, "", false, unavailable},
+	} {
+		s := New(stacks{1: c.stack}, symbol.NewResolver(4))
+		s.Canonical(1, pid)
+		site := s.Site(1)
+		if c.site == "" {
+			if site.Known || site.Note != c.note || len(site.Frames) != 1 || site.Executable != filepath.Base(exe) {
+				t.Errorf("%s: site %+v, want none, the note %q and frame 0 alone", c.name, site, c.note)
+			}
+			continue
+		}
+		if !site.Known || !strings.HasSuffix(site.Frame.Function, c.site) || site.Note != "" {
+			t.Errorf("%s: site %q (%s), want %s", c.name, site, site.Note, c.site)
+		}
+		if got := len(site.Frames) > 1 && site.Frames[1].Address == ret; got != c.ret {
+			t.Errorf("%s: Ret is frame 1: %v, want %v (%v)", c.name, got, c.ret, site.Frames)
+		}
 	}
 }
