@@ -230,7 +230,7 @@ func (s *Sites) retry(old *Site, pid uint32) *Site {
 func (s *Sites) symbolize(site *Site, pid uint32) bool {
 	st := site.stack
 	var frames []symbol.Frame
-	snap, err := s.res.Snapshot(int(pid))
+	snap, err := s.res.Snapshot(int(pid), st.Ret) // Ret's code first: the process may be exiting
 	if err == nil && snap.Mapped() {
 		frames = s.resolveWithReturn(snap, st)
 	}

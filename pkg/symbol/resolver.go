@@ -74,6 +74,9 @@ type Snapshot struct {
 	// complete: the regions are the process's whole executable map, so an
 	// address outside them is not code (see Resolve).
 	complete bool
+	// code holds the bytes before the addresses Snapshot was asked to
+	// check (IsReturnAddress), read from the process's memory first thing.
+	code map[uint64][]byte
 }
 
 type region struct {
@@ -90,13 +93,17 @@ type region struct {
 }
 
 // Snapshot reads /proc/PID/maps and the binary behind each executable
-// mapping. Each file is opened through /proc/PID/map_files, which reaches
+// mapping. Before anything else it reads, from the process's memory, the
+// few bytes before each of check (see IsReturnAddress): a process can
+// exit while its binaries are parsed, and then its mapped files are out
+// of reach. Each file is opened through /proc/PID/map_files, which reaches
 // the very file mapped even when it has been deleted or replaced, else
 // through /proc/PID/root/<path> (then checked to be the same inode). Files
 // not yet cached are parsed now, while the process holds them: 10 ms for a
 // 12 MB Go binary, once per binary. A mapping whose file cannot be read
 // still names its module in frames.
-func (r *Resolver) Snapshot(pid int) (*Snapshot, error) {
+func (r *Resolver) Snapshot(pid int, check ...uint64) (*Snapshot, error) {
+	code := readCode(pid, check)
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
 	if err != nil {
 		return nil, fmt.Errorf("reading maps of pid %d: %w", pid, err)
@@ -105,7 +112,7 @@ func (r *Resolver) Snapshot(pid int) (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading maps of pid %d: %w", pid, err)
 	}
-	s := &Snapshot{PID: pid, complete: true, Executable: linkName(fmt.Sprintf("/proc/%d/exe", pid))}
+	s := &Snapshot{PID: pid, complete: true, code: code, Executable: linkName(fmt.Sprintf("/proc/%d/exe", pid))}
 	for _, m := range maps {
 		reg := region{Mapping: m, module: m.Module()}
 		if m.File != (FileID{}) && !strings.HasPrefix(m.Path, "[") {

@@ -93,32 +93,59 @@ func x86IndirectCall(insn []byte) bool {
 
 // IsReturnAddress reports whether addr lies in an executable mapping of
 // the snapshot with a call instruction just before it (CallBefore). The
-// few bytes are read from the mapped file when asked, not kept: the
-// snapshot names its files, and while the process lives (or the caller
-// holds the executable open) they are still reachable. false when they
-// cannot be read, or the machine is not one CallBefore knows.
+// bytes are those Snapshot read from the process for addr (its check
+// argument), else they are read now from the mapped file: nothing is kept
+// per binary, the snapshot names its files, and while the process lives
+// (or the caller holds the executable open, ExeSnapshot) they are still
+// reachable. false when they cannot be had, or the machine is not one
+// CallBefore knows.
 func (s *Snapshot) IsReturnAddress(addr uint64) bool {
 	reg := s.find(addr)
-	if reg == nil || reg.open == nil {
+	if reg == nil {
 		return false
 	}
-	n := uint64(maxCallLen)
-	if addr-reg.Start < n {
-		n = addr - reg.Start
+	n := min(uint64(maxCallLen), addr-reg.Start)
+	code, ok := s.code[addr]
+	if !ok || uint64(len(code)) < n {
+		off, ok := reg.fileOffset(addr - n)
+		if !ok || reg.open == nil {
+			return false
+		}
+		var err error
+		if code, err = readAt(reg.open, off, int(n)); err != nil {
+			return false
+		}
 	}
-	off, ok := reg.fileOffset(addr - n)
-	if !ok || n < 2 {
-		return false
-	}
-	code, err := readAt(reg.open, off, int(n))
-	if err != nil {
-		return false
-	}
+	code = code[uint64(len(code))-n:] // not past the mapping's start
 	machine := hostMachine
 	if reg.bin != nil {
 		machine = reg.bin.machine
 	}
 	return CallBefore(code, machine)
+}
+
+// readCode reads the maxCallLen bytes before each address from pid's
+// memory; an address whose bytes cannot be read is left out.
+func readCode(pid int, addrs []uint64) map[uint64][]byte {
+	if len(addrs) == 0 {
+		return nil
+	}
+	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	if err != nil {
+		return nil
+	}
+	defer mem.Close()
+	code := map[uint64][]byte{}
+	for _, addr := range addrs {
+		if addr < maxCallLen || addr > 1<<63 {
+			continue
+		}
+		buf := make([]byte, maxCallLen)
+		if _, err := mem.ReadAt(buf, int64(addr-maxCallLen)); err == nil {
+			code[addr] = buf
+		}
+	}
+	return code
 }
 
 // hostMachine is the machine of this process: that of a traced process

@@ -80,28 +80,35 @@ func noinlineCaller() uint64 {
 }
 
 // In this process: a return address is one, the entry of a function is
-// not, nor is an address outside every executable mapping.
+// not, nor is an address outside every executable mapping; whether the
+// bytes were read from memory with the snapshot or from the file later.
 func TestIsReturnAddressInThisProcess(t *testing.T) {
 	ret := noinlineCaller()
 	entry := uint64(reflect.ValueOf(TestCallBefore).Pointer())
-	r := NewResolver(DefaultCacheSize)
-	snap, err := r.Snapshot(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !snap.IsReturnAddress(ret) {
-		t.Errorf("return address %#x into this test: not a return address", ret)
-	}
-	if snap.IsReturnAddress(entry) {
-		t.Errorf("TestCallBefore's entry %#x taken for a return address", entry)
-	}
 	var onStack uint64
-	if snap.IsReturnAddress(uint64(reflect.ValueOf(&onStack).Pointer())) {
-		t.Error("a data address taken for a return address")
-	}
+	data := uint64(reflect.ValueOf(&onStack).Pointer())
 	exe, _ := os.Executable()
-	if want := filepath.Base(exe); snap.Executable != want {
-		t.Errorf("executable %q, want %q", snap.Executable, want)
+	for _, check := range [][]uint64{nil, {ret, entry, data}} {
+		r := NewResolver(DefaultCacheSize)
+		snap, err := r.Snapshot(os.Getpid(), check...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(snap.code) != len(check) {
+			t.Errorf("bytes of %d addresses read, want %d", len(snap.code), len(check))
+		}
+		if !snap.IsReturnAddress(ret) {
+			t.Errorf("return address %#x into this test: not a return address", ret)
+		}
+		if snap.IsReturnAddress(entry) {
+			t.Errorf("TestCallBefore's entry %#x taken for a return address", entry)
+		}
+		if snap.IsReturnAddress(data) {
+			t.Error("a data address taken for a return address")
+		}
+		if want := filepath.Base(exe); snap.Executable != want {
+			t.Errorf("executable %q, want %q", snap.Executable, want)
+		}
 	}
 }
 

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/twtrace/twtrace/internal/testnet"
+	"github.com/twtrace/twtrace/pkg/report"
+)
+
+// perRequestSource is the C client of these tests, and the line of its
+// connect() call (marked "the call site").
+func perRequestSource(t *testing.T) (src string, line int) {
+	t.Helper()
+	src, err := filepath.Abs("testdata/per_request.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		if strings.Contains(sc.Text(), "/* the call site */") {
+			return src, n
+		}
+	}
+	t.Fatalf("%s: no line marked as the call site", src)
+	return "", 0
+}
+
+// buildPerRequest compiles the C client with clang-14 and flags, as name.
+// C compiles without warnings here too.
+func buildPerRequest(t *testing.T, name string, flags ...string) string {
+	t.Helper()
+	clang := testnet.RequireHost(t, "clang-14")[0]
+	src, _ := perRequestSource(t)
+	exe := filepath.Join(t.TempDir(), name)
+	args := append([]string{"-Wall", "-Wextra", "-Werror"}, flags...)
+	cmd := exec.Command(clang, append(args, "-o", exe, src)...)
+	// Built in src's directory, DWARF names the file src. (Built elsewhere,
+	// Go 1.26's debug/dwarf joins the absolute DWARF 5 name to the
+	// compilation directory: /tmp/x/work/...)
+	cmd.Dir = filepath.Dir(src)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("clang-14 %v: %v\n%s", flags, err, out)
+	}
+	return exe
+}
+
+// runPerRequest runs the C client under `twtrace run --report` (every
+// connect's stack taken), 20 connections toward a server of a private
+// namespace, and returns the report's one row.
+func runPerRequest(t *testing.T, exe string) report.Row {
+	t.Helper()
+	ns, s := churnNetns(t)
+	res := twtraceRun(t, ns, "--", exe, s.Addr.Addr().String(), fmt.Sprint(s.Addr.Port()), "20")
+	if res.code != 0 || res.report == nil || len(res.report.Rows) != 1 {
+		t.Fatalf("exit %d, report %+v; stdout %s, stderr %s", res.code, res.report, res.stdout, res.stderr)
+	}
+	row := res.report.Rows[0]
+	if row.Connects != 20 {
+		t.Errorf("%d connects, want 20", row.Connects)
+	}
+	return row
+}
+
+// A C program built with frame pointers: glibc's connect() sets up no
+// frame, so the walk alone goes from libc to main; the return address at
+// the stack pointer puts open_per_request back, and the call site is its
+// connect() call, exactly.
+func TestRunCallSiteOfCWithFramePointers(t *testing.T) {
+	requireBPF(t)
+	exe := buildPerRequest(t, "per_request_fp", "-O1", "-g", "-fno-omit-frame-pointer")
+	src, line := perRequestSource(t)
+	row := runPerRequest(t, exe)
+	want := fmt.Sprintf("open_per_request (%s:%d)", src, line)
+	if row.CallSite != want || row.CallSiteNote != "" || row.ClientLibrary != "" || row.CallSites != nil {
+		t.Fatalf("call site %q (note %q, library %q, sites %+v), want %q; stack %+v",
+			row.CallSite, row.CallSiteNote, row.ClientLibrary, row.CallSites, want, row.Stack)
+	}
+	st := row.Stack
+	if len(st) < 3 || st[0].Module != "libc.so.6" || st[1].Function != "open_per_request" || st[1].Line != line ||
+		st[1].Module != "per_request_fp" || st[2].Function != "main" || st[2].Module != "per_request_fp" {
+		t.Errorf("stack %+v: want libc's connect, open_per_request at line %d, main", st, line)
+	}
+}
+
+// The same program without frame pointers (and without DWARF): the walk
+// cannot leave libc, so the stack is unavailable and the executable is
+// named; no frame is guessed. Every frame the stack has in the program is
+// one of the two true callers, open_per_request or main.
+func TestRunCallSiteOfCWithoutFramePointers(t *testing.T) {
+	requireBPF(t)
+	exe := buildPerRequest(t, "per_request_nofp", "-O2", "-fomit-frame-pointer")
+	row := runPerRequest(t, exe)
+	note := "stack unavailable (no frame pointers?) in executable per_request_nofp"
+	if row.CallSite != "" || row.CallSiteNote != note || row.CallSites != nil {
+		t.Errorf("call site %q, note %q, sites %+v; want \"\", %q; stack %+v",
+			row.CallSite, row.CallSiteNote, row.CallSites, note, row.Stack)
+	}
+	for _, f := range row.Stack {
+		if f.Module == "per_request_nofp" && f.Function != "open_per_request" && f.Function != "main" {
+			t.Errorf("frame %+v claims a function the stack does not pass through", f)
+		}
+	}
+	if len(row.Stack) == 0 || row.Stack[0].Module != "libc.so.6" {
+		t.Errorf("stack %+v: want frame 0 in libc", row.Stack)
+	}
+}
