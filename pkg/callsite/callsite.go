@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/twtrace/twtrace/pkg/event"
@@ -248,7 +250,10 @@ func (s *Sites) symbolize(site *Site, pid uint32) bool {
 			frames = s.resolveWithReturn(snap, st)
 		}
 	}
-	if !named(frames) && !alive(pid) {
+	// A walk that did not leave the syscall wrapper is unavailable
+	// whatever the process's mappings would say: no need to retry.
+	walkCut := len(st.IPs) < 2
+	if !named(frames) && !alive(pid) && !walkCut {
 		site.tries++
 		site.Note = "process gone before its stack was read"
 		return false
@@ -257,6 +262,9 @@ func (s *Sites) symbolize(site *Site, pid uint32) bool {
 	site.Frames = frames
 	if snap != nil {
 		site.Executable = snap.Executable
+	}
+	if site.Executable == "" {
+		site.Executable = s.heldName(pid)
 	}
 	site.Frame, site.Library, site.Known = symbol.CallSite(frames)
 	switch {
@@ -295,6 +303,22 @@ func (s *Sites) resolveWithReturn(snap *symbol.Snapshot, st *tracer.Stack) []sym
 	addrs = append(addrs, st.IPs[0], st.Ret)
 	addrs = append(addrs, st.IPs[1:]...)
 	return s.res.Resolve(snap, addrs)
+}
+
+// heldName is the base name of pid's executable held open by Learn, or
+// "".
+func (s *Sites) heldName(pid uint32) string {
+	s.mu.Lock()
+	f := s.held[pid]
+	s.mu.Unlock()
+	if f == nil {
+		return ""
+	}
+	target, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	if err != nil {
+		return ""
+	}
+	return filepath.Base(strings.TrimSuffix(target, " (deleted)"))
 }
 
 // named reports whether any frame has a function name.

@@ -98,6 +98,25 @@ func TestSitesUnresolved(t *testing.T) {
 	}
 }
 
+// A walk that never left the syscall wrapper is unavailable, said so
+// even when its process is gone (nothing is left to name it) and not
+// counted as unresolved: reading its process would not have helped.
+func TestSitesUnavailableOfAGoneProcess(t *testing.T) {
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Run(); err != nil {
+		t.Skip(err)
+	}
+	gone := uint32(cmd.Process.Pid)
+	s := New(stacks{7: {PID: gone, IPs: []uint64{0x7f0000001000}, Ret: 0x401000}}, symbol.NewResolver(4))
+	s.Canonical(7, gone)
+	if site := s.Site(7); site.Known || site.Note != "stack unavailable (no frame pointers?)" || site.Executable != "" {
+		t.Errorf("site %+v, want unavailable, no executable known", site)
+	}
+	if st := s.Stats(); st.Unresolved != 0 {
+		t.Errorf("stats %+v, want none unresolved", st)
+	}
+}
+
 // Past the bound, stacks are counted, not kept.
 func TestSitesBound(t *testing.T) {
 	pid := uint32(os.Getpid())

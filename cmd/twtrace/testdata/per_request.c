@@ -1,7 +1,9 @@
 /* A client that opens a connection per request, as a C program would:
  * open_per_request() calls connect() itself, through glibc's wrapper,
- * which sets up no frame. Usage: per_request IP PORT N. It connects N
- * times in turn, closing first each time, then prints its pid. */
+ * which sets up no frame. Usage: per_request IP PORT N [LINGER_MS]. It
+ * connects N times in turn, closing first each time, prints its pid,
+ * waits LINGER_MS, and exits when its stdin ends (at once for /dev/null):
+ * a test can keep it alive while its stack is read. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -26,8 +28,8 @@ __attribute__((noinline)) int open_per_request(const struct sockaddr_in *dest)
 
 int main(int argc, char **argv)
 {
-	if (argc != 4) {
-		fprintf(stderr, "usage: %s IP PORT N\n", argv[0]);
+	if (argc != 4 && argc != 5) {
+		fprintf(stderr, "usage: %s IP PORT N [LINGER_MS]\n", argv[0]);
 		return 2;
 	}
 	struct sockaddr_in dest;
@@ -48,5 +50,11 @@ int main(int argc, char **argv)
 		close(fd);
 	}
 	printf("%d\n", (int)getpid());
+	fflush(stdout);
+	if (argc == 5)
+		usleep((useconds_t)atoi(argv[4]) * 1000);
+	char c;
+	while (read(0, &c, 1) > 0)
+		;
 	return 0;
 }
