@@ -49,10 +49,7 @@ func buildPerRequest(t *testing.T, name string, flags ...string) string {
 	exe := filepath.Join(t.TempDir(), name)
 	args := append([]string{"-Wall", "-Wextra", "-Werror"}, flags...)
 	cmd := exec.Command(clang, append(args, "-o", exe, src)...)
-	// Built in src's directory, DWARF names the file src. (Built elsewhere,
-	// Go 1.26's debug/dwarf joins the absolute DWARF 5 name to the
-	// compilation directory: /tmp/x/work/...)
-	cmd.Dir = filepath.Dir(src)
+	cmd.Dir = filepath.Dir(exe) // as a build directory would be: DWARF names the source src
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("clang-14 %v: %v\n%s", flags, err, out)
 	}
@@ -61,14 +58,16 @@ func buildPerRequest(t *testing.T, name string, flags ...string) string {
 
 // runPerRequest runs the C client under `twtrace run --report` (every
 // connect's stack taken), 20 connections toward a server of a private
-// namespace, and returns the report's one row. The client lingers a
+// namespace, and returns the report's one row (more: the client's
+// further arguments). The client lingers a
 // second after its connections: its stack is read while it lives (a
 // process quicker than the announcement of its stack is the business of
 // TestTopCallSiteShortLived).
-func runPerRequest(t *testing.T, exe string) report.Row {
+func runPerRequest(t *testing.T, exe string, more ...string) report.Row {
 	t.Helper()
 	ns, s := churnNetns(t)
-	res := twtraceRun(t, ns, "--", exe, s.Addr.Addr().String(), fmt.Sprint(s.Addr.Port()), "20", "1000")
+	args := append([]string{"--", exe, s.Addr.Addr().String(), fmt.Sprint(s.Addr.Port()), "20", "1000"}, more...)
+	res := twtraceRun(t, ns, args...)
 	if res.code != 0 || res.report == nil || len(res.report.Rows) != 1 {
 		t.Fatalf("exit %d, report %+v; stdout %s, stderr %s", res.code, res.report, res.stdout, res.stderr)
 	}
@@ -99,6 +98,25 @@ func TestRunCallSiteOfCWithFramePointers(t *testing.T) {
 	if len(st) < 3 || st[0].Module == "per_request_fp" || st[1].Function != "open_per_request" || st[1].Line != line ||
 		st[1].Module != "per_request_fp" || st[2].Function != "main" || st[2].Module != "per_request_fp" {
 		t.Errorf("stack %+v: want libc's connect, open_per_request at line %d, main", st, line)
+	}
+}
+
+// The same program with a second thread: glibc's connect() makes room on
+// the stack before the system call, so the word at the stack pointer is
+// the sockaddr pointer, not a return address, and nothing puts
+// open_per_request back. The walk's frame past libc is main, the caller's
+// caller: not named as the call site, and the note says why.
+func TestRunCallSiteOfThreadedC(t *testing.T) {
+	requireBPF(t)
+	exe := buildPerRequest(t, "per_request_mt", "-O1", "-g", "-fno-omit-frame-pointer", "-pthread")
+	row := runPerRequest(t, exe, "threaded")
+	note := "the caller of connect() is hidden by libc's frameless wrapper"
+	if row.CallSite != "" || row.CallSiteNote != note {
+		t.Errorf("call site %q, note %q; want \"\", %q; stack %+v", row.CallSite, row.CallSiteNote, note, row.Stack)
+	}
+	// The stack is true, one frame short: libc, then main.
+	if len(row.Stack) < 2 || row.Stack[1].Function != "main" {
+		t.Errorf("stack %+v: want libc's connect, then main", row.Stack)
 	}
 }
 

@@ -232,9 +232,11 @@ func (s *Sites) retry(old *Site, pid uint32) *Site {
 func (s *Sites) symbolize(site *Site, pid uint32) bool {
 	st := site.stack
 	var frames []symbol.Frame
-	snap, err := s.res.Snapshot(int(pid), st.Ret) // Ret's code first: the process may be exiting
+	withRet := false // st.Ret put back as frame 1
+	// Ret's code is read first: the process may be exiting.
+	snap, err := s.res.Snapshot(int(pid), st.Ret)
 	if err == nil && snap.Mapped() {
-		frames = s.resolveWithReturn(snap, st)
+		frames, withRet = s.resolveWithReturn(snap, st)
 	}
 	// Gone, or gone between reading its mappings and their files: place
 	// the executable where the kernel saw it.
@@ -247,7 +249,7 @@ func (s *Sites) symbolize(site *Site, pid uint32) bool {
 		}
 		s.mu.Unlock()
 		if snap, err = s.res.ExeSnapshot(int(pid), exe, path, st.StartCode, st.EndCode); err == nil {
-			frames = s.resolveWithReturn(snap, st)
+			frames, withRet = s.resolveWithReturn(snap, st)
 		}
 	}
 	// A walk that did not leave the syscall wrapper is unavailable
@@ -268,6 +270,9 @@ func (s *Sites) symbolize(site *Site, pid uint32) bool {
 	}
 	site.Frame, site.Library, site.Known = symbol.CallSite(frames)
 	switch {
+	case site.Known && !withRet && callerOfHidden(frames, site.Frame):
+		site.Known, site.Frame = false, symbol.Frame{}
+		site.Note = "the caller of connect() is hidden by libc's frameless wrapper"
 	case site.Known:
 	case !symbol.Available(frames):
 		site.Note = "stack unavailable (no frame pointers?)"
@@ -293,16 +298,36 @@ func (s *Sites) symbolize(site *Site, pid uint32) bool {
 // argument, and in any function with a frame a slot that may hold a stale
 // return address, which passes the call check. Such a stack stays
 // unavailable: only the executable is named.
-func (s *Sites) resolveWithReturn(snap *symbol.Snapshot, st *tracer.Stack) []symbol.Frame {
-	frames := s.res.Resolve(snap, st.IPs)
+func (s *Sites) resolveWithReturn(snap *symbol.Snapshot, st *tracer.Stack) (frames []symbol.Frame, withRet bool) {
+	frames = s.res.Resolve(snap, st.IPs)
 	if st.Ret == 0 || len(st.IPs) < 2 || st.Ret == st.IPs[1] || !symbol.Available(frames) ||
 		!snap.IsReturnAddress(st.Ret) {
-		return frames
+		return frames, false
 	}
 	addrs := make([]uint64, 0, len(st.IPs)+1)
 	addrs = append(addrs, st.IPs[0], st.Ret)
 	addrs = append(addrs, st.IPs[1:]...)
-	return s.res.Resolve(snap, addrs)
+	return s.res.Resolve(snap, addrs), true
+}
+
+// callerOfHidden reports whether site, picked from frames to which no
+// return address was put back, is the walk's first frame past libc's
+// connect(): then it is the caller of the function that called connect(),
+// which glibc's frameless wrapper hid (a kernel before 5.15 records no
+// return address; in a process with threads glibc's connect() moves the
+// stack pointer before the system call, so the word there is not one).
+// Naming it would name the wrong function. Go's own wrapper hides a
+// runtime frame only, and frame 0 of Go is not in libc.
+func callerOfHidden(frames []symbol.Frame, site symbol.Frame) bool {
+	if len(frames) < 2 || !symbol.SystemFrame(frames[0]) {
+		return false
+	}
+	for _, f := range frames[1:] {
+		if f.Address != frames[0].Address {
+			return f.Address == site.Address
+		}
+	}
+	return false
 }
 
 // heldName is the base name of pid's executable held open by Learn, or

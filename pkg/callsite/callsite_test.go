@@ -200,3 +200,30 @@ func TestSitesPutBackTheHiddenCaller(t *testing.T) {
 		}
 	}
 }
+
+// Without a return address put back, the walk's first frame past libc's
+// connect() is the caller of the function that called connect(): never
+// named as the call site. Further out (past a library), or above Go's
+// own wrapper, the site stands.
+func TestCallerOfHidden(t *testing.T) {
+	connect := symbol.Frame{Function: "__connect", Module: "libc.so.6", Address: 0x7f00000107c0}
+	mainFrame := symbol.Frame{Function: "main", File: "a.c", Line: 9, Module: "a", Address: 0x401200}
+	curl := symbol.Frame{Function: "Curl_connect", Module: "libcurl.so.4", Address: 0x7f0000201000}
+	goWrapper := symbol.Frame{Function: "internal/runtime/syscall/linux.Syscall6", Module: "app", Address: 0x402000}
+	goCaller := symbol.Frame{Function: "main.openPerRequest", File: "m.go", Line: 5, Module: "app", Address: 0x403000}
+	for _, c := range []struct {
+		name   string
+		frames []symbol.Frame
+		site   symbol.Frame
+		hidden bool
+	}{
+		{"C: frame 1 past libc", []symbol.Frame{connect, mainFrame}, mainFrame, true},
+		{"C: past libcurl", []symbol.Frame{connect, curl, mainFrame}, mainFrame, false},
+		{"Go: frame 0 not in libc", []symbol.Frame{goWrapper, goCaller}, goCaller, false},
+		{"frame 0 alone", []symbol.Frame{connect}, connect, false},
+	} {
+		if got := callerOfHidden(c.frames, c.site); got != c.hidden {
+			t.Errorf("%s: hidden %v, want %v", c.name, got, c.hidden)
+		}
+	}
+}
