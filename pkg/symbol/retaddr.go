@@ -121,6 +121,9 @@ func (s *Snapshot) IsReturnAddress(addr uint64) bool {
 	if reg.bin != nil {
 		machine = reg.bin.machine
 	}
+	if machine == elf.EM_AARCH64 && addr%4 != 0 {
+		return false // arm64 instructions are 4-byte aligned
+	}
 	return CallBefore(code, machine)
 }
 
