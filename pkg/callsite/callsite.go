@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -42,8 +44,13 @@ type Site struct {
 	// "database/sql", "grpc", "libcurl"), or "".
 	Library string
 	// Note says why there is no call site, when not Known: the stack was
-	// unavailable, or the process was gone before it could be read.
+	// unavailable (then naming the executable, when known), or the process
+	// was gone before it could be read.
 	Note string
+	// Executable is the base name of the process's executable, as it was
+	// when the stack was read ("" if unknown): the one thing an unavailable
+	// stack still says. Not escaped.
+	Executable string
 
 	stack *tracer.Stack // as the kernel kept it; nil if unreadable
 	tries int           // failed attempts since the process was gone
@@ -228,51 +235,73 @@ func (s *Sites) retry(old *Site, pid uint32) *Site {
 func (s *Sites) symbolize(site *Site, pid uint32) bool {
 	st := site.stack
 	var frames []symbol.Frame
-	if snap, err := s.res.Snapshot(int(pid)); err == nil && snap.Mapped() {
-		frames = s.res.Resolve(snap, st.IPs)
+	withRet := false // st.Ret put back as frame 1
+	// Ret's code is read first: the process may be exiting.
+	snap, err := s.res.Snapshot(int(pid), st.Ret)
+	if err == nil && snap.Mapped() {
+		frames, withRet = s.resolveWithReturn(snap, st)
 	}
 	// Gone, or gone between reading its mappings and their files: place
 	// the executable where the kernel saw it.
 	if !named(frames) && !alive(pid) && st.ExeIno != 0 && st.StartCode != 0 {
-		frames = s.placeExe(st, pid)
+		if exeSnap := s.placeExe(st, pid); exeSnap != nil {
+			snap = exeSnap
+			frames, withRet = s.resolveWithReturn(snap, st)
+		}
 	}
-	if !named(frames) && !alive(pid) {
+	// A walk that did not leave the syscall wrapper is unavailable
+	// whatever the process's mappings would say: no need to retry.
+	walkCut := len(st.IPs) < 2
+	if !named(frames) && !alive(pid) && !walkCut {
 		site.tries++
 		site.Note = "process gone before its stack was read"
 		return false
 	}
 	site.tries = 0
 	site.Frames = frames
+	if snap != nil {
+		site.Executable = snap.Executable
+	}
+	if site.Executable == "" {
+		site.Executable = s.heldName(pid)
+	}
 	site.Frame, site.Library, site.Known = symbol.CallSite(frames)
 	switch {
+	case site.Known && !withRet && callerOfHidden(frames, site.Frame):
+		site.Known, site.Frame = false, symbol.Frame{}
+		site.Note = "the caller of connect() is hidden by libc's frameless wrapper"
 	case site.Known:
 	case !symbol.Available(frames):
 		site.Note = "stack unavailable (no frame pointers?)"
+		if site.Executable != "" {
+			site.Note += " in executable " + symbol.Escape(site.Executable)
+		}
 	default:
 		site.Note = "no frame outside the runtime and libraries"
 	}
 	return true
 }
 
-// placeExe resolves st's frames in its executable alone, placed by the
+// placeExe is a snapshot of st's executable alone, placed by the
 // start_code the kernel recorded: the binary from the resolver's cache,
 // else from the descriptor Learn held, else from any process running the
 // same executable now (a worker of the same pool, the next run of a
 // loop). nil when none of them can be had.
-func (s *Sites) placeExe(st *tracer.Stack, pid uint32) []symbol.Frame {
+func (s *Sites) placeExe(st *tracer.Stack, pid uint32) *symbol.Snapshot {
 	exe := symbol.FileID{Dev: symbol.KernelDev(st.ExeDev), Inode: st.ExeIno}
-	paths := []string{fmt.Sprintf("/proc/%d/exe", pid)}
+	path := fmt.Sprintf("/proc/%d/exe", pid)
 	s.mu.Lock()
 	if f := s.held[pid]; f != nil {
-		paths[0] = fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+		path = fmt.Sprintf("/proc/self/fd/%d", f.Fd())
 	}
 	s.mu.Unlock()
-	if other := runningExe(exe); other != 0 {
-		paths = append(paths, fmt.Sprintf("/proc/%d/exe", other))
+	if snap, err := s.res.ExeSnapshot(int(pid), exe, path, st.StartCode, st.EndCode); err == nil {
+		return snap
 	}
-	for _, path := range paths {
+	if other := runningExe(exe); other != 0 {
+		path = fmt.Sprintf("/proc/%d/exe", other)
 		if snap, err := s.res.ExeSnapshot(int(pid), exe, path, st.StartCode, st.EndCode); err == nil {
-			return s.res.Resolve(snap, st.IPs)
+			return snap
 		}
 	}
 	return nil
@@ -296,6 +325,67 @@ func runningExe(exe symbol.FileID) int {
 		}
 	}
 	return 0
+}
+
+// resolveWithReturn resolves st's frames with the frame a frameless
+// syscall wrapper hides (glibc's connect(), Go's Syscall6) put back as
+// frame 1: st.Ret, the return address the wrapper's caller left at the
+// stack pointer (arm64: in the link register). It is put back only into
+// a stack the frame-pointer walk made available (symbol.Available), when
+// it is not already frame 1, lies in an executable mapping and follows a
+// call instruction (Snapshot.IsReturnAddress). A walk that never left the
+// wrapper means code without frame pointers, and then nothing vouches for
+// the word at the stack pointer: in a wrapper that made room on the stack
+// (glibc's connect() when the process has threads) it is a saved
+// argument, and in any function with a frame a slot that may hold a stale
+// return address, which passes the call check. Such a stack stays
+// unavailable: only the executable is named.
+func (s *Sites) resolveWithReturn(snap *symbol.Snapshot, st *tracer.Stack) (frames []symbol.Frame, withRet bool) {
+	frames = s.res.Resolve(snap, st.IPs)
+	if st.Ret == 0 || len(st.IPs) < 2 || st.Ret == st.IPs[1] || !symbol.Available(frames) ||
+		!snap.IsReturnAddress(st.Ret) {
+		return frames, false
+	}
+	addrs := make([]uint64, 0, len(st.IPs)+1)
+	addrs = append(addrs, st.IPs[0], st.Ret)
+	addrs = append(addrs, st.IPs[1:]...)
+	return s.res.Resolve(snap, addrs), true
+}
+
+// callerOfHidden reports whether site, picked from frames to which no
+// return address was put back, is the walk's first frame past libc's
+// connect(): then it is the caller of the function that called connect(),
+// which glibc's frameless wrapper hid (a kernel before 5.15 records no
+// return address; in a process with threads glibc's connect() moves the
+// stack pointer before the system call, so the word there is not one).
+// Naming it would name the wrong function. Go's own wrapper hides a
+// runtime frame only, and frame 0 of Go is not in libc.
+func callerOfHidden(frames []symbol.Frame, site symbol.Frame) bool {
+	if len(frames) < 2 || !symbol.SystemFrame(frames[0]) {
+		return false
+	}
+	for _, f := range frames[1:] {
+		if f.Address != frames[0].Address {
+			return f.Address == site.Address
+		}
+	}
+	return false
+}
+
+// heldName is the base name of pid's executable held open by Learn, or
+// "".
+func (s *Sites) heldName(pid uint32) string {
+	s.mu.Lock()
+	f := s.held[pid]
+	s.mu.Unlock()
+	if f == nil {
+		return ""
+	}
+	target, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	if err != nil {
+		return ""
+	}
+	return filepath.Base(strings.TrimSuffix(target, " (deleted)"))
 }
 
 // named reports whether any frame has a function name.

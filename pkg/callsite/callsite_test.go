@@ -3,6 +3,8 @@ package callsite
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
@@ -99,6 +101,25 @@ func TestSitesUnresolved(t *testing.T) {
 	}
 }
 
+// A walk that never left the syscall wrapper is unavailable, said so
+// even when its process is gone (nothing is left to name it) and not
+// counted as unresolved: reading its process would not have helped.
+func TestSitesUnavailableOfAGoneProcess(t *testing.T) {
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Run(); err != nil {
+		t.Skip(err)
+	}
+	gone := uint32(cmd.Process.Pid)
+	s := New(stacks{7: {PID: gone, IPs: []uint64{0x7f0000001000}, Ret: 0x401000}}, symbol.NewResolver(4))
+	s.Canonical(7, gone)
+	if site := s.Site(7); site.Known || site.Note != "stack unavailable (no frame pointers?)" || site.Executable != "" {
+		t.Errorf("site %+v, want unavailable, no executable known", site)
+	}
+	if st := s.Stats(); st.Unresolved != 0 {
+		t.Errorf("stats %+v, want none unresolved", st)
+	}
+}
+
 // Past the bound, stacks are counted, not kept.
 func TestSitesBound(t *testing.T) {
 	pid := uint32(os.Getpid())
@@ -156,5 +177,101 @@ func TestSitesPlaceGoneProcess(t *testing.T) {
 	}
 	if st := s.Stats(); st.Unresolved != 0 {
 		t.Errorf("stats %+v, want none unresolved", st)
+	}
+}
+
+// wrapperStack is what the kernel sees in a frameless syscall wrapper
+// called by hiddenCaller: the walk's frames from outerCaller outwards, and
+// ret, the return address into hiddenCaller at the stack pointer.
+//
+//go:noinline
+func wrapperStack() (ret uint64, walk []uint64) {
+	pc := make([]uintptr, 32)
+	n := runtime.Callers(2, pc) // from hiddenCaller
+	for i := 1; i < n; i++ {
+		walk = append(walk, uint64(pc[i]))
+	}
+	return uint64(pc[0]), walk
+}
+
+//go:noinline
+func hiddenCaller() (uint64, []uint64) {
+	return wrapperStack() // the call site the wrapper hides
+}
+
+//go:noinline
+func outerCaller() (uint64, []uint64) {
+	return hiddenCaller()
+}
+
+// syscallFrame stands for frame 0, inside the wrapper: an address in the
+// runtime, which CallSite skips.
+func syscallFrame() uint64 { return uint64(reflect.ValueOf(runtime.Gosched).Pointer()) + 1 }
+
+// The frame a frameless wrapper hides is put back from Ret, when Ret is a
+// return address and the walk left the wrapper; otherwise never.
+func TestSitesPutBackTheHiddenCaller(t *testing.T) {
+	ret, walk := outerCaller()
+	pid := uint32(os.Getpid())
+	ips := append([]uint64{syscallFrame()}, walk...)
+	entry := uint64(reflect.ValueOf(hiddenCaller).Pointer())
+	exe, _ := os.Executable()
+	unavailable := "stack unavailable (no frame pointers?) in executable " + filepath.Base(exe)
+	for _, c := range []struct {
+		name  string
+		stack tracer.Stack
+		site  string // function the site names, "" for none
+		ret   bool   // Ret is frame 1
+		note  string
+	}{
+		{"a return address", tracer.Stack{PID: pid, IPs: ips, Ret: ret}, "callsite.hiddenCaller", true, ""},
+		{"no Ret (before 5.15)", tracer.Stack{PID: pid, IPs: ips}, "callsite.outerCaller", false, ""},
+		{"Ret already frame 1", tracer.Stack{PID: pid, IPs: ips, Ret: ips[1]}, "callsite.outerCaller", false, ""},
+		{"Ret a function's entry", tracer.Stack{PID: pid, IPs: ips, Ret: entry}, "callsite.outerCaller", false, ""},
+		{"Ret not code", tracer.Stack{PID: pid, IPs: ips, Ret: uint64(reflect.ValueOf(&ips).Pointer())}, "callsite.outerCaller", false, ""},
+		{"no walk past the wrapper", tracer.Stack{PID: pid, IPs: ips[:1], Ret: ret}, "", false, unavailable},
+	} {
+		s := New(stacks{1: c.stack}, symbol.NewResolver(4))
+		s.Canonical(1, pid)
+		site := s.Site(1)
+		if c.site == "" {
+			if site.Known || site.Note != c.note || len(site.Frames) != 1 || site.Executable != filepath.Base(exe) {
+				t.Errorf("%s: site %+v, want none, the note %q and frame 0 alone", c.name, site, c.note)
+			}
+			continue
+		}
+		if !site.Known || !strings.HasSuffix(site.Frame.Function, c.site) || site.Note != "" {
+			t.Errorf("%s: site %q (%s), want %s", c.name, site, site.Note, c.site)
+		}
+		if got := len(site.Frames) > 1 && site.Frames[1].Address == ret; got != c.ret {
+			t.Errorf("%s: Ret is frame 1: %v, want %v (%v)", c.name, got, c.ret, site.Frames)
+		}
+	}
+}
+
+// Without a return address put back, the walk's first frame past libc's
+// connect() is the caller of the function that called connect(): never
+// named as the call site. Further out (past a library), or above Go's
+// own wrapper, the site stands.
+func TestCallerOfHidden(t *testing.T) {
+	connect := symbol.Frame{Function: "__connect", Module: "libc.so.6", Address: 0x7f00000107c0}
+	mainFrame := symbol.Frame{Function: "main", File: "a.c", Line: 9, Module: "a", Address: 0x401200}
+	curl := symbol.Frame{Function: "Curl_connect", Module: "libcurl.so.4", Address: 0x7f0000201000}
+	goWrapper := symbol.Frame{Function: "internal/runtime/syscall/linux.Syscall6", Module: "app", Address: 0x402000}
+	goCaller := symbol.Frame{Function: "main.openPerRequest", File: "m.go", Line: 5, Module: "app", Address: 0x403000}
+	for _, c := range []struct {
+		name   string
+		frames []symbol.Frame
+		site   symbol.Frame
+		hidden bool
+	}{
+		{"C: frame 1 past libc", []symbol.Frame{connect, mainFrame}, mainFrame, true},
+		{"C: past libcurl", []symbol.Frame{connect, curl, mainFrame}, mainFrame, false},
+		{"Go: frame 0 not in libc", []symbol.Frame{goWrapper, goCaller}, goCaller, false},
+		{"frame 0 alone", []symbol.Frame{connect}, connect, false},
+	} {
+		if got := callerOfHidden(c.frames, c.site); got != c.hidden {
+			t.Errorf("%s: hidden %v, want %v", c.name, got, c.hidden)
+		}
 	}
 }

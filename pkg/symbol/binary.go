@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"slices"
 	"sort"
 	"strings"
@@ -28,6 +29,7 @@ const maxLineRows = 4 << 20
 type Binary struct {
 	// BuildID is the GNU build-id note in hex, "" when the file has none.
 	BuildID string
+	machine elf.Machine
 	loads   []segment
 	goTable *gosym.Table // Go's pclntab, nil for other binaries
 	inline  *goInline    // Go's inline trees, nil when unreadable
@@ -79,7 +81,7 @@ func NewBinary(r io.ReaderAt, size int64) (b *Binary, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading ELF: %w", err)
 	}
-	b = &Binary{}
+	b = &Binary{machine: f.Machine}
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_LOAD {
 			b.loads = append(b.loads, segment{off: p.Off, filesz: p.Filesz,
@@ -414,6 +416,7 @@ func dwarfLines(f *elf.File, size int64) ([]lineRow, []string) {
 		if err != nil || lr == nil {
 			continue
 		}
+		doubled, source := doubledSourceName(e)
 		var le dwarf.LineEntry
 		for lr.Next(&le) == nil {
 			if len(rows) >= maxLineRows {
@@ -421,11 +424,15 @@ func dwarfLines(f *elf.File, size int64) ([]lineRow, []string) {
 			}
 			row := lineRow{addr: le.Address}
 			if !le.EndSequence && le.File != nil && le.Line > 0 {
-				i, ok := index[le.File.Name]
+				name := le.File.Name
+				if name == doubled {
+					name = source
+				}
+				i, ok := index[name]
 				if !ok {
 					i = int32(len(files))
-					index[le.File.Name] = i
-					files = append(files, le.File.Name)
+					index[name] = i
+					files = append(files, name)
 				}
 				row.file, row.line = i, int32(min(le.Line, 1<<31-1))
 			}
@@ -440,6 +447,25 @@ func dwarfLines(f *elf.File, size int64) ([]lineRow, []string) {
 		return cmpUint(uint64(min(a.line, 1)), uint64(min(b.line, 1)))
 	})
 	return slices.Clip(rows), files
+}
+
+// doubledSourceName works around debug/dwarf (Go 1.26) joining a DWARF 5
+// line table's absolute file name to its directory: clang 14 and later
+// names the source it was given by an absolute path as such, in the
+// compilation directory's entry, so a program built in /build from
+// /src/a.c would name /build/src/a.c. The compilation unit's own name is
+// that absolute path: doubled is what the reader makes of it, source what
+// it is; "" when the unit's name is not absolute.
+func doubledSourceName(cu *dwarf.Entry) (doubled, source string) {
+	name, _ := cu.Val(dwarf.AttrName).(string)
+	dir, _ := cu.Val(dwarf.AttrCompDir).(string)
+	if !path.IsAbs(name) || !path.IsAbs(dir) {
+		return "", ""
+	}
+	if doubled = path.Join(dir, name); doubled == path.Clean(name) {
+		return "", "" // compiled at the root
+	}
+	return doubled, name
 }
 
 // FileAddress translates an address of a process into this binary's

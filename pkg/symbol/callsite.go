@@ -66,6 +66,10 @@ func hasAnyPrefix(s string, prefixes []string) bool {
 	return false
 }
 
+// SystemFrame reports whether a frame is in the C library or the dynamic
+// loader.
+func SystemFrame(f Frame) bool { return hasAnyPrefix(f.Module, systemModules) }
+
 // skipped reports whether a frame is runtime, network library or libc.
 func skipped(f Frame) bool {
 	return f.Function == "" || hasAnyPrefix(f.Function, runtimePrefixes) ||

@@ -242,14 +242,18 @@ func TestCProgramResolves(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
-		name   string
-		flags  []string
-		lines  bool   // DWARF: file and line
-		linker string // lld places the executable segment off a page boundary
+		name      string
+		flags     []string
+		lines     bool   // DWARF: file and line
+		linker    string // lld places the executable segment off a page boundary
+		elsewhere bool   // built in another directory than the source's
 	}{
-		{"DWARF", []string{"-g", "-fno-omit-frame-pointer"}, true, ""},
-		{"symtab only", []string{"-g0"}, false, ""},
-		{"lld", []string{"-g", "-fno-omit-frame-pointer"}, true, "ld.lld-14"},
+		{"DWARF", []string{"-g", "-fno-omit-frame-pointer"}, true, "", false},
+		{"symtab only", []string{"-g0"}, false, "", false},
+		{"lld", []string{"-g", "-fno-omit-frame-pointer"}, true, "ld.lld-14", false},
+		// DWARF 5 names the source by its absolute path: not joined to the
+		// compilation directory (as Go's debug/dwarf does).
+		{"built elsewhere", []string{"-g", "-fno-omit-frame-pointer"}, true, "", true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			exe := filepath.Join(t.TempDir(), "copen")
@@ -257,7 +261,11 @@ func TestCProgramResolves(t *testing.T) {
 			if c.linker != "" {
 				args = append(args, "--ld-path="+requireHost(t, c.linker)[0])
 			}
-			build(t, filepath.Dir(src), append(args, "-o", exe, src)...)
+			dir := filepath.Dir(src)
+			if c.elsewhere {
+				dir = filepath.Dir(exe)
+			}
+			build(t, dir, append(args, "-o", exe, src)...)
 			checkProgram(t, exe, "open_per_request", c.lines)
 		})
 	}

@@ -65,11 +65,18 @@ func (r *Resolver) Stats() Stats {
 // lived: its executable mappings and, for each, the binary read from the
 // mapped file. It holds no file descriptors.
 type Snapshot struct {
-	PID     int
-	regions []region // sorted by Start
+	PID int
+	// Executable is the base name of the process's executable file ("" if
+	// it could not be read): what a stack that names nothing else can
+	// still say.
+	Executable string
+	regions    []region // sorted by Start
 	// complete: the regions are the process's whole executable map, so an
 	// address outside them is not code (see Resolve).
 	complete bool
+	// code holds the bytes before the addresses Snapshot was asked to
+	// check (IsReturnAddress), read from the process's memory first thing.
+	code map[uint64][]byte
 }
 
 type region struct {
@@ -80,16 +87,23 @@ type region struct {
 	// start_code), instead of the translation through Mapping.
 	biased bool
 	bias   uint64
+	// open reopens the mapped file, for the few bytes IsReturnAddress
+	// reads; nil when there is no file.
+	open func() (*os.File, error)
 }
 
 // Snapshot reads /proc/PID/maps and the binary behind each executable
-// mapping. Each file is opened through /proc/PID/map_files, which reaches
+// mapping. Before anything else it reads, from the process's memory, the
+// few bytes before each of check (see IsReturnAddress): a process can
+// exit while its binaries are parsed, and then its mapped files are out
+// of reach. Each file is opened through /proc/PID/map_files, which reaches
 // the very file mapped even when it has been deleted or replaced, else
 // through /proc/PID/root/<path> (then checked to be the same inode). Files
 // not yet cached are parsed now, while the process holds them: 10 ms for a
 // 12 MB Go binary, once per binary. A mapping whose file cannot be read
 // still names its module in frames.
-func (r *Resolver) Snapshot(pid int) (*Snapshot, error) {
+func (r *Resolver) Snapshot(pid int, check ...uint64) (*Snapshot, error) {
+	code := readCode(pid, check)
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
 	if err != nil {
 		return nil, fmt.Errorf("reading maps of pid %d: %w", pid, err)
@@ -98,11 +112,12 @@ func (r *Resolver) Snapshot(pid int) (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading maps of pid %d: %w", pid, err)
 	}
-	s := &Snapshot{PID: pid, complete: true}
+	s := &Snapshot{PID: pid, complete: true, code: code, Executable: linkName(fmt.Sprintf("/proc/%d/exe", pid))}
 	for _, m := range maps {
 		reg := region{Mapping: m, module: m.Module()}
 		if m.File != (FileID{}) && !strings.HasPrefix(m.Path, "[") {
-			reg.bin = r.binary(m.File, func() (*os.File, error) { return openMapped(pid, m) })
+			reg.open = func() (*os.File, error) { return openMapped(pid, m) }
+			reg.bin = r.binary(m.File, reg.open)
 		}
 		s.regions = append(s.regions, reg)
 	}
@@ -130,9 +145,32 @@ func (r *Resolver) ExeSnapshot(pid int, exe FileID, path string, startCode, endC
 	if !ok || endCode <= startCode {
 		return nil, fmt.Errorf("placing executable %s of pid %d: no executable segment", path, pid)
 	}
+	name, module := linkName(path), filepath.Base(path)
+	if name != "" {
+		module = name
+	}
 	reg := region{Mapping: Mapping{Start: startCode, End: endCode, File: exe, Path: path},
-		module: filepath.Base(path), bin: bin, biased: true, bias: bias}
-	return &Snapshot{PID: pid, regions: []region{reg}}, nil
+		module: module, bin: bin, biased: true, bias: bias,
+		open: func() (*os.File, error) { return openChecked(path, exe) }}
+	return &Snapshot{PID: pid, Executable: name, regions: []region{reg}}, nil
+}
+
+// linkName is the base name of the file path leads to: for a link of
+// /proc (/proc/PID/exe, /proc/self/fd/N) the file's own name, without the
+// " (deleted)" the kernel adds; else path's base name. "" for a /proc
+// link that cannot be read.
+func linkName(path string) string {
+	target, err := os.Readlink(path)
+	if err != nil {
+		if strings.HasPrefix(path, "/proc/") {
+			return ""
+		}
+		return filepath.Base(path)
+	}
+	if !strings.HasPrefix(path, "/proc/") || !strings.HasPrefix(target, "/") {
+		return filepath.Base(path) // an ordinary symlink: named as given
+	}
+	return filepath.Base(strings.TrimSuffix(target, " (deleted)"))
 }
 
 func openMapped(pid int, m Mapping) (*os.File, error) {
