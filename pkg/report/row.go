@@ -85,11 +85,7 @@ func CallSiteLine(r *Row) string {
 	case r.CallSite != "":
 		return "called from " + r.CallSite + via + more
 	case r.CallSiteNote != "":
-		mod := ""
-		if len(r.Stack) > 0 && r.Stack[0].Module != "" {
-			mod = " in " + symbol.Escape(r.Stack[0].Module)
-		}
-		return "call site unknown: " + r.CallSiteNote + mod + via + more
+		return "call site unknown: " + r.CallSiteNote + via + more
 	}
 	return ""
 }
