@@ -424,3 +424,30 @@ func TestRunCallSite(t *testing.T) {
 		t.Errorf("text report: no %q in %s", "called from "+want, res.stderr)
 	}
 }
+
+// The issue's net/http client under `twtrace run`: Go's default client,
+// 16 requests at a time against its idle pool of 2 per host, opens most
+// connections per request; the report names the library, its dial
+// goroutine's frame as the call site, and MaxIdleConnsPerHost first.
+func TestRunCallSiteNetHTTP(t *testing.T) {
+	requireBPF(t)
+	ns := testnet.New(t)
+	srv := testnet.StartHTTPServer(t, ns)
+	res := twtraceRun(t, ns, append([]string{"--"}, clientCmd(t, testnet.ClientSpec{Dest: srv.Addr, HTTPGets: 400, HTTPConcurrency: 16})...)...)
+	if res.code != 0 || res.report == nil || len(res.clients) != 1 || len(res.report.Rows) != 1 {
+		t.Fatalf("exit %d, report %+v, clients %+v; stderr %s", res.code, res.report, res.clients, res.stderr)
+	}
+	row := res.report.Rows[0]
+	// The transport also dials connections no request ends up using
+	// (an idle one came free first): more connects than connections
+	// handed to requests.
+	if n := len(res.clients[0].Ports); n < 40 || row.Connects < uint64(n) {
+		t.Errorf("%d connections handed to requests, %d connects in the row: want many, at least as many", n, row.Connects)
+	}
+	if row.ClientLibrary != "net/http" || !strings.HasPrefix(row.CallSite, "net/http.") {
+		t.Errorf("call site %q, library %q (note %q); want net/http's", row.CallSite, row.ClientLibrary, row.CallSiteNote)
+	}
+	if row.Verdict != "per-request" || len(row.Advice) == 0 || !strings.Contains(row.Advice[0], "MaxIdleConnsPerHost") {
+		t.Errorf("verdict %q (%s), advice %q: want per-request, MaxIdleConnsPerHost first", row.Verdict, row.Reason, row.Advice)
+	}
+}
