@@ -451,3 +451,92 @@ func TestRunCallSiteNetHTTP(t *testing.T) {
 		t.Errorf("verdict %q (%s), advice %q: want per-request, MaxIdleConnsPerHost first", row.Verdict, row.Reason, row.Advice)
 	}
 }
+
+// goTestSource is a Go module's one test file: it dials per request from
+// fetch, line 10 of dial_test.go.
+const goTestSource = `package gt
+
+import (
+	"io"
+	"net"
+	"testing"
+)
+
+func fetch(addr string) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+func TestPerRequest(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	for i := 0; i < 30; i++ {
+		if err := fetch(ln.Addr().String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+`
+
+// `twtrace run -- go test ./...`: the test binary the go command builds,
+// runs and deletes is symbolized while it runs: its row names fetch at
+// the line of its net.Dial call.
+func TestRunGoTestCallSite(t *testing.T) {
+	requireBPF(t)
+	gobin := testnet.RequireHost(t, "go")[0]
+	dir := t.TempDir()
+	for name, body := range map[string]string{"go.mod": "module gt\n\ngo 1.21\n", "dial_test.go": goTestSource} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Built first, so that the traced run only runs it.
+	build := exec.Command(gobin, "test", "-count=1", "-run=^$", "./...")
+	build.Dir = dir
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go test: %v\n%s", err, out)
+	}
+	ns := testnet.New(t)
+	report := filepath.Join(dir, "report.json")
+	var stderr bytes.Buffer
+	ns.Do(t, func() error {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCLIHelper$", "--", "run", "--report", report, "--",
+			gobin, "test", "-count=1", "./...")
+		cmd.Dir, cmd.Stderr = dir, &stderr
+		cmd.Env = append(os.Environ(), "TWTRACE_TEST_CLI=1")
+		return cmd.Run()
+	})
+	raw, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatalf("%v; stderr %s", err, stderr.String())
+	}
+	var r twrun.Report
+	if err := json.Unmarshal(raw, &r); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("gt.fetch (%s:10)", filepath.Join(dir, "dial_test.go"))
+	for _, row := range r.Rows {
+		if row.Comm == "gt.test" {
+			if row.Timewait != 30 || row.CallSite != want {
+				t.Errorf("gt.test row: %d timewait, call site %q (note %q); want 30, %q", row.Timewait, row.CallSite, row.CallSiteNote, want)
+			}
+			return
+		}
+	}
+	t.Errorf("no gt.test row in %+v; stderr %s", r.Rows, stderr.String())
+}
