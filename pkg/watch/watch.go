@@ -77,7 +77,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Losses, error) {
 	return loss, err
 }
 
-func run(ctx context.Context, cfg Config, out io.Writer, loss *Losses) (lost uint64, err error) {
+// startTracer loads the tracer cfg asks for and, with cfg.Stacks, what
+// names the call sites of its stacks (nil without).
+func startTracer(cfg *Config) (*tracer.Tracer, *callsite.Sites, error) {
 	opts := tracer.Options{
 		RingBufferSize: cfg.RingSize,
 		KindMask:       cfg.Filter.KindMask(),
@@ -89,26 +91,33 @@ func run(ctx context.Context, cfg Config, out io.Writer, loss *Losses) (lost uin
 		opts.StackSample = 1
 	}
 	tr, err := tracer.New(opts)
+	if err != nil || !cfg.Stacks {
+		return tr, nil, err
+	}
+	return tr, callsite.New(tr, symbol.NewResolver(symbol.DefaultCacheSize)), nil
+}
+
+// read sets the losses from the tracer and the call sites, best effort:
+// what could be read is reported (Records is set by Run from the read
+// after the drain).
+func (loss *Losses) read(tr *tracer.Tracer, sites *callsite.Sites) {
+	loss.Losses, _ = tr.Losses()
+	loss.Unfinished, _ = tr.Unfinished()
+	if sites != nil {
+		st := sites.Stats()
+		loss.LostStacks += st.Dropped
+		loss.UnresolvedStacks = st.Unresolved
+	}
+}
+
+func run(ctx context.Context, cfg Config, out io.Writer, loss *Losses) (lost uint64, err error) {
+	tr, sites, err := startTracer(&cfg)
 	if err != nil {
 		return 0, err
 	}
 	defer tr.Close()
 	loss.Tier = tr.Tier()
-	var sites *callsite.Sites
-	if cfg.Stacks {
-		sites = callsite.New(tr, symbol.NewResolver(symbol.DefaultCacheSize))
-	}
-	defer func() {
-		// Best effort: what could be read is reported (Records is set
-		// by Run from the read after the drain).
-		loss.Losses, _ = tr.Losses()
-		loss.Unfinished, _ = tr.Unfinished()
-		if sites != nil {
-			st := sites.Stats()
-			loss.LostStacks += st.Dropped
-			loss.UnresolvedStacks = st.Unresolved
-		}
-	}()
+	defer loss.read(tr, sites)
 	if cfg.Ready != nil {
 		cfg.Ready()
 	}
