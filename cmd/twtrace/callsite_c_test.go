@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -150,22 +149,7 @@ func TestRunCallSiteOfCWithoutFramePointers(t *testing.T) {
 func topPerRequest(t *testing.T, exe string) report.Row {
 	t.Helper()
 	ns, s := churnNetns(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCLIHelper$", "--", "top", "-o", "json", "--count", "2",
-		"--netns", strconv.FormatUint(uint64(ns.Inode), 10))
-	cmd.Env = append(os.Environ(), "TWTRACE_TEST_CLI=1")
-	var stdout bytes.Buffer
-	cmd.Stdout = &stdout
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	rd := bufio.NewReader(stderr)
-	if ready, err := rd.ReadString('\n'); err != nil || !strings.HasPrefix(ready, "twtrace: tracing") {
-		t.Fatalf("ready line %q, err %v", ready, err)
-	}
+	cmd, stdout, rd := startTopCLI(t, ns)
 	// The client lives until top is done: its stack is read while it
 	// lives (the race with a quick exit is TestTopCallSiteShortLived's).
 	client := exec.Command(exe, s.Addr.Addr().String(), fmt.Sprint(s.Addr.Port()), "20")

@@ -29,15 +29,17 @@ func churnNetns(t *testing.T) (*testnet.Netns, *testnet.Server) {
 // attributes the client's 25 connections to its pid, all held in timewait
 // now, with the per-request verdict, and its destination has exactly the
 // ports the model leaves: 94 − 25.
-func TestTopJSONCountTwo(t *testing.T) {
-	requireBPF(t)
-	ns, s := churnNetns(t)
-	inode := strconv.FormatUint(uint64(ns.Inode), 10)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCLIHelper$", "--", "top", "-o", "json", "--count", "2", "--netns", inode,
-		"--inventory-cpu", "100") // the second frame reads the sockets however busy the host
+// startTopCLI starts `twtrace top -o json --count 2` on ns with more
+// args, and returns once it is tracing: the command, its stdout, and the
+// rest of its stderr.
+func startTopCLI(t *testing.T, ns *testnet.Netns, args ...string) (*exec.Cmd, *bytes.Buffer, *bufio.Reader) {
+	t.Helper()
+	argv := append([]string{"-test.run=^TestCLIHelper$", "--", "top", "-o", "json", "--count", "2",
+		"--netns", strconv.FormatUint(uint64(ns.Inode), 10)}, args...)
+	cmd := exec.Command(os.Args[0], argv...)
 	cmd.Env = append(os.Environ(), "TWTRACE_TEST_CLI=1")
-	var stdout bytes.Buffer
-	cmd.Stdout = &stdout
+	stdout := &bytes.Buffer{}
+	cmd.Stdout = stdout
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -49,6 +51,14 @@ func TestTopJSONCountTwo(t *testing.T) {
 	if ready, err := rd.ReadString('\n'); err != nil || !strings.HasPrefix(ready, "twtrace: tracing") {
 		t.Fatalf("ready line %q, err %v", ready, err)
 	}
+	return cmd, stdout, rd
+}
+
+func TestTopJSONCountTwo(t *testing.T) {
+	requireBPF(t)
+	ns, s := churnNetns(t)
+	// The second frame reads the sockets however busy the host.
+	cmd, stdout, rd := startTopCLI(t, ns, "--inventory-cpu", "100")
 	c := testnet.StartClient(t, ns, testnet.ClientSpec{Dest: s.Dest(false), N: 25})
 	if len(c.Ports) != 25 {
 		t.Fatalf("client made %d connections, want 25", len(c.Ports))

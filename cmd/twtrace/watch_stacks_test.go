@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,31 +12,13 @@ import (
 	"github.com/twtrace/twtrace/pkg/watch"
 )
 
-// syncBuffer is written by the command and read by the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // `twtrace watch --stacks -o json` over a Go client dialling per request:
 // the flag reaches the tracer, and each event names the net.Dial line.
 func TestWatchStacksFlag(t *testing.T) {
 	requireBPF(t)
 	ns := testnet.New(t)
 	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerReadEOF)
-	var stdout, stderr syncBuffer
+	var stdout, stderr testnet.SyncBuffer
 	root := newRootCommand()
 	root.SetOut(&stdout)
 	root.SetErr(&stderr)

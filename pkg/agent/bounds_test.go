@@ -86,24 +86,6 @@ func TestAgentCardinality(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the agent's log and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // vanishingNamespace makes a namespace with a listener and a few
 // connections in timewait, keeps it for life, then lets it go: the thread
 // that holds it exits.
@@ -142,7 +124,7 @@ func vanishingNamespace(life time.Duration) error {
 // beyond its concurrent-scrape limit), cuts the stalled clients off, logs
 // no inventory error, and still counts a churn afterwards exactly.
 func TestAgentFaults(t *testing.T) {
-	var log syncBuffer
+	var log testnet.SyncBuffer
 	r := startAgentIn(t, 0, func(c *Config) { c.Log = slog.New(slog.NewTextHandler(&log, nil)) })
 	stop := make(chan struct{})
 	var wg sync.WaitGroup

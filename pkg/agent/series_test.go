@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/twtrace/twtrace/internal/testnet"
 	"github.com/twtrace/twtrace/pkg/aggregate"
 	"github.com/twtrace/twtrace/pkg/event"
 	"github.com/twtrace/twtrace/pkg/live"
@@ -257,7 +258,7 @@ func filterPrefix(m map[string]float64, prefix string) map[string]float64 {
 // it ends, not at every refresh.
 func TestLogErrorsOnce(t *testing.T) {
 	a := testAgent(t, 10, time.Minute, 10)
-	var log syncBuffer
+	var log testnet.SyncBuffer
 	a.cfg.Log = slog.New(slog.NewTextHandler(&log, nil))
 	for _, errs := range [][]string{{"netns 7: setns: EPERM"}, {"netns 7: setns: EPERM"}, {"netns 7: setns: EPERM", "netns 9: gone"}, nil} {
 		a.update(&live.Frame{Time: t0, Errors: errs})

@@ -1,7 +1,6 @@
 package cri
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"path/filepath"
@@ -9,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twtrace/twtrace/internal/testnet"
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -104,9 +104,9 @@ func serve(t *testing.T, f *fakeCRI, path string) (stop func()) {
 }
 
 // startCache runs a cache against endpoint until the test ends.
-func startCache(t *testing.T, o Options) (*Cache, *syncBuffer) {
+func startCache(t *testing.T, o Options) (*Cache, *testnet.SyncBuffer) {
 	t.Helper()
-	log := &syncBuffer{}
+	log := &testnet.SyncBuffer{}
 	o.Log = log
 	c := New(o)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -117,23 +117,6 @@ func startCache(t *testing.T, o Options) (*Cache, *syncBuffer) {
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	return c, log
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // waitFor waits for the background listing to reach a state; the bound

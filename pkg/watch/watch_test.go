@@ -2,13 +2,11 @@ package watch
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,24 +21,6 @@ func TestMain(m *testing.M) {
 }
 
 func requireBPF(t *testing.T) { testnet.RequireBPF(t, tracer.Preflight) }
-
-// lockedBuffer is written by the watch loop and read by the test.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // watchDuring runs Run while work() happens inside ns, then stops it.
 func watchDuring(t *testing.T, ns *testnet.Netns, format Format, opts filter.Options, want int, work func()) string {
@@ -58,7 +38,7 @@ func watchWith(t *testing.T, ns *testnet.Netns, cfg Config, opts filter.Options,
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := &lockedBuffer{}
+	out := &testnet.SyncBuffer{}
 	ready := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	type result struct {
