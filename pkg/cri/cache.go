@@ -188,10 +188,13 @@ func (c *Cache) refresh(ctx context.Context, path string) {
 		c.failures.Add(1)
 		return
 	}
-	c.snap.Store(c.snap.Load().next(l, asked, c.now()))
+	next := c.snap.Load().next(l, asked, c.now())
 	if State(c.state.Swap(uint32(StateUp))) == StateDown {
 		fmt.Fprintf(c.opts.Log, "twtrace: CRI %s is back; pods are named again\n", c.opts.Endpoint)
 	}
+	// The snapshot goes out after the line: a lookup that finds a new name
+	// comes after the line that says the CRI is back.
+	c.snap.Store(next)
 	c.listings.Add(1)
 }
 
