@@ -70,7 +70,7 @@ test: test-deps
 
 # Installs the real components tests run against (a container runtime,
 # busybox for container images, Prometheus and promtool, podman for make
-# image) when missing and root with apt-get;
+# image, compilers and nginx for the call-site tests) when missing and root with apt-get;
 # otherwise says what is missing: those tests then skip, except under
 # CI=true, where they fail.
 test-deps:
@@ -82,6 +82,7 @@ test-deps:
 	command -v podman >/dev/null || missing="$$missing podman"; \
 	command -v gcc >/dev/null || missing="$$missing gcc"; \
 	command -v ld.lld-14 >/dev/null || missing="$$missing lld-14"; \
+	command -v nginx >/dev/null || missing="$$missing nginx"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "installing:$$missing"; \

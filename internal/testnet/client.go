@@ -322,9 +322,19 @@ func readToEOF(fd int) {
 // exited, with its report.
 func StartClient(t *testing.T, ns *Netns, spec ClientSpec) *ClientResult {
 	t.Helper()
+	res, err := RunClient(ns.Path(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// RunClient is StartClient for a goroutine other than the test's: it
+// returns the failure instead of failing the test.
+func RunClient(nsPath string, spec ClientSpec) (*ClientResult, error) {
 	raw, _ := json.Marshal(spec)
 	var out []byte
-	ns.Do(t, func() error {
+	err := InNetns(nsPath, func() error {
 		cmd := exec.Command(os.Args[0])
 		cmd.Env = append(os.Environ(), helperEnv+"="+string(raw))
 		cmd.Stderr = os.Stderr
@@ -335,11 +345,14 @@ func StartClient(t *testing.T, ns *Netns, spec ClientSpec) *ClientResult {
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
 	var res ClientResult
 	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatalf("client output %q: %v", out, err)
+		return nil, fmt.Errorf("client output %q: %w", out, err)
 	}
-	return &res
+	return &res, nil
 }
 
 // WaitFor polls cond every 10 ms until it holds or the budget runs out.

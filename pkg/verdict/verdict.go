@@ -32,12 +32,14 @@
 //   - ConnectErrors > 0: connect() failed with EADDRNOTAVAIL, the
 //     destination's ports ran out.
 //   - PerRequest: first, when the call site's stack shows a client library
-//     (Evidence.Library), that library's likeliest causes (libraryAdvice);
-//     then reuse connections (a pool, keep-alive), the common causes
-//     of not reusing them (a client or transport per request, an idle
-//     limit per host below the concurrency, bodies not read to EOF and
-//     closed, "Connection: close"), and letting the server close first,
-//     since a TIME_WAIT on the server holds no ephemeral port.
+//     or the program is a known proxy (Evidence.Library), its likeliest
+//     causes (libraryAdvice); then reuse connections (a pool,
+//     keep-alive), the common causes of not reusing them (a client or
+//     transport per request, an idle limit per host below the
+//     concurrency, bodies not read to EOF and closed — an HTTP client's,
+//     left out for a proxy — and "Connection: close"), and letting the
+//     server close first, since a TIME_WAIT on the server holds no
+//     ephemeral port.
 //   - BindErrors > 0 or BoundPorts: bind() before connect() takes the port
 //     from every destination; IP_BIND_ADDRESS_NO_PORT, or no bind().
 //   - Exhausting, and only then, to a process that uses the destination's
@@ -183,6 +185,9 @@ var proxies = map[string]string{"nginx": "nginx", "haproxy": "haproxy", "envoy":
 // Proxy names the proxy a program is by its comm, or "".
 func Proxy(comm string) string { return proxies[comm] }
 
+// isProxy: library is a proxy's name (Proxy), not a client library's.
+func isProxy(library string) bool { return library != "" && proxies[library] == library }
+
 // Judge returns the verdict on e, the advice it calls for and the reason.
 func Judge(e Evidence) Result {
 	r := Result{Reason: reason(&e)}
@@ -195,7 +200,13 @@ func Judge(e Evidence) Result {
 	if r.Verdict == PerRequest {
 		// Flagged on ClientTimewait: the process closed first.
 		r.Advice = append(r.Advice, libraryAdvice[e.Library]...)
-		r.Advice = append(r.Advice, advicePool, adviceNewClient, adviceIdleLimit, adviceBody, adviceClose, adviceServerClose)
+		if isProxy(e.Library) {
+			// A proxy's own settings decide: an HTTP client's causes
+			// (a client per request, Go's idle limit, bodies) are not its.
+			r.Advice = append(r.Advice, advicePool, adviceClose, adviceServerClose)
+		} else {
+			r.Advice = append(r.Advice, advicePool, adviceNewClient, adviceIdleLimit, adviceBody, adviceClose, adviceServerClose)
+		}
 	}
 	if e.BindErrors > 0 || e.BoundPorts {
 		r.Advice = append(r.Advice, adviceBind)

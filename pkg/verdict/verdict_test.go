@@ -204,15 +204,29 @@ func TestLibraryAdviceFirst(t *testing.T) {
 }
 
 // A proxy is known by its program's name, stripped or not: nginx's
-// per-request connections to an upstream get nginx's advice first.
+// per-request connections to an upstream get nginx's advice first, then
+// the generic list without an HTTP client's causes (no Go
+// MaxIdleConnsPerHost for nginx).
 func TestProxyAdvice(t *testing.T) {
 	if Proxy("nginx") != "nginx" || Proxy("haproxy") != "haproxy" || Proxy("envoy") != "envoy" || Proxy("curl") != "" {
 		t.Fatal("proxies by comm")
 	}
 	e := Evidence{Window: 10 * time.Second, Connects: 100, ClientTimewait: 100,
 		LifetimeP50: time.Millisecond, LifetimeKnown: true, BytesKnown: true, Library: Proxy("nginx")}
-	r := Judge(e)
-	if len(r.Advice) < 3 || !strings.Contains(r.Advice[0], "keepalive") || !strings.Contains(r.Advice[1], "proxy_http_version 1.1") {
-		t.Errorf("nginx advice %q, want its upstream keepalive first", r.Advice)
+	want := []string{
+		"nginx: give the upstream block keepalive N (idle connections kept per worker).",
+		`nginx: with it, proxy_http_version 1.1 and proxy_set_header Connection "".`,
+		advicePool, adviceClose, adviceServerClose,
+	}
+	if r := Judge(e); !slices.Equal(r.Advice, want) {
+		t.Errorf("nginx advice %q, want %q", r.Advice, want)
+	}
+	e.Library = Proxy("haproxy")
+	if r := Judge(e); len(r.Advice) != 4 || !strings.HasPrefix(r.Advice[0], "HAProxy:") || slices.Contains(r.Advice, adviceIdleLimit) {
+		t.Errorf("haproxy advice %q", r.Advice)
+	}
+	e.Library = "net/http" // a client library keeps the whole generic list
+	if r := Judge(e); !slices.Contains(r.Advice, adviceIdleLimit) || !slices.Contains(r.Advice, adviceNewClient) {
+		t.Errorf("net/http advice %q lacks the generic client causes", r.Advice)
 	}
 }
