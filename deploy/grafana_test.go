@@ -117,6 +117,7 @@ func TestDashboard(t *testing.T) {
 		"TIME_WAIT entries by workload",
 		"connect() EADDRNOTAVAIL",
 		"Per-request workloads",
+		"Call sites of per-request workloads",
 		"Losses",
 	}
 	if !slices.Equal(titles, want) {

@@ -19,6 +19,7 @@ var specMetrics = []string{
 	"twtrace_timewait_overflows_total",
 	"twtrace_timewait_reuses_total",
 	"twtrace_per_request_connections",
+	"twtrace_per_request_call_site",
 	"twtrace_destination_ports_available",
 	"twtrace_destination_ports_usable",
 	"twtrace_destination_timewait_sockets",

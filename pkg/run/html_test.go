@@ -67,7 +67,8 @@ func testReport() *Report {
 			{PID: 100, Comm: "curl", Daddr: netip.MustParseAddr("10.0.0.7"), Dport: 8080, Role: "client",
 				Counts:        aggregate.Counts{Connects: 120000, Timewait: 110000, ConnectErrors: 12},
 				LifetimeP50Ms: ptr(3.2), BytesP50: ptr(uint64(512)), Verdict: "per-request",
-				Reason: "240 conn/s, median 3 ms, 512 B", Advice: []string{"Reuse connections.", "<b>not bold</b>"}},
+				Reason: "240 conn/s, median 3 ms, 512 B", Advice: []string{"Reuse connections.", "<b>not bold</b>"},
+				CallSite: "fetch_one (/src/fetch.c:42)", ClientLibrary: "libcurl"},
 			{PID: 101, Comm: hostileComm, Daddr: netip.MustParseAddr("2001:db8::1"), Dport: 443, Role: "client",
 				Counts: aggregate.Counts{Connects: 10, Timewait: 3}},
 			{Other: true, Folded: 4, Counts: aggregate.Counts{Connects: 1}},
@@ -552,7 +553,8 @@ func TestWriteHTMLPage(t *testing.T) {
 		t.Fatalf("%d verdict rows for %d rows", len(rows), len(r.Rows))
 	}
 	if got := cells(rows[0]); got[1] != "curl" || got[3] != "10.0.0.7:8080" || got[7] != "3.2 ms" || got[8] != "512 B" ||
-		got[9] != "per-request" || !strings.Contains(got[10], "Reuse connections.") || !strings.Contains(got[10], "<b>not bold</b>") {
+		got[9] != "per-request" || !strings.Contains(got[10], "Reuse connections.") || !strings.Contains(got[10], "<b>not bold</b>") ||
+		!strings.Contains(got[10], "called from fetch_one (/src/fetch.c:42) via libcurl") {
 		t.Errorf("verdict row 0: %q", got)
 	}
 	if got := cells(rows[1]); got[1] != `<script>x</script>\x01` || got[7] != "—" || got[8] != "—" {
@@ -620,7 +622,7 @@ func TestWriteHTMLHostile(t *testing.T) {
 		ExitCode:   1,
 		Signal:     h,
 		Processes:  []Process{{PID: 1, Comm: h, Verdict: h}},
-		Rows:       []report.Row{{PID: 1, Comm: h, Role: h, Verdict: h, Reason: h, Advice: []string{h}}},
+		Rows:       []report.Row{{PID: 1, Comm: h, Role: h, Verdict: h, Reason: h, Advice: []string{h}, CallSite: h}},
 		Thresholds: []Threshold{{Name: h, Result: h, Destination: h}},
 		Errors:     []string{h},
 	}
@@ -653,7 +655,7 @@ func TestWriteHTMLHostile(t *testing.T) {
 	}{
 		{"thresholds", []string{shown, "0", "0", shown, strings.ToUpper(shown)}},
 		{"processes", []string{"1", shown, "0", "0", "0", "0", shown}},
-		{"rows", []string{"1", shown, shown, "?:0", "0", "0", "0", "—", "—", shown, shown + shown}},
+		{"rows", []string{"1", shown, shown, "?:0", "0", "0", "0", "—", "—", shown, shown + "called from " + shown + shown}},
 	} {
 		rows := tableRows(t, doc, c.table)
 		if got := cells(rows[0]); len(rows) != 1 || !reflect.DeepEqual(got, c.want) {
