@@ -26,11 +26,16 @@ struct user_stack {
 	 * frames are still placed. */
 	u64 exe_ino;
 	u32 exe_dev;
-	u32 pad;
+	/* 0: a stack from inside a system call; STACK_ENTRY: from a
+	 * function's entry (a uprobe), ip[0] the entry itself, not an address
+	 * to resume at; STACK_PAIR (gohttp.h): two stacks' ids. */
+	u32 kind;
 	u64 start_code;
 	u64 end_code;
 	u64 ip[STACK_FRAMES];
 };
+#define STACK_SYSCALL 0
+#define STACK_ENTRY 2
 /* Keeps struct user_stack in BTF for bpf2go. */
 const struct user_stack *unused_user_stack __attribute__((unused));
 
@@ -119,12 +124,12 @@ static __always_inline bool stack_wanted(u64 n)
 	return n <= STACK_FIRST || n % stack_sample == 0;
 }
 
-/* current's user stack, kept in stacks; its hash, or 0 when there is
+/* current's user stack (of kind STACK_SYSCALL or STACK_ENTRY), kept in stacks; its hash, or 0 when there is
  * none (a kernel thread, an io-wq worker, a walk that failed) or the
  * table is full (counted). A stack seen for the first time is announced
  * to userspace (EVENT_STACK), which reads what symbolizing it needs while
  * the process lives. */
-static __always_inline u64 capture_stack(void *ctx, u32 netns)
+static __always_inline u64 capture_stack(void *ctx, u32 netns, u32 kind)
 {
 	u32 zero = 0;
 	struct user_stack *s = bpf_map_lookup_elem(&stack_scratch, &zero);
@@ -134,6 +139,7 @@ static __always_inline u64 capture_stack(void *ctx, u32 netns)
 	if (n <= 0)
 		return 0;
 	s->nr = n / sizeof(s->ip[0]);
+	s->kind = kind;
 	s->pid = bpf_get_current_pid_tgid() >> 32;
 	s->ret = wrapper_return();
 	struct task_struct *task = (void *)bpf_get_current_task();

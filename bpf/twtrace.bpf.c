@@ -21,6 +21,7 @@
  *   owners.h   per-socket owner records, listeners, timewait records
  *   connect.h  connect() attempts counted, failures to find a port
  *   stacks.h   the user stack of a connect(), its call site
+ *   gohttp.h   the caller of a Go net/http dial, from its own goroutine
  *   twins.h    how a run the kernel skipped is still handled, once
  *   bind.h     bind() failures, at the syscall
  *   precise.h  the precise tier's fentry/fexit programs
@@ -39,6 +40,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #include "owners.h"
 #include "connect.h"
 #include "stacks.h"
+#include "gohttp.h"
 #include "twins.h"
 #include "bind.h"
 #include "precise.h"
@@ -65,8 +67,7 @@ static __always_inline void connecting(void *ctx, const struct sock *sk)
 	/* Counted before the record is made: the count samples the stack,
 	 * and the opener is current either way. */
 	u64 n = count_connects ? count_connect(sk, &fresh) : 0;
-	if (stack_wanted(n))
-		fresh.stack = capture_stack(ctx, sock_netns(sk));
+	fresh.stack = connect_stack(ctx, sock_netns(sk), n);
 	int err = owner_insert(sk, &fresh);
 	if (err == -EEXIST) {
 		/* A record marked closed belongs to an earlier socket at this

@@ -203,6 +203,12 @@ struct task_struct {
 	struct task_struct *real_parent;
 	struct mm_struct *mm;
 	u64 start_time; /* CLOCK_MONOTONIC ns */
+	/* Its network namespace, where no socket says it (gohttp.h). */
+	struct nsproxy *nsproxy;
+} __attribute__((preserve_access_index));
+
+struct nsproxy {
+	struct net *net_ns;
 } __attribute__((preserve_access_index));
 
 struct mm_struct {

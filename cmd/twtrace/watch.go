@@ -94,5 +94,6 @@ func lossLines(loss *watch.Losses) []string {
 	say(loss.Missed, "the kernel skipped %d runs of twtrace's programs (a BPF program was already running on that CPU): up to that many events are missing or misreported")
 	say(loss.LostStacks, "%d connect() stacks had no room to be kept: their events name no call site")
 	say(loss.UnresolvedStacks, "%d connect() stacks were not read before their process exited: their events name no call site")
+	say(loss.UnprobedHTTPCallers, "%d Go executables dialling through net/http could not be probed for their callers: their call site is net/http's dial goroutine")
 	return lines
 }

@@ -89,6 +89,12 @@ type ClientSpec struct {
 	// through Go's default HTTP client, HTTPConcurrency at a time,
 	// instead of N connections.
 	HTTPGets, HTTPConcurrency int
+	// HTTPPauseMs pauses the HTTP client this long after its first GET
+	// (whose connection it closes), as a service does between its first
+	// request and its load; with HTTPWaitFile, until that file exists
+	// instead (at most 30 s).
+	HTTPPauseMs  int
+	HTTPWaitFile string
 }
 
 // ClientResult is what the client reports on stdout.

@@ -6,10 +6,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"os"
 	"reflect"
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 )
 
 // openPerRequest dials dest with the net package, as a Go program that
@@ -62,6 +64,19 @@ func httpRun(spec ClientSpec) (*ClientResult, error) {
 		}
 	}}
 	url := "http://" + spec.Dest + "/"
+	if (spec.HTTPPauseMs > 0 || spec.HTTPWaitFile != "") && spec.HTTPGets > 0 {
+		if err := get(url, trace); err != nil {
+			return nil, err
+		}
+		spec.HTTPGets--
+		// Its connection ends now: what twtrace learnt of it shows.
+		http.DefaultClient.CloseIdleConnections()
+		if spec.HTTPWaitFile == "" {
+			time.Sleep(time.Duration(spec.HTTPPauseMs) * time.Millisecond)
+		} else if !WaitFor(30*time.Second, func() bool { _, err := os.Stat(spec.HTTPWaitFile); return err == nil }) {
+			return nil, fmt.Errorf("%s did not appear", spec.HTTPWaitFile)
+		}
+	}
 	work := make(chan struct{})
 	errs := make(chan error, spec.HTTPGets)
 	var wg sync.WaitGroup
@@ -87,18 +102,34 @@ func httpRun(spec ClientSpec) (*ClientResult, error) {
 	return res, nil
 }
 
+// get makes one GET through Go's default client and reads the body to
+// EOF: the call site the tests name (HTTPCallSite). The Do call must stay
+// its first statement.
 func get(url string, trace *httptrace.ClientTrace) error {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+	resp, err := http.DefaultClient.Do(newGet(url, trace))
 	if err != nil {
 		return err
 	}
 	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return err
+}
+
+func newGet(url string, trace *httptrace.ClientTrace) *http.Request {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		panic(err) // the client's own URL
+	}
+	return req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+}
+
+// HTTPCallSite is where an HTTPGets client asks net/http for a response
+// (the caller of its dials): the function and the file:line as the test
+// binary's own tables give them.
+func HTTPCallSite() (function, file string, line int) {
+	f := runtime.FuncForPC(reflect.ValueOf(get).Pointer())
+	file, line = f.FileLine(f.Entry())
+	return f.Name(), file, line + 1
 }
 
 // HTTPServer is an HTTP server in a namespace, answering every request

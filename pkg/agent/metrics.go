@@ -191,7 +191,8 @@ func (e *exposition) losses(l *report.Losses, foldedSeries uint64) {
 		{"join_refused", l.JoinRefused}, {"uncounted_processes", l.UncountedProcesses},
 		{"unresolved_owners", l.UnresolvedOwners}, {"cri_failures", l.CRIFailures},
 		{"unknown_parents", l.UnknownParents}, {"lost_stacks", l.LostStacks},
-		{"unresolved_stacks", l.UnresolvedStacks}, {"folded_series", foldedSeries},
+		{"unresolved_stacks", l.UnresolvedStacks}, {"unprobed_http_callers", l.UnprobedHTTPCallers},
+		{"folded_series", foldedSeries},
 	} {
 		e.add(descLosses, prometheus.CounterValue, float64(k.n), k.kind)
 	}

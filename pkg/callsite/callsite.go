@@ -74,6 +74,20 @@ type Stats struct {
 	Sites      int    // distinct call sites among them
 	Unresolved uint64 // stacks whose process was gone, or that could not be read
 	Dropped    uint64 // stacks past DefaultMaxStacks, left without a site
+	// GoHTTP counts the executables whose net/http callers are reached
+	// (their uprobes attached); GoHTTPRefused those where they could not
+	// be (too old a Go, no symbol, a refused uprobe: GoHTTPError says the
+	// last reason).
+	GoHTTP        int
+	GoHTTPRefused uint64
+	GoHTTPError   string
+}
+
+// goHTTPProber reaches the caller of Go net/http's dials
+// (tracer.Tracer's AttachGoHTTP, bpf/gohttp.h).
+type goHTTPProber interface {
+	GoHTTPSupported() error
+	AttachGoHTTP(key, path string, queueOff, dialOff uint64) error
 }
 
 // Sites maps the kernel's stack ids to call sites. It is safe for
@@ -88,12 +102,22 @@ type Sites struct {
 	bySite map[string]*Site
 	max    int
 	stats  Stats
+
+	goHTTP      goHTTPProber           // nil: net/http callers not reached
+	goHTTPTried map[symbol.FileID]bool // executables asked for
 }
 
 // New makes Sites that read stacks from tr and symbolize them with res.
+// When tr can reach the callers of Go net/http's dials here
+// (tracer.Tracer on Linux 5.15+), a net/http dial goroutine's stack has
+// its executable probed, and later connections name their caller.
 func New(tr StackReader, res *symbol.Resolver) *Sites {
-	return &Sites{tr: tr, res: res, held: map[uint32]*os.File{}, byID: map[uint64]*Site{},
-		bySite: map[string]*Site{}, max: DefaultMaxStacks}
+	s := &Sites{tr: tr, res: res, held: map[uint32]*os.File{}, byID: map[uint64]*Site{},
+		bySite: map[string]*Site{}, max: DefaultMaxStacks, goHTTPTried: map[symbol.FileID]bool{}}
+	if p, ok := tr.(goHTTPProber); ok && p.GoHTTPSupported() == nil {
+		s.goHTTP = p
+	}
+	return s
 }
 
 // Learn symbolizes the stack a KindStack event announces, by its process
@@ -215,6 +239,9 @@ func (s *Sites) resolve(id uint64, pid uint32) *Site {
 	if st.PID != 0 {
 		pid = st.PID
 	}
+	if st.Caller != 0 {
+		return s.resolvePair(id, &st, pid)
+	}
 	if !s.symbolize(site, pid) {
 		s.unresolved()
 	}
@@ -223,6 +250,9 @@ func (s *Sites) resolve(id uint64, pid uint32) *Site {
 
 // retry is another attempt at old, whose process was gone, through pid.
 func (s *Sites) retry(old *Site, pid uint32) *Site {
+	if old.stack.Caller != 0 {
+		return s.resolvePair(old.ID, old.stack, pid)
+	}
 	site := &Site{ID: old.ID, stack: old.stack, tries: old.tries}
 	s.symbolize(site, pid)
 	return site
@@ -266,6 +296,9 @@ func (s *Sites) symbolize(site *Site, pid uint32) bool {
 		site.Executable = s.heldName(pid)
 	}
 	site.Frame, site.Library, site.Known = symbol.CallSite(frames)
+	if site.Library == "net/http" && symbol.GoHTTPDialer(frames) {
+		s.probeGoHTTP(st, pid)
+	}
 	switch {
 	case site.Known && !withRet && callerOfHidden(frames, site.Frame):
 		site.Known, site.Frame = false, symbol.Frame{}
@@ -341,7 +374,11 @@ func runningExe(exe symbol.FileID) int {
 // return address, which passes the call check. Such a stack stays
 // unavailable: only the executable is named.
 func (s *Sites) resolveWithReturn(snap *symbol.Snapshot, st *tracer.Stack) (frames []symbol.Frame, withRet bool) {
-	frames = s.res.Resolve(snap, st.IPs)
+	resolve := s.res.Resolve
+	if st.Entry {
+		resolve = s.res.ResolveFromEntry // a uprobe's stack (gohttp.h)
+	}
+	frames = resolve(snap, st.IPs)
 	if st.Ret == 0 || len(st.IPs) < 2 || st.Ret == st.IPs[1] || !symbol.Available(frames) ||
 		!snap.IsReturnAddress(st.Ret) {
 		return frames, false
@@ -349,7 +386,7 @@ func (s *Sites) resolveWithReturn(snap *symbol.Snapshot, st *tracer.Stack) (fram
 	addrs := make([]uint64, 0, len(st.IPs)+1)
 	addrs = append(addrs, st.IPs[0], st.Ret)
 	addrs = append(addrs, st.IPs[1:]...)
-	return s.res.Resolve(snap, addrs), true
+	return resolve(snap, addrs), true
 }
 
 // callerOfHidden reports whether site, picked from frames to which no
@@ -409,4 +446,81 @@ func (s *Sites) unresolved() {
 	s.mu.Lock()
 	s.stats.Unresolved++
 	s.mu.Unlock()
+}
+
+// resolvePair names the site of a pair (tracer.Stack.Caller): the frame
+// of the goroutine that queued the dial, when the connect() stack is
+// net/http's dial goroutine (a goroutine whose g was recycled cannot lend
+// a stale caller to another connect()); else the connect() stack's own
+// site. Its frames are the caller's.
+func (s *Sites) resolvePair(id uint64, st *tracer.Stack, pid uint32) *Site {
+	own := s.Site(s.Canonical(st.Own, pid))
+	site := &Site{ID: id, stack: st}
+	if own == nil {
+		site.Note = "stack not kept by the kernel"
+		return site
+	}
+	site.Frames, site.Frame, site.Known, site.Library = own.Frames, own.Frame, own.Known, own.Library
+	site.Note, site.Executable, site.tries = own.Note, own.Executable, own.tries
+	if own.Library != "net/http" || !symbol.GoHTTPDialer(own.Frames) {
+		return site
+	}
+	caller := s.Site(s.Canonical(st.Caller, pid))
+	if caller == nil {
+		return site
+	}
+	if f, ok := symbol.GoHTTPCaller(caller.Frames); ok {
+		site.Frames, site.Frame, site.Known, site.Note = caller.Frames, f, true, ""
+	}
+	return site
+}
+
+// goMinor is the least Go release whose register ABI gohttp.h reads
+// (arguments and the goroutine in registers): go1.18.
+const goMinor = 18
+
+// probeGoHTTP has the executable of st (a net/http dial goroutine's
+// stack, in pid) probed for its dials' callers, once per executable.
+func (s *Sites) probeGoHTTP(st *tracer.Stack, pid uint32) {
+	if s.goHTTP == nil || st.ExeIno == 0 {
+		return
+	}
+	exe := symbol.FileID{Dev: symbol.KernelDev(st.ExeDev), Inode: st.ExeIno}
+	s.mu.Lock()
+	tried := s.goHTTPTried[exe]
+	s.goHTTPTried[exe] = true
+	path := fmt.Sprintf("/proc/%d/exe", pid)
+	if f := s.held[pid]; f != nil {
+		path = fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	}
+	s.mu.Unlock()
+	if tried {
+		return
+	}
+	err := s.attachGoHTTP(exe, path)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.stats.GoHTTPRefused++
+		s.stats.GoHTTPError = err.Error()
+		return
+	}
+	s.stats.GoHTTP++
+}
+
+func (s *Sites) attachGoHTTP(exe symbol.FileID, path string) error {
+	bin := s.res.Binary(exe, path)
+	if bin == nil {
+		return fmt.Errorf("%s: not readable", path)
+	}
+	var minor int
+	if _, err := fmt.Sscanf(bin.GoVersion, "go1.%d", &minor); err != nil || minor < goMinor {
+		return fmt.Errorf("%s: built by %q, not Go 1.%d or later", path, bin.GoVersion, goMinor)
+	}
+	queue, ok := bin.GoFuncOffset(tracer.GoHTTPQueue)
+	dial, ok2 := bin.GoFuncOffset(tracer.GoHTTPDial)
+	if !ok || !ok2 {
+		return fmt.Errorf("%s: no %s or %s", path, tracer.GoHTTPQueue, tracer.GoHTTPDial)
+	}
+	return s.goHTTP.AttachGoHTTP(fmt.Sprint(exe), path, queue, dial)
 }

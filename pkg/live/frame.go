@@ -378,6 +378,7 @@ func (s *session) losses(f *Frame, snap *aggregate.Snapshot, refused uint64) err
 		st := s.sites.Stats()
 		f.Losses.LostStacks += st.Dropped
 		f.Losses.UnresolvedStacks = st.Unresolved
+		f.Losses.UnprobedHTTPCallers = st.GoHTTPRefused
 	}
 	if o, ok := s.cfg.Owners.(interface{ CRIFailures() uint64 }); ok {
 		f.Losses.CRIFailures = o.CRIFailures()

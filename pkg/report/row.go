@@ -156,6 +156,11 @@ type Losses struct {
 	// call site is "" with a note.
 	LostStacks       uint64 `json:"lost_stacks"`
 	UnresolvedStacks uint64 `json:"unresolved_stacks"`
+	// UnprobedHTTPCallers: Go executables dialling through net/http whose
+	// dials' callers could not be reached (built before Go 1.18, the
+	// functions not found, the uprobe refused): their call site stays
+	// net/http's own dial goroutine.
+	UnprobedHTTPCallers uint64 `json:"unprobed_http_callers"`
 	// StillClosing: with a drain, sockets closed first whose end was not
 	// seen within the drain time (final frame only).
 	StillClosing uint64 `json:"still_closing,omitempty"`

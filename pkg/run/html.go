@@ -364,20 +364,21 @@ func verdictRows(r *Report) []verdictRow {
 
 // lossWhat explains the losses by their JSON names.
 var lossWhat = map[string]string{
-	"lost_records":        "records the ring buffer had no room for",
-	"untracked_sockets":   "sockets the owner table had no room for",
-	"missed_runs":         "state changes the kernel skipped (missed program runs)",
-	"uncounted_connects":  "connect attempts the count table had no room for",
-	"folded_events":       "events summed into the other row (row table full)",
-	"join_refused":        "timewait entries not remembered (join full): counted unattributed",
-	"unfollowed_forks":    "processes forked by the command that the followed set had no room for",
-	"still_closing":       "sockets closed first whose end was not seen within the drain time",
-	"lost_stacks":         "connect() stacks there was no room to keep: those connections have no call site",
-	"unresolved_stacks":   "stacks kept but not symbolized (the process was gone): call site unknown",
-	"uncounted_processes": "processes a row had no room to remember (left out of its process count)",
-	"unresolved_owners":   "rows whose cgroup could not be resolved (no container, pod or unit)",
-	"cri_failures":        "listings of the CRI that failed: pod names fell back to ids meanwhile",
-	"unknown_parents":     "processes whose parent the kernel could not tell (folded apart from their siblings)",
+	"lost_records":          "records the ring buffer had no room for",
+	"untracked_sockets":     "sockets the owner table had no room for",
+	"missed_runs":           "state changes the kernel skipped (missed program runs)",
+	"uncounted_connects":    "connect attempts the count table had no room for",
+	"folded_events":         "events summed into the other row (row table full)",
+	"join_refused":          "timewait entries not remembered (join full): counted unattributed",
+	"unfollowed_forks":      "processes forked by the command that the followed set had no room for",
+	"still_closing":         "sockets closed first whose end was not seen within the drain time",
+	"lost_stacks":           "connect() stacks there was no room to keep: those connections have no call site",
+	"unresolved_stacks":     "stacks kept but not symbolized (the process was gone): call site unknown",
+	"unprobed_http_callers": "Go programs using net/http whose dials' callers could not be probed: call site is net/http's",
+	"uncounted_processes":   "processes a row had no room to remember (left out of its process count)",
+	"unresolved_owners":     "rows whose cgroup could not be resolved (no container, pod or unit)",
+	"cri_failures":          "listings of the CRI that failed: pod names fell back to ids meanwhile",
+	"unknown_parents":       "processes whose parent the kernel could not tell (folded apart from their siblings)",
 }
 
 // losses lists every counter of r.Losses by its JSON name, so that a

@@ -1,6 +1,7 @@
 package symbol
 
 import (
+	"debug/buildinfo"
 	"debug/dwarf"
 	"debug/elf"
 	"debug/gosym"
@@ -29,13 +30,16 @@ const maxLineRows = 4 << 20
 type Binary struct {
 	// BuildID is the GNU build-id note in hex, "" when the file has none.
 	BuildID string
-	machine elf.Machine
-	loads   []segment
-	goTable *gosym.Table // Go's pclntab, nil for other binaries
-	inline  *goInline    // Go's inline trees, nil when unreadable
-	syms    []elfSymbol  // .symtab and .dynsym functions, sorted by addr
-	lines   []lineRow    // DWARF line rows sorted by addr, when present
-	files   []string     // lines' file names, by index
+	// GoVersion is the Go release that built a Go binary ("go1.26.8",
+	// from its build info), "" when not known or not Go.
+	GoVersion string
+	machine   elf.Machine
+	loads     []segment
+	goTable   *gosym.Table // Go's pclntab, nil for other binaries
+	inline    *goInline    // Go's inline trees, nil when unreadable
+	syms      []elfSymbol  // .symtab and .dynsym functions, sorted by addr
+	lines     []lineRow    // DWARF line rows sorted by addr, when present
+	files     []string     // lines' file names, by index
 }
 
 // segment is one PT_LOAD program header.
@@ -97,8 +101,30 @@ func NewBinary(r io.ReaderAt, size int64) (b *Binary, err error) {
 	b.goTable, b.inline = goTables(f, size, marks)
 	if b.goTable == nil {
 		b.lines, b.files = dwarfLines(f, size)
+	} else if bi, err := buildinfo.Read(r); err == nil {
+		b.GoVersion = bi.GoVersion
 	}
 	return b, nil
+}
+
+// GoFuncOffset is the file offset of the entry of the Go function name
+// (as the pclntab names it: "net/http.(*Transport).dialConnFor"), where a
+// uprobe goes; false when the binary has no Go table, no such function,
+// or the entry is in no loaded part of the file.
+func (b *Binary) GoFuncOffset(name string) (uint64, bool) {
+	if b.goTable == nil {
+		return 0, false
+	}
+	fn := b.goTable.LookupFunc(name)
+	if fn == nil {
+		return 0, false
+	}
+	for _, s := range b.loads {
+		if s.exec && fn.Entry >= s.vaddr && fn.Entry-s.vaddr < s.filesz {
+			return fn.Entry - s.vaddr + s.off, true
+		}
+	}
+	return 0, false
 }
 
 // sectionData reads a section, refusing one that claims more bytes than

@@ -131,3 +131,31 @@ func firstKept(frames []Frame, from int) int {
 	}
 	return -1
 }
+
+// GoHTTPDialer reports whether a stack is Go net/http's own dial
+// goroutine ((*Transport).dialConnFor): the connect() of a dial whose
+// caller is on another goroutine's stack.
+func GoHTTPDialer(frames []Frame) bool {
+	for _, f := range frames {
+		if f.Function == "net/http.(*Transport).dialConnFor" {
+			return true
+		}
+	}
+	return false
+}
+
+// GoHTTPCaller picks the application's frame from the stack of the
+// goroutine that asked net/http for a connection (it queued the dial):
+// the first frame that is neither runtime nor net/http. ok is false when
+// the stack is unavailable or has no such frame.
+func GoHTTPCaller(frames []Frame) (site Frame, ok bool) {
+	if !Available(frames) {
+		return Frame{}, false
+	}
+	for _, f := range frames {
+		if !skipped(f) && !strings.HasPrefix(f.Function, "net/http.") {
+			return f, true
+		}
+	}
+	return Frame{}, false
+}

@@ -322,8 +322,22 @@ func (s *Snapshot) find(addr uint64) *region {
 // inlined call, innermost first, all with the same Address: so there can
 // be more frames than addresses.
 func (r *Resolver) Resolve(s *Snapshot, addrs []uint64) []Frame {
+	return r.resolve(s, addrs, false)
+}
+
+// ResolveFromEntry is Resolve for a stack taken at a function's entry (a
+// uprobe's): addrs[0] is that entry itself, looked up as it is.
+func (r *Resolver) ResolveFromEntry(s *Snapshot, addrs []uint64) []Frame {
+	return r.resolve(s, addrs, true)
+}
+
+func (r *Resolver) resolve(s *Snapshot, addrs []uint64, entry bool) []Frame {
 	frames := make([]Frame, 0, len(addrs))
-	for _, addr := range addrs {
+	for i, addr := range addrs {
+		back := uint64(1) // inside the call instruction
+		if entry && i == 0 {
+			back = 0
+		}
 		reg := s.find(addr)
 		if reg == nil {
 			if s.complete {
@@ -334,13 +348,13 @@ func (r *Resolver) Resolve(s *Snapshot, addrs []uint64) []Frame {
 		}
 		f := Frame{Address: addr, Module: reg.module}
 		var locs []Location
-		if reg.bin != nil && addr > reg.Start {
-			vaddr, ok := addr-1-reg.bias, true
+		if reg.bin != nil && addr >= reg.Start+back {
+			vaddr, ok := addr-back-reg.bias, true
 			if !reg.biased {
-				vaddr, ok = reg.bin.FileAddress(reg.Mapping, addr-1)
+				vaddr, ok = reg.bin.FileAddress(reg.Mapping, addr-back)
 			}
 			if ok {
-				f.FileAddress = vaddr + 1
+				f.FileAddress = vaddr + back
 				locs = reg.bin.Lookup(vaddr)
 			}
 		}
@@ -353,4 +367,10 @@ func (r *Resolver) Resolve(s *Snapshot, addrs []uint64) []Frame {
 		}
 	}
 	return frames
+}
+
+// Binary returns the binary of the file id, reading it from path (which
+// must still be that file) unless cached; nil when it cannot be read.
+func (r *Resolver) Binary(id FileID, path string) *Binary {
+	return r.binary(id, func() (*os.File, error) { return openChecked(path, id) })
 }

@@ -2,6 +2,8 @@ package top
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -72,25 +74,83 @@ func TestTopCallSiteShortLived(t *testing.T) {
 	checkDialSite(t, row)
 }
 
+// checkHTTPSite checks the row of testnet's net/http client (HTTPGets,
+// which paused after its first GET until twtrace had seen that GET's
+// stack). From Linux 5.15 on, the line that called Client.Do (get,
+// exactly) for every sampled dial after the first, with the caller's
+// goroutine as the stack; the first dial's stack, taken before the
+// executable was probed, is net/http's own dial goroutine. Before 5.15,
+// net/http's dial goroutine for all.
+func checkHTTPSite(t *testing.T, row report.Row, callers uint64) {
+	t.Helper()
+	const dialSite = "net/http.(*Transport).dial ("
+	if row.ClientLibrary != "net/http" || row.CallSiteNote != "" {
+		t.Errorf("library %q, note %q; want net/http, none", row.ClientLibrary, row.CallSiteNote)
+	}
+	if !testnet.KernelAtLeast(5, 15) {
+		if !strings.HasPrefix(row.CallSite, dialSite) || row.CallSites != nil {
+			t.Errorf("call site %q (sites %+v); want net/http's dial goroutine alone before 5.15", row.CallSite, row.CallSites)
+		}
+		return
+	}
+	fn, file, line := testnet.HTTPCallSite()
+	want := fmt.Sprintf("%s (%s:%d)", fn, file, line)
+	sites := row.CallSites
+	if row.CallSite != want || len(sites) != 2 || sites[0].CallSite != want || sites[0].Connects < callers ||
+		!strings.HasPrefix(sites[1].CallSite, dialSite) || sites[1].Connects != 1 || sites[1].ClientLibrary != "net/http" {
+		t.Errorf("call site %q, sites %+v; want %q for %d dials or more, then net/http's dial for the first", row.CallSite, sites, want, callers)
+	}
+	if len(row.Stack) == 0 || row.Stack[0].Function != "net/http.(*Transport).queueForDial" {
+		t.Errorf("stack %+v: want the caller's goroutine, from queueForDial", row.Stack)
+	}
+}
+
 // The net/http client: Go's default client, 16 requests at a
 // time against an idle pool of 2 per host, opens most of its connections
-// per request. Its dial runs in a goroutine of net/http's own, so the
-// library is named, and its advice comes first: MaxIdleConnsPerHost.
+// per request. Its dial runs in a goroutine of net/http's own: the stack
+// of that dial's connect() shows the library, which has twtrace probe
+// the executable (gohttp.h); from then on, the caller's line is named.
+// The advice for net/http comes first: MaxIdleConnsPerHost.
 func TestTopCallSiteNetHTTP(t *testing.T) {
 	requireBPF(t)
 	ns := testnet.New(t)
 	srv := testnet.StartHTTPServer(t, ns)
 	run := startTopStacks(t, ns)
-	cl := testnet.StartClient(t, ns, testnet.ClientSpec{Comm: "httpc", Dest: srv.Addr, HTTPGets: 400, HTTPConcurrency: 16})
-	n := uint64(len(cl.Ports))
+	probed := filepath.Join(t.TempDir(), "probed")
+	type result struct {
+		cl  *testnet.ClientResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		cl, err := testnet.RunClient(ns.Path(), testnet.ClientSpec{Comm: "httpc", Dest: srv.Addr,
+			HTTPGets: 400, HTTPConcurrency: 16, HTTPWaitFile: probed})
+		done <- result{cl, err}
+	}()
+	// The first GET's site is published once its executable is probed.
+	first := run.await(func(f *Frame) bool {
+		for _, r := range f.Rows {
+			if r.Comm == "httpc" && r.CallSite != "" {
+				return true
+			}
+		}
+		return false
+	})
+	if err := os.WriteFile(probed, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res := <-done
+	if res.err != nil || first == nil {
+		t.Fatalf("client: %v; a frame with the first GET's site: %v", res.err, first != nil)
+	}
+	n := uint64(len(res.cl.Ports))
 	if n < 40 {
 		t.Fatalf("the client made %d connections for 400 requests, want many more", n)
 	}
 	f := run.frameWhere(t, settled(n))
 	row := rowsByComm(t, f)["httpc"]
-	if row.ClientLibrary != "net/http" || !strings.HasPrefix(row.CallSite, "net/http.") {
-		t.Errorf("call site %q, library %q (note %q); want net/http's", row.CallSite, row.ClientLibrary, row.CallSiteNote)
-	}
+	// top samples the first 8 dials of a process, then 1 in 64.
+	checkHTTPSite(t, row, 8)
 	if row.Verdict != "per-request" || len(row.Advice) == 0 || !strings.Contains(row.Advice[0], "MaxIdleConnsPerHost") {
 		t.Errorf("verdict %q (%s), advice %q: want per-request, MaxIdleConnsPerHost first", row.Verdict, row.Reason, row.Advice)
 	}

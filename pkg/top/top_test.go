@@ -248,10 +248,9 @@ func startTopIn(t *testing.T, inode uint32, set func(*live.Config)) *topRun {
 	return r
 }
 
-// frameWhere stops the session at the first frame that satisfies cond
-// and returns it; the test fails if none does.
-func (r *topRun) frameWhere(t *testing.T, cond func(*Frame) bool) *Frame {
-	t.Helper()
+// await waits for a frame that satisfies cond, the session going on,
+// and returns it; nil after 10 s.
+func (r *topRun) await(cond func(*Frame) bool) *Frame {
 	var f *Frame
 	testnet.WaitFor(10*time.Second, func() bool {
 		r.mu.Lock()
@@ -264,6 +263,14 @@ func (r *topRun) frameWhere(t *testing.T, cond func(*Frame) bool) *Frame {
 		}
 		return false
 	})
+	return f
+}
+
+// frameWhere stops the session at the first frame that satisfies cond
+// and returns it; the test fails if none does.
+func (r *topRun) frameWhere(t *testing.T, cond func(*Frame) bool) *Frame {
+	t.Helper()
+	f := r.await(cond)
 	r.cancel()
 	if err := <-r.done; err != nil {
 		t.Fatal(err)

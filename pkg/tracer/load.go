@@ -43,10 +43,11 @@ func loadObjects(spec *ebpf.CollectionSpec, objs *twtraceObjects, cache *btf.Cac
 	// .bss holds connect_exits and procs_since, which are set after
 	// loading: keep it.
 	ld.bss, ld.connectExits, ld.procsSince = coll.Maps[".bss"], coll.Variables["connect_exits"], coll.Variables["procs_since"]
+	ld.goHTTPAttached = coll.Variables["go_http_attached"]
 	delete(coll.Maps, ".bss")
-	if ld.connectExits == nil || ld.procsSince == nil {
+	if ld.connectExits == nil || ld.procsSince == nil || ld.goHTTPAttached == nil {
 		ld.bss.Close()
-		return ld, errors.New("the BPF object has no connect_exits or procs_since variable")
+		return ld, errors.New("the BPF object has no connect_exits, procs_since or go_http_attached variable")
 	}
 
 	preDone := make(chan struct{})
@@ -76,6 +77,8 @@ func loadObjects(spec *ebpf.CollectionSpec, objs *twtraceObjects, cache *btf.Cac
 		TwExitBind  *ebpf.Program `ebpf:"tw_exit_bind"`
 		TwFork      *ebpf.Program `ebpf:"tw_fork"`
 		TwExec      *ebpf.Program `ebpf:"tw_exec"`
+		TwHttpQueue *ebpf.Program `ebpf:"tw_http_queue"`
+		TwHttpDial  *ebpf.Program `ebpf:"tw_http_dial"`
 	}
 	bigErr := make(chan error, 1)
 	go func() { bigErr <- spec.Copy().LoadAndAssign(&big, opts) }()
@@ -86,6 +89,7 @@ func loadObjects(spec *ebpf.CollectionSpec, objs *twtraceObjects, cache *btf.Cac
 	objs.TwState, objs.TwStateNest, objs.TwReset = big.TwState, rest.TwStateNest, rest.TwReset
 	objs.TwResetNest, objs.TwEnterBind, objs.TwExitBind = rest.TwResetNest, rest.TwEnterBind, rest.TwExitBind
 	objs.TwFork, objs.TwExec = rest.TwFork, rest.TwExec
+	objs.TwHttpQueue, objs.TwHttpDial = rest.TwHttpQueue, rest.TwHttpDial
 	if err != nil {
 		objs.Close() // closes what did load; nil fields are skipped
 		return ld, err
@@ -98,8 +102,10 @@ type loaded struct {
 	bss          *ebpf.Map
 	connectExits *ebpf.Variable
 	procsSince   *ebpf.Variable
-	pre          *preciseObjs // nil when the precise tier could not load
-	preErr       error        // why not
+	// goHTTPAttached: set once the net/http uprobes are on an executable.
+	goHTTPAttached *ebpf.Variable
+	pre            *preciseObjs // nil when the precise tier could not load
+	preErr         error        // why not
 }
 
 func (ld *loaded) close() {

@@ -18,6 +18,11 @@ import (
 // kernel's encoding, major<<20 | minor), StartCode and EndCode where its
 // code was mapped: they place the executable's frames once the process
 // is gone.
+//
+// A pair (Caller != 0) is no walk but two stacks of one connection, by
+// id: Own, the connect() of a Go net/http dial goroutine, and Caller, the
+// goroutine that queued the dial (bpf/gohttp.h, an Entry stack); IPs is
+// empty.
 type Stack struct {
 	PID                uint32
 	Ret                uint64
@@ -25,7 +30,17 @@ type Stack struct {
 	ExeIno             uint64
 	StartCode, EndCode uint64
 	IPs                []uint64
+	// Entry: IPs[0] is a function's entry (a uprobe's stack), not an
+	// address to resume at.
+	Entry       bool
+	Own, Caller uint64
 }
+
+// struct user_stack's kinds (STACK_ENTRY, STACK_PAIR).
+const (
+	stackEntry = 2
+	stackPair  = 1
+)
 
 // ErrNoStack means the kernel's stack table has no stack of that id.
 var ErrNoStack = errors.New("no such stack")
@@ -37,7 +52,9 @@ func configureStacks(spec *ebpf.CollectionSpec, opts *Options) error {
 		return fmt.Errorf("stack sample %d: must be 0 (none), 1 (every connect) or more", opts.StackSample)
 	}
 	if opts.StackSample == 0 {
-		spec.Maps["stacks"].MaxEntries = 1
+		for _, m := range []string{"stacks", "go_http_callers", "go_http_dials", "go_http_queued"} {
+			spec.Maps[m].MaxEntries = 1 // unused: as small as they get
+		}
 		return nil
 	}
 	if err := sizeMap(spec, "stacks", "max stacks", opts.MaxStacks, DefaultMaxStacks, 1<<20); err != nil {
@@ -59,8 +76,12 @@ func (t *Tracer) Stack(id uint64) (Stack, error) {
 		}
 		return Stack{}, fmt.Errorf("reading stack %#x: %w", id, err)
 	}
+	if s.Kind == stackPair {
+		return Stack{PID: s.Pid, ExeDev: s.ExeDev, ExeIno: s.ExeIno, StartCode: s.StartCode, EndCode: s.EndCode,
+			Own: s.Ip[0], Caller: s.Ip[1]}, nil
+	}
 	n := min(int(s.Nr), len(s.Ip))
-	return Stack{PID: s.Pid, Ret: s.Ret, ExeDev: s.ExeDev, ExeIno: s.ExeIno,
+	return Stack{Entry: s.Kind == stackEntry, PID: s.Pid, Ret: s.Ret, ExeDev: s.ExeDev, ExeIno: s.ExeIno,
 		StartCode: s.StartCode, EndCode: s.EndCode, IPs: append([]uint64(nil), s.Ip[:n]...)}, nil
 }
 

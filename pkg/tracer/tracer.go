@@ -131,6 +131,11 @@ type Tracer struct {
 	connectExits *ebpf.Variable
 	procsSince   *ebpf.Variable
 
+	// The net/http callers (gohttp.go).
+	goHTTP         goHTTP
+	goHTTPAttached *ebpf.Variable
+	stackSample    int
+
 	closeOnce sync.Once
 }
 
@@ -148,6 +153,8 @@ const DefaultMaxSockets = 131072
 // that look them up in the kernel (bpftool, run-time statistics).
 var ProgramNames = []string{"tw_state", "tw_state_nest", "tw_reset", "tw_reset_nest",
 	"tw_enter_bind", "tw_exit_bind", "tw_fork", "tw_exec",
+	// the net/http callers' uprobes, once attached
+	"tw_http_queue", "tw_http_dial",
 	// the precise tier's
 	"tw_alloc", "tw_expire", "tw_kill", "tw_segment", "tw_reuse", "tw_connect4", "tw_connect6"}
 
@@ -235,6 +242,7 @@ func New(opts Options) (*Tracer, error) {
 	}
 	ld, err := loadObjects(spec, &t.objs, opts.BTFCache, opts.Tier != TierTracepoint)
 	t.bss, t.connectExits, t.procsSince = ld.bss, ld.connectExits, ld.procsSince
+	t.goHTTPAttached, t.stackSample = ld.goHTTPAttached, opts.StackSample
 	if err != nil {
 		return nil, loadError(err)
 	}
@@ -469,13 +477,16 @@ func (t *Tracer) Programs() map[string]*ebpf.Program {
 			out[name] = p
 		}
 	}
+	if t.GoHTTPExecutables() > 0 {
+		out["tw_http_queue"], out["tw_http_dial"] = t.objs.TwHttpQueue, t.objs.TwHttpDial
+	}
 	return out
 }
 
 // Detach stops the kernel side from producing events; records already in
 // the ring buffer can still be read (set a deadline to drain them).
 func (t *Tracer) Detach() error {
-	var errs []error
+	errs := []error{t.goHTTP.detach()}
 	for i := len(t.links) - 1; i >= 0; i-- {
 		if err := t.links[i].Close(); err != nil {
 			errs = append(errs, err)

@@ -105,6 +105,13 @@ const (
 	twtraceEventKindEVENT_STACK         twtraceEventKind = 7
 )
 
+type twtraceGoKey struct {
+	_    structs.HostLayout
+	Pid  uint32
+	Pad  uint32
+	Addr uint64
+}
+
 type twtraceGuard struct {
 	_        structs.HostLayout
 	Busy     uint64
@@ -226,7 +233,7 @@ type twtraceUserStack struct {
 	Ret       uint64
 	ExeIno    uint64
 	ExeDev    uint32
-	Pad       uint32
+	Kind      uint32
 	StartCode uint64
 	EndCode   uint64
 	Ip        [64]uint64
@@ -241,6 +248,9 @@ const (
 	twtraceMapConnects          = "connects"
 	twtraceMapEvents            = "events"
 	twtraceMapFollowed          = "followed"
+	twtraceMapGoHttpCallers     = "go_http_callers"
+	twtraceMapGoHttpDials       = "go_http_dials"
+	twtraceMapGoHttpQueued      = "go_http_queued"
 	twtraceMapGuards            = "guards"
 	twtraceMapListeners         = "listeners"
 	twtraceMapLost              = "lost"
@@ -257,6 +267,8 @@ const (
 	twtraceProgTwExitBind       = "tw_exit_bind"
 	twtraceProgTwExpire         = "tw_expire"
 	twtraceProgTwFork           = "tw_fork"
+	twtraceProgTwHttpDial       = "tw_http_dial"
+	twtraceProgTwHttpQueue      = "tw_http_queue"
 	twtraceProgTwKill           = "tw_kill"
 	twtraceProgTwReset          = "tw_reset"
 	twtraceProgTwResetNest      = "tw_reset_nest"
@@ -268,6 +280,7 @@ const (
 	twtraceVarCountConnects     = "count_connects"
 	twtraceVarEventsMask        = "events_mask"
 	twtraceVarFollow            = "follow"
+	twtraceVarGoHttpAttached    = "go_http_attached"
 	twtraceVarProcsSince        = "procs_since"
 	twtraceVarStackSample       = "stack_sample"
 	twtraceVarTargetNetns       = "target_netns"
@@ -332,6 +345,8 @@ type twtraceProgramSpecs struct {
 	TwExitBind  *ebpf.ProgramSpec `ebpf:"tw_exit_bind"`
 	TwExpire    *ebpf.ProgramSpec `ebpf:"tw_expire"`
 	TwFork      *ebpf.ProgramSpec `ebpf:"tw_fork"`
+	TwHttpDial  *ebpf.ProgramSpec `ebpf:"tw_http_dial"`
+	TwHttpQueue *ebpf.ProgramSpec `ebpf:"tw_http_queue"`
 	TwKill      *ebpf.ProgramSpec `ebpf:"tw_kill"`
 	TwReset     *ebpf.ProgramSpec `ebpf:"tw_reset"`
 	TwResetNest *ebpf.ProgramSpec `ebpf:"tw_reset_nest"`
@@ -350,6 +365,9 @@ type twtraceMapSpecs struct {
 	Connects       *ebpf.MapSpec `ebpf:"connects"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	Followed       *ebpf.MapSpec `ebpf:"followed"`
+	GoHttpCallers  *ebpf.MapSpec `ebpf:"go_http_callers"`
+	GoHttpDials    *ebpf.MapSpec `ebpf:"go_http_dials"`
+	GoHttpQueued   *ebpf.MapSpec `ebpf:"go_http_queued"`
 	Guards         *ebpf.MapSpec `ebpf:"guards"`
 	Listeners      *ebpf.MapSpec `ebpf:"listeners"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
@@ -368,6 +386,7 @@ type twtraceVariableSpecs struct {
 	CountConnects     *ebpf.VariableSpec `ebpf:"count_connects"`
 	EventsMask        *ebpf.VariableSpec `ebpf:"events_mask"`
 	Follow            *ebpf.VariableSpec `ebpf:"follow"`
+	GoHttpAttached    *ebpf.VariableSpec `ebpf:"go_http_attached"`
 	ProcsSince        *ebpf.VariableSpec `ebpf:"procs_since"`
 	StackSample       *ebpf.VariableSpec `ebpf:"stack_sample"`
 	TargetNetns       *ebpf.VariableSpec `ebpf:"target_netns"`
@@ -407,6 +426,9 @@ type twtraceMaps struct {
 	Connects       *ebpf.Map `ebpf:"connects"`
 	Events         *ebpf.Map `ebpf:"events"`
 	Followed       *ebpf.Map `ebpf:"followed"`
+	GoHttpCallers  *ebpf.Map `ebpf:"go_http_callers"`
+	GoHttpDials    *ebpf.Map `ebpf:"go_http_dials"`
+	GoHttpQueued   *ebpf.Map `ebpf:"go_http_queued"`
 	Guards         *ebpf.Map `ebpf:"guards"`
 	Listeners      *ebpf.Map `ebpf:"listeners"`
 	Lost           *ebpf.Map `ebpf:"lost"`
@@ -424,6 +446,9 @@ func (m *twtraceMaps) Close() error {
 		m.Connects,
 		m.Events,
 		m.Followed,
+		m.GoHttpCallers,
+		m.GoHttpDials,
+		m.GoHttpQueued,
 		m.Guards,
 		m.Listeners,
 		m.Lost,
@@ -443,6 +468,7 @@ type twtraceVariables struct {
 	CountConnects     *ebpf.Variable `ebpf:"count_connects"`
 	EventsMask        *ebpf.Variable `ebpf:"events_mask"`
 	Follow            *ebpf.Variable `ebpf:"follow"`
+	GoHttpAttached    *ebpf.Variable `ebpf:"go_http_attached"`
 	ProcsSince        *ebpf.Variable `ebpf:"procs_since"`
 	StackSample       *ebpf.Variable `ebpf:"stack_sample"`
 	TargetNetns       *ebpf.Variable `ebpf:"target_netns"`
@@ -469,6 +495,8 @@ type twtracePrograms struct {
 	TwExitBind  *ebpf.Program `ebpf:"tw_exit_bind"`
 	TwExpire    *ebpf.Program `ebpf:"tw_expire"`
 	TwFork      *ebpf.Program `ebpf:"tw_fork"`
+	TwHttpDial  *ebpf.Program `ebpf:"tw_http_dial"`
+	TwHttpQueue *ebpf.Program `ebpf:"tw_http_queue"`
 	TwKill      *ebpf.Program `ebpf:"tw_kill"`
 	TwReset     *ebpf.Program `ebpf:"tw_reset"`
 	TwResetNest *ebpf.Program `ebpf:"tw_reset_nest"`
@@ -488,6 +516,8 @@ func (p *twtracePrograms) Close() error {
 		p.TwExitBind,
 		p.TwExpire,
 		p.TwFork,
+		p.TwHttpDial,
+		p.TwHttpQueue,
 		p.TwKill,
 		p.TwReset,
 		p.TwResetNest,

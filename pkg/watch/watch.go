@@ -66,6 +66,9 @@ type Losses struct {
 	// process was gone before they could be read (Config.Stacks). Stacks
 	// past the bound of those remembered count in LostStacks.
 	UnresolvedStacks uint64
+	// UnprobedHTTPCallers are Go executables dialling through net/http
+	// whose dials' callers could not be probed (report.Losses).
+	UnprobedHTTPCallers uint64
 }
 
 // Run traces until ctx is done or the duration passes, writing each
@@ -107,6 +110,7 @@ func (loss *Losses) read(tr *tracer.Tracer, sites *callsite.Sites) {
 		st := sites.Stats()
 		loss.LostStacks += st.Dropped
 		loss.UnresolvedStacks = st.Unresolved
+		loss.UnprobedHTTPCallers = st.GoHTTPRefused
 	}
 }
 
