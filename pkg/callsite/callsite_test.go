@@ -1,6 +1,11 @@
 package callsite
 
 import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -273,5 +278,117 @@ func TestCallerOfHidden(t *testing.T) {
 		if got := callerOfHidden(c.frames, c.site); got != c.hidden {
 			t.Errorf("%s: hidden %v, want %v", c.name, got, c.hidden)
 		}
+	}
+}
+
+// prober records what Sites asks of the net/http uprobes.
+type prober struct {
+	stacks
+	attached []string // key path queue dial
+}
+
+func (p *prober) GoHTTPSupported() error { return nil }
+
+func (p *prober) AttachGoHTTP(key, path string, queue, dial uint64) error {
+	p.attached = append(p.attached, fmt.Sprintf("%s %s %#x %#x", key, path, queue, dial))
+	return nil
+}
+
+// httpDialStack is this process's stack inside net/http's dial goroutine
+// (a DialContext of the transport's), as the kernel walks a connect():
+// through (*Transport).dialConnFor.
+func httpDialStack(t *testing.T) []uint64 {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	var st []uint64
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		st = dialStack()
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return st
+}
+
+// exeOf is this test binary's identity as the kernel records it.
+func exeOf(t *testing.T) (dev uint32, ino uint64) {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/exe", &st); err != nil {
+		t.Fatal(err)
+	}
+	return unix.Major(st.Dev)<<20 | unix.Minor(st.Dev), st.Ino
+}
+
+// A pair (gohttp.h): a connect() in net/http's dial goroutine and the
+// stack of the goroutine that queued the dial. Its site is the caller's
+// first frame outside the runtime and net/http, its library net/http, its
+// frames the caller's. Learning the dial goroutine's own stack has the
+// executable probed, once, at the offsets of its queueForDial and
+// dialConnFor.
+func TestSitesGoHTTPPair(t *testing.T) {
+	pid := uint32(os.Getpid())
+	dev, ino := exeOf(t)
+	own := tracer.Stack{PID: pid, IPs: httpDialStack(t), ExeDev: dev, ExeIno: ino}
+	p := &prober{stacks: stacks{
+		1: own,
+		2: {PID: pid, IPs: callsiteDial()},
+		3: {PID: pid, Own: 1, Caller: 2},
+		4: own, // another dial goroutine's stack, of the same executable
+	}}
+	s := New(p, symbol.NewResolver(4))
+	s.Learn(&event.Event{Kind: event.KindStack, PID: pid, Stack: 3})
+	site := s.Site(s.Canonical(3, pid))
+	if site == nil || !site.Known || site.Library != "net/http" || !strings.Contains(site.String(), "callsite.callsiteDial (") ||
+		len(site.Frames) == 0 || site.Frames[0].Function != site.Frame.Function {
+		t.Fatalf("pair's site %+v: want callsiteDial's, via net/http, with the caller's frames", site)
+	}
+	// Alone, the dial goroutine's stack names the transport's dialler,
+	// the application's DialContext here.
+	if ownSite := s.Site(s.Canonical(1, pid)); ownSite == nil || ownSite.Library != "net/http" ||
+		!strings.Contains(ownSite.String(), "callsite.httpDialStack.func") {
+		t.Errorf("the dial goroutine's own site %+v: want the DialContext's", ownSite)
+	}
+	s.Canonical(4, pid)
+	f, err := os.Open("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	bin, err := symbol.OpenBinary(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queue, _ := bin.GoFuncOffset(tracer.GoHTTPQueue)
+	dial, _ := bin.GoFuncOffset(tracer.GoHTTPDial)
+	exe := symbol.FileID{Dev: symbol.KernelDev(dev), Inode: ino}
+	want := []string{fmt.Sprintf("%v /proc/self/fd/", exe)}
+	if len(p.attached) != 1 || !strings.HasPrefix(p.attached[0], want[0]) ||
+		!strings.HasSuffix(p.attached[0], fmt.Sprintf(" %#x %#x", queue, dial)) || queue == 0 || dial == 0 {
+		t.Errorf("attached %q; want once, %q…, at %#x and %#x", p.attached, want[0], queue, dial)
+	}
+	if st := s.Stats(); st.GoHTTP != 1 || st.GoHTTPRefused != 0 {
+		t.Errorf("stats %+v: want one executable probed", st)
+	}
+}
+
+// A pair whose connect() is not in net/http's dial goroutine (a
+// goroutine that reused a dialler's g, and with it a caller left
+// behind): the caller is not trusted, the connect()'s own site stands.
+func TestSitesPairNeedsTheDialGoroutine(t *testing.T) {
+	pid := uint32(os.Getpid())
+	s := New(stacks{
+		1: {PID: pid, IPs: callsiteDial()},
+		2: {PID: pid, IPs: httpDialStack(t)},
+		3: {PID: pid, Own: 1, Caller: 2},
+	}, symbol.NewResolver(4))
+	site := s.Site(s.Canonical(3, pid))
+	if site == nil || !site.Known || site.Library != "" || !strings.Contains(site.String(), "callsite.callsiteDial (") {
+		t.Fatalf("site %+v: want the connect()'s own, callsiteDial", site)
 	}
 }

@@ -86,3 +86,30 @@ func TestAvailable(t *testing.T) {
 		}
 	}
 }
+
+// The stack of a goroutine that asked net/http for a connection, from
+// queueForDial outwards: the site is the first frame neither runtime nor
+// net/http; the dial goroutine's own stack is told by dialConnFor.
+func TestGoHTTPCaller(t *testing.T) {
+	caller := []Frame{
+		goFrame("net/http.(*Transport).queueForDial"), goFrame("net/http.(*Transport).getConn"),
+		goFrame("net/http.(*Client).Do"), goFrame("main.fetch"), goFrame("main.main"), goFrame("runtime.main"),
+	}
+	for i := range caller {
+		caller[i].Address = 0x401000 + uint64(i)*0x10
+	}
+	if site, ok := GoHTTPCaller(caller); !ok || site.Function != "main.fetch" {
+		t.Errorf("GoHTTPCaller = %q, %v; want main.fetch", site.Function, ok)
+	}
+	if _, ok := GoHTTPCaller(caller[:3]); ok {
+		t.Error("a stack of net/http alone has a caller")
+	}
+	if _, ok := GoHTTPCaller(caller[3:4]); ok {
+		t.Error("an unavailable stack (one frame) has a caller")
+	}
+	dial := []Frame{goFrame("net.(*Dialer).DialContext"), goFrame("net/http.(*Transport).dialConn"),
+		goFrame("net/http.(*Transport).dialConnFor"), goFrame("runtime.goexit")}
+	if !GoHTTPDialer(dial) || GoHTTPDialer(caller) {
+		t.Error("GoHTTPDialer: want the dial goroutine only")
+	}
+}

@@ -1,11 +1,13 @@
 package symbol
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -285,5 +287,63 @@ func TestOpenCheckedRefusesAReplacedFile(t *testing.T) {
 	}
 	if _, err := NewResolver(1).ExeSnapshot(1, mapped, path, 0x401000, 0x402000); err == nil {
 		t.Error("ExeSnapshot used a replaced executable")
+	}
+}
+
+//go:noinline
+func entryTarget() int { return 42 }
+
+// A uprobe's stack starts at a function's entry: ResolveFromEntry names
+// that function (Resolve, which takes every address for a return
+// address, would name whatever precedes it). GoFuncOffset is where that
+// entry is in the file: the bytes there are the code the process runs.
+func TestFunctionEntries(t *testing.T) {
+	fn := runtime.FuncForPC(reflect.ValueOf(entryTarget).Pointer())
+	entry := uint64(fn.Entry())
+	r := NewResolver(DefaultCacheSize)
+	snap, err := r.Snapshot(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := r.ResolveFromEntry(snap, []uint64{entry}); len(f) != 1 || f[0].Function != fn.Name() || f[0].Address != entry {
+		t.Errorf("ResolveFromEntry(%#x) = %+v, want %s", entry, f, fn.Name())
+	}
+	if f := r.Resolve(snap, []uint64{entry}); len(f) == 1 && f[0].Function == fn.Name() {
+		t.Errorf("Resolve(%#x) = %+v: the entry taken for a return address lies before the function", entry, f)
+	}
+	f, err := os.Open("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	bin, err := OpenBinary(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bin.GoVersion != runtime.Version() {
+		t.Errorf("GoVersion %q, want %q", bin.GoVersion, runtime.Version())
+	}
+	off, ok := bin.GoFuncOffset(fn.Name())
+	if !ok {
+		t.Fatalf("no offset for %s", fn.Name())
+	}
+	inFile := make([]byte, 16)
+	if _, err := f.ReadAt(inFile, int64(off)); err != nil {
+		t.Fatal(err)
+	}
+	mem, err := os.Open("/proc/self/mem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	inMemory := make([]byte, 16)
+	if _, err := mem.ReadAt(inMemory, int64(entry)); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(inFile, inMemory) {
+		t.Errorf("file bytes at %#x = % x, code at %#x = % x", off, inFile, entry, inMemory)
+	}
+	if _, ok := bin.GoFuncOffset("main.noSuchFunction"); ok {
+		t.Error("an offset for a function that is not there")
 	}
 }
