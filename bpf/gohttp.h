@@ -108,7 +108,9 @@ static __always_inline bool go_caller_wanted(u32 pid)
 		bpf_map_update_elem(&go_http_queued, &pid, &one, BPF_ANY);
 		return true;
 	}
-	u64 c = __sync_fetch_and_add(n, 1) + 1;
+	/* Not atomic: two CPUs may count one dial (sampling need not be
+	 * exact), and a fetching atomic needs 5.12. */
+	u64 c = ++(*n);
 	return c <= STACK_FIRST || c % stack_sample == 0;
 }
 
@@ -121,10 +123,13 @@ int tw_http_queue(struct pt_regs *ctx)
 	u64 w, g;
 	if (!go_arg_and_g(ctx, &w, &g))
 		return 0;
+	u32 netns = current_netns();
+	if (!netns_wanted(netns))
+		return 0;
 	u32 pid = bpf_get_current_pid_tgid() >> 32;
 	if (!go_caller_wanted(pid))
 		return 0;
-	u64 h = capture_stack(ctx, current_netns(), STACK_ENTRY);
+	u64 h = capture_stack(ctx, netns, STACK_ENTRY);
 	if (!h)
 		return 0;
 	struct go_key k = { .pid = pid, .addr = w };

@@ -93,6 +93,7 @@ Every metric, label and alert: docs/agent.md. SIGTERM or SIGINT: exit 0.`,
 	fl.Float64Var(&f.inventoryCPU, "inventory-cpu", 100*live.DefaultInventoryCPU, inventoryCPUUsage)
 	fl.IntVar(&f.stacks, "stacks", DefaultTopStacks, stacksUsage(DefaultTopStacks)+"; the per-request workloads' call sites (twtrace_per_request_call_site)")
 	fl.Lookup("stacks").DefValue = "" // said in the usage
+	addHTTPCallersFlag(cmd, &f.watchFlags, false)
 	return cmd
 }
 
@@ -153,7 +154,8 @@ func runAgent(cmd *cobra.Command, f *agentFlags) error {
 	defer owners.Close()
 	a, err := agent.New(agent.Config{
 		Listen: f.listen, WebConfig: f.webConfig, Interval: f.interval, InventoryCPU: f.inventoryCPU / 100, Stacks: f.stacks,
-		MaxSeries: f.maxSeries, SeriesTTL: f.seriesTTL, MaxDestinations: f.maxDestinations,
+		HTTPCallers: f.httpCallers,
+		MaxSeries:   f.maxSeries, SeriesTTL: f.seriesTTL, MaxDestinations: f.maxDestinations,
 		Filter: flt, Tier: tier, By: by, Owners: owners, Select: f.selector(),
 		Version: buildVersion(), Log: log,
 	})

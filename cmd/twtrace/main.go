@@ -48,6 +48,8 @@ type watchFlags struct {
 	maxSockets int
 	tier       string
 	stacks     bool // watch only: see addStacksFlag
+	// httpCallers: --http-callers (watch, top, run, agent).
+	httpCallers bool
 	workloadFlags
 }
 

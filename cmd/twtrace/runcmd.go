@@ -85,6 +85,7 @@ run; 2 for bad flags.`,
 	fl.StringVar(&f.by, "by", "program", byUsage)
 	fl.IntVar(&f.stacks, "stacks", 1, stacksUsage(1))
 	fl.Lookup("stacks").DefValue = "" // said in the usage
+	addHTTPCallersFlag(cmd, &f.watchFlags, true)
 	return cmd
 }
 
@@ -144,7 +145,7 @@ func runRun(cmd *cobra.Command, f *runFlags, args []string) error {
 		Stdin: os.Stdin, Stdout: cmd.OutOrStdout(), Stderr: os.Stderr,
 		Interval: f.interval, Drain: f.drain, Filter: flt, Signals: sigs,
 		Thresholds: th, RingSize: f.ringSize, MaxSockets: f.maxSockets, Tier: tier,
-		By: by, Select: f.selector(), Owners: owners, Stacks: f.stacks,
+		By: by, Select: f.selector(), Owners: owners, Stacks: f.stacks, HTTPCallers: f.httpCallers,
 	})
 	if errors.Is(err, twrun.ErrStart) {
 		// As a shell: 127 when COMMAND is not found, 126 when it cannot run.

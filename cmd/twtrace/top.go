@@ -38,6 +38,12 @@ type topFlags struct {
 	stacks       int
 }
 
+// addHTTPCallersFlag adds --http-callers, on by default but for the
+// agent, which runs on every node all the time.
+func addHTTPCallersFlag(cmd *cobra.Command, f *watchFlags, def bool) {
+	cmd.Flags().BoolVar(&f.httpCallers, "http-callers", def, "with stacks, name the line that called Go net/http for its dials: uprobes on each Go program seen dialling through net/http, two hits per new connection it makes (Linux 5.15+, Go 1.18+)")
+}
+
 // stacksUsage is --stacks' help; def is the command's default.
 func stacksUsage(def int) string {
 	return fmt.Sprintf("name each row's call site from the user stack of connect(): 1 takes every one, N > 1 the first %d of each process and destination then one in N, 0 none (default %d)", tracer.StackFirst, def)
@@ -100,6 +106,7 @@ interval (schema in docs/json.md); --count N stops after N.`,
 	fl.Float64Var(&f.inventoryCPU, "inventory-cpu", 100*live.DefaultInventoryCPU, inventoryCPUUsage)
 	fl.IntVar(&f.stacks, "stacks", DefaultTopStacks, stacksUsage(DefaultTopStacks))
 	fl.Lookup("stacks").DefValue = "" // said in the usage
+	addHTTPCallersFlag(cmd, &f.watchFlags, true)
 	return cmd
 }
 
@@ -197,6 +204,7 @@ func runTop(cmd *cobra.Command, f *topFlags) error {
 			Interval: f.interval, Count: f.count, Filter: flt,
 			Netns: flt.SingleNetns(), RingSize: f.ringSize, MaxSockets: f.maxSockets, Tier: tier,
 			By: by, Select: f.selector(), Owners: owners, InventoryCPU: invCPU, Stacks: f.stacks,
+			HTTPCallers: f.httpCallers,
 		},
 		Rows: f.rows,
 		Sort: func() top.Sort { return top.Sort(sortNow.Load()) },

@@ -18,6 +18,7 @@ import (
 // connect()'s stack to name them.
 func addStacksFlag(cmd *cobra.Command, f *watchFlags) {
 	cmd.Flags().BoolVar(&f.stacks, "stacks", false, "take the user stack of every connect() and name the line of code that opened each event's connection (call_site, client_library and stack in JSON); costs a stack walk per connect, and reading each new stack's binary")
+	addHTTPCallersFlag(cmd, f, true)
 }
 
 func runWatch(cmd *cobra.Command, f *watchFlags) error {
@@ -51,16 +52,17 @@ func runWatch(cmd *cobra.Command, f *watchFlags) error {
 	}
 	defer owners.Close()
 	loss, err := watch.Run(ctx, watch.Config{
-		Format:     format,
-		Filter:     flt,
-		Netns:      flt.SingleNetns(),
-		Duration:   f.duration,
-		RingSize:   f.ringSize,
-		MaxSockets: f.maxSockets,
-		Select:     f.selector(),
-		Owners:     owners,
-		Tier:       tier,
-		Stacks:     f.stacks,
+		Format:      format,
+		Filter:      flt,
+		Netns:       flt.SingleNetns(),
+		Duration:    f.duration,
+		RingSize:    f.ringSize,
+		MaxSockets:  f.maxSockets,
+		Select:      f.selector(),
+		Owners:      owners,
+		Tier:        tier,
+		Stacks:      f.stacks,
+		HTTPCallers: f.httpCallers,
 		Ready: func() {
 			fmt.Fprintln(stderr, "twtrace: tracing TIME_WAIT entries and ephemeral-port failures; Ctrl-C to stop")
 		},

@@ -406,7 +406,7 @@ const testRangeLo, testRangeHi = 40000, 41999
 // StartServer listens inside ns on ip ("127.0.0.1", "::1", ...), on a port
 // the kernel picks: outside testRangeLo-testRangeHi unless the namespace's
 // range is already inside it (then the test wants a port from its range).
-func StartServer(t *testing.T, ns *Netns, ip string, mode ServerMode) *Server {
+func StartServer(t testing.TB, ns *Netns, ip string, mode ServerMode) *Server {
 	t.Helper()
 	s := &Server{release: make(chan struct{})}
 	ns.Do(t, func() error {

@@ -140,7 +140,7 @@ type HTTPServer struct {
 
 // StartHTTPServer listens on 127.0.0.1 in ns on a port outside the test
 // range (see StartServer).
-func StartHTTPServer(t *testing.T, ns *Netns) *HTTPServer {
+func StartHTTPServer(t testing.TB, ns *Netns) *HTTPServer {
 	t.Helper()
 	s := StartServer(t, ns, "127.0.0.1", ServerHold) // its listener only
 	s.ln.Close()

@@ -56,9 +56,11 @@ type Config struct {
 	Select          workload.Selector
 	// Stacks samples connect() stacks to name the per-request
 	// workloads' call sites (live.Config.Stacks); 0: none.
-	Stacks  int
-	Version string
-	Log     *slog.Logger
+	Stacks int
+	// HTTPCallers: live.Config.HTTPCallers.
+	HTTPCallers bool
+	Version     string
+	Log         *slog.Logger
 }
 
 // Agent is a configured agent, its listener bound.
@@ -147,6 +149,7 @@ func (a *Agent) liveConfig() live.Config {
 		Owners:       a.cfg.Owners,
 		Select:       a.cfg.Select,
 		Stacks:       a.cfg.Stacks,
+		HTTPCallers:  a.cfg.HTTPCallers,
 		MaxKeys:      max(live.DefaultMaxKeys, 2*a.cfg.MaxSeries),
 		Expire:       a.cfg.SeriesTTL,
 		Immediate:    true,

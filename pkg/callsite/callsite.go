@@ -108,16 +108,28 @@ type Sites struct {
 }
 
 // New makes Sites that read stacks from tr and symbolize them with res.
-// When tr can reach the callers of Go net/http's dials here
-// (tracer.Tracer on Linux 5.15+), a net/http dial goroutine's stack has
-// its executable probed, and later connections name their caller.
 func New(tr StackReader, res *symbol.Resolver) *Sites {
-	s := &Sites{tr: tr, res: res, held: map[uint32]*os.File{}, byID: map[uint64]*Site{},
+	return &Sites{tr: tr, res: res, held: map[uint32]*os.File{}, byID: map[uint64]*Site{},
 		bySite: map[string]*Site{}, max: DefaultMaxStacks, goHTTPTried: map[symbol.FileID]bool{}}
-	if p, ok := tr.(goHTTPProber); ok && p.GoHTTPSupported() == nil {
-		s.goHTTP = p
+}
+
+// ProbeGoHTTP has a net/http dial goroutine's stack, from now on, probe
+// its executable (tracer.Tracer.AttachGoHTTP), so that later connections
+// name their caller's line: two uprobe hits per new connection of a
+// probed program. It says why not when the stack reader cannot (not a
+// tracer, a kernel before 5.15, no stacks taken); then nothing changes.
+func (s *Sites) ProbeGoHTTP() error {
+	p, ok := s.tr.(goHTTPProber)
+	if !ok {
+		return errors.New("the stacks' reader cannot probe executables")
 	}
-	return s
+	if err := p.GoHTTPSupported(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.goHTTP = p
+	s.mu.Unlock()
+	return nil
 }
 
 // Learn symbolizes the stack a KindStack event announces, by its process
@@ -482,11 +494,12 @@ const goMinor = 18
 // probeGoHTTP has the executable of st (a net/http dial goroutine's
 // stack, in pid) probed for its dials' callers, once per executable.
 func (s *Sites) probeGoHTTP(st *tracer.Stack, pid uint32) {
-	if s.goHTTP == nil || st.ExeIno == 0 {
-		return
-	}
 	exe := symbol.FileID{Dev: symbol.KernelDev(st.ExeDev), Inode: st.ExeIno}
 	s.mu.Lock()
+	if s.goHTTP == nil || st.ExeIno == 0 {
+		s.mu.Unlock()
+		return
+	}
 	tried := s.goHTTPTried[exe]
 	s.goHTTPTried[exe] = true
 	path := fmt.Sprintf("/proc/%d/exe", pid)
@@ -522,5 +535,8 @@ func (s *Sites) attachGoHTTP(exe symbol.FileID, path string) error {
 	if !ok || !ok2 {
 		return fmt.Errorf("%s: no %s or %s", path, tracer.GoHTTPQueue, tracer.GoHTTPDial)
 	}
-	return s.goHTTP.AttachGoHTTP(fmt.Sprint(exe), path, queue, dial)
+	s.mu.Lock()
+	p := s.goHTTP
+	s.mu.Unlock()
+	return p.AttachGoHTTP(fmt.Sprint(exe), path, queue, dial)
 }

@@ -342,6 +342,9 @@ func TestSitesGoHTTPPair(t *testing.T) {
 		4: own, // another dial goroutine's stack, of the same executable
 	}}
 	s := New(p, symbol.NewResolver(4))
+	if err := s.ProbeGoHTTP(); err != nil {
+		t.Fatal(err)
+	}
 	s.Learn(&event.Event{Kind: event.KindStack, PID: pid, Stack: 3})
 	site := s.Site(s.Canonical(3, pid))
 	if site == nil || !site.Known || site.Library != "net/http" || !strings.Contains(site.String(), "callsite.callsiteDial (") ||

@@ -90,6 +90,11 @@ type Config struct {
 	// N > 1 the first tracer.StackFirst of each process and destination
 	// then one in N.
 	Stacks int
+	// HTTPCallers, with Stacks, names the line that called Go net/http
+	// for its dials, from uprobes on the programs seen dialling through
+	// it (callsite.Sites.ProbeGoHTTP; Linux 5.15+): two uprobe hits per
+	// new connection of such a program.
+	HTTPCallers bool
 	// Drain, when ctx is done, waits up to this long for the sockets
 	// closed by then to reach their end (their timewait entry, or the
 	// reset that ends them), and emits one last frame (Final). 0: stop at
@@ -296,6 +301,9 @@ func Run(ctx context.Context, cfg Config, emit func(*Frame) error) error {
 	}
 	if cfg.Stacks > 0 {
 		s.sites = callsite.New(tr, symbol.NewResolver(symbol.DefaultCacheSize))
+		if cfg.HTTPCallers {
+			s.sites.ProbeGoHTTP() // where it cannot, net/http's own dial is the site
+		}
 	}
 	s.prev = s.table.Snapshot()
 	if err := s.seedAll(); err != nil {

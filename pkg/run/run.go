@@ -56,6 +56,8 @@ type Config struct {
 	// Stacks names call sites (live.Config.Stacks): 1, every connect, by
 	// default in the CLI.
 	Stacks int
+	// HTTPCallers: live.Config.HTTPCallers.
+	HTTPCallers bool
 }
 
 // Thresholds are the limits a run must stay within; nil is no limit.
@@ -103,6 +105,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Interval: cfg.Interval, Filter: cfg.Filter,
 		RingSize: cfg.RingSize, MaxSockets: cfg.MaxSockets, Drain: cfg.Drain, Tier: cfg.Tier,
 		By: cfg.By, Owners: cfg.Owners, Select: cfg.Select, PerProcess: true, Stacks: cfg.Stacks,
+		HTTPCallers: cfg.HTTPCallers,
 		Follow: func(f live.Follower) error {
 			// The command is forked by this process: following it first
 			// makes the kernel follow the child from its first

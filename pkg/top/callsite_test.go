@@ -14,7 +14,7 @@ import (
 
 // startTopStacks is startTop with top's default stack sampling.
 func startTopStacks(t *testing.T, ns *testnet.Netns) *topRun {
-	return startTopWith(t, ns, func(c *live.Config) { c.Stacks = 64 })
+	return startTopWith(t, ns, func(c *live.Config) { c.Stacks, c.HTTPCallers = 64, true })
 }
 
 // checkDialSite checks that row's call site is the NetDial client's

@@ -1,6 +1,10 @@
 package tracer
 
 import (
+	"golang.org/x/sys/unix"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -12,7 +16,7 @@ import (
 
 // attachSelf puts the net/http uprobes on this test binary, which the
 // clients testnet starts run too.
-func attachSelf(t *testing.T, tr *Tracer) {
+func attachSelf(t testing.TB, tr *Tracer) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -113,5 +117,58 @@ func TestGoHTTPCallerStacks(t *testing.T) {
 	}
 	if news := c.ofKind(event.KindStack); len(news) < 3 {
 		t.Errorf("%d new stacks announced, want at least own, caller and their pair", len(news))
+	}
+}
+
+// BenchmarkGoHTTPDial is the cost the net/http callers add to a request
+// that dials (keep-alive off: a connection per request, the server
+// closing first), on this host's loopback (net/http dials in goroutines
+// of its own, which a namespace entered by one thread would not hold):
+// without twtrace, with the tracer taking stacks as top does (64) and as
+// run does (1), each without and with the uprobes on this binary. ns/op
+// is one request, dial included.
+func BenchmarkGoHTTPDial(b *testing.B) {
+	requireBPF(b)
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(make([]byte, 100)) }))
+	b.Cleanup(srv.Close)
+	for _, c := range []struct {
+		name    string
+		sample  int
+		uprobes bool
+	}{
+		{"untraced", -1, false},
+		{"stacks64", 64, false}, {"stacks64-uprobes", 64, true},
+		{"stacks1", 1, false}, {"stacks1-uprobes", 1, true},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			if c.sample >= 0 {
+				tr, err := New(Options{Netns: uint32(st.Ino), StackSample: c.sample, CountConnects: true})
+				if err != nil {
+					b.Fatal(err)
+				}
+				go tr.Read(func(*event.Event) {})
+				b.Cleanup(func() { tr.Close() })
+				if c.uprobes {
+					if err := tr.GoHTTPSupported(); err != nil {
+						b.Skip(err)
+					}
+					attachSelf(b, tr)
+				}
+			}
+			client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+			b.ResetTimer()
+			for range b.N {
+				resp, err := client.Get(srv.URL)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
 	}
 }

@@ -50,6 +50,8 @@ type Config struct {
 	// timewait_overflow). Off by default: each new stack is read and
 	// symbolized while its process lives.
 	Stacks bool
+	// HTTPCallers, with Stacks: live.Config.HTTPCallers.
+	HTTPCallers bool
 }
 
 // Losses are what the kernel could not deliver: the tracer's counters
@@ -97,7 +99,11 @@ func startTracer(cfg *Config) (*tracer.Tracer, *callsite.Sites, error) {
 	if err != nil || !cfg.Stacks {
 		return tr, nil, err
 	}
-	return tr, callsite.New(tr, symbol.NewResolver(symbol.DefaultCacheSize)), nil
+	sites := callsite.New(tr, symbol.NewResolver(symbol.DefaultCacheSize))
+	if cfg.HTTPCallers {
+		sites.ProbeGoHTTP() // where it cannot, net/http's own dial is the site
+	}
+	return tr, sites, nil
 }
 
 // read sets the losses from the tracer and the call sites, best effort:
