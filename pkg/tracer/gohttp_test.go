@@ -111,7 +111,7 @@ func TestGoHTTPCallerStacks(t *testing.T) {
 		}
 		caller, err := tr.Stack(p.Caller)
 		if err != nil || !strings.HasPrefix(names(caller), GoHTTPQueue) ||
-			!strings.Contains(names(caller), "net/http.(*Client).Do < github.com/twtrace/twtrace/internal/testnet.httpRun.func2") {
+			!strings.Contains(names(caller), "net/http.(*Client).Do < github.com/twtrace/twtrace/internal/testnet.httpRun.func") {
 			t.Errorf("pair %#x: caller's stack %s (%v), want queueForDial, …, Client.Do, testnet's worker", id, names(caller), err)
 		}
 	}

@@ -18,7 +18,10 @@ import (
 // With precise set, the precise tier's programs are loaded at the same
 // time, against the same maps; whether they could be is reported apart
 // (pre, preErr), since the tracepoint tier runs without them.
-func loadObjects(spec *ebpf.CollectionSpec, objs *twtraceObjects, cache *btf.Cache, precise bool) (ld loaded, err error) {
+//
+// With stacks set, the net/http callers' uprobe programs (gohttp.h) are
+// loaded too, after the rest: only where stacks are taken can they serve.
+func loadObjects(spec *ebpf.CollectionSpec, objs *twtraceObjects, cache *btf.Cache, precise, stacks bool) (ld loaded, err error) {
 	if cache == nil {
 		cache = btf.NewCache() // one decoded copy of the kernel's types for all groups
 	}
@@ -77,19 +80,24 @@ func loadObjects(spec *ebpf.CollectionSpec, objs *twtraceObjects, cache *btf.Cac
 		TwExitBind  *ebpf.Program `ebpf:"tw_exit_bind"`
 		TwFork      *ebpf.Program `ebpf:"tw_fork"`
 		TwExec      *ebpf.Program `ebpf:"tw_exec"`
+	}
+	var goHTTPProgs struct {
 		TwHttpQueue *ebpf.Program `ebpf:"tw_http_queue"`
 		TwHttpDial  *ebpf.Program `ebpf:"tw_http_dial"`
 	}
 	bigErr := make(chan error, 1)
 	go func() { bigErr <- spec.Copy().LoadAndAssign(&big, opts) }()
 	err = spec.Copy().LoadAndAssign(&rest, opts)
+	if err == nil && stacks {
+		err = spec.Copy().LoadAndAssign(&goHTTPProgs, opts)
+	}
 	if e := <-bigErr; e != nil {
 		err = e // one cause is enough, and the same one on a second try
 	}
 	objs.TwState, objs.TwStateNest, objs.TwReset = big.TwState, rest.TwStateNest, rest.TwReset
 	objs.TwResetNest, objs.TwEnterBind, objs.TwExitBind = rest.TwResetNest, rest.TwEnterBind, rest.TwExitBind
 	objs.TwFork, objs.TwExec = rest.TwFork, rest.TwExec
-	objs.TwHttpQueue, objs.TwHttpDial = rest.TwHttpQueue, rest.TwHttpDial
+	objs.TwHttpQueue, objs.TwHttpDial = goHTTPProgs.TwHttpQueue, goHTTPProgs.TwHttpDial
 	if err != nil {
 		objs.Close() // closes what did load; nil fields are skipped
 		return ld, err

@@ -240,7 +240,7 @@ func New(opts Options) (*Tracer, error) {
 	if t.poll <= 0 {
 		t.poll = DefaultPollInterval
 	}
-	ld, err := loadObjects(spec, &t.objs, opts.BTFCache, opts.Tier != TierTracepoint)
+	ld, err := loadObjects(spec, &t.objs, opts.BTFCache, opts.Tier != TierTracepoint, opts.StackSample > 0)
 	t.bss, t.connectExits, t.procsSince = ld.bss, ld.connectExits, ld.procsSince
 	t.goHTTPAttached, t.stackSample = ld.goHTTPAttached, opts.StackSample
 	if err != nil {
