@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 	"io"
 	"net/http"
@@ -168,6 +169,60 @@ func BenchmarkGoHTTPDial(b *testing.B) {
 				}
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
+			}
+		})
+	}
+}
+
+//go:noinline
+func dialConnForLike(x int) int { return x + 1 }
+
+var sink int
+
+// BenchmarkUprobeHit is one hit of the dial goroutine's uprobe (the
+// cheaper of the two: no stack), on a function of this binary's:
+// what every new connection of a probed program pays twice, beside the
+// same calls unprobed.
+func BenchmarkUprobeHit(b *testing.B) {
+	requireBPF(b)
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, probed := range []bool{false, true} {
+		name := map[bool]string{false: "unprobed", true: "probed"}[probed]
+		b.Run(name, func(b *testing.B) {
+			if probed {
+				tr, err := New(Options{StackSample: 64})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { tr.Close() })
+				f, err := os.Open(exe)
+				if err != nil {
+					b.Fatal(err)
+				}
+				bin, err := symbol.OpenBinary(f)
+				f.Close()
+				if err != nil {
+					b.Fatal(err)
+				}
+				off, ok := bin.GoFuncOffset("github.com/twtrace/twtrace/pkg/tracer.dialConnForLike")
+				if !ok {
+					b.Fatal("no offset for dialConnForLike")
+				}
+				ex, err := link.OpenExecutable(exe)
+				if err != nil {
+					b.Fatal(err)
+				}
+				l, err := ex.Uprobe("dialConnForLike", tr.objs.TwHttpDial, &link.UprobeOptions{Address: off})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { l.Close() })
+			}
+			for i := range b.N {
+				sink = dialConnForLike(i)
 			}
 		})
 	}
