@@ -500,16 +500,20 @@ func (s *Sites) probeGoHTTP(st *tracer.Stack, pid uint32) {
 		s.mu.Unlock()
 		return
 	}
-	tried := s.goHTTPTried[exe]
-	s.goHTTPTried[exe] = true
 	path := fmt.Sprintf("/proc/%d/exe", pid)
-	if f := s.held[pid]; f != nil {
+	f := s.held[pid]
+	if f != nil {
 		path = fmt.Sprintf("/proc/self/fd/%d", f.Fd())
 	}
-	s.mu.Unlock()
-	if tried {
+	tried := s.goHTTPTried[exe]
+	// A process gone with no descriptor held leaves nothing to probe:
+	// the next process of the executable will.
+	if tried || f == nil && !alive(pid) {
+		s.mu.Unlock()
 		return
 	}
+	s.goHTTPTried[exe] = true
+	s.mu.Unlock()
 	err := s.attachGoHTTP(exe, path)
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/twtrace/twtrace/internal/sitecheck"
 	"github.com/twtrace/twtrace/internal/testnet"
 	"github.com/twtrace/twtrace/pkg/live"
 	"github.com/twtrace/twtrace/pkg/report"
@@ -74,37 +75,6 @@ func TestTopCallSiteShortLived(t *testing.T) {
 	checkDialSite(t, row)
 }
 
-// checkHTTPSite checks the row of testnet's net/http client (HTTPGets,
-// which paused after its first GET until twtrace had seen that GET's
-// stack). From Linux 5.15 on, the line that called Client.Do (get,
-// exactly) for every sampled dial after the first, with the caller's
-// goroutine as the stack; the first dial's stack, taken before the
-// executable was probed, is net/http's own dial goroutine. Before 5.15,
-// net/http's dial goroutine for all.
-func checkHTTPSite(t *testing.T, row report.Row, callers uint64) {
-	t.Helper()
-	const dialSite = "net/http.(*Transport).dial ("
-	if row.ClientLibrary != "net/http" || row.CallSiteNote != "" {
-		t.Errorf("library %q, note %q; want net/http, none", row.ClientLibrary, row.CallSiteNote)
-	}
-	if !testnet.KernelAtLeast(5, 15) {
-		if !strings.HasPrefix(row.CallSite, dialSite) || row.CallSites != nil {
-			t.Errorf("call site %q (sites %+v); want net/http's dial goroutine alone before 5.15", row.CallSite, row.CallSites)
-		}
-		return
-	}
-	fn, file, line := testnet.HTTPCallSite()
-	want := fmt.Sprintf("%s (%s:%d)", fn, file, line)
-	sites := row.CallSites
-	if row.CallSite != want || len(sites) != 2 || sites[0].CallSite != want || sites[0].Connects < callers ||
-		!strings.HasPrefix(sites[1].CallSite, dialSite) || sites[1].Connects != 1 || sites[1].ClientLibrary != "net/http" {
-		t.Errorf("call site %q, sites %+v; want %q for %d dials or more, then net/http's dial for the first", row.CallSite, sites, want, callers)
-	}
-	if len(row.Stack) == 0 || row.Stack[0].Function != "net/http.(*Transport).queueForDial" {
-		t.Errorf("stack %+v: want the caller's goroutine, from queueForDial", row.Stack)
-	}
-}
-
 // The net/http client: Go's default client, 16 requests at a
 // time against an idle pool of 2 per host, opens most of its connections
 // per request. Its dial runs in a goroutine of net/http's own: the stack
@@ -150,7 +120,7 @@ func TestTopCallSiteNetHTTP(t *testing.T) {
 	f := run.frameWhere(t, settled(n))
 	row := rowsByComm(t, f)["httpc"]
 	// top samples the first 8 dials of a process, then 1 in 64.
-	checkHTTPSite(t, row, 8)
+	sitecheck.HTTPSite(t, row, 8)
 	if row.Verdict != "per-request" || len(row.Advice) == 0 || !strings.Contains(row.Advice[0], "MaxIdleConnsPerHost") {
 		t.Errorf("verdict %q (%s), advice %q: want per-request, MaxIdleConnsPerHost first", row.Verdict, row.Reason, row.Advice)
 	}
