@@ -126,6 +126,11 @@ func TestDoctorNamespaceJSON(t *testing.T) {
 		if c.Required && c.Status != doctor.StatusOK {
 			t.Errorf("required check %+v is not ok", c)
 		}
+		// The net/http callers need the dialling goroutine's registers at
+		// connect(): bpf_task_pt_regs, 5.15.
+		if c.Name == doctor.CheckHTTPCallers && (c.Status == doctor.StatusOK) != testnet.KernelAtLeast(5, 15) {
+			t.Errorf("%+v on this kernel (%s)", c, rep.Kernel)
+		}
 	}
 	n := rep.Namespace
 	if n.Netns != ns.Inode || n.Source != "scan" || n.Error != "" {
@@ -273,7 +278,7 @@ func TestDoctorWithoutCapabilities(t *testing.T) {
 			if c.Status != doctor.StatusFail {
 				t.Errorf("privileges %+v", c)
 			}
-		case doctor.CheckRingBuf, doctor.CheckTracepoints, doctor.CheckIterator, doctor.CheckFEntry, doctor.CheckKprobe:
+		case doctor.CheckRingBuf, doctor.CheckTracepoints, doctor.CheckIterator, doctor.CheckFEntry, doctor.CheckKprobe, doctor.CheckHTTPCallers:
 			if c.Status != doctor.StatusSkipped {
 				t.Errorf("%s %+v: want skipped without privileges", c.Name, c)
 			}

@@ -50,6 +50,10 @@ type Readings struct {
 	Iterator Probe
 	FEntry   HookProbe
 	Kprobe   HookProbe
+	// HTTPCallers is whether the tracer, loaded as top loads it (stacks
+	// taken), can name the callers of Go net/http's dials
+	// (tracer.Tracer.GoHTTPSupported).
+	HTTPCallers Probe
 	// Namespace is the namespace explained.
 	Namespace NamespaceReading
 }
@@ -119,6 +123,7 @@ const (
 	CheckIterator    = "socket_iterator"
 	CheckFEntry      = "fentry"
 	CheckKprobe      = "kprobe"
+	CheckHTTPCallers = "http_callers"
 )
 
 // Check is one thing twtrace needs (Required) or could use.
@@ -282,6 +287,7 @@ func Diagnose(r *Readings) Report {
 		checkIterator(r.Iterator),
 		fentry,
 		checkKprobe(r.Kprobe),
+		checkHTTPCallers(r.HTTPCallers),
 	}
 	rep.CanRun = true
 	for _, c := range rep.Checks {
@@ -317,6 +323,7 @@ var checkLabels = map[string]string{
 	CheckIterator:    "iter/tcp",
 	CheckFEntry:      "fentry",
 	CheckKprobe:      "kprobe",
+	CheckHTTPCallers: "net/http",
 }
 
 func checkBTF(err error) Check {
@@ -379,6 +386,19 @@ func checkTracepoints(p Probe) Check {
 	return checkProbe(CheckTracepoints, p,
 		"twtrace's tracer loads and attaches: tp_btf sock:inet_sock_set_state and tcp:tcp_receive_reset (watch, top), syscalls sys_enter_bind and sys_exit_bind (--events bind_error)",
 		"refused: ")
+}
+
+// checkHTTPCallers is optional: without it a Go net/http call site is
+// net/http's own dial goroutine.
+func checkHTTPCallers(p Probe) Check {
+	c := checkProbe(CheckHTTPCallers, p,
+		"Go net/http dials can name their caller's line (uprobes, and the dialling goroutine read at connect()): top, run and watch --stacks",
+		"not available: ")
+	c.Required = false
+	if c.Status == StatusFail {
+		c.Detail += " (optional: a Go net/http call site is then net/http's own dial goroutine)"
+	}
+	return c
 }
 
 func checkIterator(p Probe) Check {

@@ -395,11 +395,11 @@ func TestChecksTierAndExit(t *testing.T) {
 	var names []string
 	for _, c := range rep.Checks {
 		names = append(names, c.Name)
-		if c.Required != (c.Name != CheckFEntry && c.Name != CheckKprobe) {
+		if c.Required != (c.Name != CheckFEntry && c.Name != CheckKprobe && c.Name != CheckHTTPCallers) {
 			t.Errorf("%s: required %v", c.Name, c.Required)
 		}
 	}
-	if want := []string{CheckPrivileges, CheckBTF, CheckRingBuf, CheckTracefs, CheckTracepoints, CheckIterator, CheckFEntry, CheckKprobe}; !slices.Equal(names, want) {
+	if want := []string{CheckPrivileges, CheckBTF, CheckRingBuf, CheckTracefs, CheckTracepoints, CheckIterator, CheckFEntry, CheckKprobe, CheckHTTPCallers}; !slices.Equal(names, want) {
 		t.Errorf("checks %v, want %v", names, want)
 	}
 	if c := checkOf(t, rep, CheckFEntry); c.Status != StatusFail || c.Detail != "refused: EPERM at load (fentry/tcp_time_wait; optional: twtrace uses the tracepoint tier)" {
@@ -516,11 +516,12 @@ func TestUnprivilegedReadings(t *testing.T) {
 	r := okReadings()
 	r.Caps = Caps{Euid: 1000}
 	r.RingBuf.Skipped, r.Tracepoints.Skipped, r.Iterator.Skipped, r.FEntry.Skipped, r.Kprobe.Skipped = why, why, why, why, why
+	r.HTTPCallers.Skipped = why
 	rep := Diagnose(r)
 	if rep.CanRun || !strings.HasPrefix(rep.Reason, "missing CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN") || rep.Tier != "none" {
 		t.Errorf("can run %v, reason %q, tier %q", rep.CanRun, rep.Reason, rep.Tier)
 	}
-	for _, name := range []string{CheckRingBuf, CheckTracepoints, CheckIterator, CheckFEntry, CheckKprobe} {
+	for _, name := range []string{CheckRingBuf, CheckTracepoints, CheckIterator, CheckFEntry, CheckKprobe, CheckHTTPCallers} {
 		if c := checkOf(t, rep, name); c.Status != StatusSkipped || c.Detail != "not probed: "+why {
 			t.Errorf("%s: %+v", name, c)
 		}
@@ -666,5 +667,18 @@ func TestTargetNotFound(t *testing.T) {
 	}
 	if _, err := Target(0, 1<<30, Caps{}); !errors.Is(err, ErrNoNamespace) || err.Error() != fmt.Sprintf("process %d not found", 1<<30) {
 		t.Errorf("a pid over pid_max: %v", err)
+	}
+}
+
+// The net/http callers are optional: without them the tracer still runs,
+// and the detail says what a Go net/http call site is then.
+func TestHTTPCallersCheck(t *testing.T) {
+	r := okReadings()
+	r.HTTPCallers.Err = errors.New("the kernel cannot read a thread's user registers (bpf_task_pt_regs, Linux 5.15)")
+	rep := Diagnose(r)
+	c := checkOf(t, rep, CheckHTTPCallers)
+	want := "not available: the kernel cannot read a thread's user registers (bpf_task_pt_regs, Linux 5.15) (optional: a Go net/http call site is then net/http's own dial goroutine)"
+	if !rep.CanRun || c.Required || c.Status != StatusFail || c.Detail != want {
+		t.Errorf("can run %v, check %+v; want it runs, and %q", rep.CanRun, c, want)
 	}
 }

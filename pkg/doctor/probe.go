@@ -135,7 +135,7 @@ func Gather(ref inventory.NamespaceRef) *Readings {
 	if !r.Caps.CanLoad() {
 		why := "needs CAP_BPF and CAP_PERFMON, or root"
 		r.RingBuf.Skipped, r.Tracepoints.Skipped, r.Iterator.Skipped = why, why, why
-		r.FEntry.Skipped, r.Kprobe.Skipped = why, why
+		r.FEntry.Skipped, r.Kprobe.Skipped, r.HTTPCallers.Skipped = why, why, why
 		if r.Tracefs.MountedAt == "" && r.Tracefs.Unreadable == "" {
 			r.Tracefs.NotTried = "mounting it needs CAP_SYS_ADMIN"
 		}
@@ -151,10 +151,13 @@ func Gather(ref inventory.NamespaceRef) *Readings {
 	}
 
 	cache := btf.NewCache() // the kernel's types, decoded once for every load
-	if t, err := tracer.New(tracer.Options{BTFCache: cache}); err != nil {
+	// Loaded as top loads it, stacks taken: the call sites' programs too.
+	if t, err := tracer.New(tracer.Options{BTFCache: cache, StackSample: 64}); err != nil {
 		r.Tracepoints.Err = err
+		r.HTTPCallers.Skipped = "the tracer did not load"
 	} else {
 		r.Tier = t.Tier()
+		r.HTTPCallers.Err = t.GoHTTPSupported()
 		if err := t.Close(); err != nil {
 			r.Tracepoints.Err = fmt.Errorf("unloading: %w", err)
 		}
