@@ -56,6 +56,10 @@ type Site struct {
 	tries int           // failed attempts since the process was gone
 }
 
+// pair reports whether s is the site of a pair of stacks
+// (tracer.Stack.Caller).
+func (s *Site) pair() bool { return s.stack != nil && s.stack.Caller != 0 }
+
 // String is the call site's screen form, "function (file:line)", escaped;
 // "" when not known.
 func (s *Site) String() string {
@@ -201,8 +205,10 @@ func (s *Sites) publish(id uint64, old, fresh *Site) uint64 {
 			s.bySite[key] = fresh
 		}
 	}
-	if old != nil && old.tries > 0 && fresh.tries == 0 {
-		s.stats.Unresolved-- // read after all
+	// Read after all. (A pair's tries are its own stack's, counted
+	// there.)
+	if old != nil && old.tries > 0 && fresh.tries == 0 && !old.pair() {
+		s.stats.Unresolved--
 	}
 	s.byID[id] = fresh
 	return fresh.ID

@@ -395,3 +395,30 @@ func TestSitesPairNeedsTheDialGoroutine(t *testing.T) {
 		t.Fatalf("site %+v: want the connect()'s own, callsiteDial", site)
 	}
 }
+
+// A pair whose own stack's process was gone is retried with it, and
+// counted once among the unresolved, in its own stack: read after all
+// through another process of the executable, the count goes back to 0.
+func TestSitesPairRetriedCountsOnce(t *testing.T) {
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Run(); err != nil {
+		t.Skip(err)
+	}
+	gone, self := uint32(cmd.Process.Pid), uint32(os.Getpid())
+	s := New(stacks{
+		1: {PID: gone, IPs: callsiteDial()},
+		2: {PID: self, IPs: callsiteDial()},
+		3: {PID: gone, Own: 1, Caller: 2},
+	}, symbol.NewResolver(4))
+	s.Canonical(3, gone)
+	if st := s.Stats(); st.Unresolved != 1 {
+		t.Fatalf("stats %+v: want the own stack unresolved, once", st)
+	}
+	site := s.Site(s.Canonical(3, self)) // this process runs the same executable
+	if site == nil || !site.Known || !strings.Contains(site.String(), "callsite.callsiteDial (") {
+		t.Errorf("site %+v after the retry: want callsiteDial", site)
+	}
+	if st := s.Stats(); st.Unresolved != 0 {
+		t.Errorf("stats %+v: want none unresolved after the retry", st)
+	}
+}
