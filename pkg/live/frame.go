@@ -143,7 +143,7 @@ func (s *session) readInventory(snap *aggregate.Snapshot) error {
 	// ring (records wait up to a poll interval): let the reader empty it
 	// once more before joining, or the socket would count as unattributed.
 	w0 := time.Now()
-	s.waitDrains(1)
+	s.waitDrains(1, time.Second)
 	sc.drainWait = time.Since(w0)
 	s.read = inventoryRead{sc: sc, tw: s.joinTimewait(sc, snap, len(errs) == 0), errors: errs, done: true}
 	for _, sd := range sc.all {

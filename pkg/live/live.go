@@ -410,6 +410,13 @@ func (s *session) emitFrame(emit func(*Frame) error) error {
 	return nil
 }
 
+// finalDrainWait bounds the final frame's wait for the reader. The reader
+// symbolizes each new stack as it reads its announcement, and the first
+// stack of a big binary parses it: seconds under emulation (a 1 s bound
+// let run's final frame miss the records read after it, seen in a VM).
+// A frame on the way waits a second at most.
+const finalDrainWait = 10 * time.Second
+
 // drain waits up to d for every socket closed first to reach its end,
 // lets the reader empty the ring twice more (the last records were in it
 // before the first of those), and emits the final frame.
@@ -427,7 +434,7 @@ func (s *session) drain(d time.Duration, emit func(*Frame) error) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	s.waitDrains(2)
+	s.waitDrains(2, finalDrainWait)
 	f, err := s.frame(true)
 	if err != nil {
 		return err
@@ -438,10 +445,10 @@ func (s *session) drain(d time.Duration, emit func(*Frame) error) error {
 }
 
 // waitDrains waits until the reader has emptied the ring n more times:
-// every record in it now has then been added. Bounded: a reader that
-// stopped on an error drains no more.
-func (s *session) waitDrains(n uint64) {
-	for start, t0 := s.drains.Load(), time.Now(); s.drains.Load() < start+n && time.Since(t0) < time.Second; {
+// every record in it now has then been added. Bounded by max: a reader
+// that stopped on an error drains no more.
+func (s *session) waitDrains(n uint64, max time.Duration) {
+	for start, t0 := s.drains.Load(), time.Now(); s.drains.Load() < start+n && time.Since(t0) < max; {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
