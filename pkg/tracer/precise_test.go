@@ -284,7 +284,7 @@ func TestTimewaitExpires(t *testing.T) {
 // seen on 5.10 as three timewait_end lines in a default `twtrace watch`).
 func TestTimewaitKilledByRST(t *testing.T) {
 	ns := testnet.New(t)
-	c, _, precise := tiered(t, ns)
+	c, tr, precise := tiered(t, ns)
 	noEnds, err := New(Options{Netns: ns.Inode, KindMask: filter.DefaultKinds})
 	if err != nil {
 		t.Fatalf("second tracer: %v", err)
@@ -293,7 +293,11 @@ func TestTimewaitKilledByRST(t *testing.T) {
 	srv := testnet.StartServer(t, ns, "127.0.0.1", testnet.ServerHoldRST)
 	cl := holdAndClose(t, ns, srv, 3)
 	if tws := c.settle(event.KindTimewait, 3); len(tws) != 3 {
-		t.Fatalf("got %d timewait events, want 3", len(tws))
+		// An orphan whose FIN's ACK came while close() still held it stays
+		// a full FIN_WAIT2 socket (state 05) until its timer, not a
+		// timewait one (06): the listing tells.
+		missed, _ := tr.Missed()
+		t.Fatalf("got %d timewait events, want 3 (missed runs %d); the namespace's sockets now:\n%s", len(tws), missed, ns.TCPListing(t))
 	}
 	srv.Release()
 	if !precise {
