@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/twtrace/twtrace/internal/testnet"
 	"github.com/twtrace/twtrace/pkg/report"
-	"github.com/twtrace/twtrace/pkg/top"
 )
 
 // perRequestSource is the C client of these tests, and the line of its
@@ -169,15 +167,7 @@ func topPerRequest(t *testing.T, exe string) report.Row {
 	if err != nil {
 		t.Fatalf("client printed %q", said)
 	}
-	rest, _ := rd.ReadString(0)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("top exited with %v; stderr %q", err, rest)
-	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	var f top.Frame
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &f); err != nil {
-		t.Fatal(err)
-	}
+	f := lastTopFrame(t, cmd, stdout, rd)
 	for _, r := range f.Rows {
 		if r.PID == uint32(pid) {
 			if r.Connects != 20 {

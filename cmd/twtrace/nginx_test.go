@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/twtrace/twtrace/internal/testnet"
 	"github.com/twtrace/twtrace/pkg/report"
-	"github.com/twtrace/twtrace/pkg/top"
 )
 
 // nginxConf proxies 127.0.0.1:8080 to upstream (%[2]s) as a user would
@@ -165,15 +163,7 @@ func TestTopNginxUpstream(t *testing.T) {
 	if _, err := nginxLoad(ns, dir); err != nil {
 		t.Fatal(err)
 	}
-	rest, _ := rd.ReadString(0)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("top exited with %v; stderr %q", err, rest)
-	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	var f top.Frame
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &f); err != nil {
-		t.Fatal(err)
-	}
+	f := lastTopFrame(t, cmd, stdout, rd)
 	checkNginxRow(t, f.Rows, up.Addr)
 }
 

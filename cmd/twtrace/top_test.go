@@ -54,6 +54,22 @@ func startTopCLI(t *testing.T, ns *testnet.Netns, args ...string) (*exec.Cmd, *b
 	return cmd, stdout, rd
 }
 
+// lastTopFrame waits for the top started by startTopCLI to exit, and
+// returns the last frame it printed.
+func lastTopFrame(t *testing.T, cmd *exec.Cmd, stdout *bytes.Buffer, rd *bufio.Reader) top.Frame {
+	t.Helper()
+	rest, _ := rd.ReadString(0)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("top exited with %v; stderr %q", err, rest)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	var f top.Frame
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &f); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 func TestTopJSONCountTwo(t *testing.T) {
 	requireBPF(t)
 	ns, s := churnNetns(t)
