@@ -484,19 +484,25 @@ func TestPerRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	closed := make(chan struct{}, 30)
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
+			go func() { io.Copy(io.Discard, c); c.Close(); closed <- struct{}{} }()
 		}
 	}()
 	for i := 0; i < 30; i++ {
 		if err := fetch(ln.Addr().String()); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// Exiting with connections still queued on the listener would
+	// reset them: the client's side would never reach TIME_WAIT.
+	for i := 0; i < 30; i++ {
+		<-closed
 	}
 }
 `
