@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -122,4 +124,71 @@ func (n *Netns) TCPListing(t testing.TB) string {
 		return err
 	})
 	return string(b)
+}
+
+// TCPSocket is one line of /proc/net/tcp: a full socket or a timewait
+// one. A timewait socket prints its substate (FIN_WAIT2 or TIME_WAIT) as
+// its state, like a full socket in that state; its timer (3) tells them
+// apart.
+type TCPSocket struct {
+	LocalPort, RemotePort uint16
+	State                 uint8 // the kernel's TCP_* number
+	Timer                 uint8 // 3: a timewait socket's timer
+}
+
+// Timewait says whether s is a timewait socket, whatever its substate.
+func (s TCPSocket) Timewait() bool { return s.Timer == 3 }
+
+// TCPSockets lists the namespace's IPv4 TCP sockets now.
+func (n *Netns) TCPSockets(t testing.TB) []TCPSocket {
+	t.Helper()
+	socks, err := ParseTCPListing(n.TCPListing(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return socks
+}
+
+// ParseTCPListing reads /proc/net/tcp's text.
+func ParseTCPListing(text string) ([]TCPSocket, error) {
+	var out []TCPSocket
+	for i, line := range strings.Split(strings.TrimSpace(text), "\n") {
+		f := strings.Fields(line)
+		if i == 0 || len(f) == 0 {
+			continue // the header
+		}
+		if len(f) < 6 {
+			return nil, fmt.Errorf("/proc/net/tcp line %d: %d fields", i+1, len(f))
+		}
+		var s TCPSocket
+		var err error
+		if s.LocalPort, err = hexPort(f[1]); err == nil {
+			s.RemotePort, err = hexPort(f[2])
+		}
+		var st, tr uint64
+		if err == nil {
+			st, err = strconv.ParseUint(f[3], 16, 8)
+		}
+		if timer, _, ok := strings.Cut(f[5], ":"); err == nil && ok {
+			tr, err = strconv.ParseUint(timer, 16, 8)
+		} else if err == nil {
+			err = fmt.Errorf("timer %q", f[5])
+		}
+		if err != nil {
+			return nil, fmt.Errorf("/proc/net/tcp line %d: %v", i+1, err)
+		}
+		s.State, s.Timer = uint8(st), uint8(tr)
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// hexPort is the port of an "ADDR:PORT" field, both in hex.
+func hexPort(field string) (uint16, error) {
+	_, port, ok := strings.Cut(field, ":")
+	if !ok {
+		return 0, fmt.Errorf("address %q", field)
+	}
+	p, err := strconv.ParseUint(port, 16, 16)
+	return uint16(p), err
 }
