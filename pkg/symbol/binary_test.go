@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 )
@@ -172,6 +173,58 @@ func TestResolverCache(t *testing.T) {
 	want := Stats{Hits: 1, Loaded: 1, Shared: 2, Evicted: 2, Failed: 2}
 	if got := r.Stats(); got != want {
 		t.Errorf("stats %+v, want %+v", got, want)
+	}
+	// Left: inode 3's binary, once shared by three files, and inode 5's
+	// failure.
+	if got := r.CachedBytes(); got != first.Footprint() {
+		t.Errorf("%d bytes cached, want %d", got, first.Footprint())
+	}
+}
+
+// The byte bound: over it, the least recently used binaries go, the last
+// one read stays whatever its size, and the bytes counted are exactly
+// the footprints of the binaries kept.
+func TestResolverCacheBytes(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tiny := filepath.Join(t.TempDir(), "tiny")
+	if err := os.WriteFile(tiny, tinyELF(t), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	openExe := func() (*os.File, error) { return os.Open(exe) }
+	openTiny := func() (*os.File, error) { return os.Open(tiny) }
+	r := NewResolver(DefaultCacheSize)
+	big := r.binary(FileID{Inode: 1}, openExe)
+	small := r.binary(FileID{Inode: 2}, openTiny)
+	if big == nil || small == nil {
+		t.Fatal("binaries not read")
+	}
+	st, _ := os.Stat(exe)
+	if f := big.Footprint(); f < int64(big.goTab.held) || f > st.Size() || small.Footprint() >= f {
+		t.Fatalf("footprints %d (a %d-byte file, %d-byte Go table) and %d", f, st.Size(), big.goTab.held, small.Footprint())
+	}
+	if got := r.CachedBytes(); got != big.Footprint()+small.Footprint() {
+		t.Fatalf("%d bytes cached, want %d", got, big.Footprint()+small.Footprint())
+	}
+	// Both no longer fit: the next file, which shares small's build-id,
+	// evicts big.
+	r.SetMaxBytes(big.Footprint())
+	if r.binary(FileID{Inode: 3}, openTiny) != small {
+		t.Fatal("the same build-id was read again")
+	}
+	if got := r.CachedBytes(); got != small.Footprint() || r.Stats().Evicted != 1 {
+		t.Fatalf("%d bytes cached, %d evicted; want %d (small, once), 1", got, r.Stats().Evicted, small.Footprint())
+	}
+	// Nothing fits: all but the binary just read go.
+	r.SetMaxBytes(1)
+	again := r.binary(FileID{Inode: 1}, openExe)
+	if again == big {
+		t.Fatal("an evicted binary was kept")
+	}
+	if got := r.CachedBytes(); got != again.Footprint() || r.Stats().Evicted != 3 || r.Stats().Loaded != 3 {
+		t.Fatalf("%d bytes cached, stats %+v; want only the binary just read (%d bytes), 3 evicted, 3 loaded", got, r.Stats(), again.Footprint())
 	}
 }
 

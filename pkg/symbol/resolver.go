@@ -14,23 +14,30 @@ import (
 	"syscall"
 )
 
-// DefaultCacheSize is how many binaries a Resolver keeps by default. A Go
-// binary's tables take about 60 % of its size in memory (5.4 MB for the
-// 8.8 MB test binary of this package).
+// DefaultCacheSize is how many binaries a Resolver keeps by default.
 const DefaultCacheSize = 64
+
+// DefaultCacheBytes bounds the bytes a Resolver's binaries hold, by
+// default (Binary.Footprint): a Go binary holds its pclntab, about a
+// quarter of its size (13.4 MiB for Debian's 50 MB prometheus); a C or
+// C++ one its symbols and DWARF lines. The binary in use is kept whatever
+// its size.
+const DefaultCacheBytes = 64 << 20
 
 // Resolver turns the addresses of a process's stack into Frames. It keeps
 // the binaries it has read in a small LRU cache keyed by file (device,
 // inode), and reuses one binary for every file with its build-id. It is
 // safe for concurrent use.
 type Resolver struct {
-	mu      sync.Mutex
-	max     int
-	lru     *list.List // of *cached, most recently used first
-	byFile  map[FileID]*list.Element
-	byBuild map[string]*Binary
-	holders map[*Binary]int // cache entries holding each binary
-	stats   Stats
+	mu       sync.Mutex
+	max      int
+	maxBytes int64
+	bytes    int64      // the cached binaries' footprints
+	lru      *list.List // of *cached, most recently used first
+	byFile   map[FileID]*list.Element
+	byBuild  map[string]*Binary
+	holders  map[*Binary]int // cache entries holding each binary
+	stats    Stats
 }
 
 // Stats counts what a Resolver's cache did.
@@ -38,7 +45,7 @@ type Stats struct {
 	Hits    uint64 // a mapped file found in the cache
 	Loaded  uint64 // files read and parsed
 	Shared  uint64 // files whose build-id matched a cached binary
-	Evicted uint64 // binaries dropped to stay within the bound
+	Evicted uint64 // binaries dropped to stay within the bounds
 	Failed  uint64 // files that could not be opened or read as ELF
 }
 
@@ -47,11 +54,27 @@ type cached struct {
 	bin *Binary // nil: the file is not a readable ELF (not retried)
 }
 
-// NewResolver makes a Resolver keeping up to size binaries (at least 1).
+// NewResolver makes a Resolver keeping up to size binaries (at least 1)
+// and DefaultCacheBytes.
 func NewResolver(size int) *Resolver {
-	return &Resolver{max: max(size, 1), lru: list.New(),
+	return &Resolver{max: max(size, 1), maxBytes: DefaultCacheBytes, lru: list.New(),
 		byFile: map[FileID]*list.Element{}, byBuild: map[string]*Binary{},
 		holders: map[*Binary]int{}}
+}
+
+// SetMaxBytes bounds the cached binaries' footprints to n bytes from the
+// next binary read on; the last one read is kept whatever its size.
+func (r *Resolver) SetMaxBytes(n int64) {
+	r.mu.Lock()
+	r.maxBytes = n
+	r.mu.Unlock()
+}
+
+// CachedBytes is the cached binaries' footprint now.
+func (r *Resolver) CachedBytes() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.bytes
 }
 
 // Stats returns the cache's counters so far.
@@ -277,12 +300,14 @@ func (r *Resolver) remember(id FileID, bin *Binary, add func(*Stats)) {
 	}
 	r.byFile[id] = r.lru.PushFront(&cached{id: id, bin: bin})
 	if bin != nil {
-		r.holders[bin]++
+		if r.holders[bin]++; r.holders[bin] == 1 {
+			r.bytes += bin.Footprint()
+		}
 		if bin.BuildID != "" {
 			r.byBuild[bin.BuildID] = bin
 		}
 	}
-	for r.lru.Len() > r.max {
+	for r.lru.Len() > r.max || (r.bytes > r.maxBytes && r.lru.Len() > 1) {
 		old := r.lru.Remove(r.lru.Back()).(*cached)
 		delete(r.byFile, old.id)
 		r.stats.Evicted++
@@ -291,6 +316,7 @@ func (r *Resolver) remember(id FileID, bin *Binary, add func(*Stats)) {
 		}
 		if r.holders[old.bin]--; r.holders[old.bin] == 0 {
 			delete(r.holders, old.bin)
+			r.bytes -= old.bin.Footprint()
 			if r.byBuild[old.bin.BuildID] == old.bin {
 				delete(r.byBuild, old.bin.BuildID)
 			}
