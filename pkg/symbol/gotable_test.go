@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -214,11 +215,12 @@ func FuzzGoTable(f *testing.F) {
 }
 
 // debug/gosym (the anchor) and goTable side by side, on this test's
-// binary and on Debian's prometheus when installed: reading the table,
-// and looking up an address (function, file, line).
+// binary and on Debian's prometheus and containerd when installed:
+// reading the binary (with the heap it keeps, against its footprint),
+// reading the table, looking up an address (function, file, line).
 func BenchmarkGoTable(b *testing.B) {
 	exe, _ := os.Executable()
-	for _, path := range []string{exe, "/usr/bin/prometheus"} {
+	for _, path := range []string{exe, "/usr/bin/prometheus", "/usr/bin/containerd"} {
 		f, err := os.Open(path)
 		if err != nil {
 			continue
@@ -238,6 +240,29 @@ func BenchmarkGoTable(b *testing.B) {
 			pcs = append(pcs, (ref.Funcs[i].Entry+ref.Funcs[i].End)/2)
 		}
 		name := filepath.Base(path)
+		b.Run(name+"/OpenBinary", func(b *testing.B) {
+			f, err := os.Open(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := OpenBinary(f); err != nil {
+					b.Fatal(err)
+				}
+			}
+			// The heap one more binary keeps, against its footprint.
+			var m0, m1 runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&m0)
+			one, _ := OpenBinary(f)
+			runtime.GC()
+			runtime.ReadMemStats(&m1)
+			b.ReportMetric(float64(m1.HeapAlloc-m0.HeapAlloc)/(1<<20), "kept-MiB")
+			b.ReportMetric(float64(one.Footprint())/(1<<20), "footprint-MiB")
+			runtime.KeepAlive(one)
+		})
 		b.Run(name+"/read/gosym", func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
