@@ -8,8 +8,6 @@ import (
 	"runtime"
 	"slices"
 	"testing"
-
-	"github.com/twtrace/twtrace/internal/testnet"
 )
 
 // goTable against debug/gosym, the standard library's reader, on every
@@ -36,7 +34,7 @@ func TestGoTableMatchesGosym(t *testing.T) {
 		matchGosym(t, exe)
 	})
 	for _, name := range []string{"prometheus", "containerd"} {
-		t.Run(name, func(t *testing.T) { matchGosym(t, testnet.RequireHost(t, name)[0]) })
+		t.Run(name, func(t *testing.T) { matchGosym(t, requireHost(t, name)[0]) })
 	}
 }
 
