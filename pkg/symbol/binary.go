@@ -320,7 +320,7 @@ func placeSymbols(out []elfSymbol, loads []segment) []elfSymbol {
 			out[i].end = segmentEnd(loads, out[i].addr)
 		}
 	}
-	return slices.Clip(out)
+	return slices.Clone(out) // not the array of symbols dropped
 }
 
 func cmpUint(a, b uint64) int {
