@@ -142,6 +142,14 @@ type HTTPServer struct {
 // range (see StartServer).
 func StartHTTPServer(t testing.TB, ns *Netns) *HTTPServer {
 	t.Helper()
+	return StartHTTPServerDelay(t, ns, 0)
+}
+
+// StartHTTPServerDelay is StartHTTPServer answering each request after
+// delay: until then no connection of a client comes free, so every
+// request it queues meanwhile dials.
+func StartHTTPServerDelay(t testing.TB, ns *Netns, delay time.Duration) *HTTPServer {
+	t.Helper()
 	s := StartServer(t, ns, "127.0.0.1", ServerHold) // its listener only
 	s.ln.Close()
 	var ln net.Listener
@@ -151,7 +159,10 @@ func StartHTTPServer(t testing.TB, ns *Netns) *HTTPServer {
 		return err
 	})
 	body := make([]byte, 100)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(body) })}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		time.Sleep(delay)
+		w.Write(body)
+	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return &HTTPServer{Addr: s.Addr.String()}
