@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -142,14 +143,16 @@ type HTTPServer struct {
 // range (see StartServer).
 func StartHTTPServer(t testing.TB, ns *Netns) *HTTPServer {
 	t.Helper()
-	return StartHTTPServerDelay(t, ns, 0)
+	return StartHTTPServerDelay(t, ns, 0, 0)
 }
 
-// StartHTTPServerDelay is StartHTTPServer answering each request after
-// delay: until then no connection of a client comes free, so every
-// request it queues meanwhile dials.
-func StartHTTPServerDelay(t testing.TB, ns *Netns, delay time.Duration) *HTTPServer {
+// StartHTTPServerDelay is StartHTTPServer answering its first n requests
+// after delay: until then no connection of a client comes free, so every
+// request it queues meanwhile dials. (Delaying every answer would have
+// the freed connections handed to queued requests: fewer dials.)
+func StartHTTPServerDelay(t testing.TB, ns *Netns, n int64, delay time.Duration) *HTTPServer {
 	t.Helper()
+	var answered atomic.Int64
 	s := StartServer(t, ns, "127.0.0.1", ServerHold) // its listener only
 	s.ln.Close()
 	var ln net.Listener
@@ -160,7 +163,9 @@ func StartHTTPServerDelay(t testing.TB, ns *Netns, delay time.Duration) *HTTPSer
 	})
 	body := make([]byte, 100)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		time.Sleep(delay)
+		if answered.Add(1) <= n {
+			time.Sleep(delay)
+		}
 		w.Write(body)
 	})}
 	go srv.Serve(ln)

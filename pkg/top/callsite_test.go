@@ -86,8 +86,9 @@ func TestTopCallSiteShortLived(t *testing.T) {
 // top takes the callers' stacks of a process's first 8 queued dials (then
 // 1 in 64). A queued request that a connection coming free serves before
 // its dial goroutine starts does not dial, and its sample names nothing:
-// seen in a 6.1 guest, 6 named dials. The server answers after a delay,
-// so that no connection comes free while the first 16 requests queue.
+// seen in a 6.1 guest, 6 named dials. The server answers the first GET
+// and the 16 after the pause late, so that no connection comes free
+// while those 16 queue.
 func TestTopCallSiteNetHTTP(t *testing.T) {
 	requireBPF(t)
 	ns := testnet.New(t)
@@ -95,7 +96,7 @@ func TestTopCallSiteNetHTTP(t *testing.T) {
 	if testnet.InVMGuest() {
 		delay = 300 * time.Millisecond
 	}
-	srv := testnet.StartHTTPServerDelay(t, ns, delay)
+	srv := testnet.StartHTTPServerDelay(t, ns, 17, delay)
 	run := startTopStacks(t, ns)
 	probed := filepath.Join(t.TempDir(), "probed")
 	type result struct {
