@@ -228,24 +228,6 @@ func TestResolverCacheBytes(t *testing.T) {
 	}
 }
 
-func BenchmarkNewBinary(b *testing.B) {
-	exe, err := os.Executable()
-	if err != nil {
-		b.Fatal(err)
-	}
-	f, err := os.Open(exe)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := OpenBinary(f); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 func FuzzBinary(f *testing.F) {
 	img := tinyELF(f)
 	f.Add(img)
